@@ -1,0 +1,22 @@
+//! Certificates and trust for octopoll.
+//!
+//! Every party (node, agent) has a self-signed certificate and is known by its
+//! [`Thumbprint`]: the SHA-1 of the certificate's DER, in uppercase hex, as .NET's
+//! `X509Certificate2.Thumbprint` prints it. Trust is pinning by thumbprint, never
+//! chain building; the TLS signature checks stay with rustls.
+//!
+//! This crate does no network I/O. It makes identities ([`Identity::generate`]),
+//! reads and writes them as PEM ([`pem`]), and builds rustls configurations that
+//! pin peers ([`tls`]). aws-lc-rs is the only crypto provider.
+
+pub mod error;
+pub mod generate;
+pub mod pem;
+pub mod thumbprint;
+pub mod tls;
+pub mod verify;
+
+pub use error::{Error, Result};
+pub use generate::{Identity, KeyType};
+pub use thumbprint::Thumbprint;
+pub use verify::{PeerRejected, TrustedThumbprints};

@@ -1,0 +1,128 @@
+//! Identities as PEM files: `<name>.crt.pem` and `<name>.key.pem`.
+
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+
+use crate::{Error, Identity, Result};
+
+/// Paths of the two PEM files of identity `name` in `dir`.
+pub fn paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{name}.crt.pem")),
+        dir.join(format!("{name}.key.pem")),
+    )
+}
+
+/// The certificate as PEM text.
+pub fn cert_pem(identity: &Identity) -> String {
+    ::pem::encode(&::pem::Pem::new("CERTIFICATE", identity.cert().to_vec()))
+}
+
+/// Writes `<name>.crt.pem` and `<name>.key.pem` into `dir`, creating it.
+///
+/// Returns the certificate path. The key file is written readable by its owner only.
+pub fn save(identity: &Identity, dir: &Path, name: &str) -> Result<PathBuf> {
+    let (cert_path, key_path) = paths(dir, name);
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "create",
+        path: dir.to_owned(),
+        source,
+    })?;
+    let key_pem = ::pem::encode(&::pem::Pem::new(
+        "PRIVATE KEY",
+        identity.private_key_pkcs8().to_vec(),
+    ));
+    write(&cert_path, cert_pem(identity).as_bytes(), 0o644)?;
+    write(&key_path, key_pem.as_bytes(), 0o600)?;
+    Ok(cert_path)
+}
+
+/// Reads the identity `name` saved by [`save`] from `dir`.
+pub fn load(dir: &Path, name: &str) -> Result<Identity> {
+    let (cert_path, key_path) = paths(dir, name);
+    load_files(&cert_path, &key_path)
+}
+
+/// Reads an identity from a certificate PEM file and a PKCS#8 key PEM file.
+pub fn load_files(cert_path: &Path, key_path: &Path) -> Result<Identity> {
+    let cert_text = read(cert_path)?;
+    let key_text = read(key_path)?;
+    let cert = CertificateDer::from_pem_slice(&cert_text).map_err(|source| Error::Pem {
+        path: cert_path.to_owned(),
+        what: "certificate",
+        source,
+    })?;
+    let key = PrivatePkcs8KeyDer::from_pem_slice(&key_text).map_err(|source| Error::Pem {
+        path: key_path.to_owned(),
+        what: "PKCS#8 private key",
+        source,
+    })?;
+    Ok(Identity::from_der(cert, key))
+}
+
+/// Reads a lone certificate PEM file (a peer's, to pin it).
+pub fn load_cert(path: &Path) -> Result<CertificateDer<'static>> {
+    let text = read(path)?;
+    CertificateDer::from_pem_slice(&text).map_err(|source| Error::Pem {
+        path: path.to_owned(),
+        what: "certificate",
+        source,
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    options
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes))
+        .map_err(|source| Error::Io {
+            action: "write",
+            path: path.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KeyType;
+
+    #[test]
+    fn save_then_load_keeps_thumbprint_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::generate("node", KeyType::EcdsaP256).unwrap();
+        save(&id, dir.path(), "node").unwrap();
+        let back = load(dir.path(), "node").unwrap();
+        assert_eq!(back.thumbprint(), id.thumbprint());
+        assert_eq!(back.private_key_pkcs8(), id.private_key_pkcs8());
+    }
+
+    #[test]
+    fn missing_and_garbage_files_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(dir.path(), "nope").unwrap_err();
+        assert!(err.to_string().contains("nope.crt.pem"), "{err}");
+        std::fs::write(dir.path().join("bad.crt.pem"), "hello").unwrap();
+        std::fs::write(dir.path().join("bad.key.pem"), "hello").unwrap();
+        let err = load(dir.path(), "bad").unwrap_err();
+        assert!(err.to_string().contains("bad.crt.pem holds no PEM certificate"), "{err}");
+    }
+}

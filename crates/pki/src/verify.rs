@@ -1,0 +1,224 @@
+//! Certificate verifiers that pin peers by thumbprint.
+//!
+//! Pinning replaces chain building, never proof of key possession: the handshake
+//! signatures are still checked by rustls with the provider's algorithms.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::Thumbprint;
+
+/// A set of trusted thumbprints that can change while connections are accepted.
+///
+/// A node shares one set between its registry and its TLS acceptor, so a machine
+/// registered a moment ago is accepted on its very next handshake.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedThumbprints(Arc<RwLock<HashSet<Thumbprint>>>);
+
+impl TrustedThumbprints {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trusts `thumbprint`; returns false if it already was.
+    pub fn insert(&self, thumbprint: Thumbprint) -> bool {
+        self.write().insert(thumbprint)
+    }
+
+    /// Stops trusting `thumbprint`; returns false if it was not trusted.
+    pub fn remove(&self, thumbprint: &Thumbprint) -> bool {
+        self.write().remove(thumbprint)
+    }
+
+    /// Whether `thumbprint` is trusted.
+    pub fn contains(&self, thumbprint: &Thumbprint) -> bool {
+        // A poisoned lock only means a writer panicked mid-insert; the set is still valid.
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(thumbprint)
+    }
+
+    /// How many thumbprints are trusted.
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no thumbprint is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<Thumbprint>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why a peer's certificate was refused; carried inside the rustls error.
+///
+/// Find it in a failed handshake's error with [`PeerRejected::find_in`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerRejected {
+    /// The client's certificate thumbprint is not in the trusted set.
+    #[error("client certificate {thumbprint} is not trusted (no registered machine has it)")]
+    Untrusted {
+        /// The refused certificate's thumbprint.
+        thumbprint: Thumbprint,
+    },
+    /// The server presented a certificate other than the pinned one.
+    #[error("server presented certificate {actual} but {expected} is pinned")]
+    Mismatch {
+        /// The pinned thumbprint.
+        expected: Thumbprint,
+        /// What the server presented.
+        actual: Thumbprint,
+    },
+}
+
+impl PeerRejected {
+    /// The rejection inside an I/O error from a tokio-rustls handshake or read, if any.
+    pub fn find_in(err: &std::io::Error) -> Option<Self> {
+        let rustls_err = err.get_ref()?.downcast_ref::<rustls::Error>()?;
+        Self::find_in_rustls(rustls_err)
+    }
+
+    /// The rejection inside a rustls error, if any.
+    pub fn find_in_rustls(err: &rustls::Error) -> Option<Self> {
+        match err {
+            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+                let inner: &(dyn std::error::Error + 'static) = &*other.0;
+                inner.downcast_ref::<PeerRejected>().cloned()
+            }
+            _ => None,
+        }
+    }
+
+    fn into_rustls(self) -> rustls::Error {
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(self))))
+    }
+}
+
+/// Accepts a client only if its certificate's thumbprint is in a [`TrustedThumbprints`].
+#[derive(Debug)]
+pub struct ThumbprintClientVerifier {
+    trusted: TrustedThumbprints,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ThumbprintClientVerifier {
+    /// A verifier over `trusted`, checking signatures with `algorithms`.
+    pub fn new(trusted: TrustedThumbprints, algorithms: WebPkiSupportedAlgorithms) -> Self {
+        Self { trusted, algorithms }
+    }
+}
+
+impl ClientCertVerifier for ThumbprintClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let thumbprint = Thumbprint::of(end_entity);
+        if self.trusted.contains(&thumbprint) {
+            Ok(ClientCertVerified::assertion())
+        } else {
+            Err(PeerRejected::Untrusted { thumbprint }.into_rustls())
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Accepts a server only if it presents the pinned thumbprint.
+///
+/// The server name is not checked: like Halibut, identity is the thumbprint alone,
+/// so a node reached through NAT or a load balancer under any name still verifies.
+#[derive(Debug)]
+pub struct PinnedServerVerifier {
+    expected: Thumbprint,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PinnedServerVerifier {
+    /// A verifier that pins `expected`, checking signatures with `algorithms`.
+    pub fn new(expected: Thumbprint, algorithms: WebPkiSupportedAlgorithms) -> Self {
+        Self { expected, algorithms }
+    }
+}
+
+impl ServerCertVerifier for PinnedServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let actual = Thumbprint::of(end_entity);
+        if actual == self.expected {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(PeerRejected::Mismatch {
+                expected: self.expected,
+                actual,
+            }
+            .into_rustls())
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
