@@ -52,7 +52,8 @@ impl Identity {
             KeyType::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
         };
         let key_pair = rcgen::KeyPair::generate_for(algorithm).map_err(fail)?;
-        let mut params = rcgen::CertificateParams::new(vec![common_name.to_owned()]).map_err(fail)?;
+        let mut params =
+            rcgen::CertificateParams::new(vec![common_name.to_owned()]).map_err(fail)?;
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, common_name);
@@ -119,6 +120,9 @@ mod tests {
     #[test]
     fn rsa_identity_generates() {
         let id = Identity::generate("rsa", KeyType::Rsa2048).unwrap();
-        assert!(id.private_key_pkcs8().len() > 1000, "an RSA-2048 PKCS#8 key is over 1 KB");
+        assert!(
+            id.private_key_pkcs8().len() > 1000,
+            "an RSA-2048 PKCS#8 key is over 1 KB"
+        );
     }
 }

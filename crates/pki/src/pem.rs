@@ -123,6 +123,10 @@ mod tests {
         std::fs::write(dir.path().join("bad.crt.pem"), "hello").unwrap();
         std::fs::write(dir.path().join("bad.key.pem"), "hello").unwrap();
         let err = load(dir.path(), "bad").unwrap_err();
-        assert!(err.to_string().contains("bad.crt.pem holds no PEM certificate"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("bad.crt.pem holds no PEM certificate"),
+            "{err}"
+        );
     }
 }

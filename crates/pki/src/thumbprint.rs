@@ -17,10 +17,8 @@ pub struct Thumbprint([u8; 20]);
 impl Thumbprint {
     /// The thumbprint of a DER-encoded certificate.
     pub fn of(cert: &CertificateDer<'_>) -> Self {
-        let digest = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-            cert.as_ref(),
-        );
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, cert.as_ref());
         let mut bytes = [0u8; 20];
         bytes.copy_from_slice(digest.as_ref());
         Self(bytes)

@@ -25,9 +25,13 @@ const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// The node's comms-port config: mutual TLS accepting only `trusted` client thumbprints.
-pub fn polling_server_config(identity: &Identity, trusted: TrustedThumbprints) -> Result<ServerConfig> {
+pub fn polling_server_config(
+    identity: &Identity,
+    trusted: TrustedThumbprints,
+) -> Result<ServerConfig> {
     let provider = provider();
-    let verifier = ThumbprintClientVerifier::new(trusted, provider.signature_verification_algorithms);
+    let verifier =
+        ThumbprintClientVerifier::new(trusted, provider.signature_verification_algorithms);
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)?
         .with_client_cert_verifier(Arc::new(verifier))
@@ -89,7 +93,9 @@ fn https_client_with(
 
 mod danger {
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+    use rustls::crypto::{
+        verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms,
+    };
     use rustls::{DigitallySignedStruct, SignatureScheme};
     use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 

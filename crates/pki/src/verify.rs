@@ -9,7 +9,9 @@ use std::sync::{Arc, RwLock};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::Thumbprint;
@@ -116,7 +118,10 @@ pub struct ThumbprintClientVerifier {
 impl ThumbprintClientVerifier {
     /// A verifier over `trusted`, checking signatures with `algorithms`.
     pub fn new(trusted: TrustedThumbprints, algorithms: WebPkiSupportedAlgorithms) -> Self {
-        Self { trusted, algorithms }
+        Self {
+            trusted,
+            algorithms,
+        }
     }
 }
 
@@ -175,7 +180,10 @@ pub struct PinnedServerVerifier {
 impl PinnedServerVerifier {
     /// A verifier that pins `expected`, checking signatures with `algorithms`.
     pub fn new(expected: Thumbprint, algorithms: WebPkiSupportedAlgorithms) -> Self {
-        Self { expected, algorithms }
+        Self {
+            expected,
+            algorithms,
+        }
     }
 }
 

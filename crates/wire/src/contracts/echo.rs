@@ -1,0 +1,18 @@
+//! `IEchoService.SayHello`: Halibut's own test service, the cheapest round trip.
+
+use bson::Bson;
+
+/// The contract's interface name.
+pub const SERVICE: &str = "IEchoService";
+/// Its method.
+pub const SAY_HELLO: &str = "SayHello";
+
+/// The params of `SayHello(name)`.
+pub fn params(name: &str) -> Vec<Bson> {
+    vec![Bson::from(name)]
+}
+
+/// The answer, as Halibut's test service gives it: the name and `...`.
+pub fn answer(name: &str) -> Bson {
+    Bson::from(format!("{name}..."))
+}

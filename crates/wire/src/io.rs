@@ -1,0 +1,348 @@
+//! The one adapter from the pure codecs to async I/O.
+//!
+//! [`Exchange`] wraps any `AsyncRead + AsyncWrite + Unpin` (a TLS stream in node and
+//! agent, `tokio::io::duplex` in tests) with a read buffer. Every write is flushed,
+//! since the peer waits for it. Timeouts are the caller's: wrap calls in
+//! `tokio::time::timeout`.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::deflate::{compress, Feed, Inflater};
+use crate::stream::decode_header;
+use crate::{ControlMessage, DataStream, Envelope, Error, Limits, RemoteIdentity, Result};
+
+/// A message read from the peer, with the data streams that followed it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// The envelope.
+    pub envelope: Envelope,
+    /// Its streams, in the order the envelope references them.
+    pub streams: Vec<DataStream>,
+}
+
+/// One side of a Halibut connection after TLS.
+pub struct Exchange<S> {
+    io: S,
+    buffer: BytesMut,
+    limits: Limits,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
+    /// Wraps `io`, decoding within `limits`.
+    pub fn new(io: S, limits: Limits) -> Self {
+        Self {
+            io,
+            buffer: BytesMut::new(),
+            limits,
+        }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Writes the `MX` preamble (connecting side).
+    pub async fn write_preamble(&mut self) -> Result<()> {
+        self.write_all(crate::preamble::PREAMBLE, "writing the preamble")
+            .await
+    }
+
+    /// Reads the `MX` preamble (accepting side).
+    pub async fn read_preamble(&mut self) -> Result<()> {
+        let max = self.limits.max_preamble_chars;
+        self.read_decoded("the preamble", |buf| {
+            Ok(crate::preamble::decode(buf, max)?.map(|n| ((), n)))
+        })
+        .await?
+        .ok_or(Error::EmptyPreamble)
+    }
+
+    /// Answers a non-`MX` probe the way Halibut does, with a small HTML page.
+    pub async fn write_probe_response(&mut self) -> Result<()> {
+        self.write_all(crate::preamble::PROBE_RESPONSE, "answering a probe")
+            .await
+    }
+
+    /// Writes an identity line and its empty line in one write.
+    pub async fn write_identity(&mut self, identity: &RemoteIdentity) -> Result<()> {
+        let mut out = Vec::with_capacity(64);
+        identity.encode(&mut out);
+        self.write_all(&out, "writing the identity").await
+    }
+
+    /// Reads the peer's identity; a close before it is [`Error::Truncated`].
+    pub async fn read_identity(&mut self) -> Result<RemoteIdentity> {
+        let max = self.limits.max_line_bytes;
+        self.read_decoded("the identity", |buf| RemoteIdentity::decode(buf, max))
+            .await?
+            .ok_or(Error::Truncated {
+                during: "the identity",
+            })
+    }
+
+    /// Writes a control line.
+    pub async fn write_control(&mut self, control: ControlMessage) -> Result<()> {
+        let mut out = Vec::with_capacity(9);
+        control.encode(&mut out);
+        self.write_all(&out, "writing a control line").await
+    }
+
+    /// Reads a control line; `Ok(None)` if the peer closed cleanly instead.
+    pub async fn read_control(&mut self) -> Result<Option<ControlMessage>> {
+        let max = self.limits.max_line_bytes;
+        self.read_decoded("a control line", |buf| ControlMessage::decode(buf, max))
+            .await
+    }
+
+    /// Writes an envelope as raw DEFLATE, then each stream it references.
+    ///
+    /// `streams` must hold exactly the streams the envelope references.
+    pub async fn write_message(
+        &mut self,
+        envelope: &Envelope,
+        streams: &[DataStream],
+    ) -> Result<()> {
+        let mut out = Vec::new();
+        compress(&envelope.to_bson_bytes(), &mut out);
+        for reference in envelope.data_streams() {
+            if let Some(stream) = streams.iter().find(|s| s.id == reference.id) {
+                stream.encode(&mut out);
+            }
+        }
+        self.write_all(&out, "writing a message").await
+    }
+
+    /// Reads a message and its data streams; `Ok(None)` if the peer closed cleanly
+    /// before its first byte.
+    pub async fn read_message(&mut self) -> Result<Option<Message>> {
+        let Some(bytes) = self.read_deflated().await? else {
+            return Ok(None);
+        };
+        let envelope = Envelope::from_bson_bytes(&bytes)?;
+        let references = envelope.data_streams();
+        let mut streams = Vec::with_capacity(references.len());
+        for _ in 0..references.len() {
+            let stream = self.read_stream().await?;
+            if !references.iter().any(|r| r.id == stream.id) {
+                return Err(Error::UnknownStream { id: stream.id });
+            }
+            streams.push(stream);
+        }
+        Ok(Some(Message { envelope, streams }))
+    }
+
+    /// Shuts down the write side (TLS close_notify).
+    pub async fn shutdown(&mut self) -> Result<()> {
+        self.io.shutdown().await.map_err(|source| Error::Io {
+            during: "closing",
+            source,
+        })
+    }
+
+    async fn read_deflated(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut inflater = Inflater::new(self.limits.max_message_bytes);
+        let mut started = false;
+        loop {
+            if !self.buffer.is_empty() {
+                started = true;
+                match inflater.feed(&self.buffer)? {
+                    Feed::Done { consumed } => {
+                        self.buffer.advance(consumed);
+                        return Ok(Some(inflater.into_output()));
+                    }
+                    Feed::NeedMore => self.buffer.clear(),
+                }
+            }
+            if self.fill("a message").await? == 0 {
+                return if started {
+                    Err(Error::Truncated {
+                        during: "a message",
+                    })
+                } else {
+                    Ok(None)
+                };
+            }
+        }
+    }
+
+    async fn read_stream(&mut self) -> Result<DataStream> {
+        let max = self.limits.max_stream_bytes;
+        // Check the header first so an oversized length fails before any buffering.
+        loop {
+            if decode_header(&self.buffer, max)?.is_some() {
+                break;
+            }
+            if self.fill("a data stream").await? == 0 {
+                return Err(Error::Truncated {
+                    during: "a data stream",
+                });
+            }
+        }
+        self.read_decoded("a data stream", |buf| DataStream::decode(buf, max))
+            .await?
+            .ok_or(Error::Truncated {
+                during: "a data stream",
+            })
+    }
+
+    /// Runs `decode` over the buffer, reading more until it yields. `Ok(None)` for a
+    /// clean close with nothing buffered; a close mid-item is [`Error::Truncated`].
+    async fn read_decoded<T>(
+        &mut self,
+        during: &'static str,
+        decode: impl Fn(&[u8]) -> Result<Option<(T, usize)>>,
+    ) -> Result<Option<T>> {
+        loop {
+            if let Some((value, consumed)) = decode(&self.buffer)? {
+                self.buffer.advance(consumed);
+                return Ok(Some(value));
+            }
+            if self.fill(during).await? == 0 {
+                let only_blank = self.buffer.iter().all(|b| matches!(b, b'\r' | b'\n'));
+                return if only_blank {
+                    Ok(None)
+                } else {
+                    Err(Error::Truncated { during })
+                };
+            }
+        }
+    }
+
+    async fn fill(&mut self, during: &'static str) -> Result<usize> {
+        self.buffer.reserve(8 * 1024);
+        self.io
+            .read_buf(&mut self.buffer)
+            .await
+            .map_err(|source| Error::Io { during, source })
+    }
+
+    async fn write_all(&mut self, bytes: &[u8], during: &'static str) -> Result<()> {
+        let io = &mut self.io;
+        async {
+            io.write_all(bytes).await?;
+            io.flush().await
+        }
+        .await
+        .map_err(|source| Error::Io { during, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ResponseMessage, SubscriptionId};
+    use bson::Bson;
+
+    fn pair() -> (
+        Exchange<tokio::io::DuplexStream>,
+        Exchange<tokio::io::DuplexStream>,
+    ) {
+        let (a, b) = tokio::io::duplex(1024);
+        (
+            Exchange::new(a, Limits::default()),
+            Exchange::new(b, Limits::default()),
+        )
+    }
+
+    #[tokio::test]
+    async fn polling_handshake_and_exchange() {
+        let (mut agent, mut node) = pair();
+        let sub: SubscriptionId = "poll://abc123/".parse().unwrap();
+        let agent_sub = sub.clone();
+        let agent_side = async move {
+            agent.write_preamble().await.unwrap();
+            agent
+                .write_identity(&RemoteIdentity::Subscriber(agent_sub))
+                .await
+                .unwrap();
+            assert_eq!(agent.read_identity().await.unwrap(), RemoteIdentity::Server);
+            let message = agent.read_message().await.unwrap().unwrap();
+            assert_eq!(message.envelope, Envelope::Null);
+            let stream = DataStream::new(&b"payload"[..]);
+            let response = Envelope::Response(ResponseMessage {
+                id: "x".into(),
+                error: None,
+                result: stream.reference().to_bson(true),
+            });
+            agent
+                .write_message(&response, std::slice::from_ref(&stream))
+                .await
+                .unwrap();
+            agent.write_control(ControlMessage::Next).await.unwrap();
+            assert_eq!(
+                agent.read_control().await.unwrap(),
+                Some(ControlMessage::Proceed)
+            );
+            agent.write_control(ControlMessage::End).await.unwrap();
+            drop(agent);
+        };
+        let node_side = async {
+            node.read_preamble().await.unwrap();
+            assert_eq!(
+                node.read_identity().await.unwrap(),
+                RemoteIdentity::Subscriber(sub.clone())
+            );
+            node.write_identity(&RemoteIdentity::Server).await.unwrap();
+            node.write_message(&Envelope::Null, &[]).await.unwrap();
+            let message = node.read_message().await.unwrap().unwrap();
+            assert_eq!(message.streams.len(), 1);
+            assert_eq!(&message.streams[0].bytes[..], b"payload");
+            assert_eq!(
+                node.read_control().await.unwrap(),
+                Some(ControlMessage::Next)
+            );
+            node.write_control(ControlMessage::Proceed).await.unwrap();
+            assert_eq!(
+                node.read_control().await.unwrap(),
+                Some(ControlMessage::End)
+            );
+            assert_eq!(node.read_control().await.unwrap(), None);
+        };
+        tokio::join!(agent_side, node_side);
+    }
+
+    #[tokio::test]
+    async fn clean_close_is_none_and_mid_message_close_is_truncated() {
+        let (a, b) = tokio::io::duplex(1024);
+        drop(a);
+        let mut node = Exchange::new(b, Limits::default());
+        assert!(node.read_message().await.unwrap().is_none());
+
+        let (mut a, b) = tokio::io::duplex(1024);
+        a.write_all(&[0x01, 0x0e]).await.unwrap();
+        drop(a);
+        let mut node = Exchange::new(b, Limits::default());
+        assert!(matches!(
+            node.read_message().await,
+            Err(Error::Truncated {
+                during: "a message"
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn oversized_message_is_refused() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut agent = Exchange::new(a, Limits::default());
+        let limits = Limits {
+            max_message_bytes: 4096,
+            ..Limits::default()
+        };
+        let mut node = Exchange::new(b, limits);
+        let big = Envelope::Response(ResponseMessage {
+            id: "x".into(),
+            error: None,
+            result: Bson::String("a".repeat(10_000)),
+        });
+        agent.write_message(&big, &[]).await.unwrap();
+        assert!(matches!(
+            node.read_message().await,
+            Err(Error::TooLong {
+                what: "message",
+                limit: 4096
+            })
+        ));
+    }
+}
