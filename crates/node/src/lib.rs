@@ -1,1 +1,31 @@
-//! x
+//! A mock Octopus Server node, and a cluster of them sharing one machine registry.
+//!
+//! A [`Node`] serves the registration REST API over HTTPS ([`api`]), accepts
+//! polling Tentacles on its comms port ([`listener`], [`connection`]), and keeps a
+//! pending request queue per subscription ([`queue`]): a request queued on a node
+//! can only be collected by a connection to that node, which is why a polling
+//! Tentacle must poll every node of an HA cluster. A [`Cluster`] starts N nodes
+//! over one [`MachineRegistry`], the HA "database".
+//!
+//! This crate knows nothing of agents: it speaks the protocol of `octopoll-wire`
+//! and trusts by the thumbprints of `octopoll-pki`.
+
+pub mod api;
+pub mod cluster;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod listener;
+pub mod metrics;
+pub mod node;
+pub mod queue;
+pub mod registry;
+pub mod tcp;
+
+pub use cluster::{Cluster, ClusterConfig, Coverage};
+pub use config::{NodeConfig, NodeId};
+pub use error::{Error, Result};
+pub use metrics::NodeStats;
+pub use node::Node;
+pub use queue::{FailReason, Outcome, Reply};
+pub use registry::{Machine, MachineRegistry};

@@ -9,6 +9,7 @@
 //! reads and writes them as PEM ([`pem`]), and builds rustls configurations that
 //! pin peers ([`tls`]). aws-lc-rs is the only crypto provider.
 
+pub mod api_key;
 pub mod error;
 pub mod generate;
 pub mod pem;
@@ -16,6 +17,7 @@ pub mod thumbprint;
 pub mod tls;
 pub mod verify;
 
+pub use api_key::ApiKey;
 pub use error::{Error, Result};
 pub use generate::{Identity, KeyType};
 pub use thumbprint::Thumbprint;

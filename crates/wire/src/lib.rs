@@ -13,6 +13,7 @@
 //! which works over any `AsyncRead + AsyncWrite`; the crate opens no sockets and
 //! reads no clocks.
 
+pub mod api;
 pub mod bson;
 pub mod contracts;
 pub mod control;

@@ -1,0 +1,39 @@
+//! Errors of the node crate.
+
+use std::net::SocketAddr;
+
+use crate::NodeId;
+
+/// What can stop a node or cluster from starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A listener could not bind.
+    #[error("{what} for {node} could not bind {addr}")]
+    Bind {
+        /// `polling listener` or `registration API`.
+        what: &'static str,
+        /// The node.
+        node: NodeId,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS configuration could not be built from the node's identity.
+    #[error("TLS configuration for {node} is invalid")]
+    Tls {
+        /// The node.
+        node: NodeId,
+        /// Why.
+        #[source]
+        source: octopoll_pki::Error,
+    },
+    /// A cluster was asked for with no nodes.
+    #[error("a cluster needs at least one node")]
+    NoNodes,
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,180 @@
+//! One node: its listeners, queue and counters, and the handle callers use to send
+//! requests to the Tentacles polling it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use octopoll_pki::{Identity, Thumbprint};
+use octopoll_wire::{DataStream, RequestMessage, SubscriptionId};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::api::{self, ApiState};
+use crate::metrics::NodeMetrics;
+use crate::queue::{FailReason, Outcome, PendingRequest, PendingRequestQueue};
+use crate::{Error, MachineRegistry, NodeConfig, NodeId, NodeStats, Result};
+
+/// What a node's tasks share.
+pub(crate) struct NodeShared {
+    pub(crate) config: NodeConfig,
+    pub(crate) registry: MachineRegistry,
+    pub(crate) queue: PendingRequestQueue,
+    pub(crate) metrics: Arc<NodeMetrics>,
+    pub(crate) acceptor: TlsAcceptor,
+}
+
+/// A running node. Dropping it does not stop it; call [`Node::stop`].
+pub struct Node {
+    shared: Arc<NodeShared>,
+    thumbprint: Thumbprint,
+    comms_addr: SocketAddr,
+    api_addr: SocketAddr,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Node {
+    /// Starts a node on already-bound listeners (bind port 0 in tests and read the
+    /// port back from [`Node::comms_addr`]).
+    pub fn start(
+        config: NodeConfig,
+        identity: &Identity,
+        registry: MachineRegistry,
+        comms: TcpListener,
+        api: TcpListener,
+    ) -> Result<Self> {
+        let tls_error = |source| Error::Tls { node: config.id, source };
+        let polling_tls = octopoll_pki::tls::polling_server_config(identity, registry.trusted()).map_err(tls_error)?;
+        let https_tls = octopoll_pki::tls::https_server_config(identity).map_err(tls_error)?;
+        let local = |l: &TcpListener, what| {
+            l.local_addr().map_err(|source| Error::Bind {
+                what,
+                node: config.id,
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })
+        };
+        let comms_addr = local(&comms, "polling listener")?;
+        let api_addr = local(&api, "registration API")?;
+        let shared = Arc::new(NodeShared {
+            registry: registry.clone(),
+            queue: PendingRequestQueue::new(),
+            metrics: Arc::new(NodeMetrics::default()),
+            acceptor: TlsAcceptor::from(Arc::new(polling_tls)),
+            config,
+        });
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        tracker.spawn(crate::listener::run(comms, shared.clone(), tracker.clone(), shutdown.child_token()));
+        let router = api::router(ApiState {
+            node: shared.config.id,
+            api_key: shared.config.api_key.clone(),
+            thumbprint: identity.thumbprint(),
+            registry,
+        });
+        tracker.spawn(api::https::serve(api, router, Arc::new(https_tls), tracker.clone(), shutdown.child_token()));
+        info!(node = %shared.config.id, %comms_addr, %api_addr, "node started");
+        Ok(Self {
+            shared,
+            thumbprint: identity.thumbprint(),
+            comms_addr,
+            api_addr,
+            tracker,
+            shutdown,
+        })
+    }
+
+    /// Which node this is.
+    pub fn id(&self) -> NodeId {
+        self.shared.config.id
+    }
+
+    /// The comms (polling) port's address.
+    pub fn comms_addr(&self) -> SocketAddr {
+        self.comms_addr
+    }
+
+    /// The registration API's address (HTTPS).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The registration API's base URL, `https://<addr>`.
+    pub fn api_url(&self) -> String {
+        format!("https://{}", self.api_addr)
+    }
+
+    /// The thumbprint this node presents.
+    pub fn thumbprint(&self) -> Thumbprint {
+        self.thumbprint
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.config
+    }
+
+    /// Queues `request` for `subscription` on this node and waits for its outcome.
+    ///
+    /// Only a connection of that subscription *to this node* can collect it. If none
+    /// does within the pickup timeout it fails with `pickup-timeout`. Dropping the
+    /// future before it ends withdraws a request not collected yet.
+    pub async fn send(&self, subscription: &SubscriptionId, request: RequestMessage, streams: Vec<DataStream>) -> Outcome {
+        let (pending, mut outcome) = PendingRequest::new(request, streams);
+        let _withdraw = Withdraw(&pending);
+        self.shared.queue.enqueue(subscription, pending.clone());
+        tokio::select! {
+            done = &mut outcome => return done.unwrap_or_else(|_| dropped()),
+            _ = tokio::time::sleep(self.shared.config.pickup_timeout) => {}
+        }
+        if pending.try_fail_queued(FailReason::PickupTimeout) {
+            self.shared.queue.remove(subscription, &pending);
+        }
+        // Collected before the timeout: the connection bounds the wait for the response.
+        outcome.await.unwrap_or_else(|_| dropped())
+    }
+
+    /// How many polling connections `subscription` holds to this node now.
+    pub fn connections_of(&self, subscription: &SubscriptionId) -> usize {
+        self.shared.metrics.connections_of(subscription)
+    }
+
+    /// A snapshot of the node's counters.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            queued: self.shared.queue.depth(),
+            ..self.shared.metrics.snapshot()
+        }
+    }
+
+    /// Stops gracefully: stops accepting, fails queued requests with `node-stopped`,
+    /// lets exchanges in flight finish, and waits up to the drain bound.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let failed = self.shared.queue.fail_all(FailReason::NodeStopped);
+        self.tracker.close();
+        if tokio::time::timeout(self.shared.config.drain, self.tracker.wait()).await.is_err() {
+            warn!(node = %self.id(), tasks = self.tracker.len(), "drain bound expired with tasks still running");
+        }
+        info!(node = %self.id(), failed_queued = failed, "node stopped");
+    }
+}
+
+fn dropped() -> Outcome {
+    Outcome {
+        result: Err(FailReason::ConnectionLost),
+        pickup: None,
+    }
+}
+
+/// Withdraws a request still queued when its caller stops waiting.
+struct Withdraw<'a>(&'a Arc<PendingRequest>);
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        self.0.try_fail_queued(FailReason::RunEnded);
+    }
+}

@@ -1,0 +1,33 @@
+//! TCP listener set-up shared by the comms port and the API.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// Listen backlog, set explicitly so a reconnect storm is queued by the kernel, not refused.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with address reuse and an explicit backlog.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Applies Halibut's socket options: no Nagle, keepalive 15 s idle / 5 s interval / 10 probes.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(15))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(10);
+    // Keepalive is best effort: a socket that refuses it still works.
+    let _ = SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
