@@ -1,1 +1,27 @@
-//! x
+//! A simulated polling Tentacle ([`Agent`]) and a [`Swarm`] of thousands in one process.
+//!
+//! An agent has its own self-signed certificate and polling subscription. It
+//! registers once over HTTPS with an API key ([`register`], `register-with`), learns
+//! the server's thumbprint, and then runs one polling loop per trusted server entry
+//! and connection ([`poller`]), each holding a mutual-TLS connection to one node,
+//! answering requests with simulated [`services`], and reconnecting with Halibut's
+//! [`backoff`] after a drop.
+//!
+//! This crate knows nothing of nodes: it speaks `octopoll-wire` over TLS configured
+//! by `octopoll-pki`, as a real Tentacle would to a real server.
+
+pub mod agent;
+pub mod backoff;
+pub mod config;
+pub mod error;
+pub mod poller;
+pub mod register;
+pub mod services;
+pub mod swarm;
+
+pub use agent::{Agent, AgentHandle};
+pub use backoff::{Backoff, BackoffConfig};
+pub use config::{AgentConfig, PollingConfig, ServerAddress, ServiceConfig, TrustedServer};
+pub use error::{Error, Result};
+pub use register::{RegistrationClient, RegistrationTrust};
+pub use swarm::{RegistrationTarget, Swarm, SwarmConfig};

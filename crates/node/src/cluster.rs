@@ -78,17 +78,41 @@ impl Cluster {
         let mut nodes = Vec::with_capacity(usize::from(config.nodes));
         for n in 1..=config.nodes {
             let id = NodeId(n);
-            let offset = |base: u16| if base == 0 { 0 } else { base.saturating_add(n - 1) };
+            let offset = |base: u16| {
+                if base == 0 {
+                    0
+                } else {
+                    base.saturating_add(n - 1)
+                }
+            };
             let bind = |port: u16, what| {
                 let addr = SocketAddr::new(config.bind, port);
-                crate::tcp::bind(addr).map_err(|source| Error::Bind { what, node: id, addr, source })
+                crate::tcp::bind(addr).map_err(|source| Error::Bind {
+                    what,
+                    node: id,
+                    addr,
+                    source,
+                })
             };
             let comms = bind(offset(config.comms_port), "polling listener")?;
             let api = bind(offset(config.api_port), "registration API")?;
-            let node_config = NodeConfig { id, ..config.node.clone() };
-            nodes.push(Node::start(node_config, &identity, registry.clone(), comms, api)?);
+            let node_config = NodeConfig {
+                id,
+                ..config.node.clone()
+            };
+            nodes.push(Node::start(
+                node_config,
+                &identity,
+                registry.clone(),
+                comms,
+                api,
+            )?);
         }
-        Ok(Self { nodes, registry, identity })
+        Ok(Self {
+            nodes,
+            registry,
+            identity,
+        })
     }
 
     /// The nodes, node 1 first.
@@ -116,7 +140,12 @@ impl Cluster {
         let machines = self.registry.machines();
         let connected_pairs = machines
             .iter()
-            .map(|m| self.nodes.iter().filter(|n| n.connections_of(&m.subscription) > 0).count())
+            .map(|m| {
+                self.nodes
+                    .iter()
+                    .filter(|n| n.connections_of(&m.subscription) > 0)
+                    .count()
+            })
             .sum();
         Coverage {
             connected_pairs,

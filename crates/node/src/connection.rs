@@ -74,7 +74,12 @@ impl ConnectionError {
 type Result<T, E = ConnectionError> = std::result::Result<T, E>;
 
 /// Serves one accepted TCP connection until it ends; never panics on peer input.
-pub(crate) async fn serve(shared: Arc<NodeShared>, tcp: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    shared: Arc<NodeShared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
     let span = info_span!(
         "poll",
         node = %shared.config.id,
@@ -101,10 +106,13 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
         .await
         .map_err(|_| ConnectionError::Timeout("the TLS handshake"))?
         .map_err(|e| match PeerRejected::find_in(&e) {
-            Some(PeerRejected::Untrusted { thumbprint }) => ConnectionError::Untrusted { thumbprint },
+            Some(PeerRejected::Untrusted { thumbprint }) => {
+                ConnectionError::Untrusted { thumbprint }
+            }
             _ => ConnectionError::Handshake(e),
         })?;
-    let thumbprint = peer_thumbprint(&tls).ok_or(ConnectionError::Timeout("a client certificate"))?;
+    let thumbprint =
+        peer_thumbprint(&tls).ok_or(ConnectionError::Timeout("a client certificate"))?;
     tracing::Span::current().record("thumbprint", field::display(thumbprint));
 
     let mut exchange = Exchange::new(tls, config.limits);
@@ -140,7 +148,9 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
         }
         match timeout(config.heartbeat_timeout, exchange.read_control()).await {
             Err(_) => return Err(ConnectionError::Timeout("NEXT")),
-            Ok(Ok(Some(ControlMessage::Next))) => exchange.write_control(ControlMessage::Proceed).await?,
+            Ok(Ok(Some(ControlMessage::Next))) => {
+                exchange.write_control(ControlMessage::Proceed).await?
+            }
             Ok(Ok(Some(ControlMessage::End)) | Ok(None)) => return Ok(()),
             Ok(Ok(Some(other))) => {
                 return Err(octopoll_wire::Error::UnexpectedControl {
@@ -196,11 +206,16 @@ async fn exchange_request(
         Ok(Ok(Some(message))) => message,
         Ok(Ok(None)) => {
             pending.finish(Err(FailReason::ConnectionLost));
-            return Err(octopoll_wire::Error::Truncated { during: "awaiting a response" }.into());
+            return Err(octopoll_wire::Error::Truncated {
+                during: "awaiting a response",
+            }
+            .into());
         }
         Ok(Err(e)) => {
             let reason = match e {
-                octopoll_wire::Error::Io { .. } | octopoll_wire::Error::Truncated { .. } => FailReason::ConnectionLost,
+                octopoll_wire::Error::Io { .. } | octopoll_wire::Error::Truncated { .. } => {
+                    FailReason::ConnectionLost
+                }
                 _ => FailReason::ProtocolError,
             };
             pending.finish(Err(reason));

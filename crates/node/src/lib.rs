@@ -26,6 +26,6 @@ pub use cluster::{Cluster, ClusterConfig, Coverage};
 pub use config::{NodeConfig, NodeId};
 pub use error::{Error, Result};
 pub use metrics::NodeStats;
-pub use node::Node;
+pub use node::{Node, NodeSender};
 pub use queue::{FailReason, Outcome, Reply};
 pub use registry::{Machine, MachineRegistry};

@@ -13,7 +13,12 @@ use crate::connection;
 use crate::node::NodeShared;
 
 /// Accepts polling connections until `shutdown`.
-pub(crate) async fn run(listener: TcpListener, shared: Arc<NodeShared>, tracker: TaskTracker, shutdown: CancellationToken) {
+pub(crate) async fn run(
+    listener: TcpListener,
+    shared: Arc<NodeShared>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
     info!(node = %shared.config.id, addr = ?listener.local_addr().ok(), "polling listener started");
     loop {
         let accepted = tokio::select! {
@@ -23,7 +28,12 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<NodeShared>, tracker:
         match accepted {
             Ok((tcp, peer)) => {
                 crate::tcp::tune(&tcp);
-                tracker.spawn(connection::serve(shared.clone(), tcp, peer, shutdown.child_token()));
+                tracker.spawn(connection::serve(
+                    shared.clone(),
+                    tcp,
+                    peer,
+                    shutdown.child_token(),
+                ));
             }
             Err(error) => {
                 // Out of descriptors, usually: back off instead of spinning.

@@ -46,8 +46,12 @@ impl Node {
         comms: TcpListener,
         api: TcpListener,
     ) -> Result<Self> {
-        let tls_error = |source| Error::Tls { node: config.id, source };
-        let polling_tls = octopoll_pki::tls::polling_server_config(identity, registry.trusted()).map_err(tls_error)?;
+        let tls_error = |source| Error::Tls {
+            node: config.id,
+            source,
+        };
+        let polling_tls = octopoll_pki::tls::polling_server_config(identity, registry.trusted())
+            .map_err(tls_error)?;
         let https_tls = octopoll_pki::tls::https_server_config(identity).map_err(tls_error)?;
         let local = |l: &TcpListener, what| {
             l.local_addr().map_err(|source| Error::Bind {
@@ -68,14 +72,25 @@ impl Node {
         });
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        tracker.spawn(crate::listener::run(comms, shared.clone(), tracker.clone(), shutdown.child_token()));
+        tracker.spawn(crate::listener::run(
+            comms,
+            shared.clone(),
+            tracker.clone(),
+            shutdown.child_token(),
+        ));
         let router = api::router(ApiState {
             node: shared.config.id,
             api_key: shared.config.api_key.clone(),
             thumbprint: identity.thumbprint(),
             registry,
         });
-        tracker.spawn(api::https::serve(api, router, Arc::new(https_tls), tracker.clone(), shutdown.child_token()));
+        tracker.spawn(api::https::serve(
+            api,
+            router,
+            Arc::new(https_tls),
+            tracker.clone(),
+            shutdown.child_token(),
+        ));
         info!(node = %shared.config.id, %comms_addr, %api_addr, "node started");
         Ok(Self {
             shared,
@@ -117,24 +132,21 @@ impl Node {
         &self.shared.config
     }
 
-    /// Queues `request` for `subscription` on this node and waits for its outcome.
-    ///
-    /// Only a connection of that subscription *to this node* can collect it. If none
-    /// does within the pickup timeout it fails with `pickup-timeout`. Dropping the
-    /// future before it ends withdraws a request not collected yet.
-    pub async fn send(&self, subscription: &SubscriptionId, request: RequestMessage, streams: Vec<DataStream>) -> Outcome {
-        let (pending, mut outcome) = PendingRequest::new(request, streams);
-        let _withdraw = Withdraw(&pending);
-        self.shared.queue.enqueue(subscription, pending.clone());
-        tokio::select! {
-            done = &mut outcome => return done.unwrap_or_else(|_| dropped()),
-            _ = tokio::time::sleep(self.shared.config.pickup_timeout) => {}
+    /// A cheap, cloneable handle that queues requests on this node.
+    pub fn sender(&self) -> NodeSender {
+        NodeSender {
+            shared: self.shared.clone(),
         }
-        if pending.try_fail_queued(FailReason::PickupTimeout) {
-            self.shared.queue.remove(subscription, &pending);
-        }
-        // Collected before the timeout: the connection bounds the wait for the response.
-        outcome.await.unwrap_or_else(|_| dropped())
+    }
+
+    /// Queues `request` for `subscription` on this node; see [`NodeSender::send`].
+    pub async fn send(
+        &self,
+        subscription: &SubscriptionId,
+        request: RequestMessage,
+        streams: Vec<DataStream>,
+    ) -> Outcome {
+        self.sender().send(subscription, request, streams).await
     }
 
     /// How many polling connections `subscription` holds to this node now.
@@ -156,10 +168,51 @@ impl Node {
         self.shutdown.cancel();
         let failed = self.shared.queue.fail_all(FailReason::NodeStopped);
         self.tracker.close();
-        if tokio::time::timeout(self.shared.config.drain, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.shared.config.drain, self.tracker.wait())
+            .await
+            .is_err()
+        {
             warn!(node = %self.id(), tasks = self.tracker.len(), "drain bound expired with tasks still running");
         }
         info!(node = %self.id(), failed_queued = failed, "node stopped");
+    }
+}
+
+/// Queues requests on one node; clones share the node.
+#[derive(Clone)]
+pub struct NodeSender {
+    shared: Arc<NodeShared>,
+}
+
+impl NodeSender {
+    /// Which node this sends to.
+    pub fn node(&self) -> NodeId {
+        self.shared.config.id
+    }
+
+    /// Queues `request` for `subscription` on this node and waits for its outcome.
+    ///
+    /// Only a connection of that subscription *to this node* can collect it. If none
+    /// does within the pickup timeout it fails with `pickup-timeout`. Dropping the
+    /// future before it ends withdraws a request not collected yet.
+    pub async fn send(
+        &self,
+        subscription: &SubscriptionId,
+        request: RequestMessage,
+        streams: Vec<DataStream>,
+    ) -> Outcome {
+        let (pending, mut outcome) = PendingRequest::new(request, streams);
+        let _withdraw = Withdraw(&pending);
+        self.shared.queue.enqueue(subscription, pending.clone());
+        tokio::select! {
+            done = &mut outcome => return done.unwrap_or_else(|_| dropped()),
+            _ = tokio::time::sleep(self.shared.config.pickup_timeout) => {}
+        }
+        if pending.try_fail_queued(FailReason::PickupTimeout) {
+            self.shared.queue.remove(subscription, &pending);
+        }
+        // Collected before the timeout: the connection bounds the wait for the response.
+        outcome.await.unwrap_or_else(|_| dropped())
     }
 }
 

@@ -92,7 +92,10 @@ pub struct PendingRequest {
 
 impl PendingRequest {
     /// A new queued request and the receiver of its outcome.
-    pub fn new(request: RequestMessage, streams: Vec<DataStream>) -> (Arc<Self>, oneshot::Receiver<Outcome>) {
+    pub fn new(
+        request: RequestMessage,
+        streams: Vec<DataStream>,
+    ) -> (Arc<Self>, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
         let pending = Arc::new(Self {
             request,
@@ -111,7 +114,12 @@ impl PendingRequest {
             .compare_exchange(QUEUED, COLLECTED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if collected {
-            if let Some((_, pickup)) = self.reply.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            if let Some((_, pickup)) = self
+                .reply
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
                 *pickup = Some(self.queued_at.elapsed());
             }
         }
@@ -173,13 +181,20 @@ impl PendingRequestQueue {
 
     fn queue_for(&self, subscription: &SubscriptionId) -> Arc<SubscriptionQueue> {
         let mut subscriptions = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-        subscriptions.entry(subscription.clone()).or_default().clone()
+        subscriptions
+            .entry(subscription.clone())
+            .or_default()
+            .clone()
     }
 
     /// Queues `pending` for `subscription` and wakes one waiting connection.
     pub fn enqueue(&self, subscription: &SubscriptionId, pending: Arc<PendingRequest>) {
         let queue = self.queue_for(subscription);
-        queue.items.lock().unwrap_or_else(|e| e.into_inner()).push_back(pending);
+        queue
+            .items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(pending);
         queue.ready.notify_one();
     }
 
@@ -194,7 +209,11 @@ impl PendingRequestQueue {
     }
 
     /// The next request for `subscription`, waiting up to `wait`; `None` if none came.
-    pub async fn collect_next(&self, subscription: &SubscriptionId, wait: Duration) -> Option<Arc<PendingRequest>> {
+    pub async fn collect_next(
+        &self,
+        subscription: &SubscriptionId,
+        wait: Duration,
+    ) -> Option<Arc<PendingRequest>> {
         let queue = self.queue_for(subscription);
         let deadline = Instant::now() + wait;
         loop {
@@ -231,8 +250,16 @@ impl PendingRequestQueue {
             .collect();
         let mut failed = 0;
         for queue in queues {
-            let items: Vec<_> = queue.items.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-            failed += items.into_iter().filter(|p| p.try_fail_queued(reason)).count();
+            let items: Vec<_> = queue
+                .items
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain(..)
+                .collect();
+            failed += items
+                .into_iter()
+                .filter(|p| p.try_fail_queued(reason))
+                .count();
         }
         failed
     }
@@ -253,7 +280,13 @@ mod tests {
     use octopoll_wire::ServiceEndPoint;
 
     fn request() -> RequestMessage {
-        RequestMessage::call("IEchoService", "SayHello", vec![], ServiceEndPoint::new("poll://a/", ""), 1)
+        RequestMessage::call(
+            "IEchoService",
+            "SayHello",
+            vec![],
+            ServiceEndPoint::new("poll://a/", ""),
+            1,
+        )
     }
 
     fn sub() -> SubscriptionId {
@@ -264,7 +297,10 @@ mod tests {
     async fn long_poll_returns_none_after_the_wait() {
         let queue = PendingRequestQueue::new();
         let started = Instant::now();
-        assert!(queue.collect_next(&sub(), Duration::from_secs(30)).await.is_none());
+        assert!(queue
+            .collect_next(&sub(), Duration::from_secs(30))
+            .await
+            .is_none());
         assert_eq!(started.elapsed(), Duration::from_secs(30));
     }
 
@@ -293,7 +329,10 @@ mod tests {
         assert!(pending.try_fail_queued(FailReason::PickupTimeout));
         assert!(!pending.try_fail_queued(FailReason::NodeStopped));
         pending.finish(Err(FailReason::ConnectionLost));
-        assert_eq!(rx.await.unwrap().result.unwrap_err(), FailReason::PickupTimeout);
+        assert_eq!(
+            rx.await.unwrap().result.unwrap_err(),
+            FailReason::PickupTimeout
+        );
         // The failed entry is skipped by collectors.
         assert!(queue.collect_next(&sub(), Duration::ZERO).await.is_none());
     }
@@ -304,7 +343,10 @@ mod tests {
         let (pending, rx) = PendingRequest::new(request(), vec![]);
         queue.enqueue(&sub(), pending);
         assert_eq!(queue.fail_all(FailReason::NodeStopped), 1);
-        assert_eq!(rx.await.unwrap().result.unwrap_err(), FailReason::NodeStopped);
+        assert_eq!(
+            rx.await.unwrap().result.unwrap_err(),
+            FailReason::NodeStopped
+        );
         assert_eq!(queue.depth(), 0);
     }
 
@@ -312,6 +354,9 @@ mod tests {
     async fn dropping_an_unfinished_request_still_ends_it() {
         let (pending, rx) = PendingRequest::new(request(), vec![]);
         drop(pending);
-        assert_eq!(rx.await.unwrap().result.unwrap_err(), FailReason::ConnectionLost);
+        assert_eq!(
+            rx.await.unwrap().result.unwrap_err(),
+            FailReason::ConnectionLost
+        );
     }
 }

@@ -48,7 +48,9 @@ pub enum Registered {
 #[non_exhaustive]
 pub enum Conflict {
     /// Another machine already has this name.
-    #[error("a machine named {name:?} is already registered with another certificate or subscription")]
+    #[error(
+        "a machine named {name:?} is already registered with another certificate or subscription"
+    )]
     Name {
         /// The name.
         name: String,
@@ -127,7 +129,9 @@ impl MachineRegistry {
             roles: new.roles,
             environments: new.environments,
         };
-        machines.by_thumbprint.insert(machine.thumbprint, machine.clone());
+        machines
+            .by_thumbprint
+            .insert(machine.thumbprint, machine.clone());
         self.trusted.insert(machine.thumbprint);
         Ok(Registered::Created(machine))
     }
@@ -156,7 +160,11 @@ impl MachineRegistry {
 
     /// How many machines are registered.
     pub fn len(&self) -> usize {
-        self.machines.read().unwrap_or_else(|e| e.into_inner()).by_thumbprint.len()
+        self.machines
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_thumbprint
+            .len()
     }
 
     /// Whether no machine is registered.
@@ -184,9 +192,15 @@ mod tests {
     fn register_trusts_and_repeat_is_unchanged() {
         let registry = MachineRegistry::new();
         let m = new_machine("a", 1, "poll://a/");
-        assert!(matches!(registry.register(m.clone()), Ok(Registered::Created(_))));
+        assert!(matches!(
+            registry.register(m.clone()),
+            Ok(Registered::Created(_))
+        ));
         assert!(registry.trusted().contains(&m.thumbprint));
-        assert!(matches!(registry.register(m.clone()), Ok(Registered::Unchanged(_))));
+        assert!(matches!(
+            registry.register(m.clone()),
+            Ok(Registered::Unchanged(_))
+        ));
         assert_eq!(registry.len(), 1);
         registry.deregister(&m.thumbprint);
         assert!(!registry.trusted().contains(&m.thumbprint));

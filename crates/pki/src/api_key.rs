@@ -35,7 +35,8 @@ impl ApiKey {
 
     /// Whether `candidate` is this key, in time independent of where they differ.
     pub fn matches(&self, candidate: &str) -> bool {
-        aws_lc_rs::constant_time::verify_slices_are_equal(self.0.as_bytes(), candidate.as_bytes()).is_ok()
+        aws_lc_rs::constant_time::verify_slices_are_equal(self.0.as_bytes(), candidate.as_bytes())
+            .is_ok()
     }
 }
 

@@ -39,7 +39,9 @@ pub(super) async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Vec<MachineResource>>, ApiError> {
     authorize(&state, &headers)?;
-    Ok(Json(state.registry.machines().iter().map(resource_of).collect()))
+    Ok(Json(
+        state.registry.machines().iter().map(resource_of).collect(),
+    ))
 }
 
 fn validate(resource: MachineResource) -> Result<NewMachine, ApiError> {
@@ -58,7 +60,10 @@ fn validate(resource: MachineResource) -> Result<NewMachine, ApiError> {
         }
         other => return Err(bad("Endpoint.CommunicationStyle", format!("unknown style {other:?}"))),
     }
-    let subscription: SubscriptionId = endpoint.uri.parse().map_err(|e| bad("Endpoint.Uri", format!("{e}")))?;
+    let subscription: SubscriptionId = endpoint
+        .uri
+        .parse()
+        .map_err(|e| bad("Endpoint.Uri", format!("{e}")))?;
     let thumbprint: Thumbprint = endpoint
         .thumbprint
         .parse()

@@ -1,0 +1,120 @@
+//! One simulated polling Tentacle: identity, subscription, trusted servers, and the
+//! polling loops it runs.
+
+use std::sync::Arc;
+
+use octopoll_pki::Identity;
+use octopoll_wire::SubscriptionId;
+use rand::Rng;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info_span, Instrument};
+
+use crate::poller::{LinkState, Poller};
+use crate::services::Services;
+use crate::{AgentConfig, Result, TrustedServer};
+
+/// An agent before it runs.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// Its machine name.
+    pub name: String,
+    /// Its certificate.
+    pub identity: Identity,
+    /// Its polling subscription, the same towards every node.
+    pub subscription: SubscriptionId,
+    /// The nodes it polls, one entry per node (`poll-server` adds one).
+    pub servers: Vec<TrustedServer>,
+    /// How it behaves.
+    pub config: AgentConfig,
+}
+
+/// A running agent's polling links, per server entry.
+#[derive(Debug, Clone)]
+pub struct AgentHandle {
+    name: String,
+    subscription: SubscriptionId,
+    links: Vec<(TrustedServer, Arc<LinkState>)>,
+}
+
+impl Agent {
+    /// Spawns one polling loop per server entry and connection on `tracker`.
+    pub fn spawn(
+        self,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+        rng: &mut impl Rng,
+    ) -> Result<AgentHandle> {
+        let services = Arc::new(Services::new(self.config.services.clone()));
+        let mut links = Vec::new();
+        for server in &self.servers {
+            let tls = octopoll_pki::tls::polling_client_config(&self.identity, server.thumbprint)?;
+            let connector = TlsConnector::from(Arc::new(tls));
+            for connection in 0..self.config.polling.connections_per_node.max(1) {
+                let state = Arc::new(LinkState::default());
+                let poller = Poller {
+                    server: server.clone(),
+                    config: self.config.polling.clone(),
+                    connector: connector.clone(),
+                    services: services.clone(),
+                    state: state.clone(),
+                    jitter: rng.random::<f64>(),
+                };
+                let span = info_span!(
+                    "agent",
+                    agent = %self.name,
+                    subscription = %self.subscription,
+                    server = %server.address,
+                    connection,
+                );
+                tracker.spawn(poller.run(shutdown.child_token()).instrument(span));
+                links.push((server.clone(), state));
+            }
+        }
+        Ok(AgentHandle {
+            name: self.name,
+            subscription: self.subscription,
+            links,
+        })
+    }
+}
+
+impl AgentHandle {
+    /// The agent's machine name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The agent's subscription.
+    pub fn subscription(&self) -> &SubscriptionId {
+        &self.subscription
+    }
+
+    /// Server entries with at least one identified connection now.
+    pub fn servers_connected(&self) -> usize {
+        let mut connected: Vec<&TrustedServer> = self
+            .links
+            .iter()
+            .filter(|(_, state)| state.is_identified())
+            .map(|(server, _)| server)
+            .collect();
+        connected.dedup();
+        connected.len()
+    }
+
+    /// Identified connections now.
+    pub fn connections(&self) -> usize {
+        self.links.iter().filter(|(_, s)| s.is_identified()).count()
+    }
+
+    /// Requests answered, over all links.
+    pub fn requests_answered(&self) -> u64 {
+        self.links.iter().map(|(_, s)| s.requests()).sum()
+    }
+
+    /// Failed connection attempts, over all links.
+    pub fn failures(&self) -> u64 {
+        self.links.iter().map(|(_, s)| s.failures()).sum()
+    }
+}

@@ -1,0 +1,263 @@
+//! One polling connection of one agent to one node, kept up until shutdown.
+//!
+//! Connect, TLS (pinning the node's thumbprint), `MX` preamble, `MX-SUBSCRIBER`
+//! identity, then: receive a request or the null keep-alive, answer requests, send
+//! `NEXT`, await `PROCEED`, repeat. On shutdown the loop finishes the exchange in
+//! hand and sends `END` in place of `NEXT`. After any failure it sleeps Halibut's
+//! [`Backoff`] and reconnects.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use octopoll_pki::PeerRejected;
+use octopoll_wire::{ControlMessage, Envelope, Exchange, RemoteIdentity};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::services::Services;
+use crate::{Backoff, Error, PollingConfig, TrustedServer};
+
+/// What one polling link reports about itself.
+#[derive(Debug, Default)]
+pub struct LinkState {
+    identified: AtomicBool,
+    connects: AtomicU64,
+    requests: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl LinkState {
+    /// Whether the link holds an identified connection now.
+    pub fn is_identified(&self) -> bool {
+        self.identified.load(Ordering::Relaxed)
+    }
+
+    /// Connections identified so far.
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Failed connections so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+/// Why one connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// TCP connect failed or timed out.
+    #[error("could not connect to {address}")]
+    Connect {
+        /// The node.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node is not the pinned one.
+    #[error(transparent)]
+    Mismatch(Error),
+    /// TLS failed (the node may have refused this agent's certificate).
+    #[error("TLS with {address} failed")]
+    Tls {
+        /// The node.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node broke the protocol or the connection dropped.
+    #[error(transparent)]
+    Protocol(#[from] octopoll_wire::Error),
+    /// Something did not arrive in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+}
+
+/// One polling loop.
+pub(crate) struct Poller {
+    pub(crate) server: TrustedServer,
+    pub(crate) config: PollingConfig,
+    pub(crate) connector: TlsConnector,
+    pub(crate) services: Arc<Services>,
+    pub(crate) state: Arc<LinkState>,
+    pub(crate) jitter: f64,
+}
+
+impl Poller {
+    /// Polls until `shutdown`, reconnecting with backoff.
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(self.config.backoff, self.jitter);
+        while !shutdown.is_cancelled() {
+            let result = self.connect_and_poll(&mut backoff, &shutdown).await;
+            self.state.identified.store(false, Ordering::Relaxed);
+            let Err(error) = result else { break };
+            self.state.failures.fetch_add(1, Ordering::Relaxed);
+            let delay = backoff.failed();
+            match &error {
+                PollError::Mismatch(_) => warn!(%error, ?delay, "refusing node"),
+                _ => {
+                    warn!(%error, cause = ?std::error::Error::source(&error).map(ToString::to_string), ?delay, "polling connection failed; retrying")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        debug!("polling loop stopped");
+    }
+
+    async fn connect_and_poll(
+        &self,
+        backoff: &mut Backoff,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PollError> {
+        let mut exchange = self.connect().await?;
+        let io = self.config.io_timeout;
+        exchange.write_preamble().await?;
+        exchange
+            .write_identity(&RemoteIdentity::Subscriber(
+                self.server.subscription.clone(),
+            ))
+            .await?;
+        let answer = timeout(io, exchange.read_identity())
+            .await
+            .map_err(|_| PollError::Timeout("MX-SERVER"))?;
+        match answer? {
+            RemoteIdentity::Server => {}
+            other => {
+                return Err(octopoll_wire::Error::UnexpectedIdentity {
+                    expected: "MX-SERVER",
+                    got: other.to_string(),
+                }
+                .into())
+            }
+        }
+        backoff.identified();
+        self.state.identified.store(true, Ordering::Relaxed);
+        self.state.connects.fetch_add(1, Ordering::Relaxed);
+        debug!("identified");
+        self.poll(&mut exchange, shutdown).await
+    }
+
+    async fn connect(&self) -> Result<Exchange<TlsStream<TcpStream>>, PollError> {
+        let address = self.server.address.authority();
+        let connect_error = |source| PollError::Connect {
+            address: address.clone(),
+            source,
+        };
+        let tcp = timeout(self.config.connect_timeout, TcpStream::connect(&address))
+            .await
+            .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(connect_error)?;
+        let _ = tcp.set_nodelay(true);
+        let name =
+            ServerName::try_from(self.server.address.host.clone()).map_err(|_| PollError::Tls {
+                address: address.clone(),
+                source: std::io::Error::other("the host is not a valid TLS server name"),
+            })?;
+        let tls = timeout(self.config.io_timeout, self.connector.connect(name, tcp))
+            .await
+            .map_err(|_| PollError::Timeout("the TLS handshake"))?
+            .map_err(|source| match PeerRejected::find_in(&source) {
+                Some(PeerRejected::Mismatch { expected, actual }) => {
+                    PollError::Mismatch(Error::ServerMismatch {
+                        address: self.server.address.to_string(),
+                        expected,
+                        actual,
+                    })
+                }
+                _ => PollError::Tls {
+                    address: address.clone(),
+                    source,
+                },
+            })?;
+        Ok(Exchange::new(tls, self.config.limits))
+    }
+
+    async fn poll(
+        &self,
+        exchange: &mut Exchange<TlsStream<TcpStream>>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PollError> {
+        loop {
+            let received = tokio::select! {
+                // Idle: nothing in hand, so just close (END only ever replaces NEXT).
+                _ = shutdown.cancelled() => return Ok(()),
+                received = timeout(self.config.receive_request_timeout, exchange.read_message()) => received,
+            };
+            let message = received.map_err(|_| PollError::Timeout("the next request"))??;
+            let Some(message) = message else {
+                return Err(octopoll_wire::Error::Truncated {
+                    during: "waiting for the next request",
+                }
+                .into());
+            };
+            match message.envelope {
+                Envelope::Null => {}
+                Envelope::Request(request) => {
+                    debug!(request_id = %request.id, service = %request.service, method = %request.method, "request");
+                    let (response, streams) =
+                        self.services.dispatch(&request, message.streams).await;
+                    self.write(exchange.write_message(&Envelope::Response(response), &streams))
+                        .await?;
+                    self.state.requests.fetch_add(1, Ordering::Relaxed);
+                }
+                Envelope::Response(_) => {
+                    return Err(octopoll_wire::Error::Envelope {
+                        reason: "a node sent a response on a polling connection".into(),
+                    }
+                    .into())
+                }
+            }
+            if shutdown.is_cancelled() {
+                let _ = exchange.write_control(ControlMessage::End).await;
+                let _ = exchange.shutdown().await;
+                return Ok(());
+            }
+            self.write(exchange.write_control(ControlMessage::Next))
+                .await?;
+            let proceed = timeout(self.config.io_timeout, exchange.read_control())
+                .await
+                .map_err(|_| PollError::Timeout("PROCEED"))??;
+            match proceed {
+                Some(ControlMessage::Proceed) => {}
+                None => {
+                    return Err(octopoll_wire::Error::Truncated {
+                        during: "waiting for PROCEED",
+                    }
+                    .into())
+                }
+                Some(other) => {
+                    return Err(octopoll_wire::Error::UnexpectedControl {
+                        line: other.to_string(),
+                        expected: "PROCEED",
+                    }
+                    .into())
+                }
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        write: impl std::future::Future<Output = octopoll_wire::Result<()>>,
+    ) -> Result<(), PollError> {
+        timeout(self.config.io_timeout, write)
+            .await
+            .map_err(|_| PollError::Timeout("a write to complete"))?
+            .map_err(Into::into)
+    }
+}

@@ -1,0 +1,48 @@
+//! `octopoll run`: flags → [`RunConfig`], run, print and save the report.
+
+use anyhow::{bail, Context};
+use octopoll_cli::lab::LabConfig;
+use octopoll_cli::progress::Progress;
+use octopoll_cli::run::{execute, RunConfig};
+
+use crate::args::RunArgs;
+
+/// Runs and reports; fails if any request was lost.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let (json, quiet) = (args.json.clone(), args.quiet);
+    let mut progress = Progress::stderr(quiet);
+    let report = execute(config_of(args), &mut progress).await?;
+    print!("{report}");
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&path, text + "\n")
+            .with_context(|| format!("writing the JSON report to {}", path.display()))?;
+    }
+    if report.requests.lost > 0 {
+        bail!(
+            "{} requests were lost (queued but never completed or failed)",
+            report.requests.lost
+        );
+    }
+    Ok(())
+}
+
+fn config_of(args: RunArgs) -> RunConfig {
+    let mut lab = LabConfig::new(args.nodes, args.agents as usize);
+    lab.cluster.bind = args.bind;
+    lab.cluster.comms_port = args.comms_port;
+    lab.cluster.api_port = args.api_port;
+    lab.cluster.node.long_poll = args.long_poll;
+    lab.cluster.node.pickup_timeout = args.pickup_timeout;
+    lab.swarm.key_type = args.key_type.into();
+    lab.server_key_type = args.key_type.into();
+    lab.swarm.agent.polling.connections_per_node = args.connections_per_node as usize;
+    let mut config = RunConfig::new(lab);
+    config.duration = args.duration;
+    config.rate = args.rate;
+    config.seed = args.seed;
+    config.drain = args.drain;
+    config.mesh_timeout = args.mesh_timeout;
+    config.max_script_time = args.max_script_time;
+    config
+}

@@ -1,0 +1,219 @@
+//! Queues requests to random agents on random nodes, and accounts for every one.
+//!
+//! Each request is counted `queued` once and then exactly once as completed or
+//! failed with a reason, so `lost = queued − completed − failed` is 0 unless an
+//! invariant broke. When the run ends, requests still unfinished after the drain
+//! fail with `run-ended`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bson::Bson;
+use hdrhistogram::Histogram;
+use octopoll_node::{FailReason, NodeId, NodeSender};
+use octopoll_wire::contracts::{capabilities, echo, script};
+use octopoll_wire::{RequestMessage, ServiceEndPoint, SubscriptionId};
+use rand::rngs::StdRng;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Counts of one run's requests.
+#[derive(Debug)]
+pub struct Ledger {
+    inner: Mutex<Counts>,
+}
+
+/// A snapshot of a [`Ledger`].
+#[derive(Clone, Debug)]
+pub struct Counts {
+    /// Requests queued.
+    pub queued: u64,
+    /// Requests that got a successful response.
+    pub completed: u64,
+    /// Failed requests by reason.
+    pub failed: BTreeMap<FailReason, u64>,
+    /// Queue → collected, in microseconds.
+    pub pickup_us: Histogram<u64>,
+    /// Per node: queued, completed, failed.
+    pub per_node: BTreeMap<NodeId, [u64; 3]>,
+}
+
+impl Counts {
+    /// All failures.
+    pub fn failed_total(&self) -> u64 {
+        self.failed.values().sum()
+    }
+
+    /// Requests not yet ended (or, after a run, never accounted for).
+    pub fn outstanding(&self) -> u64 {
+        self.queued
+            .saturating_sub(self.completed + self.failed_total())
+    }
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new(Counts {
+                queued: 0,
+                completed: 0,
+                failed: BTreeMap::new(),
+                // 1 µs to 1 hour, 3 significant digits.
+                pickup_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                    .expect("valid histogram bounds"),
+                per_node: BTreeMap::new(),
+            }),
+        }
+    }
+}
+
+impl Ledger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a request queued on `node`.
+    pub fn queued(&self, node: NodeId) {
+        let mut counts = self.lock();
+        counts.queued += 1;
+        counts.per_node.entry(node).or_default()[0] += 1;
+    }
+
+    /// Counts how a request on `node` ended.
+    pub fn ended(&self, node: NodeId, result: Result<(), FailReason>, pickup: Option<Duration>) {
+        let mut counts = self.lock();
+        if let Some(pickup) = pickup {
+            counts
+                .pickup_us
+                .saturating_record(pickup.as_micros().max(1) as u64);
+        }
+        let slot = match result {
+            Ok(()) => {
+                counts.completed += 1;
+                1
+            }
+            Err(reason) => {
+                *counts.failed.entry(reason).or_default() += 1;
+                2
+            }
+        };
+        counts.per_node.entry(node).or_default()[slot] += 1;
+    }
+
+    /// A snapshot.
+    pub fn counts(&self) -> Counts {
+        self.lock().clone()
+    }
+}
+
+/// The kinds of request the workload sends, with their weights.
+#[derive(Clone, Copy, Debug)]
+pub struct Mix {
+    /// `IEchoService.SayHello`.
+    pub echo: u32,
+    /// `IScriptServiceV2.StartScript`, waiting for the script.
+    pub script: u32,
+    /// `ICapabilitiesServiceV2.GetCapabilities`.
+    pub capabilities: u32,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self {
+            echo: 5,
+            script: 4,
+            capabilities: 1,
+        }
+    }
+}
+
+/// Builds one random request for `agent`.
+pub fn request_for(
+    rng: &mut StdRng,
+    mix: Mix,
+    max_script_time: Duration,
+    agent: &SubscriptionId,
+    thumbprint: &str,
+    number: u64,
+) -> RequestMessage {
+    let endpoint = ServiceEndPoint::new(agent.as_str(), thumbprint);
+    let total = (mix.echo + mix.script + mix.capabilities).max(1);
+    let pick = rng.random_range(0..total);
+    if pick < mix.echo {
+        RequestMessage::call(
+            echo::SERVICE,
+            echo::SAY_HELLO,
+            echo::params(&format!("request {number}")),
+            endpoint,
+            number,
+        )
+    } else if pick < mix.echo + mix.script {
+        let seconds = rng.random_range(0.0..=max_script_time.as_secs_f64());
+        let command = script::StartScript {
+            ticket: format!("octopoll{number:014}"),
+            script_body: format!("echo \"request {number}\"; sleep {seconds:.3}; echo done"),
+            task_id: format!("ServerTasks-{number}"),
+            wait_for_finish: Some(Duration::from_secs(300)),
+        };
+        RequestMessage::call(
+            script::SERVICE,
+            script::START_SCRIPT,
+            command.params(),
+            endpoint,
+            number,
+        )
+    } else {
+        RequestMessage::call(
+            capabilities::SERVICE,
+            capabilities::GET_CAPABILITIES,
+            Vec::<Bson>::new(),
+            endpoint,
+            number,
+        )
+    }
+}
+
+/// Sends one request and records how it ended; `run_ended` cuts it short as `run-ended`.
+pub fn spawn_request(
+    tracker: &TaskTracker,
+    ledger: &Arc<Ledger>,
+    node: NodeSender,
+    agent: SubscriptionId,
+    request: RequestMessage,
+    run_ended: CancellationToken,
+) {
+    ledger.queued(node.node());
+    let ledger = ledger.clone();
+    tracker.spawn(async move {
+        let (result, pickup) = tokio::select! {
+            outcome = node.send(&agent, request, Vec::new()) => (outcome.result.map(drop), outcome.pickup),
+            _ = run_ended.cancelled() => (Err(FailReason::RunEnded), None),
+        };
+        ledger.ended(node.node(), result, pickup);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_counts_each_request_once() {
+        let ledger = Ledger::default();
+        ledger.queued(NodeId(1));
+        ledger.queued(NodeId(2));
+        ledger.queued(NodeId(2));
+        ledger.ended(NodeId(1), Ok(()), Some(Duration::from_millis(3)));
+        ledger.ended(NodeId(2), Err(FailReason::PickupTimeout), None);
+        let counts = ledger.counts();
+        assert_eq!(
+            (counts.queued, counts.completed, counts.failed_total()),
+            (3, 1, 1)
+        );
+        assert_eq!(counts.outstanding(), 1);
+        assert_eq!(counts.per_node[&NodeId(2)], [2, 0, 1]);
+        assert_eq!(counts.pickup_us.len(), 1);
+    }
+}
