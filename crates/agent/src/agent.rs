@@ -60,6 +60,7 @@ impl Agent {
                     services: services.clone(),
                     state: state.clone(),
                     jitter: rng.random::<f64>(),
+                    thumbprint: self.identity.thumbprint(),
                 };
                 let span = info_span!(
                     "agent",
@@ -111,6 +112,14 @@ impl AgentHandle {
     /// Requests answered, over all links.
     pub fn requests_answered(&self) -> u64 {
         self.links.iter().map(|(_, s)| s.requests()).sum()
+    }
+
+    /// The last connection error of each link that had one.
+    pub fn last_errors(&self) -> Vec<String> {
+        self.links
+            .iter()
+            .filter_map(|(_, s)| s.last_error())
+            .collect()
     }
 
     /// Failed connection attempts, over all links.

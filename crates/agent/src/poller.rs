@@ -7,7 +7,7 @@
 //! [`Backoff`] and reconnects.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use octopoll_pki::PeerRejected;
 use octopoll_wire::{ControlMessage, Envelope, Exchange, RemoteIdentity};
@@ -29,6 +29,7 @@ pub struct LinkState {
     connects: AtomicU64,
     requests: AtomicU64,
     failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
 }
 
 impl LinkState {
@@ -50,6 +51,26 @@ impl LinkState {
     /// Failed connections so far.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Why the last connection failed, with its causes, if one did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn failed(&self, error: &PollError) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
     }
 }
 
@@ -77,6 +98,16 @@ pub enum PollError {
         #[source]
         source: std::io::Error,
     },
+    /// The node refused this agent's certificate (it sent a TLS alert).
+    #[error("node at {address} refused this agent's certificate {thumbprint} ({alert}); is the agent registered (register-with / poll-server)?")]
+    Refused {
+        /// The node.
+        address: String,
+        /// This agent's thumbprint.
+        thumbprint: octopoll_pki::Thumbprint,
+        /// The alert received.
+        alert: String,
+    },
     /// The node broke the protocol or the connection dropped.
     #[error(transparent)]
     Protocol(#[from] octopoll_wire::Error),
@@ -93,6 +124,7 @@ pub(crate) struct Poller {
     pub(crate) services: Arc<Services>,
     pub(crate) state: Arc<LinkState>,
     pub(crate) jitter: f64,
+    pub(crate) thumbprint: octopoll_pki::Thumbprint,
 }
 
 impl Poller {
@@ -103,14 +135,10 @@ impl Poller {
             let result = self.connect_and_poll(&mut backoff, &shutdown).await;
             self.state.identified.store(false, Ordering::Relaxed);
             let Err(error) = result else { break };
-            self.state.failures.fetch_add(1, Ordering::Relaxed);
+            self.state.failed(&error);
             let delay = backoff.failed();
-            match &error {
-                PollError::Mismatch(_) => warn!(%error, ?delay, "refusing node"),
-                _ => {
-                    warn!(%error, cause = ?std::error::Error::source(&error).map(ToString::to_string), ?delay, "polling connection failed; retrying")
-                }
-            }
+            let error = self.state.last_error().unwrap_or_default();
+            warn!(%error, ?delay, "polling connection failed; retrying");
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
@@ -134,8 +162,9 @@ impl Poller {
             .await?;
         let answer = timeout(io, exchange.read_identity())
             .await
-            .map_err(|_| PollError::Timeout("MX-SERVER"))?;
-        match answer? {
+            .map_err(|_| PollError::Timeout("MX-SERVER"))?
+            .map_err(|e| self.refused_or(e))?;
+        match answer {
             RemoteIdentity::Server => {}
             other => {
                 return Err(octopoll_wire::Error::UnexpectedIdentity {
@@ -150,6 +179,29 @@ impl Poller {
         self.state.connects.fetch_add(1, Ordering::Relaxed);
         debug!("identified");
         self.poll(&mut exchange, shutdown).await
+    }
+
+    /// With TLS 1.3 a node refuses a client certificate after the client's handshake
+    /// completed, so the refusal arrives as an alert on the first read.
+    fn refused_or(&self, error: octopoll_wire::Error) -> PollError {
+        let alert = match &error {
+            octopoll_wire::Error::Io { source, .. } => source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+                .and_then(|e| match e {
+                    rustls::Error::AlertReceived(alert) => Some(format!("TLS alert {alert:?}")),
+                    _ => None,
+                }),
+            _ => None,
+        };
+        match alert {
+            Some(alert) => PollError::Refused {
+                address: self.server.address.to_string(),
+                thumbprint: self.thumbprint,
+                alert,
+            },
+            None => error.into(),
+        }
     }
 
     async fn connect(&self) -> Result<Exchange<TlsStream<TcpStream>>, PollError> {

@@ -70,7 +70,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "30s", value_parser = duration)]
     pub duration: Duration,
     /// Requests per second over the whole cluster.
-    #[arg(long, default_value_t = 20.0, value_parser = positive_rate)]
+    #[arg(long, default_value_t = 20.0, value_parser = positive_rate, allow_negative_numbers = true)]
     pub rate: f64,
     /// Seed: the same seed gives the same agents, requests and jitter.
     #[arg(long, default_value_t = 1)]

@@ -61,7 +61,7 @@ impl Inflater {
         let mut offset = 0usize;
         loop {
             if self.output.len() == self.output.capacity() {
-                if self.output.len() >= self.max_output + 1 {
+                if self.output.len() > self.max_output {
                     return Err(self.too_large());
                 }
                 let grow = self.output.len().clamp(256, 64 * 1024);

@@ -43,6 +43,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         &self.io
     }
 
+    /// The wrapped stream, mutably (for raw writes in tests and tools).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
     /// Writes the `MX` preamble (connecting side).
     pub async fn write_preamble(&mut self) -> Result<()> {
         self.write_all(crate::preamble::PREAMBLE, "writing the preamble")
@@ -215,7 +220,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         self.io
             .read_buf(&mut self.buffer)
             .await
-            .map_err(|source| Error::Io { during, source })
+            .map_err(|source| Error::Io {
+                during: reading(during),
+                source,
+            })
     }
 
     async fn write_all(&mut self, bytes: &[u8], during: &'static str) -> Result<()> {
@@ -226,6 +234,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         }
         .await
         .map_err(|source| Error::Io { during, source })
+    }
+}
+
+/// "reading <what>", for the error of a failed read.
+fn reading(what: &'static str) -> &'static str {
+    match what {
+        "the preamble" => "reading the preamble",
+        "the identity" => "reading the identity",
+        "a control line" => "reading a control line",
+        "a message" => "reading a message",
+        "a data stream" => "reading a data stream",
+        other => other,
     }
 }
 

@@ -1,0 +1,126 @@
+//! The `octopoll` binary as a user runs it: flags, exit codes, the JSON report.
+
+use std::process::Command;
+
+fn octopoll() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_octopoll"))
+}
+
+#[test]
+fn run_writes_a_json_report_with_full_coverage_and_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let output = octopoll()
+        .args([
+            "run",
+            "--nodes",
+            "3",
+            "--agents",
+            "12",
+            "--duration",
+            "2s",
+            "--rate",
+            "30",
+            "--comms-port",
+            "0",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("lost 0"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["nodes"], 3);
+    assert_eq!(report["agents"], 12);
+    assert_eq!(report["coverage"], 1.0);
+    assert_eq!(report["connections"], 36);
+    assert_eq!(report["requests"]["lost"], 0);
+    assert!(report["requests"]["completed"].as_u64().unwrap() > 0);
+    for key in ["p50", "p99", "max"] {
+        assert!(report["pickup_ms"][key].is_number(), "{key}");
+    }
+    assert!(report["failures_by_reason"].is_object());
+}
+
+#[test]
+fn bad_flags_get_a_clear_error_and_a_non_zero_exit() {
+    for (args, expected) in [
+        (&["run", "--duration", "soon"][..], "examples: 30s"),
+        (&["run", "--nodes", "0"], "--nodes"),
+        (&["run", "--rate", "-1"], "positive number"),
+        (&["run", "--bogus"], "--bogus"),
+    ] {
+        let output = octopoll().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_busy_comms_port_is_reported_with_the_node_and_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = octopoll()
+        .args([
+            "run",
+            "--nodes",
+            "1",
+            "--agents",
+            "1",
+            "--duration",
+            "1s",
+            "--quiet",
+            "--comms-port",
+            &port,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "polling listener for node-1 could not bind 127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn certs_writes_node_and_agent_pem_files_and_will_not_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = octopoll()
+        .args(["certs", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in [
+        "node.crt.pem",
+        "node.key.pem",
+        "agent.crt.pem",
+        "agent.key.pem",
+    ] {
+        assert!(dir.path().join(file).exists(), "{file}");
+    }
+    let node = octopoll_pki::pem::load(dir.path(), "node").unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&node.thumbprint().to_string()));
+    let again = octopoll()
+        .args(["certs", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+}

@@ -1,0 +1,204 @@
+//! Bad input from a peer ends that one connection with a clear, counted reason; the
+//! node keeps serving everyone else and the request in flight is failed, not lost.
+
+mod common;
+
+use std::time::Duration;
+
+use bson::Bson;
+use octopoll_cli::lab::{Lab, LabConfig};
+use octopoll_node::FailReason;
+use octopoll_wire::contracts::echo;
+use octopoll_wire::{
+    Envelope, Limits, RemoteIdentity, RequestMessage, ResponseMessage, ServiceEndPoint,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use common::{connect_raw, register_raw_agent, start_lab, wait_until};
+
+async fn swarm_still_works(lab: &Lab) {
+    let agent = &lab.swarm.agents()[0];
+    for node in lab.cluster.nodes() {
+        let request = RequestMessage::call(
+            echo::SERVICE,
+            echo::SAY_HELLO,
+            echo::params("ok"),
+            ServiceEndPoint::new(agent.subscription().as_str(), ""),
+            1,
+        );
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            node.send(agent.subscription(), request, vec![]),
+        )
+        .await
+        .unwrap();
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result.err());
+    }
+}
+
+async fn ready(lab: &Lab) {
+    wait_until(
+        Duration::from_secs(10),
+        "full coverage",
+        || lab.coverage(),
+        |c| c.is_full(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_instead_of_an_identity_line_closes_only_that_connection() {
+    let lab = start_lab(2, 2).await;
+    ready(&lab).await;
+    let (identity, _) = register_raw_agent(&lab, "garbler").await;
+    let node = &lab.cluster.nodes()[0];
+    let mut exchange = connect_raw(node, &identity).await;
+    exchange.write_preamble().await.unwrap();
+    exchange
+        .get_mut()
+        .write_all(b"\x00\x01GARBAGE \xff\r\n\r\n")
+        .await
+        .unwrap();
+    exchange.get_mut().flush().await.unwrap();
+    assert!(
+        exchange.read_identity().await.is_err(),
+        "the node closes without MX-SERVER"
+    );
+    let stats = wait_until(
+        Duration::from_secs(5),
+        "the protocol error to be counted",
+        || node.stats(),
+        |s| s.protocol_errors == 1,
+    )
+    .await;
+    assert_eq!(
+        stats.connections, 2,
+        "the swarm's connections are untouched"
+    );
+    swarm_still_works(&lab).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_halibut_probe_gets_the_html_page() {
+    let lab = start_lab(1, 1).await;
+    ready(&lab).await;
+    let (identity, _) = register_raw_agent(&lab, "browser").await;
+    let node = &lab.cluster.nodes()[0];
+    let mut exchange = connect_raw(node, &identity).await;
+    exchange
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    exchange.get_mut().flush().await.unwrap();
+    let mut page = Vec::new();
+    let _ = exchange.get_mut().read_to_end(&mut page).await;
+    assert!(
+        page.starts_with(b"HTTP/1.0 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&page)
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the probe to be counted",
+        || node.stats(),
+        |s| s.probes == 1,
+    )
+    .await;
+    swarm_still_works(&lab).await;
+    lab.stop().await;
+}
+
+/// A peer that identifies, takes a request and answers it with `answer`.
+async fn answer_with(lab: &Lab, name: &str, answer: impl FnOnce(String) -> Envelope) -> FailReason {
+    let (identity, subscription) = register_raw_agent(lab, name).await;
+    let node = &lab.cluster.nodes()[0];
+    let mut exchange = connect_raw(node, &identity).await;
+    exchange.write_preamble().await.unwrap();
+    exchange
+        .write_identity(&RemoteIdentity::Subscriber(subscription.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        exchange.read_identity().await.unwrap(),
+        RemoteIdentity::Server
+    );
+
+    let request = RequestMessage::call(
+        echo::SERVICE,
+        echo::SAY_HELLO,
+        echo::params("x"),
+        ServiceEndPoint::new(subscription.as_str(), ""),
+        1,
+    );
+    let sender = node.sender();
+    let call = tokio::spawn(async move { sender.send(&subscription, request, vec![]).await });
+    let message = exchange.read_message().await.unwrap().unwrap();
+    let Envelope::Request(request) = message.envelope else {
+        panic!("a request")
+    };
+    let _ = exchange.write_message(&answer(request.id), &[]).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap()
+        .unwrap();
+    outcome.result.unwrap_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_response_fails_its_request_and_that_connection_only() {
+    common::init_logging();
+    let mut config = LabConfig::new(1, 2);
+    config.cluster.node.limits = Limits {
+        max_message_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    let lab = Lab::start(config).await.unwrap();
+    ready(&lab).await;
+    let reason = answer_with(&lab, "bloater", |id| {
+        Envelope::Response(ResponseMessage {
+            id,
+            error: None,
+            result: Bson::String("a".repeat(1024 * 1024)),
+        })
+    })
+    .await;
+    assert_eq!(reason, FailReason::ProtocolError);
+    let node = &lab.cluster.nodes()[0];
+    let stats = wait_until(
+        Duration::from_secs(5),
+        "the oversized message to be counted",
+        || node.stats(),
+        |s| s.protocol_errors == 1,
+    )
+    .await;
+    assert_eq!(stats.connections, 2);
+    swarm_still_works(&lab).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_for_another_request_is_an_anomaly_not_a_completion() {
+    let lab = start_lab(1, 1).await;
+    ready(&lab).await;
+    let reason = answer_with(&lab, "confused", |_| {
+        Envelope::Response(ResponseMessage {
+            id: "IEchoService::SayHelloAsync[99] / not-the-one".into(),
+            error: None,
+            result: Bson::Null,
+        })
+    })
+    .await;
+    assert_eq!(reason, FailReason::ProtocolError);
+    let node = &lab.cluster.nodes()[0];
+    wait_until(
+        Duration::from_secs(5),
+        "the anomaly to be counted",
+        || node.stats(),
+        |s| s.anomalies == 1,
+    )
+    .await;
+    swarm_still_works(&lab).await;
+    lab.stop().await;
+}

@@ -1,0 +1,114 @@
+//! Shared harness of the end-to-end suites: a lab on loopback, waiting on
+//! conditions with a ceiling, and raw protocol peers for bad-input tests.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use octopoll_agent::{RegistrationClient, RegistrationTrust};
+use octopoll_cli::lab::{Lab, LabConfig};
+use octopoll_node::Node;
+use octopoll_pki::{ApiKey, Identity, KeyType};
+use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_ACTIVE};
+use octopoll_wire::{Exchange, Limits, SubscriptionId};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// Logs to the test's output (shown for failing tests); `RUST_LOG` sets the level.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// A lab of `nodes` × `agents` on free loopback ports, fast reconnects.
+pub async fn start_lab(nodes: u16, agents: usize) -> Lab {
+    init_logging();
+    Lab::start(LabConfig::new(nodes, agents))
+        .await
+        .expect("lab starts")
+}
+
+/// Waits until `condition` holds, checking every 20 ms, for at most `within`.
+/// Panics naming `what` and the last state `describe` gave.
+pub async fn wait_until<S: std::fmt::Debug>(
+    within: Duration,
+    what: &str,
+    mut state: impl FnMut() -> S,
+    mut condition: impl FnMut(&S) -> bool,
+) -> S {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = state();
+        if condition(&now) {
+            return now;
+        }
+        if Instant::now() >= deadline {
+            panic!("waited {within:?} for {what}; last state: {now:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A registration body for a polling agent.
+pub fn machine(name: &str, identity: &Identity, subscription: &SubscriptionId) -> MachineResource {
+    MachineResource {
+        id: None,
+        name: name.into(),
+        endpoint: EndpointResource {
+            communication_style: TENTACLE_ACTIVE.into(),
+            uri: subscription.to_string(),
+            thumbprint: identity.thumbprint().to_string(),
+        },
+        roles: vec!["web".into()],
+        environment_ids: vec!["Environments-1".into()],
+    }
+}
+
+/// The API key the lab's nodes require.
+pub fn api_key(lab: &Lab) -> ApiKey {
+    lab.cluster.nodes()[0].config().api_key.clone()
+}
+
+/// A registration client pinning the lab's certificate.
+pub fn registration_client(lab: &Lab) -> RegistrationClient {
+    RegistrationClient::new(&RegistrationTrust::Pinned(
+        lab.cluster.identity().thumbprint(),
+    ))
+    .unwrap()
+}
+
+/// A fresh identity and subscription, registered with node 1 over HTTPS.
+pub async fn register_raw_agent(lab: &Lab, name: &str) -> (Identity, SubscriptionId) {
+    let identity = Identity::generate(name, KeyType::EcdsaP256).unwrap();
+    let subscription = SubscriptionId::random(&mut rand::rng());
+    let client = registration_client(lab);
+    client
+        .register(
+            &lab.cluster.nodes()[0].api_url(),
+            &api_key(lab),
+            &machine(name, &identity, &subscription),
+        )
+        .await
+        .expect("registered");
+    (identity, subscription)
+}
+
+/// A hand-driven polling peer: TLS to `node` with `identity`, pinning the node.
+pub async fn connect_raw(node: &Node, identity: &Identity) -> Exchange<TlsStream<TcpStream>> {
+    let tls = octopoll_pki::tls::polling_client_config(identity, node.thumbprint()).unwrap();
+    let tcp = TcpStream::connect(node.comms_addr()).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let stream = TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    Exchange::new(stream, Limits::default())
+}

@@ -1,0 +1,153 @@
+//! The HA polling rule end to end: every agent polls every node, and work queued on
+//! any node reaches its agent.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use octopoll_cli::lab::LabConfig;
+use octopoll_cli::progress::Progress;
+use octopoll_cli::report::{Report, RunFacts};
+use octopoll_cli::run::{execute, RunConfig};
+use octopoll_cli::workload::{spawn_request, Ledger};
+use octopoll_wire::contracts::echo;
+use octopoll_wire::{RequestMessage, ServiceEndPoint};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use common::{start_lab, wait_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_agents_poll_three_nodes_and_every_node_reaches_every_agent() {
+    let lab = start_lab(3, 20).await;
+    let coverage = wait_until(
+        Duration::from_secs(10),
+        "all 60 agent×node pairs connected",
+        || lab.coverage(),
+        |c| c.connected_pairs == 60,
+    )
+    .await;
+    assert_eq!(coverage.total_pairs, 60);
+
+    // One request on each node for each agent: 60 requests, each only collectable
+    // by that agent's connection to that node.
+    let ledger = Arc::new(Ledger::default());
+    let tracker = TaskTracker::new();
+    let run_ended = CancellationToken::new();
+    let machines = lab.cluster.registry().machines();
+    let mut number = 0;
+    for node in lab.cluster.nodes() {
+        for machine in &machines {
+            number += 1;
+            let endpoint = ServiceEndPoint::new(
+                machine.subscription.as_str(),
+                machine.thumbprint.to_string(),
+            );
+            let name = format!("{} via {}", machine.name, node.id());
+            let request = RequestMessage::call(
+                echo::SERVICE,
+                echo::SAY_HELLO,
+                echo::params(&name),
+                endpoint,
+                number,
+            );
+            spawn_request(
+                &tracker,
+                &ledger,
+                node.sender(),
+                machine.subscription.clone(),
+                request,
+                run_ended.clone(),
+            );
+        }
+    }
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(20), tracker.wait())
+        .await
+        .expect("all 60 requests end");
+    let counts = ledger.counts();
+    let report = Report::new(
+        RunFacts {
+            nodes: 3,
+            agents: 20,
+            seed: 0,
+            duration_s: 0.0,
+            connections: lab.cluster.connections(),
+            coverage: lab.coverage().ratio(),
+            full_coverage_ms: None,
+        },
+        &counts,
+    );
+    assert_eq!(report.requests.queued, 60);
+    assert_eq!(
+        report.requests.completed, 60,
+        "failures: {:?}",
+        report.failures_by_reason
+    );
+    assert_eq!(report.requests.lost, 0);
+    assert!(
+        report.per_node.iter().all(|n| n.completed == 20),
+        "{:?}",
+        report.per_node
+    );
+    let answered: u64 = lab
+        .swarm
+        .agents()
+        .iter()
+        .map(|a| a.requests_answered())
+        .sum();
+    assert_eq!(answered, 60);
+    assert!(
+        lab.swarm
+            .agents()
+            .iter()
+            .all(|a| a.requests_answered() == 3),
+        "each agent answered one per node"
+    );
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_reports_full_coverage_and_nothing_lost() {
+    common::init_logging();
+    let mut config = RunConfig::new(LabConfig::new(3, 10));
+    config.duration = Duration::from_secs(2);
+    config.rate = 50.0;
+    config.seed = 7;
+    let report = execute(config, &mut Progress::stderr(true)).await.unwrap();
+    assert_eq!(report.coverage, 1.0);
+    assert_eq!(report.connections, 30);
+    assert!(report.requests.completed > 50, "{report}");
+    assert_eq!(report.requests.lost, 0);
+    assert_eq!(report.requests.failed, 0, "{report}");
+    assert!(report.pickup_ms.p99 >= report.pickup_ms.p50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_queued_for_an_agent_that_never_polls_fails_with_pickup_timeout() {
+    common::init_logging();
+    let mut config = LabConfig::new(1, 1);
+    config.cluster.node.pickup_timeout = Duration::from_millis(300);
+    let lab = octopoll_cli::lab::Lab::start(config).await.unwrap();
+    let node = &lab.cluster.nodes()[0];
+    let nobody: octopoll_wire::SubscriptionId = "poll://nobodypollsthis/".parse().unwrap();
+    let request = RequestMessage::call(
+        echo::SERVICE,
+        echo::SAY_HELLO,
+        echo::params("x"),
+        ServiceEndPoint::new(nobody.as_str(), ""),
+        1,
+    );
+    let outcome = node.send(&nobody, request, vec![]).await;
+    assert_eq!(
+        outcome.result.unwrap_err(),
+        octopoll_node::FailReason::PickupTimeout
+    );
+    assert_eq!(
+        node.stats().queued,
+        0,
+        "the timed-out request left the queue"
+    );
+    lab.stop().await;
+}
