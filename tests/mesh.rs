@@ -151,3 +151,79 @@ async fn work_queued_for_an_agent_that_never_polls_fails_with_pickup_timeout() {
     );
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_gets_the_null_request_after_each_long_poll() {
+    common::init_logging();
+    let mut config = LabConfig::new(1, 1);
+    config.cluster.node.long_poll = Duration::from_millis(200);
+    let lab = octopoll_cli::lab::Lab::start(config).await.unwrap();
+    let (identity, subscription) = common::register_raw_agent(&lab, "idler").await;
+    let node = &lab.cluster.nodes()[0];
+    let mut exchange = common::connect_raw(node, &identity).await;
+    exchange.write_preamble().await.unwrap();
+    exchange
+        .write_identity(&octopoll_wire::RemoteIdentity::Subscriber(
+            subscription.clone(),
+        ))
+        .await
+        .unwrap();
+    exchange.read_identity().await.unwrap();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let message = exchange.read_message().await.unwrap().unwrap();
+        assert_eq!(message.envelope, octopoll_wire::Envelope::Null);
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "the null comes after the long-poll wait"
+        );
+        exchange
+            .write_control(octopoll_wire::ControlMessage::Next)
+            .await
+            .unwrap();
+        assert_eq!(
+            exchange.read_control().await.unwrap(),
+            Some(octopoll_wire::ControlMessage::Proceed)
+        );
+    }
+    assert_eq!(
+        node.connections_of(&subscription),
+        1,
+        "keep-alives keep the connection"
+    );
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_notices_an_idle_agent_leave_without_waiting_for_the_long_poll() {
+    common::init_logging();
+    let mut config = LabConfig::new(1, 1);
+    config.cluster.node.long_poll = Duration::from_secs(600);
+    let lab = octopoll_cli::lab::Lab::start(config).await.unwrap();
+    let (identity, subscription) = common::register_raw_agent(&lab, "leaver").await;
+    let node = &lab.cluster.nodes()[0];
+    let mut exchange = common::connect_raw(node, &identity).await;
+    exchange.write_preamble().await.unwrap();
+    exchange
+        .write_identity(&octopoll_wire::RemoteIdentity::Subscriber(
+            subscription.clone(),
+        ))
+        .await
+        .unwrap();
+    exchange.read_identity().await.unwrap();
+    assert_eq!(node.connections_of(&subscription), 1);
+    drop(exchange);
+    common::wait_until(
+        Duration::from_secs(5),
+        "the node to drop the idle connection",
+        || node.connections_of(&subscription),
+        |n| *n == 0,
+    )
+    .await;
+    assert_eq!(
+        node.stats().protocol_errors,
+        0,
+        "leaving while idle is not a protocol error"
+    );
+    lab.stop().await;
+}

@@ -247,7 +247,10 @@ impl Poller {
         loop {
             let received = tokio::select! {
                 // Idle: nothing in hand, so just close (END only ever replaces NEXT).
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => {
+                    let _ = timeout(self.config.io_timeout, exchange.shutdown()).await;
+                    return Ok(());
+                }
                 received = timeout(self.config.receive_request_timeout, exchange.read_message()) => received,
             };
             let message = received.map_err(|_| PollError::Timeout("the next request"))??;

@@ -63,6 +63,7 @@ impl Lab {
             ..config.cluster
         };
         let api_key = cluster_config.node.api_key.clone();
+        let long_poll = cluster_config.node.long_poll;
         let cluster = Cluster::start(cluster_config, identity.clone())
             .await
             .context("starting the cluster")?;
@@ -76,10 +77,16 @@ impl Lab {
             api_key,
             trust: RegistrationTrust::Pinned(identity.thumbprint()),
         };
-        let swarm_config = SwarmConfig {
+        let mut swarm_config = SwarmConfig {
             agents: config.agents,
             ..config.swarm
         };
+        // Tentacle waits 60 s for the next request; with a longer long-poll that would
+        // drop every idle connection, so the agents wait the long-poll plus a margin.
+        let polling = &mut swarm_config.agent.polling;
+        polling.receive_request_timeout = polling
+            .receive_request_timeout
+            .max(long_poll + Duration::from_secs(30));
         let swarm = match Swarm::start(swarm_config, &target, &nodes).await {
             Ok(swarm) => swarm,
             Err(error) => {

@@ -141,6 +141,15 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
             biased;
             _ = shutdown.cancelled() => return Ok(()),
             next = shared.queue.collect_next(&subscription, config.long_poll) => next,
+            closed = exchange.wait_for_peer() => match closed {
+                // An idle Tentacle sends nothing: it closed, went away, or is ending with END.
+                Ok(true) => return Ok(()),
+                Ok(false) => return end_while_idle(&mut exchange, config.heartbeat_timeout).await,
+                Err(error) => {
+                    debug!(%error, "idle polling connection dropped");
+                    return Ok(());
+                }
+            },
         };
         match next {
             None => exchange.write_message(&Envelope::Null, &[]).await?,
@@ -161,6 +170,23 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
             }
             Ok(Err(e)) => return Err(e.into()),
         }
+    }
+}
+
+/// The peer sent something while idle: only `END` (or a close) is acceptable.
+async fn end_while_idle(
+    exchange: &mut Exchange<TlsStream<TcpStream>>,
+    within: std::time::Duration,
+) -> Result<()> {
+    match timeout(within, exchange.read_control()).await {
+        Err(_) => Err(ConnectionError::Timeout("a whole control line")),
+        Ok(Ok(Some(ControlMessage::End)) | Ok(None)) => Ok(()),
+        Ok(Ok(Some(other))) => Err(octopoll_wire::Error::UnexpectedControl {
+            line: other.to_string(),
+            expected: "nothing while idle, or END",
+        }
+        .into()),
+        Ok(Err(e)) => Err(e.into()),
     }
 }
 

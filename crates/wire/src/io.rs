@@ -138,6 +138,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         Ok(Some(Message { envelope, streams }))
     }
 
+    /// Waits until the peer sends something or closes, keeping what it sent for the
+    /// next read. Returns `true` if it closed. Cancel-safe: a node races this against
+    /// its queue while a connection is idle, so a peer that went away is noticed at
+    /// once rather than when the next request is written to it.
+    pub async fn wait_for_peer(&mut self) -> Result<bool> {
+        if !self.buffer.is_empty() {
+            return Ok(false);
+        }
+        Ok(self.fill("the peer while idle").await? == 0)
+    }
+
     /// Shuts down the write side (TLS close_notify).
     pub async fn shutdown(&mut self) -> Result<()> {
         self.io.shutdown().await.map_err(|source| Error::Io {
@@ -245,6 +256,7 @@ fn reading(what: &'static str) -> &'static str {
         "a control line" => "reading a control line",
         "a message" => "reading a message",
         "a data stream" => "reading a data stream",
+        "the peer while idle" => "waiting for the peer while idle",
         other => other,
     }
 }
@@ -340,6 +352,20 @@ mod tests {
                 during: "a message"
             })
         ));
+    }
+
+    #[tokio::test]
+    async fn wait_for_peer_reports_close_and_keeps_data() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let mut node = Exchange::new(b, Limits::default());
+        a.write_all(b"END\r\n").await.unwrap();
+        assert!(!node.wait_for_peer().await.unwrap());
+        assert_eq!(
+            node.read_control().await.unwrap(),
+            Some(ControlMessage::End)
+        );
+        drop(a);
+        assert!(node.wait_for_peer().await.unwrap());
     }
 
     #[tokio::test]

@@ -1,0 +1,126 @@
+//! Agents survive a node going away: the node fails what it held with a reason, and
+//! the agent reconnects with backoff when the node is back on the same address.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use octopoll_agent::swarm::trusted_servers;
+use octopoll_agent::{Agent, AgentConfig, BackoffConfig};
+use octopoll_node::registry::NewMachine;
+use octopoll_node::{FailReason, MachineRegistry, Node, NodeConfig, NodeId};
+use octopoll_pki::{ApiKey, Identity, KeyType};
+use octopoll_wire::contracts::echo;
+use octopoll_wire::{RequestMessage, ServiceEndPoint, SubscriptionId};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use common::wait_until;
+
+fn start_node(identity: &Identity, registry: &MachineRegistry, comms: SocketAddr) -> Node {
+    let config = NodeConfig::new(NodeId(1), ApiKey::random());
+    let comms = octopoll_node::tcp::bind(comms).unwrap();
+    let api = octopoll_node::tcp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    Node::start(config, identity, registry.clone(), comms, api).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reconnects_after_its_node_restarts() {
+    common::init_logging();
+    let server = Identity::generate("server", KeyType::EcdsaP256).unwrap();
+    let registry = MachineRegistry::new();
+    let node = start_node(&server, &registry, "127.0.0.1:0".parse().unwrap());
+    let address = node.comms_addr();
+
+    let identity = Identity::generate("agent", KeyType::EcdsaP256).unwrap();
+    let subscription = SubscriptionId::random(&mut rand::rng());
+    registry
+        .register(NewMachine {
+            name: "survivor".into(),
+            thumbprint: identity.thumbprint(),
+            subscription: subscription.clone(),
+            roles: vec![],
+            environments: vec![],
+        })
+        .unwrap();
+    let mut config = AgentConfig::default();
+    config.polling.backoff = BackoffConfig::FAST;
+    let agent = Agent {
+        name: "survivor".into(),
+        servers: trusted_servers(&[address.into()], server.thumbprint(), &subscription),
+        identity,
+        subscription: subscription.clone(),
+        config,
+    };
+    let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
+    let handle = agent.spawn(&tracker, &shutdown, &mut rand::rng()).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the first connection",
+        || node.connections_of(&subscription),
+        |n| *n == 1,
+    )
+    .await;
+
+    // Work queued for someone who never polls is failed by a stopping node, not lost.
+    let nobody: SubscriptionId = "poll://nobody/".parse().unwrap();
+    let request = RequestMessage::call(
+        echo::SERVICE,
+        echo::SAY_HELLO,
+        echo::params("x"),
+        ServiceEndPoint::new(nobody.as_str(), ""),
+        1,
+    );
+    let sender = node.sender();
+    let stranded = tokio::spawn(async move { sender.send(&nobody, request, vec![]).await });
+    wait_until(
+        Duration::from_secs(5),
+        "the request to be queued",
+        || node.stats().queued,
+        |q| *q == 1,
+    )
+    .await;
+    node.stop().await;
+    let outcome = stranded.await.unwrap();
+    assert_eq!(outcome.result.unwrap_err(), FailReason::NodeStopped);
+
+    wait_until(
+        Duration::from_secs(5),
+        "the agent to notice",
+        || handle.connections(),
+        |n| *n == 0,
+    )
+    .await;
+    let failures_while_down = wait_until(
+        Duration::from_secs(5),
+        "a failed reconnect",
+        || handle.failures(),
+        |f| *f >= 1,
+    )
+    .await;
+
+    let node = start_node(&server, &registry, address);
+    wait_until(
+        Duration::from_secs(10),
+        "the agent to reconnect",
+        || node.connections_of(&subscription),
+        |n| *n == 1,
+    )
+    .await;
+    assert!(handle.failures() >= failures_while_down);
+    let request = RequestMessage::call(
+        echo::SERVICE,
+        echo::SAY_HELLO,
+        echo::params("back"),
+        ServiceEndPoint::new(subscription.as_str(), ""),
+        2,
+    );
+    let outcome = node.send(&subscription, request, vec![]).await;
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result.err());
+
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    node.stop().await;
+}
