@@ -9,47 +9,15 @@ use bson::Bson;
 use octopoll_cli::lab::{Lab, LabConfig};
 use octopoll_node::FailReason;
 use octopoll_wire::contracts::echo;
-use octopoll_wire::{
-    Envelope, Limits, RemoteIdentity, RequestMessage, ResponseMessage, ServiceEndPoint,
-};
+use octopoll_wire::{Envelope, Limits, RequestMessage, ResponseMessage, ServiceEndPoint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{connect_raw, register_raw_agent, start_lab, wait_until};
 
-async fn swarm_still_works(lab: &Lab) {
-    let agent = &lab.swarm.agents()[0];
-    for node in lab.cluster.nodes() {
-        let request = RequestMessage::call(
-            echo::SERVICE,
-            echo::SAY_HELLO,
-            echo::params("ok"),
-            ServiceEndPoint::new(agent.subscription().as_str(), ""),
-            1,
-        );
-        let outcome = tokio::time::timeout(
-            Duration::from_secs(10),
-            node.send(agent.subscription(), request, vec![]),
-        )
-        .await
-        .unwrap();
-        assert!(outcome.result.is_ok(), "{:?}", outcome.result.err());
-    }
-}
-
-async fn ready(lab: &Lab) {
-    wait_until(
-        Duration::from_secs(10),
-        "full coverage",
-        || lab.coverage(),
-        |c| c.is_full(),
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_instead_of_an_identity_line_closes_only_that_connection() {
     let lab = start_lab(2, 2).await;
-    ready(&lab).await;
+    common::ready(&lab).await;
     let (identity, _) = register_raw_agent(&lab, "garbler").await;
     let node = &lab.cluster.nodes()[0];
     let mut exchange = connect_raw(node, &identity).await;
@@ -75,14 +43,14 @@ async fn garbage_instead_of_an_identity_line_closes_only_that_connection() {
         stats.connections, 2,
         "the swarm's connections are untouched"
     );
-    swarm_still_works(&lab).await;
+    common::swarm_still_works(&lab).await;
     lab.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_halibut_probe_gets_the_html_page() {
     let lab = start_lab(1, 1).await;
-    ready(&lab).await;
+    common::ready(&lab).await;
     let (identity, _) = register_raw_agent(&lab, "browser").await;
     let node = &lab.cluster.nodes()[0];
     let mut exchange = connect_raw(node, &identity).await;
@@ -106,7 +74,7 @@ async fn a_non_halibut_probe_gets_the_html_page() {
         |s| s.probes == 1,
     )
     .await;
-    swarm_still_works(&lab).await;
+    common::swarm_still_works(&lab).await;
     lab.stop().await;
 }
 
@@ -114,16 +82,7 @@ async fn a_non_halibut_probe_gets_the_html_page() {
 async fn answer_with(lab: &Lab, name: &str, answer: impl FnOnce(String) -> Envelope) -> FailReason {
     let (identity, subscription) = register_raw_agent(lab, name).await;
     let node = &lab.cluster.nodes()[0];
-    let mut exchange = connect_raw(node, &identity).await;
-    exchange.write_preamble().await.unwrap();
-    exchange
-        .write_identity(&RemoteIdentity::Subscriber(subscription.clone()))
-        .await
-        .unwrap();
-    assert_eq!(
-        exchange.read_identity().await.unwrap(),
-        RemoteIdentity::Server
-    );
+    let mut exchange = common::identify_raw(node, &identity, &subscription).await;
 
     let request = RequestMessage::call(
         echo::SERVICE,
@@ -155,7 +114,7 @@ async fn an_oversized_response_fails_its_request_and_that_connection_only() {
         ..Limits::default()
     };
     let lab = Lab::start(config).await.unwrap();
-    ready(&lab).await;
+    common::ready(&lab).await;
     let reason = answer_with(&lab, "bloater", |id| {
         Envelope::Response(ResponseMessage {
             id,
@@ -174,14 +133,14 @@ async fn an_oversized_response_fails_its_request_and_that_connection_only() {
     )
     .await;
     assert_eq!(stats.connections, 2);
-    swarm_still_works(&lab).await;
+    common::swarm_still_works(&lab).await;
     lab.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_for_another_request_is_an_anomaly_not_a_completion() {
     let lab = start_lab(1, 1).await;
-    ready(&lab).await;
+    common::ready(&lab).await;
     let reason = answer_with(&lab, "confused", |_| {
         Envelope::Response(ResponseMessage {
             id: "IEchoService::SayHelloAsync[99] / not-the-one".into(),
@@ -199,6 +158,6 @@ async fn a_response_for_another_request_is_an_anomaly_not_a_completion() {
         |s| s.anomalies == 1,
     )
     .await;
-    swarm_still_works(&lab).await;
+    common::swarm_still_works(&lab).await;
     lab.stop().await;
 }

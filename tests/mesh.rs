@@ -116,8 +116,8 @@ async fn a_short_run_reports_full_coverage_and_nothing_lost() {
     config.rate = 50.0;
     config.seed = 7;
     let report = execute(config, &mut Progress::stderr(true)).await.unwrap();
-    assert_eq!(report.coverage, 1.0);
-    assert_eq!(report.connections, 30);
+    assert_eq!(report.run.coverage, 1.0);
+    assert_eq!(report.run.connections, 30);
     assert!(report.requests.completed > 50, "{report}");
     assert_eq!(report.requests.lost, 0);
     assert_eq!(report.requests.failed, 0, "{report}");
@@ -160,15 +160,7 @@ async fn an_idle_connection_gets_the_null_request_after_each_long_poll() {
     let lab = octopoll_cli::lab::Lab::start(config).await.unwrap();
     let (identity, subscription) = common::register_raw_agent(&lab, "idler").await;
     let node = &lab.cluster.nodes()[0];
-    let mut exchange = common::connect_raw(node, &identity).await;
-    exchange.write_preamble().await.unwrap();
-    exchange
-        .write_identity(&octopoll_wire::RemoteIdentity::Subscriber(
-            subscription.clone(),
-        ))
-        .await
-        .unwrap();
-    exchange.read_identity().await.unwrap();
+    let mut exchange = common::identify_raw(node, &identity, &subscription).await;
     for _ in 0..3 {
         let started = std::time::Instant::now();
         let message = exchange.read_message().await.unwrap().unwrap();
@@ -202,15 +194,7 @@ async fn a_node_notices_an_idle_agent_leave_without_waiting_for_the_long_poll() 
     let lab = octopoll_cli::lab::Lab::start(config).await.unwrap();
     let (identity, subscription) = common::register_raw_agent(&lab, "leaver").await;
     let node = &lab.cluster.nodes()[0];
-    let mut exchange = common::connect_raw(node, &identity).await;
-    exchange.write_preamble().await.unwrap();
-    exchange
-        .write_identity(&octopoll_wire::RemoteIdentity::Subscriber(
-            subscription.clone(),
-        ))
-        .await
-        .unwrap();
-    exchange.read_identity().await.unwrap();
+    let exchange = common::identify_raw(node, &identity, &subscription).await;
     assert_eq!(node.connections_of(&subscription), 1);
     drop(exchange);
     common::wait_until(

@@ -10,8 +10,7 @@ use octopoll_agent::swarm::trusted_servers;
 use octopoll_agent::{Agent, AgentConfig, BackoffConfig, ServerAddress};
 use octopoll_cli::lab::Lab;
 use octopoll_pki::{Identity, KeyType};
-use octopoll_wire::contracts::echo;
-use octopoll_wire::{RemoteIdentity, RequestMessage, ServiceEndPoint, SubscriptionId};
+use octopoll_wire::{RemoteIdentity, SubscriptionId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,40 +30,10 @@ fn node_addresses(lab: &Lab) -> Vec<ServerAddress> {
         .collect()
 }
 
-/// Every swarm agent still answers a request on every node.
-async fn swarm_still_works(lab: &Lab) {
-    for node in lab.cluster.nodes() {
-        for agent in lab.swarm.agents() {
-            let endpoint = ServiceEndPoint::new(agent.subscription().as_str(), "");
-            let request = RequestMessage::call(
-                echo::SERVICE,
-                echo::SAY_HELLO,
-                echo::params("still here"),
-                endpoint,
-                1,
-            );
-            let outcome = tokio::time::timeout(
-                Duration::from_secs(10),
-                node.send(agent.subscription(), request, vec![]),
-            )
-            .await
-            .expect("answered in time");
-            let reply = outcome.result.expect("completed");
-            assert_eq!(reply.response.result, bson::Bson::from("still here..."));
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unregistered_agent_is_refused_and_counted_by_every_node() {
     let lab = start_lab(3, 3).await;
-    wait_until(
-        Duration::from_secs(10),
-        "full coverage",
-        || lab.coverage(),
-        |c| c.is_full(),
-    )
-    .await;
+    common::ready(&lab).await;
 
     let stranger = Identity::generate("stranger", KeyType::EcdsaP256).unwrap();
     let subscription = SubscriptionId::random(&mut rand::rng());
@@ -115,7 +84,7 @@ async fn an_unregistered_agent_is_refused_and_counted_by_every_node() {
         "{errors:?}"
     );
 
-    swarm_still_works(&lab).await;
+    common::swarm_still_works(&lab).await;
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;
@@ -125,13 +94,7 @@ async fn an_unregistered_agent_is_refused_and_counted_by_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_pinning_the_wrong_thumbprint_refuses_the_node_naming_both() {
     let lab = start_lab(2, 2).await;
-    wait_until(
-        Duration::from_secs(10),
-        "full coverage",
-        || lab.coverage(),
-        |c| c.is_full(),
-    )
-    .await;
+    common::ready(&lab).await;
 
     let (identity, subscription) = register_raw_agent(&lab, "suspicious").await;
     let impostor = Identity::generate("impostor", KeyType::EcdsaP256).unwrap();
@@ -166,7 +129,7 @@ async fn an_agent_pinning_the_wrong_thumbprint_refuses_the_node_naming_both() {
         .iter()
         .all(|n| n.stats().connections == 2));
 
-    swarm_still_works(&lab).await;
+    common::swarm_still_works(&lab).await;
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;
@@ -176,13 +139,7 @@ async fn an_agent_pinning_the_wrong_thumbprint_refuses_the_node_naming_both() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registered_certificate_claiming_another_subscription_is_refused() {
     let lab = start_lab(1, 1).await;
-    wait_until(
-        Duration::from_secs(10),
-        "full coverage",
-        || lab.coverage(),
-        |c| c.is_full(),
-    )
-    .await;
+    common::ready(&lab).await;
     let (identity, _own) = register_raw_agent(&lab, "borrower").await;
     let victim = lab.swarm.agents()[0].subscription().clone();
 
@@ -206,7 +163,7 @@ async fn a_registered_certificate_claiming_another_subscription_is_refused() {
     )
     .await;
 
-    swarm_still_works(&lab).await;
+    common::swarm_still_works(&lab).await;
     lab.stop().await;
 }
 
@@ -215,18 +172,7 @@ async fn a_deregistered_machine_is_refused_on_its_next_connection() {
     let lab = start_lab(1, 1).await;
     let (identity, subscription) = register_raw_agent(&lab, "leaver").await;
     let node = &lab.cluster.nodes()[0];
-    {
-        let mut exchange = connect_raw(node, &identity).await;
-        exchange.write_preamble().await.unwrap();
-        exchange
-            .write_identity(&RemoteIdentity::Subscriber(subscription.clone()))
-            .await
-            .unwrap();
-        assert_eq!(
-            exchange.read_identity().await.unwrap(),
-            RemoteIdentity::Server
-        );
-    }
+    drop(common::identify_raw(node, &identity, &subscription).await);
     lab.cluster.registry().deregister(&identity.thumbprint());
     let mut exchange = connect_raw(node, &identity).await;
     exchange.write_preamble().await.unwrap();

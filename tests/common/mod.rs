@@ -11,7 +11,10 @@ use octopoll_cli::lab::{Lab, LabConfig};
 use octopoll_node::Node;
 use octopoll_pki::{ApiKey, Identity, KeyType};
 use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_ACTIVE};
-use octopoll_wire::{Exchange, Limits, SubscriptionId};
+use octopoll_wire::contracts::echo;
+use octopoll_wire::{
+    Exchange, Limits, RemoteIdentity, RequestMessage, ServiceEndPoint, SubscriptionId,
+};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -111,4 +114,58 @@ pub async fn connect_raw(node: &Node, identity: &Identity) -> Exchange<TlsStream
         .await
         .unwrap();
     Exchange::new(stream, Limits::default())
+}
+
+/// A hand-driven peer that has identified as `subscription` and been answered `MX-SERVER`.
+pub async fn identify_raw(
+    node: &Node,
+    identity: &Identity,
+    subscription: &SubscriptionId,
+) -> Exchange<TlsStream<TcpStream>> {
+    let mut exchange = connect_raw(node, identity).await;
+    exchange.write_preamble().await.unwrap();
+    exchange
+        .write_identity(&RemoteIdentity::Subscriber(subscription.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        exchange.read_identity().await.unwrap(),
+        RemoteIdentity::Server
+    );
+    exchange
+}
+
+/// Waits until every agent polls every node.
+pub async fn ready(lab: &Lab) {
+    wait_until(
+        Duration::from_secs(10),
+        "full coverage",
+        || lab.coverage(),
+        |c| c.is_full(),
+    )
+    .await;
+}
+
+/// Asserts that every swarm agent still answers an echo on every node.
+pub async fn swarm_still_works(lab: &Lab) {
+    for node in lab.cluster.nodes() {
+        for agent in lab.swarm.agents() {
+            let endpoint = ServiceEndPoint::new(agent.subscription().as_str(), "");
+            let request = RequestMessage::call(
+                echo::SERVICE,
+                echo::SAY_HELLO,
+                echo::params("still here"),
+                endpoint,
+                1,
+            );
+            let outcome = tokio::time::timeout(
+                Duration::from_secs(10),
+                node.send(agent.subscription(), request, vec![]),
+            )
+            .await
+            .expect("answered in time");
+            let reply = outcome.result.expect("completed");
+            assert_eq!(reply.response.result, bson::Bson::from("still here..."));
+        }
+    }
 }

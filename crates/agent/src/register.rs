@@ -62,17 +62,8 @@ impl RegistrationClient {
         api_key: &ApiKey,
     ) -> Result<Thumbprint> {
         let url = join(server_url, CERTIFICATE_PATH);
-        let response = self
-            .http
-            .get(&url)
-            .header(API_KEY_HEADER, api_key.expose())
-            .send()
-            .await
-            .map_err(|source| Error::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let certificate: CertificateResource = read_json(&url, response).await?;
+        let certificate: CertificateResource =
+            self.call(self.http.get(&url), &url, api_key).await?;
         certificate
             .thumbprint
             .parse()
@@ -90,56 +81,52 @@ impl RegistrationClient {
         machine: &MachineResource,
     ) -> Result<MachineResource> {
         let url = join(server_url, MACHINES_PATH);
-        let response = self
-            .http
-            .post(&url)
+        self.call(self.http.post(&url).json(machine), &url, api_key)
+            .await
+    }
+
+    /// Sends `request` with the API key and reads its JSON answer or error.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+        api_key: &ApiKey,
+    ) -> Result<T> {
+        let unreachable = |source| Error::Unreachable {
+            url: url.to_owned(),
+            source,
+        };
+        let response = request
             .header(API_KEY_HEADER, api_key.expose())
-            .json(machine)
             .send()
             .await
-            .map_err(|source| Error::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        read_json(&url, response).await
+            .map_err(unreachable)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(unreachable)?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| Error::BadAnswer {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            });
+        }
+        let message = serde_json::from_slice::<ErrorResource>(&body)
+            .map(|e| e.error_message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(200).collect());
+        Err(if status == StatusCode::UNAUTHORIZED {
+            Error::Unauthorized {
+                url: url.to_owned(),
+                message,
+            }
+        } else {
+            Error::Rejected {
+                url: url.to_owned(),
+                status: status.as_u16(),
+                message,
+            }
+        })
     }
 }
 
 fn join(base: &str, path: &str) -> String {
     format!("{}{path}", base.trim_end_matches('/'))
-}
-
-async fn read_json<T: serde::de::DeserializeOwned>(
-    url: &str,
-    response: reqwest::Response,
-) -> Result<T> {
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|source| Error::Unreachable {
-            url: url.to_owned(),
-            source,
-        })?;
-    if status.is_success() {
-        return serde_json::from_slice(&body).map_err(|e| Error::BadAnswer {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        });
-    }
-    let message = serde_json::from_slice::<ErrorResource>(&body)
-        .map(|e| e.error_message)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(200).collect());
-    Err(if status == StatusCode::UNAUTHORIZED {
-        Error::Unauthorized {
-            url: url.to_owned(),
-            message,
-        }
-    } else {
-        Error::Rejected {
-            url: url.to_owned(),
-            status: status.as_u16(),
-            message,
-        }
-    })
 }

@@ -10,20 +10,9 @@ use crate::workload::Counts;
 /// What a run did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// Nodes in the cluster.
-    pub nodes: u16,
-    /// Agents in the swarm.
-    pub agents: usize,
-    /// The seed that makes the run reproducible.
-    pub seed: u64,
-    /// Seconds the workload ran.
-    pub duration_s: f64,
-    /// Polling connections held at the end of the workload.
-    pub connections: usize,
-    /// Connected agent×node pairs / all pairs, at the end of the workload.
-    pub coverage: f64,
-    /// Time from the swarm starting to every agent polling every node.
-    pub full_coverage_ms: Option<u64>,
+    /// The run's shape and the mesh at the end (flattened into the top level).
+    #[serde(flatten)]
+    pub run: RunFacts,
     /// Request accounting.
     pub requests: Requests,
     /// Queue → collected latency.
@@ -72,21 +61,21 @@ pub struct NodeLine {
 }
 
 /// What the report is built from besides the ledger.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct RunFacts {
-    /// Nodes.
+    /// Nodes in the cluster.
     pub nodes: u16,
-    /// Agents.
+    /// Agents in the swarm.
     pub agents: usize,
-    /// Seed.
+    /// The seed that makes the run reproducible.
     pub seed: u64,
-    /// Workload seconds.
+    /// Seconds the workload ran.
     pub duration_s: f64,
-    /// Connections held at the end.
+    /// Polling connections held at the end of the workload.
     pub connections: usize,
-    /// Coverage at the end.
+    /// Connected agent×node pairs / all pairs, at the end of the workload.
     pub coverage: f64,
-    /// Time to full coverage.
+    /// Time from the swarm starting to every agent polling every node.
     pub full_coverage_ms: Option<u64>,
 }
 
@@ -104,13 +93,7 @@ impl Report {
             }
         };
         Self {
-            nodes: facts.nodes,
-            agents: facts.agents,
-            seed: facts.seed,
-            duration_s: facts.duration_s,
-            connections: facts.connections,
-            coverage: facts.coverage,
-            full_coverage_ms: facts.full_coverage_ms,
+            run: facts,
             requests: Requests {
                 queued: counts.queued,
                 completed: counts.completed,
@@ -143,19 +126,19 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = &self.requests;
+        let (run, r) = (&self.run, &self.requests);
         writeln!(
             f,
             "octopoll report: {} nodes, {} agents, {:.1} s, seed {}",
-            self.nodes, self.agents, self.duration_s, self.seed
+            run.nodes, run.agents, run.duration_s, run.seed
         )?;
-        let full = self
+        let full = run
             .full_coverage_ms
             .map_or("never".to_string(), |ms| format!("after {ms} ms"));
         writeln!(
             f,
             "  coverage     {:.3} ({} connections held; full {full})",
-            self.coverage, self.connections
+            run.coverage, run.connections
         )?;
         writeln!(
             f,

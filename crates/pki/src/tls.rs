@@ -74,7 +74,8 @@ pub fn https_client_config(server: Thumbprint) -> Result<ClientConfig> {
 /// have yet; signatures are still checked, but anyone can present any certificate.
 pub fn dangerous_https_client_config_accepting_any_server() -> Result<ClientConfig> {
     let provider = provider();
-    let verifier = danger::AcceptAnyServer(provider.signature_verification_algorithms);
+    let verifier =
+        PinnedServerVerifier::dangerous_accept_any(provider.signature_verification_algorithms);
     https_client_with(provider, Arc::new(verifier))
 }
 
@@ -89,53 +90,6 @@ fn https_client_with(
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
-}
-
-mod danger {
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::{
-        verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms,
-    };
-    use rustls::{DigitallySignedStruct, SignatureScheme};
-    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-
-    #[derive(Debug)]
-    pub(super) struct AcceptAnyServer(pub(super) WebPkiSupportedAlgorithms);
-
-    impl ServerCertVerifier for AcceptAnyServer {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(message, cert, dss, &self.0)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(message, cert, dss, &self.0)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.supported_schemes()
-        }
-    }
 }
 
 #[cfg(test)]

@@ -173,7 +173,8 @@ impl ClientCertVerifier for ThumbprintClientVerifier {
 /// so a node reached through NAT or a load balancer under any name still verifies.
 #[derive(Debug)]
 pub struct PinnedServerVerifier {
-    expected: Thumbprint,
+    /// `None` only through [`PinnedServerVerifier::dangerous_accept_any`].
+    expected: Option<Thumbprint>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -181,7 +182,16 @@ impl PinnedServerVerifier {
     /// A verifier that pins `expected`, checking signatures with `algorithms`.
     pub fn new(expected: Thumbprint, algorithms: WebPkiSupportedAlgorithms) -> Self {
         Self {
-            expected,
+            expected: Some(expected),
+            algorithms,
+        }
+    }
+
+    /// A verifier that accepts **any** server certificate (signatures are still
+    /// checked, but anyone can present any certificate).
+    pub fn dangerous_accept_any(algorithms: WebPkiSupportedAlgorithms) -> Self {
+        Self {
+            expected: None,
             algorithms,
         }
     }
@@ -197,14 +207,11 @@ impl ServerCertVerifier for PinnedServerVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let actual = Thumbprint::of(end_entity);
-        if actual == self.expected {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(PeerRejected::Mismatch {
-                expected: self.expected,
-                actual,
+        match self.expected {
+            Some(expected) if expected != actual => {
+                Err(PeerRejected::Mismatch { expected, actual }.into_rustls())
             }
-            .into_rustls())
+            _ => Ok(ServerCertVerified::assertion()),
         }
     }
 
