@@ -13,8 +13,6 @@ use octopoll_node::{FailReason, MachineRegistry, Node, NodeConfig, NodeId};
 use octopoll_pki::{ApiKey, Identity, KeyType};
 use octopoll_wire::contracts::echo;
 use octopoll_wire::{RequestMessage, ServiceEndPoint, SubscriptionId};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use common::wait_until;
 
@@ -53,8 +51,7 @@ async fn an_agent_reconnects_after_its_node_restarts() {
         subscription: subscription.clone(),
         config,
     };
-    let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
-    let handle = agent.spawn(&tracker, &shutdown, &mut rand::rng()).unwrap();
+    let handle = agent.start().unwrap();
     wait_until(
         Duration::from_secs(10),
         "the first connection",
@@ -119,8 +116,6 @@ async fn an_agent_reconnects_after_its_node_restarts() {
     let outcome = node.send(&subscription, request, vec![]).await;
     assert!(outcome.result.is_ok(), "{:?}", outcome.result.err());
 
-    shutdown.cancel();
-    tracker.close();
-    tracker.wait().await;
+    handle.stop().await;
     node.stop().await;
 }

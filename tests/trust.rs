@@ -11,8 +11,6 @@ use octopoll_agent::{Agent, AgentConfig, BackoffConfig, ServerAddress};
 use octopoll_cli::lab::Lab;
 use octopoll_pki::{Identity, KeyType};
 use octopoll_wire::{RemoteIdentity, SubscriptionId};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use common::{connect_raw, register_raw_agent, start_lab, wait_until};
 
@@ -48,8 +46,7 @@ async fn an_unregistered_agent_is_refused_and_counted_by_every_node() {
         subscription,
         config: fast_config(),
     };
-    let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
-    let handle = agent.spawn(&tracker, &shutdown, &mut rand::rng()).unwrap();
+    let handle = agent.start().unwrap();
 
     let stats = wait_until(
         Duration::from_secs(10),
@@ -85,9 +82,7 @@ async fn an_unregistered_agent_is_refused_and_counted_by_every_node() {
     );
 
     common::swarm_still_works(&lab).await;
-    shutdown.cancel();
-    tracker.close();
-    tracker.wait().await;
+    handle.stop().await;
     lab.stop().await;
 }
 
@@ -105,8 +100,7 @@ async fn an_agent_pinning_the_wrong_thumbprint_refuses_the_node_naming_both() {
         subscription,
         config: fast_config(),
     };
-    let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
-    let handle = agent.spawn(&tracker, &shutdown, &mut rand::rng()).unwrap();
+    let handle = agent.start().unwrap();
     let errors = wait_until(
         Duration::from_secs(10),
         "both links to refuse their node",
@@ -130,9 +124,7 @@ async fn an_agent_pinning_the_wrong_thumbprint_refuses_the_node_naming_both() {
         .all(|n| n.stats().connections == 2));
 
     common::swarm_still_works(&lab).await;
-    shutdown.cancel();
-    tracker.close();
-    tracker.wait().await;
+    handle.stop().await;
     lab.stop().await;
 }
 

@@ -38,8 +38,50 @@ pub struct AgentHandle {
     links: Vec<(TrustedServer, Arc<LinkState>)>,
 }
 
+/// An agent running on its own, as [`Agent::start`] returns it.
+#[derive(Debug)]
+pub struct RunningAgent {
+    handle: AgentHandle,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl RunningAgent {
+    /// Its polling links.
+    pub fn handle(&self) -> &AgentHandle {
+        &self.handle
+    }
+
+    /// Stops every polling loop: exchanges in hand finish and send `END`.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+impl std::ops::Deref for RunningAgent {
+    type Target = AgentHandle;
+
+    fn deref(&self) -> &AgentHandle {
+        &self.handle
+    }
+}
+
 impl Agent {
-    /// Spawns one polling loop per server entry and connection on `tracker`.
+    /// Starts polling every server entry, with its own task tracker and shutdown.
+    pub fn start(self) -> Result<RunningAgent> {
+        let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let handle = self.spawn(&tracker, &shutdown, &mut rand::rng())?;
+        Ok(RunningAgent {
+            handle,
+            tracker,
+            shutdown,
+        })
+    }
+
+    /// Spawns one polling loop per server entry and connection on `tracker` (a
+    /// swarm shares one tracker among thousands of agents).
     pub fn spawn(
         self,
         tracker: &TaskTracker,

@@ -19,7 +19,7 @@ pub mod register;
 pub mod services;
 pub mod swarm;
 
-pub use agent::{Agent, AgentHandle};
+pub use agent::{Agent, AgentHandle, RunningAgent};
 pub use backoff::{Backoff, BackoffConfig};
 pub use config::{AgentConfig, PollingConfig, ServerAddress, ServiceConfig, TrustedServer};
 pub use error::{Error, Result};

@@ -178,6 +178,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn https_pins_the_server_unless_dangerously_told_not_to() {
+        let (node, _) = ids();
+        let stranger = Identity::generate("stranger", KeyType::EcdsaP256).unwrap();
+        let server = || https_server_config(&node).unwrap();
+        let (s, c) = handshake(server(), https_client_config(node.thumbprint()).unwrap()).await;
+        s.unwrap();
+        c.unwrap();
+        let (_, c) = handshake(
+            server(),
+            https_client_config(stranger.thumbprint()).unwrap(),
+        )
+        .await;
+        assert!(matches!(
+            PeerRejected::find_in(&c.unwrap_err()),
+            Some(PeerRejected::Mismatch { .. })
+        ));
+        let any = dangerous_https_client_config_accepting_any_server().unwrap();
+        let (s, c) = handshake(server(), any).await;
+        s.unwrap();
+        c.unwrap();
+    }
+
+    #[tokio::test]
     async fn rsa_identities_handshake_too() {
         let node = Identity::generate("node", KeyType::Rsa2048).unwrap();
         let agent = Identity::generate("agent", KeyType::Rsa2048).unwrap();

@@ -110,7 +110,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         streams: &[DataStream],
     ) -> Result<()> {
         let mut out = Vec::new();
-        compress(&envelope.to_bson_bytes(), &mut out);
+        compress(&envelope.to_bson_bytes()?, &mut out);
         for reference in envelope.data_streams() {
             if let Some(stream) = streams.iter().find(|s| s.id == reference.id) {
                 stream.encode(&mut out);

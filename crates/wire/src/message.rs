@@ -251,12 +251,13 @@ impl Envelope {
     }
 
     /// Encodes the envelope to BSON bytes (before DEFLATE).
-    pub fn to_bson_bytes(&self) -> Vec<u8> {
-        // Serialising an in-memory document to a Vec cannot fail: every key is a
-        // valid C string (no NUL), built above from literals and our own fields.
-        self.to_document()
-            .to_vec()
-            .expect("envelope document is serialisable")
+    ///
+    /// Fails only for a document BSON cannot hold, such as a key containing NUL in
+    /// caller-built params.
+    pub fn to_bson_bytes(&self) -> Result<Vec<u8>> {
+        self.to_document().to_vec().map_err(|e| Error::Bson {
+            reason: format!("cannot encode the envelope: {e}"),
+        })
     }
 
     /// Decodes an envelope from one inflated BSON document.

@@ -61,7 +61,7 @@ fn every_vector_decodes_and_reencodes_byte_exact() {
     for (name, bytes) in all {
         let envelope = Envelope::from_bson_bytes(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(
-            envelope.to_bson_bytes(),
+            envelope.to_bson_bytes().unwrap(),
             bytes,
             "{name} re-encodes byte-exact"
         );
@@ -86,15 +86,24 @@ fn builders_produce_the_vectors() {
         capabilities::GET_CAPABILITIES,
         vec![],
     );
-    assert_eq!(get_caps.to_bson_bytes(), vector("request_get_capabilities"));
+    assert_eq!(
+        get_caps.to_bson_bytes().unwrap(),
+        vector("request_get_capabilities")
+    );
 
     let caps = Envelope::Response(ResponseMessage {
         id: caps_id,
         error: None,
         result: capabilities::response(capabilities::TENTACLE_CAPABILITIES),
     });
-    assert_eq!(caps.to_bson_bytes(), vector("response_get_capabilities"));
-    assert_eq!(Envelope::Null.to_bson_bytes(), vector("keepalive_null"));
+    assert_eq!(
+        caps.to_bson_bytes().unwrap(),
+        vector("response_get_capabilities")
+    );
+    assert_eq!(
+        Envelope::Null.to_bson_bytes().unwrap(),
+        vector("keepalive_null")
+    );
 
     let upload_activity = "c4b2a190-7e6f-4d5c-9b8a-0f1e2d3c4b5a";
     let stream = DataStreamRef {
@@ -108,7 +117,10 @@ fn builders_produce_the_vectors() {
         "UploadFile",
         vec![Bson::from("Work/hello.txt"), stream.to_bson(true)],
     );
-    assert_eq!(upload.to_bson_bytes(), vector("request_upload_file"));
+    assert_eq!(
+        upload.to_bson_bytes().unwrap(),
+        vector("request_upload_file")
+    );
     assert_eq!(upload.data_streams(), vec![stream]);
 }
 
@@ -190,6 +202,13 @@ fn malformed_envelopes_get_exact_errors() {
     assert!(
         matches!(Envelope::from_bson_bytes(&bad_type), Err(Error::Envelope { reason }) if reason.contains("Nope"))
     );
+    let mut params = bson::Document::new();
+    params.insert("bad\0key", 1);
+    let unencodable = request("x", ACTIVITY, "S", "M", vec![bson::Bson::Document(params)]);
+    assert!(matches!(
+        unencodable.to_bson_bytes(),
+        Err(Error::Bson { .. })
+    ));
     let no_id = bson::doc! { "Message": { "$type": octopoll_wire::message::RESPONSE_TYPE } }
         .to_vec()
         .unwrap();
@@ -287,7 +306,7 @@ mod round_trip {
     proptest! {
         #[test]
         fn encode_compress_inflate_decode(envelope in envelope()) {
-            let bytes = envelope.to_bson_bytes();
+            let bytes = envelope.to_bson_bytes().unwrap();
             let mut wire = Vec::new();
             deflate::compress(&bytes, &mut wire);
             let (inflated, _) = deflate::inflate(&wire, 1 << 20).unwrap().unwrap();
