@@ -91,6 +91,7 @@ fn a_busy_comms_port_is_reported_with_the_node_and_address() {
         )),
         "{stderr}"
     );
+    assert!(stderr.contains("pass --comms-port 0"), "{stderr}");
 }
 
 #[test]

@@ -11,7 +11,9 @@ use crate::args::RunArgs;
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (json, quiet) = (args.json.clone(), args.quiet);
     let mut progress = Progress::stderr(quiet);
-    let report = execute(config_of(args), &mut progress).await?;
+    let report = execute(config_of(args), &mut progress)
+        .await
+        .map_err(with_hint)?;
     print!("{report}");
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&report)?;
@@ -25,6 +27,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Adds what to do next to errors a user can fix with a flag.
+fn with_hint(error: anyhow::Error) -> anyhow::Error {
+    let busy_port = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<octopoll_node::Error>(),
+            Some(octopoll_node::Error::Bind { .. })
+        )
+    });
+    if busy_port {
+        error.context("a port is taken (another octopoll run?); pass --comms-port 0 / --api-port 0 to use free ports")
+    } else {
+        error
+    }
 }
 
 fn config_of(args: RunArgs) -> RunConfig {
