@@ -44,6 +44,13 @@ impl ControlMessage {
             };
             offset += used;
             let message = match line {
+                // Blank lines are skipped, but not without bound.
+                "" if offset > max_line_bytes => {
+                    return Err(Error::TooLong {
+                        what: "blank lines before a control line",
+                        limit: max_line_bytes as u64,
+                    })
+                }
                 "" => continue,
                 "NEXT" => ControlMessage::Next,
                 "PROCEED" => ControlMessage::Proceed,
@@ -148,6 +155,14 @@ mod tests {
         ));
         assert!(matches!(
             ControlMessage::decode(&[b'A'; 65], 64),
+            Err(Error::TooLong { limit: 64, .. })
+        ));
+    }
+
+    #[test]
+    fn endless_blank_lines_are_refused() {
+        assert!(matches!(
+            ControlMessage::decode(&b"\r\n".repeat(100), 64),
             Err(Error::TooLong { limit: 64, .. })
         ));
     }

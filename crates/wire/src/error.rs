@@ -87,6 +87,12 @@ pub enum Error {
         /// The frame's id.
         id: uuid::Uuid,
     },
+    /// A message to send references a stream the caller did not pass.
+    #[error("message references data stream {id} but no such stream was given to send")]
+    MissingStream {
+        /// The referenced id.
+        id: uuid::Uuid,
+    },
     /// A data stream frame whose trailing length differs from its leading one.
     #[error("data stream {id} declared {declared} bytes but its trailer says {trailer}")]
     StreamLengthMismatch {

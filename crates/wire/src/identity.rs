@@ -15,8 +15,8 @@ use crate::{Error, Result};
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubscriptionId(String);
 
-/// The alphabet of Tentacle's random subscription ids (no `i`, `o`, `0`, `1`).
-const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+/// The alphabet of Tentacle's random subscription ids, `[a-hj-np-z2-9]` (no `i`, `o`, `0`, `1`).
+const ALPHABET: &[u8] = b"abcdefghjklmnpqrstuvwxyz23456789";
 
 impl SubscriptionId {
     /// A new random id, 20 characters from Tentacle's alphabet.
@@ -206,6 +206,7 @@ mod tests {
     fn subscription_ids_normalise_and_generate() {
         let id: SubscriptionId = "POLL://G3662RE9NJTELSYFHM7T".parse().unwrap();
         assert_eq!(id.as_str(), "poll://g3662re9njtelsyfhm7t/");
+        assert_eq!(ALPHABET.len(), 32);
         let random = SubscriptionId::random(&mut rand::rng());
         assert_eq!(random.as_str().len(), "poll://".len() + 20 + 1);
         assert_eq!(random.as_str().parse::<SubscriptionId>().unwrap(), random);

@@ -112,9 +112,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         let mut out = Vec::new();
         compress(&envelope.to_bson_bytes()?, &mut out);
         for reference in envelope.data_streams() {
-            if let Some(stream) = streams.iter().find(|s| s.id == reference.id) {
-                stream.encode(&mut out);
-            }
+            // The peer waits for every frame its message announces: a missing one is
+            // the caller's bug, and must not hang the peer.
+            let stream = streams
+                .iter()
+                .find(|s| s.id == reference.id)
+                .ok_or(Error::MissingStream { id: reference.id })?;
+            stream.encode(&mut out);
         }
         self.write_all(&out, "writing a message").await
     }
@@ -127,6 +131,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         };
         let envelope = Envelope::from_bson_bytes(&bytes)?;
         let references = envelope.data_streams();
+        let announced: u64 = references.iter().map(|r| r.length.max(0) as u64).sum();
+        if announced > self.limits.max_stream_bytes {
+            return Err(Error::TooLong {
+                what: "data streams of one message",
+                limit: self.limits.max_stream_bytes,
+            });
+        }
         let mut streams = Vec::with_capacity(references.len());
         for _ in 0..references.len() {
             let stream = self.read_stream().await?;

@@ -9,7 +9,7 @@ pub struct Limits {
     pub max_line_bytes: usize,
     /// Bytes of one inflated message (octopoll: 16 MiB; Halibut sets none).
     pub max_message_bytes: usize,
-    /// Bytes of one data stream (octopoll: 64 MiB).
+    /// Bytes of all data streams of one message together (octopoll: 64 MiB).
     pub max_stream_bytes: u64,
 }
 

@@ -276,6 +276,7 @@ impl Envelope {
                 ),
             });
         }
+        check_depth(bytes)?;
         let doc = Document::from_reader(bytes).map_err(|e| Error::Bson {
             reason: e.to_string(),
         })?;
@@ -316,6 +317,35 @@ impl Envelope {
         }
         found
     }
+}
+
+/// Deepest nesting of documents and arrays accepted: Json.NET's default `MaxDepth`.
+pub const MAX_DEPTH: usize = 64;
+
+/// Refuses documents nested deeper than [`MAX_DEPTH`] before anything recursive
+/// (bson's conversion, [`DataStreamRef::find_all`]) walks them, so a small hostile
+/// message cannot overflow the stack. The walk itself keeps its own stack.
+fn check_depth(bytes: &[u8]) -> Result<()> {
+    let bad = |reason: String| Error::Bson { reason };
+    let root = bson::RawDocument::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut stack = vec![root.iter_elements()];
+    while let Some(elements) = stack.last_mut() {
+        let Some(element) = elements.next() else {
+            stack.pop();
+            continue;
+        };
+        let element = element.map_err(|e| bad(e.to_string()))?;
+        let nested = match element.value().map_err(|e| bad(e.to_string()))? {
+            bson::RawBsonRef::Document(doc) => doc.iter_elements(),
+            bson::RawBsonRef::Array(array) => array.iter_elements(),
+            _ => continue,
+        };
+        if stack.len() >= MAX_DEPTH {
+            return Err(bad(format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        stack.push(nested);
+    }
+    Ok(())
 }
 
 fn error_document(error: &ServerError) -> Bson {

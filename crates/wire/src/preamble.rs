@@ -21,6 +21,13 @@ pub fn decode(buf: &[u8], max_chars: usize) -> Result<Option<usize>> {
     let mut chars = 0usize;
     let mut last_was_lf = false;
     for (index, &byte) in buf.iter().enumerate() {
+        // Every byte counts toward the cap, CRs included, so nothing reads unbounded.
+        if index >= max_chars {
+            return Err(Error::TooLong {
+                what: "preamble",
+                limit: max_chars as u64,
+            });
+        }
         if byte == b'\r' {
             continue;
         }
@@ -33,12 +40,6 @@ pub fn decode(buf: &[u8], max_chars: usize) -> Result<Option<usize>> {
             last_was_lf = false;
         }
         chars += 1;
-        if chars > max_chars {
-            return Err(Error::TooLong {
-                what: "preamble",
-                limit: max_chars as u64,
-            });
-        }
         // A probe is recognisable before it ends: fail fast rather than buffer it.
         if chars == 2 && !text_of(&buf[..=index]).starts_with("MX") {
             return Err(not_mx(buf));

@@ -314,3 +314,43 @@ mod round_trip {
         }
     }
 }
+
+#[test]
+fn deeply_nested_documents_are_refused_without_recursion() {
+    // 10,000 nested documents in a few tens of KiB: would overflow a recursive decoder.
+    let depth = 10_000;
+    let mut doc = vec![5u8, 0, 0, 0, 0];
+    for _ in 0..depth {
+        let mut outer = Vec::with_capacity(doc.len() + 8);
+        let len = (4 + 1 + 2 + doc.len() + 1) as i32;
+        outer.extend_from_slice(&len.to_le_bytes());
+        outer.extend_from_slice(&[0x03, b'a', 0]);
+        outer.extend_from_slice(&doc);
+        outer.push(0);
+        doc = outer;
+    }
+    let err = Envelope::from_bson_bytes(&doc).unwrap_err();
+    assert!(matches!(&err, Error::Bson { reason } if reason.contains("nested deeper than 64")), "{err}");
+}
+
+#[tokio::test]
+async fn a_message_announcing_more_stream_bytes_than_allowed_is_refused() {
+    let mut wire = Vec::new();
+    deflate::compress(&vector("request_upload_file"), &mut wire);
+    let (mut writer, reader) = tokio::io::duplex(4096);
+    writer.write_all(&wire).await.unwrap();
+    let limits = Limits {
+        max_stream_bytes: 4,
+        ..Limits::default()
+    };
+    let mut exchange = Exchange::new(reader, limits);
+    assert!(matches!(exchange.read_message().await, Err(Error::TooLong { limit: 4, .. })));
+}
+
+#[tokio::test]
+async fn sending_a_message_without_its_announced_stream_is_an_error() {
+    let (writer, _reader) = tokio::io::duplex(4096);
+    let mut exchange = Exchange::new(writer, Limits::default());
+    let upload = Envelope::from_bson_bytes(&vector("request_upload_file")).unwrap();
+    assert!(matches!(exchange.write_message(&upload, &[]).await, Err(Error::MissingStream { .. })));
+}
