@@ -67,18 +67,28 @@ async fn twenty_agents_poll_three_nodes_and_every_node_reaches_every_agent() {
         .await
         .expect("all 60 requests end");
     let counts = ledger.counts();
-    let report = Report::new(
-        RunFacts {
-            nodes: 3,
-            agents: 20,
-            seed: 0,
-            duration_s: 0.0,
-            connections: lab.cluster.connections(),
-            coverage: lab.coverage().ratio(),
-            full_coverage_ms: None,
-        },
-        &counts,
+    let facts = RunFacts {
+        nodes: 3,
+        agents: 20,
+        seed: 0,
+        duration_s: 0.0,
+        connections: lab.cluster.connections(),
+        coverage: lab.coverage().ratio(),
+        full_coverage_ms: None,
+    };
+    let answered: Vec<u64> = lab
+        .swarm
+        .agents()
+        .iter()
+        .map(|a| a.requests_answered())
+        .collect();
+    assert_eq!(
+        answered,
+        vec![3; 20],
+        "each agent answered one request per node"
     );
+    let nodes_unfinished = lab.stop().await;
+    let report = Report::new(facts, &counts, nodes_unfinished);
     assert_eq!(report.requests.queued, 60);
     assert_eq!(
         report.requests.completed, 60,
@@ -91,21 +101,6 @@ async fn twenty_agents_poll_three_nodes_and_every_node_reaches_every_agent() {
         "{:?}",
         report.per_node
     );
-    let answered: u64 = lab
-        .swarm
-        .agents()
-        .iter()
-        .map(|a| a.requests_answered())
-        .sum();
-    assert_eq!(answered, 60);
-    assert!(
-        lab.swarm
-            .agents()
-            .iter()
-            .all(|a| a.requests_answered() == 3),
-        "each agent answered one per node"
-    );
-    lab.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +116,6 @@ async fn a_short_run_reports_full_coverage_and_nothing_lost() {
     assert!(report.requests.completed > 50, "{report}");
     assert_eq!(report.requests.lost, 0);
     assert_eq!(report.requests.failed, 0, "{report}");
-    assert!(report.pickup_ms.p99 >= report.pickup_ms.p50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,15 +154,17 @@ async fn an_idle_connection_gets_the_null_request_after_each_long_poll() {
     let lab = octopoll_cli::lab::Lab::start(config).await.unwrap();
     let (identity, subscription) = common::register_raw_agent(&lab, "idler").await;
     let node = &lab.cluster.nodes()[0];
+    // Each clock starts before the message that starts the node's long-poll wait.
+    let mut started = std::time::Instant::now();
     let mut exchange = common::identify_raw(node, &identity, &subscription).await;
     for _ in 0..3 {
-        let started = std::time::Instant::now();
         let message = exchange.read_message().await.unwrap().unwrap();
         assert_eq!(message.envelope, octopoll_wire::Envelope::Null);
         assert!(
-            started.elapsed() >= Duration::from_millis(150),
+            started.elapsed() >= Duration::from_millis(200),
             "the null comes after the long-poll wait"
         );
+        started = std::time::Instant::now();
         exchange
             .write_control(octopoll_wire::ControlMessage::Next)
             .await
@@ -197,17 +193,18 @@ async fn a_node_notices_an_idle_agent_leave_without_waiting_for_the_long_poll() 
     let exchange = common::identify_raw(node, &identity, &subscription).await;
     assert_eq!(node.connections_of(&subscription), 1);
     drop(exchange);
-    common::wait_until(
+    let stats = common::wait_until(
         Duration::from_secs(5),
-        "the node to drop the idle connection",
-        || node.connections_of(&subscription),
-        |n| *n == 0,
+        "the node to close the idle connection",
+        || node.stats(),
+        |s| s.closed == 1,
     )
     .await;
+    assert_eq!(node.connections_of(&subscription), 0);
     assert_eq!(
-        node.stats().protocol_errors,
-        0,
-        "leaving while idle is not a protocol error"
+        (stats.protocol_errors, stats.dropped),
+        (0, 0),
+        "leaving while idle is neither a protocol error nor a drop"
     );
     lab.stop().await;
 }

@@ -170,6 +170,10 @@ async fn registration_refuses_a_server_with_another_certificate() {
         .server_thumbprint(&lab.cluster.nodes()[0].api_url(), &api_key(&lab))
         .await
         .unwrap_err();
-    assert!(matches!(error, Error::Unreachable { .. }), "{error}");
+    assert!(
+        matches!(error, Error::ServerMismatch { expected, actual, .. }
+            if expected == other.thumbprint() && actual == lab.cluster.identity().thumbprint()),
+        "{error}"
+    );
     lab.stop().await;
 }

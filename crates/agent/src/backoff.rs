@@ -2,7 +2,8 @@
 //!
 //! After a failed connection the loop sleeps `elapsed × (1 + r)`, clamped to
 //! `[min, max]` (5 s and 2 min in Halibut), where `elapsed` runs from the first
-//! attempt after the last successful identification and `r` in `[0, 1)` is drawn
+//! attempt after the last successful identification (so a 60 s connect timeout
+//! alone makes the next wait at least 60 s) and `r` in `[0, 1)` is drawn
 //! once per polling connection. So a drop right after identifying waits `min`, and a
 //! node that stays down is retried less and less often.
 
@@ -46,7 +47,7 @@ impl BackoffConfig {
 pub struct Backoff {
     config: BackoffConfig,
     jitter: f64,
-    first_failure: Option<Instant>,
+    first_attempt: Option<Instant>,
 }
 
 impl Backoff {
@@ -55,18 +56,23 @@ impl Backoff {
         Self {
             config,
             jitter: jitter.clamp(0.0, 0.999_999),
-            first_failure: None,
+            first_attempt: None,
         }
     }
 
-    /// The connection identified: the next failure starts a new series.
+    /// An attempt starts: the first one after an identification starts the clock.
+    pub fn attempting(&mut self) {
+        self.first_attempt.get_or_insert_with(Instant::now);
+    }
+
+    /// The connection identified: the next attempt starts a new series.
     pub fn identified(&mut self) {
-        self.first_failure = None;
+        self.first_attempt = None;
     }
 
     /// An attempt failed: how long to wait before the next.
     pub fn failed(&mut self) -> Duration {
-        let first = *self.first_failure.get_or_insert_with(Instant::now);
+        let first = *self.first_attempt.get_or_insert_with(Instant::now);
         let grown = first.elapsed().mul_f64(1.0 + self.jitter);
         grown.clamp(self.config.min, self.config.max.max(self.config.min))
     }
@@ -97,6 +103,17 @@ mod tests {
             Duration::from_secs(120),
             "clamped to the max"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_starts_at_the_first_attempt_not_the_failure() {
+        let mut backoff = halibut(0.0);
+        backoff.attempting();
+        tokio::time::advance(Duration::from_secs(60)).await; // a connect timing out
+        assert_eq!(backoff.failed(), Duration::from_secs(60));
+        backoff.attempting(); // later attempts do not restart it
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(backoff.failed(), Duration::from_secs(90));
     }
 
     #[tokio::test(start_paused = true)]

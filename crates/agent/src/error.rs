@@ -50,7 +50,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// The node presented a certificate other than the pinned one.
-    #[error("node at {address} presented certificate {actual}, but this agent trusts {expected}")]
+    #[error(
+        "server at {address} presented certificate {actual}, but this agent trusts {expected}"
+    )]
     ServerMismatch {
         /// The node address.
         address: String,

@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use octopoll_pki::PeerRejected;
-use octopoll_wire::{ControlMessage, Envelope, Exchange, RemoteIdentity};
+use octopoll_wire::{
+    ControlMessage, DataStream, Envelope, Exchange, RemoteIdentity, RequestMessage,
+    ResponseMessage, ServerError,
+};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -152,33 +155,38 @@ impl Poller {
         backoff: &mut Backoff,
         shutdown: &CancellationToken,
     ) -> Result<(), PollError> {
-        let mut exchange = self.connect().await?;
-        let io = self.config.io_timeout;
-        exchange.write_preamble().await?;
-        exchange
-            .write_identity(&RemoteIdentity::Subscriber(
-                self.server.subscription.clone(),
-            ))
-            .await?;
-        let answer = timeout(io, exchange.read_identity())
-            .await
-            .map_err(|_| PollError::Timeout("MX-SERVER"))?
-            .map_err(|e| self.refused_or(e))?;
-        match answer {
-            RemoteIdentity::Server => {}
-            other => {
-                return Err(octopoll_wire::Error::UnexpectedIdentity {
-                    expected: "MX-SERVER",
-                    got: other.to_string(),
-                }
-                .into())
-            }
-        }
+        backoff.attempting();
+        // Nothing is in hand while connecting, so a stop need not wait for it.
+        let mut exchange = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            established = self.establish() => established?,
+        };
         backoff.identified();
         self.state.identified.store(true, Ordering::Relaxed);
         self.state.connects.fetch_add(1, Ordering::Relaxed);
         debug!("identified");
         self.poll(&mut exchange, shutdown).await
+    }
+
+    /// Connects, handshakes and identifies; returns the exchange once `MX-SERVER` came.
+    async fn establish(&self) -> Result<Exchange<TlsStream<TcpStream>>, PollError> {
+        let mut exchange = self.connect().await?;
+        let io = self.config.io_timeout;
+        let subscriber = RemoteIdentity::Subscriber(self.server.subscription.clone());
+        self.write(exchange.write_preamble()).await?;
+        self.write(exchange.write_identity(&subscriber)).await?;
+        let answer = timeout(io, exchange.read_identity())
+            .await
+            .map_err(|_| PollError::Timeout("MX-SERVER"))?
+            .map_err(|e| self.refused_or(e))?;
+        match answer {
+            RemoteIdentity::Server => Ok(exchange),
+            other => Err(octopoll_wire::Error::UnexpectedIdentity {
+                expected: "MX-SERVER",
+                got: other.to_string(),
+            }
+            .into()),
+        }
     }
 
     /// With TLS 1.3 a node refuses a client certificate after the client's handshake
@@ -245,27 +253,34 @@ impl Poller {
         shutdown: &CancellationToken,
     ) -> Result<(), PollError> {
         loop {
-            let received = tokio::select! {
+            // Wait for the first byte of the next message in a cancel-safe way, so a
+            // stop never drops a request half read.
+            let waited = tokio::select! {
+                biased;
+                waited = timeout(self.config.receive_request_timeout, exchange.wait_for_peer()) => waited,
                 // Idle: nothing in hand, so just close (END only ever replaces NEXT).
                 _ = shutdown.cancelled() => {
                     let _ = timeout(self.config.io_timeout, exchange.shutdown()).await;
                     return Ok(());
                 }
-                received = timeout(self.config.receive_request_timeout, exchange.read_message()) => received,
             };
-            let message = received.map_err(|_| PollError::Timeout("the next request"))??;
-            let Some(message) = message else {
+            if waited.map_err(|_| PollError::Timeout("the next request"))?? {
                 return Err(octopoll_wire::Error::Truncated {
                     during: "waiting for the next request",
                 }
                 .into());
-            };
+            }
+            let message = timeout(self.config.io_timeout, exchange.read_message())
+                .await
+                .map_err(|_| PollError::Timeout("the rest of a message"))??
+                .ok_or(octopoll_wire::Error::Truncated {
+                    during: "a message",
+                })?;
             match message.envelope {
                 Envelope::Null => {}
                 Envelope::Request(request) => {
                     debug!(request_id = %request.id, service = %request.service, method = %request.method, "request");
-                    let (response, streams) =
-                        self.services.dispatch(&request, message.streams).await;
+                    let (response, streams) = self.answer(request, message.streams).await;
                     self.write(exchange.write_message(&Envelope::Response(response), &streams))
                         .await?;
                     self.state.requests.fetch_add(1, Ordering::Relaxed);
@@ -278,8 +293,10 @@ impl Poller {
                 }
             }
             if shutdown.is_cancelled() {
-                let _ = exchange.write_control(ControlMessage::End).await;
-                let _ = exchange.shutdown().await;
+                let _ = self
+                    .write(exchange.write_control(ControlMessage::End))
+                    .await;
+                let _ = timeout(self.config.io_timeout, exchange.shutdown()).await;
                 return Ok(());
             }
             self.write(exchange.write_control(ControlMessage::Next))
@@ -302,6 +319,32 @@ impl Poller {
                     }
                     .into())
                 }
+            }
+        }
+    }
+
+    /// Runs the request in its own task, so a panicking service answers with an
+    /// error instead of ending this polling loop.
+    async fn answer(
+        &self,
+        request: RequestMessage,
+        streams: Vec<DataStream>,
+    ) -> (ResponseMessage, Vec<DataStream>) {
+        let services = self.services.clone();
+        let id = request.id.clone();
+        let call = tokio::spawn(async move { services.dispatch(&request, streams).await });
+        match call.await {
+            Ok(answer) => answer,
+            Err(error) => {
+                warn!(%error, request_id = %id, "simulated service failed");
+                let response = ResponseMessage {
+                    id,
+                    error: Some(ServerError::thrown(format!(
+                        "the simulated service failed: {error}"
+                    ))),
+                    result: bson::Bson::Null,
+                };
+                (response, Vec::new())
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use octopoll_pki::{ApiKey, Thumbprint};
+use octopoll_pki::{ApiKey, PeerRejected, Thumbprint};
 use octopoll_wire::api::{
     CertificateResource, ErrorResource, MachineResource, API_KEY_HEADER, CERTIFICATE_PATH,
     MACHINES_PATH,
@@ -92,9 +92,16 @@ impl RegistrationClient {
         url: &str,
         api_key: &ApiKey,
     ) -> Result<T> {
-        let unreachable = |source| Error::Unreachable {
-            url: url.to_owned(),
-            source,
+        let unreachable = |source: reqwest::Error| match pinning_refusal(&source) {
+            Some(PeerRejected::Mismatch { expected, actual }) => Error::ServerMismatch {
+                address: url.to_owned(),
+                expected,
+                actual,
+            },
+            _ => Error::Unreachable {
+                url: url.to_owned(),
+                source,
+            },
         };
         let response = request
             .header(API_KEY_HEADER, api_key.expose())
@@ -125,6 +132,25 @@ impl RegistrationClient {
             }
         })
     }
+}
+
+/// The pinning refusal somewhere in a failed request's cause chain, if any.
+fn pinning_refusal(error: &reqwest::Error) -> Option<PeerRejected> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if let Some(rejected) = PeerRejected::find_in(io) {
+                return Some(rejected);
+            }
+        }
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            if let Some(rejected) = PeerRejected::find_in_rustls(tls) {
+                return Some(rejected);
+            }
+        }
+        cause = current.source();
+    }
+    None
 }
 
 fn join(base: &str, path: &str) -> String {

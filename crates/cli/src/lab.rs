@@ -115,9 +115,16 @@ impl Lab {
         self.coverage().is_full().then(|| started.elapsed())
     }
 
-    /// Stops the agents (they send `END`), then the nodes.
-    pub async fn stop(self) {
+    /// Stops the agents (they send `END`), then the nodes; returns how many requests
+    /// the nodes created but never ended (0 unless an invariant broke).
+    pub async fn stop(self) -> i64 {
         self.swarm.stop().await;
-        self.cluster.stop().await;
+        let stats = self.cluster.stop().await;
+        stats
+            .iter()
+            .map(|(_, s)| {
+                s.requests_created as i64 - (s.requests_completed + s.requests_failed) as i64
+            })
+            .sum()
     }
 }

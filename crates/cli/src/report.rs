@@ -32,8 +32,10 @@ pub struct Requests {
     pub completed: u64,
     /// Failed, any reason.
     pub failed: u64,
-    /// `queued − completed − failed`.
-    pub lost: u64,
+    /// `queued − completed − failed` as the workload counted them, plus requests the
+    /// nodes created but never ended by the time they stopped. Non-zero means an
+    /// invariant broke: work vanished (positive) or ended twice (negative).
+    pub lost: i64,
 }
 
 /// Pickup latency percentiles in milliseconds.
@@ -80,8 +82,9 @@ pub struct RunFacts {
 }
 
 impl Report {
-    /// Builds the report from the run's facts and final counts.
-    pub fn new(facts: RunFacts, counts: &Counts) -> Self {
+    /// Builds the report from the run's facts, the workload's final counts, and the
+    /// requests the stopped nodes left unfinished.
+    pub fn new(facts: RunFacts, counts: &Counts, nodes_unfinished: i64) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
         let histogram = &counts.pickup_us;
         let empty = histogram.is_empty();
@@ -98,7 +101,7 @@ impl Report {
                 queued: counts.queued,
                 completed: counts.completed,
                 failed: counts.failed_total(),
-                lost: counts.outstanding(),
+                lost: counts.unaccounted() + nodes_unfinished,
             },
             pickup_ms: Pickup {
                 p50: pct(0.5),

@@ -9,7 +9,10 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
+
+/// How long request tasks may take to record `run-ended` once the run ends.
+const TASKS_BOUND: Duration = Duration::from_secs(10);
 
 use crate::lab::{Lab, LabConfig};
 use crate::progress::{Progress, Sample};
@@ -72,9 +75,18 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
     drain(&lab, &config, &ledger, progress, started).await;
     run_ended.cancel();
     tracker.close();
-    tracker.wait().await;
+    // Each task ends at once on `run_ended`; one that does not is counted as lost.
+    if tokio::time::timeout(TASKS_BOUND, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            tasks = tracker.len(),
+            "request tasks did not end after the run ended"
+        );
+    }
     progress.finish();
-    lab.stop().await;
+    let nodes_unfinished = lab.stop().await;
 
     let facts = RunFacts {
         nodes: config.lab.nodes,
@@ -85,7 +97,7 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
         coverage,
         full_coverage_ms: full_coverage.map(|d| d.as_millis() as u64),
     };
-    Ok(Report::new(facts, &ledger.counts()))
+    Ok(Report::new(facts, &ledger.counts(), nodes_unfinished))
 }
 
 async fn drive(

@@ -46,10 +46,16 @@ impl Counts {
         self.failed.values().sum()
     }
 
-    /// Requests not yet ended (or, after a run, never accounted for).
+    /// Requests not yet ended, for progress (never negative).
     pub fn outstanding(&self) -> u64 {
         self.queued
             .saturating_sub(self.completed + self.failed_total())
+    }
+
+    /// `queued − completed − failed`, signed: after a run, a positive value is
+    /// requests whose end was never recorded, a negative one requests counted twice.
+    pub fn unaccounted(&self) -> i64 {
+        self.queued as i64 - self.completed as i64 - self.failed_total() as i64
     }
 }
 
@@ -212,7 +218,14 @@ mod tests {
             (counts.queued, counts.completed, counts.failed_total()),
             (3, 1, 1)
         );
-        assert_eq!(counts.outstanding(), 1);
+        assert_eq!((counts.outstanding(), counts.unaccounted()), (1, 1));
+        ledger.ended(NodeId(1), Ok(()), None);
+        ledger.ended(NodeId(1), Ok(()), None);
+        assert_eq!(
+            ledger.counts().unaccounted(),
+            -1,
+            "an end counted twice shows"
+        );
         assert_eq!(counts.per_node[&NodeId(2)], [2, 0, 1]);
         assert_eq!(counts.pickup_us.len(), 1);
     }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use octopoll_pki::{ApiKey, Identity};
 use serde::Serialize;
 
-use crate::{Error, MachineRegistry, Node, NodeConfig, NodeId, Result};
+use crate::{Error, MachineRegistry, Node, NodeConfig, NodeId, NodeStats, Result};
 
 /// How to lay out a cluster.
 #[derive(Clone, Debug)]
@@ -74,39 +74,28 @@ impl Cluster {
         if config.nodes == 0 {
             return Err(Error::NoNodes);
         }
+        for (what, base) in [("comms", config.comms_port), ("API", config.api_port)] {
+            if base != 0 && base.checked_add(config.nodes - 1).is_none() {
+                return Err(Error::PortRange {
+                    what,
+                    base,
+                    nodes: config.nodes,
+                });
+            }
+        }
         let registry = MachineRegistry::new();
         let mut nodes = Vec::with_capacity(usize::from(config.nodes));
         for n in 1..=config.nodes {
-            let id = NodeId(n);
-            let offset = |base: u16| {
-                if base == 0 {
-                    0
-                } else {
-                    base.saturating_add(n - 1)
+            match start_node(&config, n, &identity, &registry) {
+                Ok(node) => nodes.push(node),
+                Err(error) => {
+                    // Leave nothing half-started behind.
+                    for node in nodes {
+                        node.stop().await;
+                    }
+                    return Err(error);
                 }
-            };
-            let bind = |port: u16, what| {
-                let addr = SocketAddr::new(config.bind, port);
-                crate::tcp::bind(addr).map_err(|source| Error::Bind {
-                    what,
-                    node: id,
-                    addr,
-                    source,
-                })
-            };
-            let comms = bind(offset(config.comms_port), "polling listener")?;
-            let api = bind(offset(config.api_port), "registration API")?;
-            let node_config = NodeConfig {
-                id,
-                ..config.node.clone()
-            };
-            nodes.push(Node::start(
-                node_config,
-                &identity,
-                registry.clone(),
-                comms,
-                api,
-            )?);
+            }
         }
         Ok(Self {
             nodes,
@@ -158,12 +147,48 @@ impl Cluster {
         self.nodes.iter().map(|n| n.stats().connections).sum()
     }
 
-    /// Stops every node gracefully, all at once.
-    pub async fn stop(self) {
+    /// Stops every node gracefully, all at once; returns each node's final stats,
+    /// node 1 first.
+    pub async fn stop(self) -> Vec<(NodeId, NodeStats)> {
         let mut stopping = tokio::task::JoinSet::new();
         for node in self.nodes {
-            stopping.spawn(node.stop());
+            stopping.spawn(async move { (node.id(), node.stop().await) });
         }
-        while stopping.join_next().await.is_some() {}
+        let mut stats = Vec::new();
+        while let Some(stopped) = stopping.join_next().await {
+            match stopped {
+                Ok(stopped) => stats.push(stopped),
+                Err(error) => tracing::error!(%error, "a node's stop task failed"),
+            }
+        }
+        stats.sort_by_key(|(id, _)| *id);
+        stats
     }
+}
+
+/// Binds and starts node `n` of `config` (ports are checked to fit already).
+fn start_node(
+    config: &ClusterConfig,
+    n: u16,
+    identity: &Identity,
+    registry: &MachineRegistry,
+) -> Result<Node> {
+    let id = NodeId(n);
+    let port = |base: u16| if base == 0 { 0 } else { base + (n - 1) };
+    let bind = |port: u16, what| {
+        let addr = SocketAddr::new(config.bind, port);
+        crate::tcp::bind(addr).map_err(|source| Error::Bind {
+            what,
+            node: id,
+            addr,
+            source,
+        })
+    };
+    let comms = bind(port(config.comms_port), "polling listener")?;
+    let api = bind(port(config.api_port), "registration API")?;
+    let node_config = NodeConfig {
+        id,
+        ..config.node.clone()
+    };
+    Node::start(node_config, identity, registry.clone(), comms, api)
 }

@@ -25,6 +25,8 @@ pub const DEFAULT_PICKUP_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Tentacle's `TcpClientHeartbeatTimeout`, for `NEXT` after an exchange.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Tentacle's `TcpClientTimeout`: any other read or write (a request, `PROCEED`, the rest of a response).
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// octopoll's bound on the TLS handshake, preamble and identity of a new connection.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping node lets connection tasks finish.
@@ -41,8 +43,10 @@ pub struct NodeConfig {
     pub long_poll: Duration,
     /// A queued request not collected within this fails with `pickup-timeout`.
     pub pickup_timeout: Duration,
-    /// Wait for a collected request's response.
+    /// Wait for the first byte of a collected request's response.
     pub response_timeout: Duration,
+    /// Bound on every other read and write of an identified connection.
+    pub io_timeout: Duration,
     /// Wait for `NEXT` or `END` after an exchange.
     pub heartbeat_timeout: Duration,
     /// Bound on TLS handshake + preamble + identity.
@@ -62,6 +66,7 @@ impl NodeConfig {
             long_poll: DEFAULT_LONG_POLL,
             pickup_timeout: DEFAULT_PICKUP_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            io_timeout: DEFAULT_IO_TIMEOUT,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             drain: DEFAULT_DRAIN,

@@ -1,9 +1,15 @@
 //! One polling connection, from TLS accept to close: identify the Tentacle, then
 //! hand it queued requests (or the null keep-alive after the long-poll wait) and
 //! collect its responses, for as long as it keeps sending `NEXT`.
+//!
+//! Every read and write is bounded: the handshake and identity by the handshake
+//! timeout, the first byte of a response by the response timeout, `NEXT` by the
+//! heartbeat timeout, and everything else by the I/O timeout.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use octopoll_pki::{PeerRejected, Thumbprint};
 use octopoll_wire::{ControlMessage, Envelope, Exchange, RemoteIdentity, SubscriptionId};
@@ -13,11 +19,12 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, field, info_span, warn, Instrument};
 
-use crate::metrics::Refusal;
+use crate::metrics::Ending;
 use crate::node::NodeShared;
 use crate::queue::{FailReason, PendingRequest, Reply};
 
-/// Why a polling connection ended other than by the agent's `END` or a clean close.
+/// Why a polling connection ended other than by the agent's `END`, a clean close
+/// or the node stopping.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectionError {
@@ -40,12 +47,21 @@ pub enum ConnectionError {
     /// The TLS handshake failed.
     #[error("TLS handshake failed")]
     Handshake(#[source] std::io::Error),
-    /// Something did not arrive in time.
+    /// The client presented no certificate.
+    #[error("the client presented no certificate")]
+    NoClientCertificate,
+    /// The handshake, preamble or identity did not arrive in time.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
-    /// The peer broke the protocol or the transport failed.
+    /// An identified peer stopped responding.
+    #[error("peer stopped responding: no {0} in time")]
+    Stalled(&'static str),
+    /// The peer broke the protocol.
     #[error(transparent)]
-    Protocol(#[from] octopoll_wire::Error),
+    Protocol(octopoll_wire::Error),
+    /// The transport failed or closed in the middle of something.
+    #[error("connection dropped")]
+    Dropped(#[source] octopoll_wire::Error),
     /// A response for a request that is not in flight on this connection.
     #[error("response id {got:?} does not match the request in flight {expected:?}")]
     Anomaly {
@@ -59,19 +75,44 @@ pub enum ConnectionError {
     Probe,
 }
 
+impl From<octopoll_wire::Error> for ConnectionError {
+    fn from(error: octopoll_wire::Error) -> Self {
+        match error {
+            octopoll_wire::Error::Io { .. } | octopoll_wire::Error::Truncated { .. } => {
+                ConnectionError::Dropped(error)
+            }
+            other => ConnectionError::Protocol(other),
+        }
+    }
+}
+
 impl ConnectionError {
-    fn refusal(&self) -> Refusal {
+    fn ending(&self) -> Ending {
         match self {
-            ConnectionError::Untrusted { .. } => Refusal::Untrusted,
-            ConnectionError::WrongSubscription { .. } => Refusal::Subscription,
-            ConnectionError::Handshake(_) | ConnectionError::Timeout(_) => Refusal::Handshake,
-            ConnectionError::Protocol(_) | ConnectionError::Anomaly { .. } => Refusal::Protocol,
-            ConnectionError::Probe => Refusal::Probe,
+            ConnectionError::Untrusted { .. } => Ending::Untrusted,
+            ConnectionError::WrongSubscription { .. } => Ending::Subscription,
+            ConnectionError::Handshake(_)
+            | ConnectionError::NoClientCertificate
+            | ConnectionError::Timeout(_) => Ending::Handshake,
+            ConnectionError::Stalled(_) => Ending::Stalled,
+            ConnectionError::Protocol(_) | ConnectionError::Anomaly { .. } => Ending::Protocol,
+            ConnectionError::Dropped(_) => Ending::Dropped,
+            ConnectionError::Probe => Ending::Probe,
+        }
+    }
+
+    /// The reason a request in flight fails when its connection ends with this error.
+    fn fail_reason(&self) -> FailReason {
+        match self {
+            ConnectionError::Dropped(_) => FailReason::ConnectionLost,
+            ConnectionError::Stalled(_) => FailReason::ResponseTimeout,
+            _ => FailReason::ProtocolError,
         }
     }
 }
 
 type Result<T, E = ConnectionError> = std::result::Result<T, E>;
+type TlsExchange = Exchange<TlsStream<TcpStream>>;
 
 /// Serves one accepted TCP connection until it ends; never panics on peer input.
 pub(crate) async fn serve(
@@ -88,11 +129,19 @@ pub(crate) async fn serve(
         subscription = field::Empty,
     );
     async move {
-        match handle(&shared, tcp, shutdown).await {
-            Ok(()) => debug!("polling connection closed"),
+        let result = tokio::select! {
+            result = handle(&shared, tcp, shutdown) => result,
+            // Dropping `handle` ends any request it holds (PendingRequest's Drop).
+            _ = shared.abort.cancelled() => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                debug!("polling connection closed");
+                shared.metrics.ended(Ending::Clean);
+            }
             Err(error) => {
-                shared.metrics.refused(error.refusal());
                 warn!(error = %error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "polling connection ended");
+                shared.metrics.ended(error.ending());
             }
         }
     }
@@ -102,25 +151,95 @@ pub(crate) async fn serve(
 
 async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken) -> Result<()> {
     let config = &shared.config;
-    let tls = timeout(config.handshake_timeout, shared.acceptor.accept(tcp))
+    let (mut exchange, subscription) = timeout(config.handshake_timeout, accept(shared, tcp))
         .await
-        .map_err(|_| ConnectionError::Timeout("the TLS handshake"))?
+        .map_err(|_| ConnectionError::Timeout("the TLS handshake, preamble and identity"))??;
+    within(
+        config.io_timeout,
+        "MX-SERVER write",
+        exchange.write_identity(&RemoteIdentity::Server),
+    )
+    .await?;
+    let _counted = shared.metrics.open(&subscription);
+    debug!("polling connection identified");
+
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            // Before the queue: a request must not be collected by a peer already gone.
+            closed = exchange.wait_for_peer() => match closed {
+                // An idle Tentacle sends nothing: it closed, went away, or is ending with END.
+                Ok(true) => return Ok(()),
+                Ok(false) => return end_while_idle(&mut exchange, config.heartbeat_timeout).await,
+                Err(error) => {
+                    debug!(%error, "idle polling connection dropped");
+                    return Ok(());
+                }
+            },
+            next = shared.queue.collect_next(&subscription, config.long_poll) => next,
+        };
+        match next {
+            None => {
+                within(
+                    config.io_timeout,
+                    "keep-alive write",
+                    exchange.write_message(&Envelope::Null, &[]),
+                )
+                .await?
+            }
+            Some(pending) => {
+                let result = exchange_request(shared, &mut exchange, &pending).await;
+                if let Err(error) = &result {
+                    pending.finish(Err(error.fail_reason()));
+                }
+                result?;
+            }
+        }
+        let control = timeout(config.heartbeat_timeout, exchange.read_control())
+            .await
+            .map_err(|_| ConnectionError::Stalled("NEXT"))??;
+        match control {
+            Some(ControlMessage::Next) => {
+                within(
+                    config.io_timeout,
+                    "PROCEED write",
+                    exchange.write_control(ControlMessage::Proceed),
+                )
+                .await?
+            }
+            Some(ControlMessage::End) | None => return Ok(()),
+            Some(other) => {
+                return Err(octopoll_wire::Error::UnexpectedControl {
+                    line: other.to_string(),
+                    expected: "NEXT or END",
+                }
+                .into())
+            }
+        }
+    }
+}
+
+/// TLS, preamble and identity; then the registry check. Untrusted certificates are
+/// refused in the TLS handshake already (the verifier reads the same registry); the
+/// registry is read again here so a machine deregistered meanwhile is refused too.
+async fn accept(shared: &NodeShared, tcp: TcpStream) -> Result<(TlsExchange, SubscriptionId)> {
+    let tls = shared
+        .acceptor
+        .accept(tcp)
+        .await
         .map_err(|e| match PeerRejected::find_in(&e) {
             Some(PeerRejected::Untrusted { thumbprint }) => {
                 ConnectionError::Untrusted { thumbprint }
             }
             _ => ConnectionError::Handshake(e),
         })?;
-    let thumbprint =
-        peer_thumbprint(&tls).ok_or(ConnectionError::Timeout("a client certificate"))?;
+    let thumbprint = peer_thumbprint(&tls).ok_or(ConnectionError::NoClientCertificate)?;
     tracing::Span::current().record("thumbprint", field::display(thumbprint));
 
-    let mut exchange = Exchange::new(tls, config.limits);
-    let subscription = timeout(config.handshake_timeout, identify(&mut exchange))
-        .await
-        .map_err(|_| ConnectionError::Timeout("the preamble and identity"))??;
+    let mut exchange = Exchange::new(tls, shared.config.limits);
+    let subscription = identify(&mut exchange).await?;
     tracing::Span::current().record("subscription", field::display(&subscription));
-    // Checked after the preamble, as Halibut does; re-read so a deregistration counts.
     let machine = shared
         .registry
         .by_thumbprint(&thumbprint)
@@ -132,54 +251,13 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
             registered: machine.subscription,
         });
     }
-    exchange.write_identity(&RemoteIdentity::Server).await?;
-    let _counted = shared.metrics.open(&subscription);
-    debug!(machine = %machine.name, "polling connection identified");
-
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return Ok(()),
-            next = shared.queue.collect_next(&subscription, config.long_poll) => next,
-            closed = exchange.wait_for_peer() => match closed {
-                // An idle Tentacle sends nothing: it closed, went away, or is ending with END.
-                Ok(true) => return Ok(()),
-                Ok(false) => return end_while_idle(&mut exchange, config.heartbeat_timeout).await,
-                Err(error) => {
-                    debug!(%error, "idle polling connection dropped");
-                    return Ok(());
-                }
-            },
-        };
-        match next {
-            None => exchange.write_message(&Envelope::Null, &[]).await?,
-            Some(pending) => exchange_request(shared, &mut exchange, &pending).await?,
-        }
-        match timeout(config.heartbeat_timeout, exchange.read_control()).await {
-            Err(_) => return Err(ConnectionError::Timeout("NEXT")),
-            Ok(Ok(Some(ControlMessage::Next))) => {
-                exchange.write_control(ControlMessage::Proceed).await?
-            }
-            Ok(Ok(Some(ControlMessage::End)) | Ok(None)) => return Ok(()),
-            Ok(Ok(Some(other))) => {
-                return Err(octopoll_wire::Error::UnexpectedControl {
-                    line: other.to_string(),
-                    expected: "NEXT or END",
-                }
-                .into())
-            }
-            Ok(Err(e)) => return Err(e.into()),
-        }
-    }
+    Ok((exchange, subscription))
 }
 
 /// The peer sent something while idle: only `END` (or a close) is acceptable.
-async fn end_while_idle(
-    exchange: &mut Exchange<TlsStream<TcpStream>>,
-    within: std::time::Duration,
-) -> Result<()> {
+async fn end_while_idle(exchange: &mut TlsExchange, within: Duration) -> Result<()> {
     match timeout(within, exchange.read_control()).await {
-        Err(_) => Err(ConnectionError::Timeout("a whole control line")),
+        Err(_) => Err(ConnectionError::Stalled("whole control line")),
         Ok(Ok(Some(ControlMessage::End)) | Ok(None)) => Ok(()),
         Ok(Ok(Some(other))) => Err(octopoll_wire::Error::UnexpectedControl {
             line: other.to_string(),
@@ -191,7 +269,7 @@ async fn end_while_idle(
 }
 
 /// Reads the preamble and the subscriber's identity; answers a probe with Halibut's page.
-async fn identify(exchange: &mut Exchange<TlsStream<TcpStream>>) -> Result<SubscriptionId> {
+async fn identify(exchange: &mut TlsExchange) -> Result<SubscriptionId> {
     match exchange.read_preamble().await {
         Ok(()) => {}
         Err(octopoll_wire::Error::NotMx { .. }) => {
@@ -210,44 +288,45 @@ async fn identify(exchange: &mut Exchange<TlsStream<TcpStream>>) -> Result<Subsc
     }
 }
 
-/// Sends one collected request and ends it with the response or the reason it failed.
+/// Sends one collected request and ends it with the response. On error the caller
+/// fails it with the reason the error implies.
 async fn exchange_request(
     shared: &NodeShared,
-    exchange: &mut Exchange<TlsStream<TcpStream>>,
+    exchange: &mut TlsExchange,
     pending: &Arc<PendingRequest>,
 ) -> Result<()> {
+    let config = &shared.config;
     let request_id = &pending.request.id;
     debug!(request_id, "sending request");
     let envelope = Envelope::Request(pending.request.clone());
-    if let Err(e) = exchange.write_message(&envelope, &pending.streams).await {
-        pending.finish(Err(FailReason::ConnectionLost));
-        return Err(e.into());
+    within(
+        config.io_timeout,
+        "request write",
+        exchange.write_message(&envelope, &pending.streams),
+    )
+    .await?;
+    // Tentacle's rule: the response timeout bounds the first byte; the I/O timeout the rest.
+    let closed = within(
+        config.response_timeout,
+        "response",
+        exchange.wait_for_peer(),
+    )
+    .await?;
+    if closed {
+        return Err(octopoll_wire::Error::Truncated {
+            during: "awaiting a response",
+        }
+        .into());
     }
-    let read = timeout(shared.config.response_timeout, exchange.read_message()).await;
-    let message = match read {
-        Err(_) => {
-            pending.finish(Err(FailReason::ResponseTimeout));
-            return Err(ConnectionError::Timeout("the response"));
-        }
-        Ok(Ok(Some(message))) => message,
-        Ok(Ok(None)) => {
-            pending.finish(Err(FailReason::ConnectionLost));
-            return Err(octopoll_wire::Error::Truncated {
-                during: "awaiting a response",
-            }
-            .into());
-        }
-        Ok(Err(e)) => {
-            let reason = match e {
-                octopoll_wire::Error::Io { .. } | octopoll_wire::Error::Truncated { .. } => {
-                    FailReason::ConnectionLost
-                }
-                _ => FailReason::ProtocolError,
-            };
-            pending.finish(Err(reason));
-            return Err(e.into());
-        }
-    };
+    let message = within(
+        config.io_timeout,
+        "rest of the response",
+        exchange.read_message(),
+    )
+    .await?
+    .ok_or(octopoll_wire::Error::Truncated {
+        during: "a response",
+    })?;
     match message.envelope {
         Envelope::Response(response) if &response.id == request_id => {
             if let Some(error) = &response.error {
@@ -263,20 +342,28 @@ async fn exchange_request(
         }
         Envelope::Response(response) => {
             shared.metrics.anomaly();
-            pending.finish(Err(FailReason::ProtocolError));
             Err(ConnectionError::Anomaly {
                 got: response.id,
                 expected: request_id.clone(),
             })
         }
-        other => {
-            pending.finish(Err(FailReason::ProtocolError));
-            Err(octopoll_wire::Error::Envelope {
-                reason: format!("expected a response, got {other:?}"),
-            }
-            .into())
+        other => Err(octopoll_wire::Error::Envelope {
+            reason: format!("expected a response, got {other:?}"),
         }
+        .into()),
     }
+}
+
+/// Runs `io` within `limit`; running out is [`ConnectionError::Stalled`] on `what`.
+async fn within<T>(
+    limit: Duration,
+    what: &'static str,
+    io: impl Future<Output = octopoll_wire::Result<T>>,
+) -> Result<T> {
+    timeout(limit, io)
+        .await
+        .map_err(|_| ConnectionError::Stalled(what))?
+        .map_err(Into::into)
 }
 
 fn peer_thumbprint(tls: &TlsStream<TcpStream>) -> Option<Thumbprint> {

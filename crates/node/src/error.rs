@@ -21,6 +21,27 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A bound listener could not report its address.
+    #[error("{what} for {node} has no local address")]
+    LocalAddr {
+        /// `polling listener` or `registration API`.
+        what: &'static str,
+        /// The node.
+        node: NodeId,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Node ports would run past 65535.
+    #[error("{what} port {base} + {nodes} nodes runs past 65535")]
+    PortRange {
+        /// `comms` or `API`.
+        what: &'static str,
+        /// The first port.
+        base: u16,
+        /// The node count.
+        nodes: u16,
+    },
     /// A TLS configuration could not be built from the node's identity.
     #[error("TLS configuration for {node} is invalid")]
     Tls {

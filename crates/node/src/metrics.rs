@@ -15,22 +15,31 @@ pub struct NodeMetrics {
     refused_subscription: AtomicU64,
     refused_other: AtomicU64,
     protocol_errors: AtomicU64,
+    dropped: AtomicU64,
+    stalled: AtomicU64,
     probes: AtomicU64,
     anomalies: AtomicU64,
+    closed: AtomicU64,
     connected: Mutex<HashMap<SubscriptionId, usize>>,
 }
 
-/// Why a connection was refused or closed early, for counting.
+/// How a polling connection ended, for counting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub enum Ending {
+    /// The agent said `END` or closed cleanly, or the node stopped.
+    Clean,
     /// The client certificate is not a registered machine's.
     Untrusted,
     /// The identity's subscription is not the one registered for the certificate.
     Subscription,
-    /// TLS failed for another reason, or the handshake timed out.
+    /// TLS failed for another reason, or the handshake or identity timed out.
     Handshake,
     /// The peer broke the protocol.
     Protocol,
+    /// The transport failed or closed in the middle of something.
+    Dropped,
+    /// The peer stopped responding after it identified.
+    Stalled,
     /// The peer was not a Halibut client (a browser or scanner).
     Probe,
 }
@@ -52,25 +61,43 @@ pub struct NodeStats {
     pub refused_other: u64,
     /// Connections closed for a protocol error.
     pub protocol_errors: u64,
+    /// Connections whose transport failed or closed mid-exchange.
+    pub dropped: u64,
+    /// Identified connections that stopped responding in time.
+    pub stalled: u64,
     /// Non-Halibut probes answered with the HTML page.
     pub probes: u64,
     /// Responses that matched no request in flight.
     pub anomalies: u64,
+    /// Connections that ended, for any reason, after being counted above.
+    pub closed: u64,
     /// Requests waiting in the queue now.
     pub queued: usize,
+    /// Requests created on this node.
+    pub requests_created: u64,
+    /// Requests that completed with a response.
+    pub requests_completed: u64,
+    /// Requests that failed, any reason.
+    pub requests_failed: u64,
 }
 
 impl NodeMetrics {
-    /// Counts a refusal.
-    pub fn refused(&self, why: Refusal) {
-        let counter = match why {
-            Refusal::Untrusted => &self.refused_untrusted,
-            Refusal::Subscription => &self.refused_subscription,
-            Refusal::Handshake => &self.refused_other,
-            Refusal::Protocol => &self.protocol_errors,
-            Refusal::Probe => &self.probes,
+    /// Counts how a connection ended; `closed` last, so a reader who sees it sees the rest.
+    pub fn ended(&self, how: Ending) {
+        let counter = match how {
+            Ending::Clean => None,
+            Ending::Untrusted => Some(&self.refused_untrusted),
+            Ending::Subscription => Some(&self.refused_subscription),
+            Ending::Handshake => Some(&self.refused_other),
+            Ending::Protocol => Some(&self.protocol_errors),
+            Ending::Dropped => Some(&self.dropped),
+            Ending::Stalled => Some(&self.stalled),
+            Ending::Probe => Some(&self.probes),
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        self.closed.fetch_add(1, Ordering::Release);
     }
 
     /// Counts a response that matched nothing.
@@ -93,7 +120,7 @@ impl NodeMetrics {
         self.lock().get(subscription).copied().unwrap_or(0)
     }
 
-    /// A snapshot; `queued` is filled by the node.
+    /// A snapshot; queue and request figures are filled by the node.
     pub fn snapshot(&self) -> NodeStats {
         let connected = self.lock();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -105,9 +132,12 @@ impl NodeMetrics {
             refused_subscription: load(&self.refused_subscription),
             refused_other: load(&self.refused_other),
             protocol_errors: load(&self.protocol_errors),
+            dropped: load(&self.dropped),
+            stalled: load(&self.stalled),
             probes: load(&self.probes),
             anomalies: load(&self.anomalies),
-            queued: 0,
+            closed: self.closed.load(Ordering::Acquire),
+            ..NodeStats::default()
         }
     }
 

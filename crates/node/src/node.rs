@@ -24,6 +24,9 @@ pub(crate) struct NodeShared {
     pub(crate) queue: PendingRequestQueue,
     pub(crate) metrics: Arc<NodeMetrics>,
     pub(crate) acceptor: TlsAcceptor,
+    /// Cancelled when the drain bound of a stop expires: connection tasks still
+    /// running are dropped, which ends any request they hold (see `PendingRequest`'s `Drop`).
+    pub(crate) abort: CancellationToken,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::stop`].
@@ -54,10 +57,9 @@ impl Node {
             .map_err(tls_error)?;
         let https_tls = octopoll_pki::tls::https_server_config(identity).map_err(tls_error)?;
         let local = |l: &TcpListener, what| {
-            l.local_addr().map_err(|source| Error::Bind {
+            l.local_addr().map_err(|source| Error::LocalAddr {
                 what,
                 node: config.id,
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                 source,
             })
         };
@@ -68,6 +70,7 @@ impl Node {
             queue: PendingRequestQueue::new(),
             metrics: Arc::new(NodeMetrics::default()),
             acceptor: TlsAcceptor::from(Arc::new(polling_tls)),
+            abort: CancellationToken::new(),
             config,
         });
         let tracker = TaskTracker::new();
@@ -156,25 +159,34 @@ impl Node {
 
     /// A snapshot of the node's counters.
     pub fn stats(&self) -> NodeStats {
+        let (created, completed, failed) = self.shared.queue.counters().snapshot();
         NodeStats {
             queued: self.shared.queue.depth(),
+            requests_created: created,
+            requests_completed: completed,
+            requests_failed: failed,
             ..self.shared.metrics.snapshot()
         }
     }
 
     /// Stops gracefully: stops accepting, fails queued requests with `node-stopped`,
-    /// lets exchanges in flight finish, and waits up to the drain bound.
-    pub async fn stop(self) {
+    /// lets exchanges in flight finish within the drain bound, then drops whatever
+    /// still runs (its requests fail with `connection-lost`). Returns the final stats,
+    /// in which every request created has ended.
+    pub async fn stop(self) -> NodeStats {
         self.shutdown.cancel();
-        let failed = self.shared.queue.fail_all(FailReason::NodeStopped);
+        let failed = self.shared.queue.stop(FailReason::NodeStopped);
         self.tracker.close();
         if tokio::time::timeout(self.shared.config.drain, self.tracker.wait())
             .await
             .is_err()
         {
-            warn!(node = %self.id(), tasks = self.tracker.len(), "drain bound expired with tasks still running");
+            warn!(node = %self.id(), tasks = self.tracker.len(), "drain bound expired; dropping the tasks still running");
+            self.shared.abort.cancel();
+            self.tracker.wait().await;
         }
         info!(node = %self.id(), failed_queued = failed, "node stopped");
+        self.stats()
     }
 }
 
@@ -201,15 +213,20 @@ impl NodeSender {
         request: RequestMessage,
         streams: Vec<DataStream>,
     ) -> Outcome {
-        let (pending, mut outcome) = PendingRequest::new(request, streams);
-        let _withdraw = Withdraw(&pending);
-        self.shared.queue.enqueue(subscription, pending.clone());
+        let queue = &self.shared.queue;
+        let (pending, mut outcome) = PendingRequest::new(request, streams, queue.counters());
+        let _withdraw = Withdraw {
+            pending: &pending,
+            queue,
+            subscription,
+        };
+        queue.enqueue(subscription, pending.clone());
         tokio::select! {
             done = &mut outcome => return done.unwrap_or_else(|_| dropped()),
             _ = tokio::time::sleep(self.shared.config.pickup_timeout) => {}
         }
         if pending.try_fail_queued(FailReason::PickupTimeout) {
-            self.shared.queue.remove(subscription, &pending);
+            queue.remove(subscription, &pending);
         }
         // Collected before the timeout: the connection bounds the wait for the response.
         outcome.await.unwrap_or_else(|_| dropped())
@@ -224,10 +241,16 @@ fn dropped() -> Outcome {
 }
 
 /// Withdraws a request still queued when its caller stops waiting.
-struct Withdraw<'a>(&'a Arc<PendingRequest>);
+struct Withdraw<'a> {
+    pending: &'a Arc<PendingRequest>,
+    queue: &'a PendingRequestQueue,
+    subscription: &'a SubscriptionId,
+}
 
 impl Drop for Withdraw<'_> {
     fn drop(&mut self) {
-        self.0.try_fail_queued(FailReason::RunEnded);
+        if self.pending.try_fail_queued(FailReason::RunEnded) {
+            self.queue.remove(self.subscription, self.pending);
+        }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,6 +75,27 @@ pub struct Outcome {
     pub pickup: Option<Duration>,
 }
 
+/// How many requests a node created and how they ended; `created` must equal
+/// `completed + failed` once the node has stopped.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    created: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl RequestCounters {
+    /// (created, completed, failed) now.
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (
+            load(&self.created),
+            load(&self.completed),
+            load(&self.failed),
+        )
+    }
+}
+
 const QUEUED: u8 = 0;
 const COLLECTED: u8 = 1;
 const ENDED: u8 = 2;
@@ -88,21 +109,25 @@ pub struct PendingRequest {
     queued_at: Instant,
     state: AtomicU8,
     reply: Mutex<Option<(oneshot::Sender<Outcome>, Option<Duration>)>>,
+    counters: Arc<RequestCounters>,
 }
 
 impl PendingRequest {
-    /// A new queued request and the receiver of its outcome.
+    /// A new queued request, counted in `counters`, and the receiver of its outcome.
     pub fn new(
         request: RequestMessage,
         streams: Vec<DataStream>,
+        counters: Arc<RequestCounters>,
     ) -> (Arc<Self>, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
+        counters.created.fetch_add(1, Ordering::Relaxed);
         let pending = Arc::new(Self {
             request,
             streams,
             queued_at: Instant::now(),
             state: AtomicU8::new(QUEUED),
             reply: Mutex::new(Some((tx, None))),
+            counters,
         });
         (pending, rx)
     }
@@ -143,6 +168,11 @@ impl PendingRequest {
         self.state.store(ENDED, Ordering::Release);
         let taken = self.reply.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some((tx, pickup)) = taken {
+            let counter = match result {
+                Ok(_) => &self.counters.completed,
+                Err(_) => &self.counters.failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             // The caller may have stopped waiting (run ended); that is fine.
             let _ = tx.send(Outcome { result, pickup });
         }
@@ -171,6 +201,9 @@ struct SubscriptionQueue {
 #[derive(Default)]
 pub struct PendingRequestQueue {
     subscriptions: Mutex<HashMap<SubscriptionId, Arc<SubscriptionQueue>>>,
+    /// Set (under the `subscriptions` lock) once the node stops: nothing more is queued.
+    stopped: AtomicBool,
+    counters: Arc<RequestCounters>,
 }
 
 impl PendingRequestQueue {
@@ -187,15 +220,32 @@ impl PendingRequestQueue {
             .clone()
     }
 
-    /// Queues `pending` for `subscription` and wakes one waiting connection.
-    pub fn enqueue(&self, subscription: &SubscriptionId, pending: Arc<PendingRequest>) {
-        let queue = self.queue_for(subscription);
+    /// The counters every request of this queue reports to.
+    pub fn counters(&self) -> Arc<RequestCounters> {
+        self.counters.clone()
+    }
+
+    /// Queues `pending` for `subscription` and wakes one waiting connection; a
+    /// stopped queue fails it with `node-stopped` at once and returns false.
+    pub fn enqueue(&self, subscription: &SubscriptionId, pending: Arc<PendingRequest>) -> bool {
+        let mut subscriptions = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        if self.stopped.load(Ordering::Acquire) {
+            drop(subscriptions);
+            pending.try_fail_queued(FailReason::NodeStopped);
+            return false;
+        }
+        let queue = subscriptions
+            .entry(subscription.clone())
+            .or_default()
+            .clone();
         queue
             .items
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back(pending);
+        drop(subscriptions);
         queue.ready.notify_one();
+        true
     }
 
     /// Takes `pending` out of the queue if it is still there.
@@ -239,15 +289,13 @@ impl PendingRequestQueue {
         None
     }
 
-    /// Fails everything still queued with `reason`; returns how many.
-    pub fn fail_all(&self, reason: FailReason) -> usize {
-        let queues: Vec<_> = self
-            .subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+    /// Stops queuing and fails everything still queued with `reason`; returns how many.
+    pub fn stop(&self, reason: FailReason) -> usize {
+        let queues: Vec<_> = {
+            let subscriptions = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+            self.stopped.store(true, Ordering::Release);
+            subscriptions.values().cloned().collect()
+        };
         let mut failed = 0;
         for queue in queues {
             let items: Vec<_> = queue
@@ -312,7 +360,7 @@ mod tests {
             tokio::spawn(async move { queue.collect_next(&sub(), Duration::from_secs(30)).await })
         };
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let (pending, rx) = PendingRequest::new(request(), vec![]);
+        let (pending, rx) = PendingRequest::new(request(), vec![], Arc::default());
         queue.enqueue(&sub(), pending);
         let collected = waiter.await.unwrap().expect("collected");
         collected.finish(Err(FailReason::ServiceError));
@@ -324,7 +372,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_ends_exactly_once() {
         let queue = PendingRequestQueue::new();
-        let (pending, rx) = PendingRequest::new(request(), vec![]);
+        let (pending, rx) = PendingRequest::new(request(), vec![], Arc::default());
         queue.enqueue(&sub(), pending.clone());
         assert!(pending.try_fail_queued(FailReason::PickupTimeout));
         assert!(!pending.try_fail_queued(FailReason::NodeStopped));
@@ -338,21 +386,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn fail_all_ends_queued_requests_with_the_reason() {
+    async fn stop_ends_queued_requests_and_refuses_new_ones() {
         let queue = PendingRequestQueue::new();
-        let (pending, rx) = PendingRequest::new(request(), vec![]);
-        queue.enqueue(&sub(), pending);
-        assert_eq!(queue.fail_all(FailReason::NodeStopped), 1);
+        let (pending, rx) = PendingRequest::new(request(), vec![], queue.counters());
+        assert!(queue.enqueue(&sub(), pending));
+        assert_eq!(queue.stop(FailReason::NodeStopped), 1);
         assert_eq!(
             rx.await.unwrap().result.unwrap_err(),
             FailReason::NodeStopped
         );
         assert_eq!(queue.depth(), 0);
+        let (late, rx) = PendingRequest::new(request(), vec![], queue.counters());
+        assert!(!queue.enqueue(&sub(), late));
+        assert_eq!(
+            rx.await.unwrap().result.unwrap_err(),
+            FailReason::NodeStopped
+        );
+        assert_eq!(
+            queue.counters().snapshot(),
+            (2, 0, 2),
+            "every request created ended once"
+        );
     }
 
     #[tokio::test]
     async fn dropping_an_unfinished_request_still_ends_it() {
-        let (pending, rx) = PendingRequest::new(request(), vec![]);
+        let (pending, rx) = PendingRequest::new(request(), vec![], Arc::default());
         drop(pending);
         assert_eq!(
             rx.await.unwrap().result.unwrap_err(),

@@ -114,10 +114,16 @@ pub enum PeerRejected {
 }
 
 impl PeerRejected {
-    /// The rejection inside an I/O error from a tokio-rustls handshake or read, if any.
+    /// The rejection inside an I/O error from a tokio-rustls handshake or read, if
+    /// any, looking through I/O errors wrapped in I/O errors (as HTTP clients do).
     pub fn find_in(err: &std::io::Error) -> Option<Self> {
-        let rustls_err = err.get_ref()?.downcast_ref::<rustls::Error>()?;
-        Self::find_in_rustls(rustls_err)
+        let mut inner = err.get_ref()?;
+        loop {
+            if let Some(rustls_err) = inner.downcast_ref::<rustls::Error>() {
+                return Self::find_in_rustls(rustls_err);
+            }
+            inner = inner.downcast_ref::<std::io::Error>()?.get_ref()?;
+        }
     }
 
     /// The rejection inside a rustls error, if any.

@@ -56,7 +56,9 @@ pub fn timespan_from(text: &str) -> Option<Duration> {
             let days: u64 = days.parse().ok()?;
             let (clock, fraction) = split_fraction(rest)?;
             let whole_days = Duration::from_secs(days.checked_mul(86_400)?);
-            return whole_days.checked_add(parse_clock(clock)?)?.checked_add(fraction);
+            return whole_days
+                .checked_add(parse_clock(clock)?)?
+                .checked_add(fraction);
         }
         _ => split_fraction(text)?,
     };
@@ -114,6 +116,10 @@ mod tests {
         }
         assert_eq!(timespan_from("00:60:00"), None);
         assert_eq!(timespan_from("nonsense"), None);
-        assert_eq!(timespan_from("213503982334601.23:59:59"), None, "overflow is malformed, not a panic");
+        assert_eq!(
+            timespan_from("213503982334601.23:59:59"),
+            None,
+            "overflow is malformed, not a panic"
+        );
     }
 }

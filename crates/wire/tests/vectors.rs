@@ -330,7 +330,10 @@ fn deeply_nested_documents_are_refused_without_recursion() {
         doc = outer;
     }
     let err = Envelope::from_bson_bytes(&doc).unwrap_err();
-    assert!(matches!(&err, Error::Bson { reason } if reason.contains("nested deeper than 64")), "{err}");
+    assert!(
+        matches!(&err, Error::Bson { reason } if reason.contains("nested deeper than 64")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -344,7 +347,10 @@ async fn a_message_announcing_more_stream_bytes_than_allowed_is_refused() {
         ..Limits::default()
     };
     let mut exchange = Exchange::new(reader, limits);
-    assert!(matches!(exchange.read_message().await, Err(Error::TooLong { limit: 4, .. })));
+    assert!(matches!(
+        exchange.read_message().await,
+        Err(Error::TooLong { limit: 4, .. })
+    ));
 }
 
 #[tokio::test]
@@ -352,5 +358,8 @@ async fn sending_a_message_without_its_announced_stream_is_an_error() {
     let (writer, _reader) = tokio::io::duplex(4096);
     let mut exchange = Exchange::new(writer, Limits::default());
     let upload = Envelope::from_bson_bytes(&vector("request_upload_file")).unwrap();
-    assert!(matches!(exchange.write_message(&upload, &[]).await, Err(Error::MissingStream { .. })));
+    assert!(matches!(
+        exchange.write_message(&upload, &[]).await,
+        Err(Error::MissingStream { .. })
+    ));
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bson::Bson;
 use octopoll_wire::contracts::script::{
-    ProcessOutput, ProcessState, ScriptStatus, StartScript, COMPLETE_SCRIPT,
-    EXIT_CODE_UNKNOWN_TICKET, GET_STATUS, START_SCRIPT,
+    ProcessOutput, ProcessState, ScriptStatus, StartScript, CANCEL_SCRIPT, COMPLETE_SCRIPT,
+    EXIT_CODE_CANCELLED, EXIT_CODE_UNKNOWN_TICKET, GET_STATUS, START_SCRIPT,
 };
 use octopoll_wire::message::field;
 use octopoll_wire::{RequestMessage, ServerError};
@@ -68,6 +68,14 @@ impl ScriptService {
                     Vec::new(),
                 ))
             }
+            CANCEL_SCRIPT => {
+                let (ticket, last) = ticket_param(request)?;
+                let cancelled = self.cancel(&ticket);
+                Ok((
+                    status(&ticket, cancelled.as_ref(), last).to_bson(),
+                    Vec::new(),
+                ))
+            }
             COMPLETE_SCRIPT => {
                 let (ticket, _) = ticket_param(request)?;
                 let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
@@ -84,7 +92,7 @@ impl ScriptService {
             return existing.clone();
         }
         let mut run = parse(&command.script_body);
-        run.duration += self.base_duration;
+        run.duration = run.duration.saturating_add(self.base_duration);
         runs.0.insert(command.ticket.clone(), run.clone());
         runs.1.push_back(command.ticket.clone());
         while runs.1.len() > MAX_TICKETS {
@@ -93,6 +101,17 @@ impl ScriptService {
             }
         }
         run
+    }
+
+    /// Ends a running script now with Tentacle's cancelled exit code.
+    fn cancel(&self, ticket: &str) -> Option<Run> {
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        let run = runs.0.get_mut(ticket)?;
+        if run.started.elapsed() < run.duration {
+            run.duration = run.started.elapsed();
+            run.exit_code = EXIT_CODE_CANCELLED;
+        }
+        Some(run.clone())
     }
 
     fn get(&self, ticket: &str) -> Option<Run> {
@@ -138,7 +157,8 @@ fn parse(body: &str) -> Run {
         match verb {
             "sleep" => {
                 if let Ok(secs) = rest.parse::<f64>() {
-                    run.duration += Duration::try_from_secs_f64(secs).unwrap_or_default();
+                    let step = Duration::try_from_secs_f64(secs).unwrap_or_default();
+                    run.duration = run.duration.saturating_add(step);
                 }
             }
             "echo" => run.lines.push(rest.trim_matches('"').to_owned()),
@@ -255,5 +275,25 @@ mod tests {
             "the first run, not a second"
         );
         assert_eq!(status("nope", None, 0).exit_code, -45);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_ends_a_running_script_with_minus_43_and_huge_sleeps_do_not_overflow() {
+        let service = ScriptService::new(Duration::ZERO);
+        service
+            .call(&start("c", "sleep 1e19; sleep 1e19; echo never", None))
+            .await
+            .unwrap();
+        let mut cancel = start("c", "", None);
+        cancel.method = CANCEL_SCRIPT.into();
+        cancel.params = vec![bson::Bson::Document(
+            bson::doc! { "Ticket": { "TaskId": "c" }, "LastLogSequence": 0_i64 },
+        )];
+        let (result, _) = service.call(&cancel).await.unwrap();
+        let status = ScriptStatus::from_bson(&result).unwrap();
+        assert_eq!(
+            (status.state, status.exit_code),
+            (ProcessState::Complete, -43)
+        );
     }
 }

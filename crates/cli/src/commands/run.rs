@@ -20,13 +20,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         std::fs::write(&path, text + "\n")
             .with_context(|| format!("writing the JSON report to {}", path.display()))?;
     }
-    if report.requests.lost > 0 {
-        bail!(
-            "{} requests were lost (queued but never completed or failed)",
-            report.requests.lost
-        );
+    match report.requests.lost {
+        0 => Ok(()),
+        lost if lost > 0 => {
+            bail!("{lost} requests were lost (queued but never completed or failed)")
+        }
+        lost => bail!("{} requests were counted twice (an invariant broke)", -lost),
     }
-    Ok(())
 }
 
 /// Adds what to do next to errors a user can fix with a flag.

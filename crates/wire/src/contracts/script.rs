@@ -14,6 +14,8 @@ pub const SERVICE: &str = "IScriptServiceV2";
 pub const START_SCRIPT: &str = "StartScript";
 /// Reads status and new log lines.
 pub const GET_STATUS: &str = "GetStatus";
+/// Cancels a running script (exit code -43).
+pub const CANCEL_SCRIPT: &str = "CancelScript";
 /// Forgets a finished ticket.
 pub const COMPLETE_SCRIPT: &str = "CompleteScript";
 
@@ -32,6 +34,8 @@ pub enum ProcessState {
 
 /// The exit code of a ticket that never started.
 pub const EXIT_CODE_UNKNOWN_TICKET: i32 = -45;
+/// The exit code of a cancelled script.
+pub const EXIT_CODE_CANCELLED: i32 = -43;
 
 /// `StartScriptCommandV2`, with the fields octopoll's agent acts on.
 #[derive(Clone, Debug, PartialEq)]
