@@ -281,9 +281,10 @@ impl Poller {
                 Envelope::Request(request) => {
                     debug!(request_id = %request.id, service = %request.service, method = %request.method, "request");
                     let (response, streams) = self.answer(request, message.streams).await;
+                    // Counted before the write: once the node has the answer, so does the count.
+                    self.state.requests.fetch_add(1, Ordering::Relaxed);
                     self.write(exchange.write_message(&Envelope::Response(response), &streams))
                         .await?;
-                    self.state.requests.fetch_add(1, Ordering::Relaxed);
                 }
                 Envelope::Response(_) => {
                     return Err(octopoll_wire::Error::Envelope {

@@ -32,10 +32,13 @@ pub struct Requests {
     pub completed: u64,
     /// Failed, any reason.
     pub failed: u64,
-    /// `queued − completed − failed` as the workload counted them, plus requests the
-    /// nodes created but never ended by the time they stopped. Non-zero means an
-    /// invariant broke: work vanished (positive) or ended twice (negative).
-    pub lost: i64,
+    /// Requests whose end was never recorded: `queued − completed − failed` as the
+    /// workload counted them, plus requests the nodes created but had not ended when
+    /// they stopped. Non-zero means an invariant broke.
+    pub lost: u64,
+    /// Ends recorded more than once (the same two sources, the other way round).
+    /// Non-zero means an invariant broke.
+    pub counted_twice: u64,
 }
 
 /// Pickup latency percentiles in milliseconds.
@@ -101,7 +104,8 @@ impl Report {
                 queued: counts.queued,
                 completed: counts.completed,
                 failed: counts.failed_total(),
-                lost: counts.unaccounted() + nodes_unfinished,
+                lost: positive(counts.unaccounted()) + positive(nodes_unfinished),
+                counted_twice: positive(-counts.unaccounted()) + positive(-nodes_unfinished),
             },
             pickup_ms: Pickup {
                 p50: pct(0.5),
@@ -125,6 +129,10 @@ impl Report {
                 .collect(),
         }
     }
+}
+
+fn positive(n: i64) -> u64 {
+    n.max(0) as u64
 }
 
 impl fmt::Display for Report {

@@ -56,6 +56,12 @@ pub enum ConnectionError {
     /// An identified peer stopped responding.
     #[error("peer stopped responding: no {0} in time")]
     Stalled(&'static str),
+    /// The node stopped and its drain bound expired while this connection was busy.
+    #[error("dropped by the stopping node: the drain bound expired mid-exchange")]
+    Aborted,
+    /// The first byte of a response did not come within the response timeout.
+    #[error("no response within the response timeout")]
+    NoResponse,
     /// The peer broke the protocol.
     #[error(transparent)]
     Protocol(octopoll_wire::Error),
@@ -94,7 +100,9 @@ impl ConnectionError {
             ConnectionError::Handshake(_)
             | ConnectionError::NoClientCertificate
             | ConnectionError::Timeout(_) => Ending::Handshake,
-            ConnectionError::Stalled(_) => Ending::Stalled,
+            ConnectionError::Stalled(_)
+            | ConnectionError::NoResponse
+            | ConnectionError::Aborted => Ending::Stalled,
             ConnectionError::Protocol(_) | ConnectionError::Anomaly { .. } => Ending::Protocol,
             ConnectionError::Dropped(_) => Ending::Dropped,
             ConnectionError::Probe => Ending::Probe,
@@ -104,8 +112,10 @@ impl ConnectionError {
     /// The reason a request in flight fails when its connection ends with this error.
     fn fail_reason(&self) -> FailReason {
         match self {
-            ConnectionError::Dropped(_) => FailReason::ConnectionLost,
-            ConnectionError::Stalled(_) => FailReason::ResponseTimeout,
+            ConnectionError::Dropped(_)
+            | ConnectionError::Stalled(_)
+            | ConnectionError::Aborted => FailReason::ConnectionLost,
+            ConnectionError::NoResponse => FailReason::ResponseTimeout,
             _ => FailReason::ProtocolError,
         }
     }
@@ -131,8 +141,9 @@ pub(crate) async fn serve(
     async move {
         let result = tokio::select! {
             result = handle(&shared, tcp, shutdown) => result,
-            // Dropping `handle` ends any request it holds (PendingRequest's Drop).
-            _ = shared.abort.cancelled() => Ok(()),
+            // The drain bound expired: dropping `handle` ends the request it holds
+            // (its `InFlight` guard) with `connection-lost`.
+            _ = shared.abort.cancelled() => Err(ConnectionError::Aborted),
         };
         match result {
             Ok(()) => {
@@ -154,13 +165,14 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
     let (mut exchange, subscription) = timeout(config.handshake_timeout, accept(shared, tcp))
         .await
         .map_err(|_| ConnectionError::Timeout("the TLS handshake, preamble and identity"))??;
+    // Counted before MX-SERVER goes out, so a peer that read it finds itself counted.
+    let _counted = shared.metrics.open(&subscription);
     within(
         config.io_timeout,
         "MX-SERVER write",
         exchange.write_identity(&RemoteIdentity::Server),
     )
     .await?;
-    let _counted = shared.metrics.open(&subscription);
     debug!("polling connection identified");
 
     loop {
@@ -189,9 +201,10 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
                 .await?
             }
             Some(pending) => {
-                let result = exchange_request(shared, &mut exchange, &pending).await;
+                let in_flight = InFlight(pending);
+                let result = exchange_request(shared, &mut exchange, &in_flight.0).await;
                 if let Err(error) = &result {
-                    pending.finish(Err(error.fail_reason()));
+                    in_flight.0.finish(Err(error.fail_reason()));
                 }
                 result?;
             }
@@ -306,12 +319,9 @@ async fn exchange_request(
     )
     .await?;
     // Tentacle's rule: the response timeout bounds the first byte; the I/O timeout the rest.
-    let closed = within(
-        config.response_timeout,
-        "response",
-        exchange.wait_for_peer(),
-    )
-    .await?;
+    let closed = timeout(config.response_timeout, exchange.wait_for_peer())
+        .await
+        .map_err(|_| ConnectionError::NoResponse)??;
     if closed {
         return Err(octopoll_wire::Error::Truncated {
             during: "awaiting a response",
@@ -364,6 +374,17 @@ async fn within<T>(
         .await
         .map_err(|_| ConnectionError::Stalled(what))?
         .map_err(Into::into)
+}
+
+/// A collected request: if the connection task is dropped while holding it (the
+/// drain bound of a stop expired), it still ends, as `connection-lost`. `finish`
+/// is first-call-wins, so an exchange that ended it already is not overridden.
+struct InFlight(Arc<PendingRequest>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.finish(Err(FailReason::ConnectionLost));
+    }
 }
 
 fn peer_thumbprint(tls: &TlsStream<TcpStream>) -> Option<Thumbprint> {

@@ -81,11 +81,21 @@ pub enum Error {
         /// What is missing or wrong, naming the field.
         reason: String,
     },
-    /// A data stream frame whose id no DataStream in the message has.
-    #[error("data stream {id} was not announced by its message")]
+    /// A data stream frame whose id no DataStream in the message has (or one sent twice).
+    #[error("data stream {id} was not announced by its message, or came twice")]
     UnknownStream {
         /// The frame's id.
         id: uuid::Uuid,
+    },
+    /// A data stream frame whose length differs from the one its message announced.
+    #[error("data stream {id} was announced with {announced} bytes but sent with {sent}")]
+    StreamNotAsAnnounced {
+        /// The frame's id.
+        id: uuid::Uuid,
+        /// The length in the message.
+        announced: i64,
+        /// The length in the frame.
+        sent: i64,
     },
     /// A message to send references a stream the caller did not pass.
     #[error("message references data stream {id} but no such stream was given to send")]

@@ -10,7 +10,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::deflate::{compress, Feed, Inflater};
 use crate::stream::decode_header;
-use crate::{ControlMessage, DataStream, Envelope, Error, Limits, RemoteIdentity, Result};
+use crate::{
+    ControlMessage, DataStream, DataStreamRef, Envelope, Error, Limits, RemoteIdentity, Result,
+};
 
 /// A message read from the peer, with the data streams that followed it.
 #[derive(Clone, Debug, PartialEq)]
@@ -139,12 +141,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
             });
         }
         let mut streams = Vec::with_capacity(references.len());
-        for _ in 0..references.len() {
-            let stream = self.read_stream().await?;
-            if !references.iter().any(|r| r.id == stream.id) {
-                return Err(Error::UnknownStream { id: stream.id });
-            }
-            streams.push(stream);
+        let mut expected = references;
+        while !expected.is_empty() {
+            streams.push(self.read_stream(&mut expected).await?);
         }
         Ok(Some(Message { envelope, streams }))
     }
@@ -194,18 +193,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         }
     }
 
-    async fn read_stream(&mut self) -> Result<DataStream> {
+    /// Reads the next stream frame, which must be one of `expected` (by id, with the
+    /// announced length); it is removed from `expected`. The header is checked before
+    /// the body is buffered, so a peer cannot make us hold more than it announced.
+    async fn read_stream(&mut self, expected: &mut Vec<DataStreamRef>) -> Result<DataStream> {
         let max = self.limits.max_stream_bytes;
-        // Check the header first so an oversized length fails before any buffering.
-        loop {
-            if decode_header(&self.buffer, max)?.is_some() {
-                break;
+        let (id, length) = loop {
+            if let Some(header) = decode_header(&self.buffer, max)? {
+                break header;
             }
             if self.fill("a data stream").await? == 0 {
                 return Err(Error::Truncated {
                     during: "a data stream",
                 });
             }
+        };
+        let index = expected
+            .iter()
+            .position(|r| r.id == id)
+            .ok_or(Error::UnknownStream { id })?;
+        let announced = expected.swap_remove(index).length;
+        if announced != length {
+            return Err(Error::StreamNotAsAnnounced {
+                id,
+                announced,
+                sent: length,
+            });
         }
         self.read_decoded("a data stream", |buf| DataStream::decode(buf, max))
             .await?

@@ -363,3 +363,30 @@ async fn sending_a_message_without_its_announced_stream_is_an_error() {
         Err(Error::MissingStream { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_stream_longer_than_announced_is_refused_before_buffering() {
+    let id: Uuid = "a3c9e1f2-5b6d-4c7e-8f90-123456789abc".parse().unwrap();
+    let mut wire = Vec::new();
+    deflate::compress(&vector("request_upload_file"), &mut wire);
+    DataStream {
+        id,
+        bytes: bytes::Bytes::from(vec![0u8; 50]),
+    }
+    .encode(&mut wire);
+    let (mut writer, reader) = tokio::io::duplex(4096);
+    writer.write_all(&wire).await.unwrap();
+    let mut exchange = Exchange::new(reader, Limits::default());
+    let result = exchange.read_message().await;
+    assert!(
+        matches!(
+            result,
+            Err(Error::StreamNotAsAnnounced {
+                announced: 5,
+                sent: 50,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+}

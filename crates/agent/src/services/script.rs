@@ -108,6 +108,9 @@ impl ScriptService {
         let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
         let run = runs.0.get_mut(ticket)?;
         if run.started.elapsed() < run.duration {
+            // Keep only the lines written by now, then end the run here.
+            let written = lines_written(run, run.started.elapsed());
+            run.lines.truncate(written);
             run.duration = run.started.elapsed();
             run.exit_code = EXIT_CODE_CANCELLED;
         }
@@ -169,6 +172,16 @@ fn parse(body: &str) -> Run {
     run
 }
 
+/// Lines appear over the run: line k of n is written at k/n of its duration.
+fn lines_written(run: &Run, elapsed: Duration) -> usize {
+    let total = run.lines.len();
+    if elapsed >= run.duration || total == 0 {
+        return total;
+    }
+    let fraction = elapsed.as_secs_f64() / run.duration.as_secs_f64();
+    ((fraction * total as f64) as usize).min(total)
+}
+
 fn status(ticket: &str, run: Option<&Run>, last_log_sequence: i64) -> ScriptStatus {
     let Some(run) = run else {
         return ScriptStatus {
@@ -180,14 +193,7 @@ fn status(ticket: &str, run: Option<&Run>, last_log_sequence: i64) -> ScriptStat
         };
     };
     let done = run.started.elapsed() >= run.duration;
-    // Lines appear over the run: line k of n is written at k/n of its duration.
-    let total = run.lines.len() as u32;
-    let written = if done || total == 0 {
-        total
-    } else {
-        let fraction = run.started.elapsed().as_secs_f64() / run.duration.as_secs_f64();
-        (fraction * f64::from(total)) as u32
-    };
+    let written = lines_written(run, run.started.elapsed()) as u32;
     let now = bson::DateTime::now();
     let logs = run
         .lines

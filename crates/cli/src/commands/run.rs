@@ -20,13 +20,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         std::fs::write(&path, text + "\n")
             .with_context(|| format!("writing the JSON report to {}", path.display()))?;
     }
-    match report.requests.lost {
-        0 => Ok(()),
-        lost if lost > 0 => {
-            bail!("{lost} requests were lost (queued but never completed or failed)")
-        }
-        lost => bail!("{} requests were counted twice (an invariant broke)", -lost),
+    let requests = &report.requests;
+    if requests.lost > 0 {
+        bail!(
+            "{} requests were lost (queued but never completed or failed)",
+            requests.lost
+        );
     }
+    if requests.counted_twice > 0 {
+        bail!(
+            "{} request ends were counted twice (an invariant broke)",
+            requests.counted_twice
+        );
+    }
+    Ok(())
 }
 
 /// Adds what to do next to errors a user can fix with a flag.

@@ -1,5 +1,6 @@
-//! Agents survive a node going away: the node fails what it held with a reason, and
-//! the agent reconnects with backoff when the node is back on the same address.
+//! Node life cycle: a stopping node ends everything it holds with a reason, even
+//! work stuck on a peer that never answers, and agents reconnect with backoff when
+//! the node is back on the same address.
 
 mod common;
 
@@ -17,7 +18,20 @@ use octopoll_wire::{RequestMessage, ServiceEndPoint, SubscriptionId};
 use common::wait_until;
 
 fn start_node(identity: &Identity, registry: &MachineRegistry, comms: SocketAddr) -> Node {
-    let config = NodeConfig::new(NodeId(1), ApiKey::random());
+    start_node_with(
+        NodeConfig::new(NodeId(1), ApiKey::random()),
+        identity,
+        registry,
+        comms,
+    )
+}
+
+fn start_node_with(
+    config: NodeConfig,
+    identity: &Identity,
+    registry: &MachineRegistry,
+    comms: SocketAddr,
+) -> Node {
     let comms = octopoll_node::tcp::bind(comms).unwrap();
     let api = octopoll_node::tcp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     Node::start(config, identity, registry.clone(), comms, api).unwrap()
@@ -122,4 +136,58 @@ async fn an_agent_reconnects_after_its_node_restarts() {
         stats.requests_completed + stats.requests_failed,
         "{stats:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_ends_a_request_stuck_on_a_silent_peer_once_the_drain_bound_expires() {
+    common::init_logging();
+    let server = Identity::generate("server", KeyType::EcdsaP256).unwrap();
+    let registry = MachineRegistry::new();
+    let mut config = NodeConfig::new(NodeId(1), ApiKey::random());
+    config.drain = Duration::from_millis(100);
+    let node = start_node_with(config, &server, &registry, "127.0.0.1:0".parse().unwrap());
+    let identity = Identity::generate("silent", KeyType::EcdsaP256).unwrap();
+    let subscription = SubscriptionId::random(&mut rand::rng());
+    registry
+        .register(NewMachine {
+            name: "silent".into(),
+            thumbprint: identity.thumbprint(),
+            subscription: subscription.clone(),
+            roles: vec![],
+            environments: vec![],
+        })
+        .unwrap();
+    let mut peer = common::identify_raw(&node, &identity, &subscription).await;
+
+    let request = RequestMessage::call(
+        echo::SERVICE,
+        echo::SAY_HELLO,
+        echo::params("x"),
+        ServiceEndPoint::new(subscription.as_str(), ""),
+        1,
+    );
+    let sender = node.sender();
+    let target = subscription.clone();
+    let call = tokio::spawn(async move { sender.send(&target, request, vec![]).await });
+    // The peer takes the request and never answers.
+    assert!(peer.read_message().await.unwrap().is_some());
+
+    let stats = tokio::time::timeout(Duration::from_secs(10), node.stop())
+        .await
+        .expect("stop is bounded");
+    let outcome = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the caller is answered")
+        .unwrap();
+    assert_eq!(outcome.result.unwrap_err(), FailReason::ConnectionLost);
+    assert_eq!(
+        (stats.requests_created, stats.requests_failed),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.stalled, 1,
+        "the dropped connection is counted: {stats:?}"
+    );
+    drop(peer);
 }
