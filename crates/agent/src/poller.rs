@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use octopoll_pki::PeerRejected;
 use octopoll_wire::{
@@ -173,12 +174,23 @@ impl Poller {
         let mut exchange = self.connect().await?;
         let io = self.config.io_timeout;
         let subscriber = RemoteIdentity::Subscriber(self.server.subscription.clone());
-        self.write(exchange.write_preamble()).await?;
-        self.write(exchange.write_identity(&subscriber)).await?;
-        let answer = timeout(io, exchange.read_identity())
-            .await
-            .map_err(|_| PollError::Timeout("MX-SERVER"))?
-            .map_err(|e| self.refused_or(e))?;
+        let mut hello = Vec::with_capacity(64);
+        hello.extend_from_slice(octopoll_wire::preamble::PREAMBLE);
+        subscriber.encode(&mut hello);
+        let written = timeout(
+            io,
+            exchange.write_raw(&hello, "writing the preamble and identity"),
+        )
+        .await
+        .map_err(|_| PollError::Timeout("the identity to be written"))?;
+        if let Err(error) = written {
+            return Err(self.explain_refusal(&mut exchange, error).await);
+        }
+        let answer = match timeout(io, exchange.read_identity()).await {
+            Err(_) => return Err(PollError::Timeout("MX-SERVER")),
+            Ok(Err(error)) => return Err(self.explain_refusal(&mut exchange, error).await),
+            Ok(Ok(answer)) => answer,
+        };
         match answer {
             RemoteIdentity::Server => Ok(exchange),
             other => Err(octopoll_wire::Error::UnexpectedIdentity {
@@ -189,26 +201,37 @@ impl Poller {
         }
     }
 
-    /// With TLS 1.3 a node refuses a client certificate after the client's handshake
-    /// completed, so the refusal arrives as an alert on the first read.
-    fn refused_or(&self, error: octopoll_wire::Error) -> PollError {
-        let alert = match &error {
-            octopoll_wire::Error::Io { source, .. } => source
-                .get_ref()
-                .and_then(|e| e.downcast_ref::<rustls::Error>())
-                .and_then(|e| match e {
-                    rustls::Error::AlertReceived(alert) => Some(format!("TLS alert {alert:?}")),
-                    _ => None,
-                }),
-            _ => None,
-        };
-        match alert {
-            Some(alert) => PollError::Refused {
+    /// With TLS 1.3 a node refuses a client certificate after the client's side of
+    /// the handshake completed: the refusal is an alert on the next read, or, if our
+    /// first write raced it, a broken pipe. Either way, say what most likely happened.
+    async fn explain_refusal(
+        &self,
+        exchange: &mut Exchange<TlsStream<TcpStream>>,
+        error: octopoll_wire::Error,
+    ) -> PollError {
+        let mut alert = alert_in(&error);
+        let closed_early = matches!(&error, octopoll_wire::Error::Io { source, .. }
+            if matches!(source.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset));
+        if alert.is_none() && closed_early {
+            // The alert may still be readable behind the failed write.
+            if let Ok(Err(read_error)) =
+                timeout(Duration::from_secs(1), exchange.read_identity()).await
+            {
+                alert = alert_in(&read_error);
+            }
+        }
+        match (alert, closed_early) {
+            (Some(alert), _) => PollError::Refused {
                 address: self.server.address.to_string(),
                 thumbprint: self.thumbprint,
                 alert,
             },
-            None => error.into(),
+            (None, true) => PollError::Refused {
+                address: self.server.address.to_string(),
+                thumbprint: self.thumbprint,
+                alert: "closed right after the TLS handshake".into(),
+            },
+            (None, false) => error.into(),
         }
     }
 
@@ -358,5 +381,16 @@ impl Poller {
             .await
             .map_err(|_| PollError::Timeout("a write to complete"))?
             .map_err(Into::into)
+    }
+}
+
+/// The TLS alert a node sent, if `error` carries one.
+fn alert_in(error: &octopoll_wire::Error) -> Option<String> {
+    let octopoll_wire::Error::Io { source, .. } = error else {
+        return None;
+    };
+    match source.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => Some(format!("TLS alert {alert:?}")),
+        _ => None,
     }
 }

@@ -50,6 +50,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         &mut self.io
     }
 
+    /// Writes bytes already encoded (e.g. preamble and identity in one write).
+    pub async fn write_raw(&mut self, bytes: &[u8], during: &'static str) -> Result<()> {
+        self.write_all(bytes, during).await
+    }
+
     /// Writes the `MX` preamble (connecting side).
     pub async fn write_preamble(&mut self) -> Result<()> {
         self.write_all(crate::preamble::PREAMBLE, "writing the preamble")
