@@ -8,8 +8,7 @@ use std::time::Duration;
 use bson::Bson;
 use octopoll_cli::lab::{Lab, LabConfig};
 use octopoll_node::FailReason;
-use octopoll_wire::contracts::echo;
-use octopoll_wire::{Envelope, Limits, RequestMessage, ResponseMessage, ServiceEndPoint};
+use octopoll_wire::{Envelope, Limits, ResponseMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{connect_raw, register_raw_agent, start_lab, wait_until};
@@ -84,13 +83,7 @@ async fn answer_with(lab: &Lab, name: &str, answer: impl FnOnce(String) -> Envel
     let node = &lab.cluster.nodes()[0];
     let mut exchange = common::identify_raw(node, &identity, &subscription).await;
 
-    let request = RequestMessage::call(
-        echo::SERVICE,
-        echo::SAY_HELLO,
-        echo::params("x"),
-        ServiceEndPoint::new(subscription.as_str(), ""),
-        1,
-    );
+    let request = common::echo(&subscription, "x");
     let sender = node.sender();
     let call = tokio::spawn(async move { sender.send(&subscription, request, vec![]).await });
     let message = exchange.read_message().await.unwrap().unwrap();

@@ -12,8 +12,7 @@ use octopoll_agent::{Agent, AgentConfig, BackoffConfig};
 use octopoll_node::registry::NewMachine;
 use octopoll_node::{FailReason, MachineRegistry, Node, NodeConfig, NodeId};
 use octopoll_pki::{ApiKey, Identity, KeyType};
-use octopoll_wire::contracts::echo;
-use octopoll_wire::{RequestMessage, ServiceEndPoint, SubscriptionId};
+use octopoll_wire::SubscriptionId;
 
 use common::wait_until;
 
@@ -37,6 +36,21 @@ fn start_node_with(
     Node::start(config, identity, registry.clone(), comms, api).unwrap()
 }
 
+/// A machine written straight into the registry (no API), as the HA database would hold it.
+fn register_directly(registry: &MachineRegistry, name: &str) -> (Identity, SubscriptionId) {
+    let identity = Identity::generate(name, KeyType::EcdsaP256).unwrap();
+    let subscription = SubscriptionId::random(&mut rand::rng());
+    let machine = NewMachine {
+        name: name.into(),
+        thumbprint: identity.thumbprint(),
+        subscription: subscription.clone(),
+        roles: vec![],
+        environments: vec![],
+    };
+    registry.register(machine).unwrap();
+    (identity, subscription)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_reconnects_after_its_node_restarts() {
     common::init_logging();
@@ -45,17 +59,7 @@ async fn an_agent_reconnects_after_its_node_restarts() {
     let node = start_node(&server, &registry, "127.0.0.1:0".parse().unwrap());
     let address = node.comms_addr();
 
-    let identity = Identity::generate("agent", KeyType::EcdsaP256).unwrap();
-    let subscription = SubscriptionId::random(&mut rand::rng());
-    registry
-        .register(NewMachine {
-            name: "survivor".into(),
-            thumbprint: identity.thumbprint(),
-            subscription: subscription.clone(),
-            roles: vec![],
-            environments: vec![],
-        })
-        .unwrap();
+    let (identity, subscription) = register_directly(&registry, "agent");
     let mut config = AgentConfig::default();
     config.polling.backoff = BackoffConfig::FAST;
     let agent = Agent {
@@ -76,13 +80,7 @@ async fn an_agent_reconnects_after_its_node_restarts() {
 
     // Work queued for someone who never polls is failed by a stopping node, not lost.
     let nobody: SubscriptionId = "poll://nobody/".parse().unwrap();
-    let request = RequestMessage::call(
-        echo::SERVICE,
-        echo::SAY_HELLO,
-        echo::params("x"),
-        ServiceEndPoint::new(nobody.as_str(), ""),
-        1,
-    );
+    let request = common::echo(&nobody, "x");
     let sender = node.sender();
     let stranded = tokio::spawn(async move { sender.send(&nobody, request, vec![]).await });
     wait_until(
@@ -119,13 +117,7 @@ async fn an_agent_reconnects_after_its_node_restarts() {
         |n| *n == 1,
     )
     .await;
-    let request = RequestMessage::call(
-        echo::SERVICE,
-        echo::SAY_HELLO,
-        echo::params("back"),
-        ServiceEndPoint::new(subscription.as_str(), ""),
-        2,
-    );
+    let request = common::echo(&subscription, "back");
     let outcome = node.send(&subscription, request, vec![]).await;
     assert!(outcome.result.is_ok(), "{:?}", outcome.result.err());
 
@@ -146,26 +138,10 @@ async fn stopping_ends_a_request_stuck_on_a_silent_peer_once_the_drain_bound_exp
     let mut config = NodeConfig::new(NodeId(1), ApiKey::random());
     config.drain = Duration::from_millis(100);
     let node = start_node_with(config, &server, &registry, "127.0.0.1:0".parse().unwrap());
-    let identity = Identity::generate("silent", KeyType::EcdsaP256).unwrap();
-    let subscription = SubscriptionId::random(&mut rand::rng());
-    registry
-        .register(NewMachine {
-            name: "silent".into(),
-            thumbprint: identity.thumbprint(),
-            subscription: subscription.clone(),
-            roles: vec![],
-            environments: vec![],
-        })
-        .unwrap();
+    let (identity, subscription) = register_directly(&registry, "silent");
     let mut peer = common::identify_raw(&node, &identity, &subscription).await;
 
-    let request = RequestMessage::call(
-        echo::SERVICE,
-        echo::SAY_HELLO,
-        echo::params("x"),
-        ServiceEndPoint::new(subscription.as_str(), ""),
-        1,
-    );
+    let request = common::echo(&subscription, "x");
     let sender = node.sender();
     let target = subscription.clone();
     let call = tokio::spawn(async move { sender.send(&target, request, vec![]).await });

@@ -126,13 +126,7 @@ async fn work_queued_for_an_agent_that_never_polls_fails_with_pickup_timeout() {
     let lab = octopoll_cli::lab::Lab::start(config).await.unwrap();
     let node = &lab.cluster.nodes()[0];
     let nobody: octopoll_wire::SubscriptionId = "poll://nobodypollsthis/".parse().unwrap();
-    let request = RequestMessage::call(
-        echo::SERVICE,
-        echo::SAY_HELLO,
-        echo::params("x"),
-        ServiceEndPoint::new(nobody.as_str(), ""),
-        1,
-    );
+    let request = common::echo(&nobody, "x");
     let outcome = node.send(&nobody, request, vec![]).await;
     assert_eq!(
         outcome.result.unwrap_err(),

@@ -146,6 +146,17 @@ pub async fn ready(lab: &Lab) {
     .await;
 }
 
+/// An `IEchoService.SayHello(text)` request for `subscription`.
+pub fn echo(subscription: &SubscriptionId, text: &str) -> RequestMessage {
+    RequestMessage::call(
+        echo::SERVICE,
+        echo::SAY_HELLO,
+        echo::params(text),
+        ServiceEndPoint::new(subscription.as_str(), ""),
+        1,
+    )
+}
+
 /// Asserts that every swarm agent still answers an echo on every node.
 pub async fn swarm_still_works(lab: &Lab) {
     for node in lab.cluster.nodes() {
