@@ -14,13 +14,9 @@ use tokio::time::Instant;
 /// How to build a lab.
 #[derive(Clone, Debug)]
 pub struct LabConfig {
-    /// Nodes in the cluster.
-    pub nodes: u16,
-    /// Agents in the swarm.
-    pub agents: usize,
-    /// Cluster layout and node settings.
+    /// Cluster layout and node settings (`cluster.nodes` is the node count).
     pub cluster: ClusterConfig,
-    /// Swarm settings (its `agents` is replaced by `agents`).
+    /// Swarm settings (`swarm.agents` is the agent count).
     pub swarm: SwarmConfig,
     /// Key type of the server certificate.
     pub server_key_type: KeyType,
@@ -32,8 +28,6 @@ impl LabConfig {
         let mut swarm = SwarmConfig::new(agents);
         swarm.agent.polling.backoff = BackoffConfig::FAST;
         Self {
-            nodes,
-            agents,
             cluster: ClusterConfig::new(nodes, ApiKey::random()),
             swarm,
             server_key_type: KeyType::EcdsaP256,
@@ -58,10 +52,7 @@ impl Lab {
             tokio::task::spawn_blocking(move || Identity::generate("octopoll-server", key_type))
                 .await?
                 .context("generating the server certificate")?;
-        let cluster_config = ClusterConfig {
-            nodes: config.nodes,
-            ..config.cluster
-        };
+        let cluster_config = config.cluster;
         let api_key = cluster_config.node.api_key.clone();
         let long_poll = cluster_config.node.long_poll;
         let cluster = Cluster::start(cluster_config, identity.clone())
@@ -77,10 +68,8 @@ impl Lab {
             api_key,
             trust: RegistrationTrust::Pinned(identity.thumbprint()),
         };
-        let mut swarm_config = SwarmConfig {
-            agents: config.agents,
-            ..config.swarm
-        };
+        let mut swarm_config = config.swarm;
+        let agents = swarm_config.agents;
         // Tentacle waits 60 s for the next request; with a longer long-poll that would
         // drop every idle connection, so the agents wait the long-poll plus a margin.
         let polling = &mut swarm_config.agent.polling;
@@ -91,7 +80,7 @@ impl Lab {
             Ok(swarm) => swarm,
             Err(error) => {
                 cluster.stop().await;
-                return Err(error).with_context(|| format!("starting {} agents", config.agents));
+                return Err(error).with_context(|| format!("starting {agents} agents"));
             }
         };
         Ok(Self { cluster, swarm })

@@ -89,8 +89,8 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
     let nodes_unfinished = lab.stop().await;
 
     let facts = RunFacts {
-        nodes: config.lab.nodes,
-        agents: config.lab.agents,
+        nodes: config.lab.cluster.nodes,
+        agents: config.lab.swarm.agents,
         seed: config.seed,
         duration_s,
         connections,
