@@ -225,9 +225,7 @@ impl NodeSender {
             done = &mut outcome => return done.unwrap_or_else(|_| dropped()),
             _ = tokio::time::sleep(self.shared.config.pickup_timeout) => {}
         }
-        if pending.try_fail_queued(FailReason::PickupTimeout) {
-            queue.remove(subscription, &pending);
-        }
+        queue.withdraw(subscription, &pending, FailReason::PickupTimeout);
         // Collected before the timeout: the connection bounds the wait for the response.
         outcome.await.unwrap_or_else(|_| dropped())
     }
@@ -249,8 +247,7 @@ struct Withdraw<'a> {
 
 impl Drop for Withdraw<'_> {
     fn drop(&mut self) {
-        if self.pending.try_fail_queued(FailReason::RunEnded) {
-            self.queue.remove(self.subscription, self.pending);
-        }
+        self.queue
+            .withdraw(self.subscription, self.pending, FailReason::RunEnded);
     }
 }

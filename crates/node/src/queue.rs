@@ -177,11 +177,6 @@ impl PendingRequest {
             let _ = tx.send(Outcome { result, pickup });
         }
     }
-
-    /// Whether it has ended.
-    pub fn is_ended(&self) -> bool {
-        self.state.load(Ordering::Acquire) == ENDED
-    }
 }
 
 impl Drop for PendingRequest {
@@ -248,14 +243,31 @@ impl PendingRequestQueue {
         true
     }
 
-    /// Takes `pending` out of the queue if it is still there.
-    pub fn remove(&self, subscription: &SubscriptionId, pending: &Arc<PendingRequest>) {
-        let queue = self.queue_for(subscription);
-        queue
-            .items
+    /// Fails `pending` with `reason` and takes it out of the queue, if nobody has
+    /// collected it yet; returns whether it did.
+    pub fn withdraw(
+        &self,
+        subscription: &SubscriptionId,
+        pending: &Arc<PendingRequest>,
+        reason: FailReason,
+    ) -> bool {
+        if !pending.try_fail_queued(reason) {
+            return false;
+        }
+        let queue = self
+            .subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| !Arc::ptr_eq(p, pending));
+            .get(subscription)
+            .cloned();
+        if let Some(queue) = queue {
+            queue
+                .items
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|p| !Arc::ptr_eq(p, pending));
+        }
+        true
     }
 
     /// The next request for `subscription`, waiting up to `wait`; `None` if none came.
