@@ -2,12 +2,13 @@
 
 mod common;
 
+use octopoll_agent::swarm::machine_resource;
 use octopoll_agent::{Error, RegistrationClient, RegistrationTrust};
 use octopoll_pki::{ApiKey, Identity, KeyType};
 use octopoll_wire::api::{API_KEY_HEADER, MACHINES_PATH};
 use octopoll_wire::SubscriptionId;
 
-use common::{api_key, machine, registration_client, start_lab};
+use common::{api_key, registration_client, start_lab};
 
 fn new_agent(name: &str) -> (Identity, SubscriptionId) {
     (
@@ -27,7 +28,7 @@ async fn a_wrong_api_key_gets_401_and_registers_nothing() {
         .register(
             &url,
             &ApiKey::new("API-WRONG"),
-            &machine("intruder", &identity, &subscription),
+            &machine_resource("intruder", identity.thumbprint(), &subscription),
         )
         .await
         .unwrap_err();
@@ -56,7 +57,7 @@ async fn any_node_registers_into_the_shared_registry_and_repeats_are_idempotent(
     let lab = start_lab(3, 1).await;
     let (identity, subscription) = new_agent("newcomer");
     let client = registration_client(&lab);
-    let body = machine("newcomer", &identity, &subscription);
+    let body = machine_resource("newcomer", identity.thumbprint(), &subscription);
     let key = api_key(&lab);
     let created = client
         .register(&lab.cluster.nodes()[2].api_url(), &key, &body)
@@ -79,9 +80,9 @@ async fn any_node_registers_into_the_shared_registry_and_repeats_are_idempotent(
     assert_eq!(again.id, created.id);
 
     let (other, _) = new_agent("other");
-    let clash = machine(
+    let clash = machine_resource(
         "newcomer",
-        &other,
+        other.thumbprint(),
         &SubscriptionId::random(&mut rand::rng()),
     );
     let error = client

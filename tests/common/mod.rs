@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use octopoll_agent::swarm::machine_resource;
 use octopoll_agent::{RegistrationClient, RegistrationTrust};
 use octopoll_cli::lab::{Lab, LabConfig};
 use octopoll_node::Node;
 use octopoll_pki::{ApiKey, Identity, KeyType};
-use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_ACTIVE};
 use octopoll_wire::contracts::echo;
 use octopoll_wire::{
     Exchange, Limits, RemoteIdentity, RequestMessage, ServiceEndPoint, SubscriptionId,
@@ -60,21 +60,6 @@ pub async fn wait_until<S: std::fmt::Debug>(
     }
 }
 
-/// A registration body for a polling agent.
-pub fn machine(name: &str, identity: &Identity, subscription: &SubscriptionId) -> MachineResource {
-    MachineResource {
-        id: None,
-        name: name.into(),
-        endpoint: EndpointResource {
-            communication_style: TENTACLE_ACTIVE.into(),
-            uri: subscription.to_string(),
-            thumbprint: identity.thumbprint().to_string(),
-        },
-        roles: vec!["web".into()],
-        environment_ids: vec!["Environments-1".into()],
-    }
-}
-
 /// The API key the lab's nodes require.
 pub fn api_key(lab: &Lab) -> ApiKey {
     lab.cluster.nodes()[0].config().api_key.clone()
@@ -97,7 +82,7 @@ pub async fn register_raw_agent(lab: &Lab, name: &str) -> (Identity, Subscriptio
         .register(
             &lab.cluster.nodes()[0].api_url(),
             &api_key(lab),
-            &machine(name, &identity, &subscription),
+            &machine_resource(name, identity.thumbprint(), &subscription),
         )
         .await
         .expect("registered");

@@ -144,15 +144,19 @@ pub fn trusted_servers(
         .collect()
 }
 
-/// The registration body of a polling agent.
-pub fn machine_resource(agent: &Agent) -> MachineResource {
+/// The registration body of a polling agent named `name`.
+pub fn machine_resource(
+    name: &str,
+    thumbprint: Thumbprint,
+    subscription: &SubscriptionId,
+) -> MachineResource {
     MachineResource {
         id: None,
-        name: agent.name.clone(),
+        name: name.to_owned(),
         endpoint: EndpointResource {
             communication_style: TENTACLE_ACTIVE.into(),
-            uri: agent.subscription.to_string(),
-            thumbprint: agent.identity.thumbprint().to_string(),
+            uri: subscription.to_string(),
+            thumbprint: thumbprint.to_string(),
         },
         roles: vec!["octopoll".into()],
         environment_ids: vec!["Environments-1".into()],
@@ -190,7 +194,15 @@ async fn register_all(
     for chunk in agents.chunks(concurrency.max(1)) {
         let mut calls = JoinSet::new();
         for agent in chunk {
-            let (client, target, body) = (client.clone(), target.clone(), machine_resource(agent));
+            let (client, target, body) = (
+                client.clone(),
+                target.clone(),
+                machine_resource(
+                    &agent.name,
+                    agent.identity.thumbprint(),
+                    &agent.subscription,
+                ),
+            );
             calls.spawn(async move {
                 client
                     .register(&target.api_url, &target.api_key, &body)
