@@ -134,18 +134,6 @@ impl AgentHandle {
         &self.subscription
     }
 
-    /// Server entries with at least one identified connection now.
-    pub fn servers_connected(&self) -> usize {
-        let mut connected: Vec<&TrustedServer> = self
-            .links
-            .iter()
-            .filter(|(_, state)| state.is_identified())
-            .map(|(server, _)| server)
-            .collect();
-        connected.dedup();
-        connected.len()
-    }
-
     /// Identified connections now.
     pub fn connections(&self) -> usize {
         self.links.iter().filter(|(_, s)| s.is_identified()).count()
