@@ -268,8 +268,8 @@ async fn accept(shared: &NodeShared, tcp: TcpStream) -> Result<(TlsExchange, Sub
 }
 
 /// The peer sent something while idle: only `END` (or a close) is acceptable.
-async fn end_while_idle(exchange: &mut TlsExchange, within: Duration) -> Result<()> {
-    match timeout(within, exchange.read_control()).await {
+async fn end_while_idle(exchange: &mut TlsExchange, limit: Duration) -> Result<()> {
+    match timeout(limit, exchange.read_control()).await {
         Err(_) => Err(ConnectionError::Stalled("whole control line")),
         Ok(Ok(Some(ControlMessage::End)) | Ok(None)) => Ok(()),
         Ok(Ok(Some(other))) => Err(octopoll_wire::Error::UnexpectedControl {
