@@ -163,7 +163,11 @@ async fn drain(
     started: Instant,
 ) {
     let deadline = Instant::now() + config.drain;
-    while ledger.counts().outstanding() > 0 && Instant::now() < deadline {
+    let outstanding = || {
+        let (queued, completed, failed) = ledger.tally();
+        queued > completed + failed
+    };
+    while outstanding() && Instant::now() < deadline {
         progress.show(&sample(
             lab,
             ledger,
@@ -182,15 +186,15 @@ fn sample(
     total: Duration,
     phase: &'static str,
 ) -> Sample {
-    let counts = ledger.counts();
+    let (queued, completed, failed) = ledger.tally();
     Sample {
         elapsed,
         total,
         coverage: lab.coverage().ratio(),
         connections: lab.cluster.connections(),
-        queued: counts.queued,
-        completed: counts.completed,
-        failed: counts.failed_total(),
+        queued,
+        completed,
+        failed,
         phase,
     }
 }
