@@ -25,7 +25,7 @@ async fn twenty_agents_poll_three_nodes_and_every_node_reaches_every_agent() {
         Duration::from_secs(10),
         "all 60 agent×node pairs connected",
         || lab.coverage(),
-        |c| c.connected_pairs == 60,
+        |c| c.polling_pairs == 60,
     )
     .await;
     assert_eq!(coverage.total_pairs, 60);
@@ -67,15 +67,7 @@ async fn twenty_agents_poll_three_nodes_and_every_node_reaches_every_agent() {
         .await
         .expect("all 60 requests end");
     let counts = ledger.counts();
-    let facts = RunFacts {
-        nodes: 3,
-        agents: 20,
-        seed: 0,
-        duration_s: 0.0,
-        connections: lab.cluster.connections(),
-        coverage: lab.coverage().ratio(),
-        full_coverage_ms: None,
-    };
+    let facts = RunFacts::measure(&lab, 0, 0.0, None);
     let answered: Vec<u64> = lab
         .swarm
         .agents()
@@ -87,8 +79,8 @@ async fn twenty_agents_poll_three_nodes_and_every_node_reaches_every_agent() {
         vec![3; 20],
         "each agent answered one request per node"
     );
-    let nodes_unfinished = lab.stop().await;
-    let report = Report::new(facts, &counts, nodes_unfinished);
+    let node_stats = lab.stop().await;
+    let report = Report::new(facts, &counts, &node_stats);
     assert_eq!(report.requests.queued, 60);
     assert_eq!(
         report.requests.completed, 60,

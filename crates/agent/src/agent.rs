@@ -134,6 +134,11 @@ impl AgentHandle {
         &self.subscription
     }
 
+    /// Polling links: one per trusted server entry and connection.
+    pub fn links(&self) -> usize {
+        self.links.len()
+    }
+
     /// Identified connections now.
     pub fn connections(&self) -> usize {
         self.links.iter().filter(|(_, s)| s.is_identified()).count()

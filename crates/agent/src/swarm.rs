@@ -115,6 +115,11 @@ impl Swarm {
         &self.agents
     }
 
+    /// Polling links over all agents: what [`Swarm::connections`] is when all are up.
+    pub fn links(&self) -> usize {
+        self.agents.iter().map(AgentHandle::links).sum()
+    }
+
     /// Identified polling connections over all agents.
     pub fn connections(&self) -> usize {
         self.agents.iter().map(AgentHandle::connections).sum()

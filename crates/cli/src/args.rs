@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use octopoll_cli::topology::Topology;
+use octopoll_node::QueueMode;
 
 /// Simulate Octopus Deploy High Availability with polling Tentacles, end to end.
 #[derive(Debug, Parser)]
@@ -42,6 +44,24 @@ impl From<KeyTypeArg> for octopoll_pki::KeyType {
         match value {
             KeyTypeArg::Ecdsa => octopoll_pki::KeyType::EcdsaP256,
             KeyTypeArg::Rsa => octopoll_pki::KeyType::Rsa2048,
+        }
+    }
+}
+
+/// Pending request queue mode.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum QueueArg {
+    /// A queue per node: only a connection to the node that queued it collects a request.
+    PerNode,
+    /// One queue shared by every node: any node's connection of the subscription collects it.
+    Shared,
+}
+
+impl From<QueueArg> for QueueMode {
+    fn from(value: QueueArg) -> Self {
+        match value {
+            QueueArg::PerNode => QueueMode::PerNode,
+            QueueArg::Shared => QueueMode::Shared,
         }
     }
 }
@@ -90,10 +110,22 @@ pub struct RunArgs {
     /// A request nobody collects fails after this (Halibut: 2m).
     #[arg(long, default_value = "2m", value_parser = duration)]
     pub pickup_timeout: Duration,
-    /// Address every node binds.
+    /// How agents reach the nodes (see the README's "Topologies").
+    #[arg(long, value_enum, default_value_t = Topology::UniquePortDirect)]
+    pub topology: Topology,
+    /// Pending request queue: per node (Halibut's default), or shared by all nodes
+    /// (Halibut's Redis queue: any node's connection collects the work).
+    #[arg(long, value_enum, default_value_t = QueueArg::PerNode)]
+    pub queue: QueueArg,
+    /// The HAProxy binary for the unique-port and load-balanced topologies
+    /// (default: `haproxy` on PATH or in /usr/sbin).
+    #[arg(long, value_name = "PATH")]
+    pub haproxy: Option<PathBuf>,
+    /// Address node 1 binds (unique-address: node N binds this + N − 1).
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: IpAddr,
-    /// Comms port of node 1; node N listens on this + N − 1. 0 picks free ports.
+    /// Comms port of node 1; node N listens on this + N − 1 (unique-address: every
+    /// node on this port; behind HAProxy: the balancer's ports). 0 picks free ports.
     #[arg(long, default_value_t = 10943)]
     pub comms_port: u16,
     /// HTTPS registration API port of node 1, likewise. 0 (default) picks free ports.

@@ -1,15 +1,25 @@
-//! A lab: a cluster of nodes on loopback and a swarm of agents registered with it
-//! and polling every node, in this process.
+//! A lab: a cluster of nodes on loopback, a balancer in front of it if the
+//! topology has one, and a swarm of agents registered with it and polling the
+//! addresses the topology gives them, in this process.
 
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use octopoll_agent::{
     BackoffConfig, RegistrationTarget, RegistrationTrust, ServerAddress, Swarm, SwarmConfig,
 };
-use octopoll_node::{Cluster, ClusterConfig, Coverage};
+use octopoll_node::{Cluster, ClusterConfig, Coverage, CoverageMatrix, NodeId, NodeStats};
 use octopoll_pki::{ApiKey, Identity, KeyType};
 use tokio::time::Instant;
+
+use crate::haproxy::{self, BalancerConfig, Haproxy};
+use crate::topology::{Balancing, Topology};
+
+/// Attempts at starting HAProxy on free ports picked a moment before (another
+/// process may take one in between).
+const BALANCER_ATTEMPTS: usize = 3;
 
 /// How to build a lab.
 #[derive(Clone, Debug)]
@@ -20,6 +30,11 @@ pub struct LabConfig {
     pub swarm: SwarmConfig,
     /// Key type of the server certificate.
     pub server_key_type: KeyType,
+    /// How agents reach the nodes. With a balancer, `cluster.comms_port` is the
+    /// balancer's first public port and the nodes listen on free ports behind it.
+    pub topology: Topology,
+    /// The HAProxy binary; looked up on PATH when `None`.
+    pub haproxy: Option<PathBuf>,
 }
 
 impl LabConfig {
@@ -31,8 +46,20 @@ impl LabConfig {
             cluster: ClusterConfig::new(nodes, ApiKey::random()),
             swarm,
             server_key_type: KeyType::EcdsaP256,
+            topology: Topology::default(),
+            haproxy: None,
         }
     }
+}
+
+/// How the mesh formed after the swarm started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mesh {
+    /// When every polling link of every agent had identified; `None` if that did
+    /// not happen in time.
+    pub settled_after: Option<Duration>,
+    /// When every agent polled every node (never, in the load-balanced topology).
+    pub full_coverage_after: Option<Duration>,
 }
 
 /// A running lab.
@@ -41,28 +68,60 @@ pub struct Lab {
     pub cluster: Cluster,
     /// The agents.
     pub swarm: Swarm,
+    /// The balancer, in the topologies that have one.
+    pub balancer: Option<Haproxy>,
+    /// The layout.
+    pub topology: Topology,
 }
 
 impl Lab {
-    /// Starts the cluster, then registers the swarm with node 1's API (pinning the
-    /// cluster's certificate) and points every agent at every node.
+    /// Starts the cluster and the topology's balancer, then registers the swarm with
+    /// node 1's API (pinning the cluster's certificate) and points every agent at
+    /// the addresses the topology gives it.
     pub async fn start(config: LabConfig) -> anyhow::Result<Self> {
+        let topology = config.topology;
+        // Before anything starts, so a missing HAProxy costs nothing.
+        let haproxy_binary = match topology.balancing() {
+            Balancing::Direct => None,
+            _ => Some(haproxy::find_binary(config.haproxy.as_deref())?),
+        };
         let key_type = config.server_key_type;
         let identity =
             tokio::task::spawn_blocking(move || Identity::generate("octopoll-server", key_type))
                 .await?
                 .context("generating the server certificate")?;
-        let cluster_config = config.cluster;
+        let mut cluster_config = config.cluster;
+        cluster_config.addressing = topology.addressing();
+        let public_port = cluster_config.comms_port;
+        if haproxy_binary.is_some() {
+            cluster_config.comms_port = 0;
+        }
         let api_key = cluster_config.node.api_key.clone();
-        let long_poll = cluster_config.node.long_poll;
+        let node = cluster_config.node.clone();
+        let bind = cluster_config.bind;
         let cluster = Cluster::start(cluster_config, identity.clone())
             .await
             .context("starting the cluster")?;
-        let nodes: Vec<ServerAddress> = cluster
-            .nodes()
-            .iter()
-            .map(|n| n.comms_addr().into())
-            .collect();
+        let node_addrs: Vec<SocketAddr> = cluster.nodes().iter().map(|n| n.comms_addr()).collect();
+        let balancer = match haproxy_binary {
+            None => None,
+            Some(binary) => {
+                // The balancer must never be what cuts an idle poll or a long request.
+                let idle = node.long_poll.max(node.response_timeout) + Duration::from_secs(30);
+                match start_balancer(&binary, topology, bind, public_port, &node_addrs, idle).await
+                {
+                    Ok(balancer) => Some(balancer),
+                    Err(error) => {
+                        cluster.stop().await;
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        let nodes: Vec<ServerAddress> = match &balancer {
+            Some(balancer) => balancer.frontends().iter().map(|&a| a.into()).collect(),
+            None => node_addrs.iter().map(|&a| a.into()).collect(),
+        };
         let target = RegistrationTarget {
             api_url: cluster.nodes()[0].api_url(),
             api_key,
@@ -72,6 +131,7 @@ impl Lab {
         let agents = swarm_config.agents;
         // Tentacle waits 60 s for the next request; with a longer long-poll that would
         // drop every idle connection, so the agents wait the long-poll plus a margin.
+        let long_poll = node.long_poll;
         let polling = &mut swarm_config.agent.polling;
         polling.receive_request_timeout = polling
             .receive_request_timeout
@@ -80,15 +140,48 @@ impl Lab {
             Ok(swarm) => swarm,
             Err(error) => {
                 cluster.stop().await;
+                if let Some(balancer) = balancer {
+                    balancer.stop().await;
+                }
                 return Err(error).with_context(|| format!("starting {agents} agents"));
             }
         };
-        Ok(Self { cluster, swarm })
+        Ok(Self {
+            cluster,
+            swarm,
+            balancer,
+            topology,
+        })
     }
 
     /// Polling coverage now.
     pub fn coverage(&self) -> Coverage {
         self.cluster.coverage()
+    }
+
+    /// Every agent's state with every node, now.
+    pub fn coverage_matrix(&self) -> CoverageMatrix {
+        self.cluster.coverage_matrix()
+    }
+
+    /// Waits until every polling link of every agent has identified, or `within`
+    /// passes; says when, and whether every agent then polled every node.
+    pub async fn wait_for_mesh(&self, within: Duration) -> Mesh {
+        let started = Instant::now();
+        let links = self.swarm.links();
+        let settled = loop {
+            if self.swarm.connections() >= links {
+                break Some(started.elapsed());
+            }
+            if started.elapsed() >= within {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Mesh {
+            settled_after: settled,
+            full_coverage_after: settled.filter(|_| self.coverage().is_full()),
+        }
     }
 
     /// Waits until every agent polls every node, or `within` passes; returns how
@@ -104,16 +197,88 @@ impl Lab {
         self.coverage().is_full().then(|| started.elapsed())
     }
 
-    /// Stops the agents (they send `END`), then the nodes; returns how many requests
-    /// the nodes created but never ended (0 unless an invariant broke).
-    pub async fn stop(self) -> i64 {
+    /// Stops the agents (they send `END`), then the nodes, then the balancer;
+    /// returns each node's final stats, node 1 first.
+    pub async fn stop(self) -> Vec<(NodeId, NodeStats)> {
         self.swarm.stop().await;
         let stats = self.cluster.stop().await;
+        if let Some(balancer) = self.balancer {
+            balancer.stop().await;
+        }
         stats
-            .iter()
-            .map(|(_, s)| {
-                s.requests_created as i64 - (s.requests_completed + s.requests_failed) as i64
-            })
-            .sum()
     }
+}
+
+/// Requests stopped nodes created but never ended: 0 unless an invariant broke
+/// (negative: ended more often than created).
+pub fn unfinished(stats: &[(NodeId, NodeStats)]) -> i64 {
+    stats
+        .iter()
+        .map(|(_, s)| s.requests_created as i64 - (s.requests_completed + s.requests_failed) as i64)
+        .sum()
+}
+
+/// Starts HAProxy for `topology` in front of `nodes`, its frontends on `bind` from
+/// `public_port` on (free ports when 0).
+async fn start_balancer(
+    binary: &std::path::Path,
+    topology: Topology,
+    bind: IpAddr,
+    public_port: u16,
+    nodes: &[SocketAddr],
+    idle: Duration,
+) -> anyhow::Result<Haproxy> {
+    let count = match topology.balancing() {
+        Balancing::RoundRobin => 1,
+        _ => nodes.len(),
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let frontends = if public_port == 0 {
+            free_ports(bind, count).context("picking free ports for HAProxy")?
+        } else {
+            (0..count)
+                .map(|i| {
+                    let port = u16::try_from(i)
+                        .ok()
+                        .and_then(|i| public_port.checked_add(i))
+                        .with_context(|| {
+                            format!("balancer port {public_port} + {count} nodes runs past 65535")
+                        })?;
+                    Ok(SocketAddr::new(bind, port))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        let config = match topology.balancing() {
+            Balancing::RoundRobin => BalancerConfig::round_robin(frontends[0], nodes, idle),
+            _ => BalancerConfig::per_node(&frontends, nodes, idle),
+        };
+        match Haproxy::start(binary, &config).await {
+            Ok(balancer) => return Ok(balancer),
+            Err(error) if public_port == 0 && attempt < BALANCER_ATTEMPTS => {
+                tracing::warn!(%error, attempt, "HAProxy did not start on the ports picked; trying others");
+            }
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!(
+                        "starting HAProxy for the {topology} topology on {}",
+                        frontends
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// `count` ports free on `ip` a moment ago.
+fn free_ports(ip: IpAddr, count: usize) -> std::io::Result<Vec<SocketAddr>> {
+    let held = (0..count)
+        .map(|_| std::net::TcpListener::bind(SocketAddr::new(ip, 0)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(|l| l.local_addr()).collect()
 }

@@ -1,10 +1,13 @@
 //! The library behind the `octopoll` binary: an in-process HA lab (a [`lab::Lab`]
-//! of nodes and a swarm), the [`workload`] that queues requests on it with exact
-//! accounting, and the [`report`] a run ends with. The end-to-end tests use the
-//! same pieces the CLI does.
+//! of nodes and a swarm, laid out in one of the [`topology`] choices, with a real
+//! [`haproxy`] in front where the topology has a balancer), the [`workload`] that
+//! queues requests on it with exact accounting, and the [`report`] a run ends
+//! with. The end-to-end tests use the same pieces the CLI does.
 
+pub mod haproxy;
 pub mod lab;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod topology;
 pub mod workload;

@@ -2,9 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
+use hdrhistogram::Histogram;
+use octopoll_node::{CoverageMatrix, FailReason, NodeId, NodeStats, PairState, QueueMode};
 use serde::Serialize;
 
+use crate::lab::{unfinished, Lab};
+use crate::topology::Topology;
 use crate::workload::Counts;
 
 /// What a run did.
@@ -21,6 +26,8 @@ pub struct Report {
     pub failures_by_reason: BTreeMap<String, u64>,
     /// Per node.
     pub per_node: Vec<NodeLine>,
+    /// What the figures mean, in words: why coverage is short, why work timed out.
+    pub findings: Vec<String>,
 }
 
 /// Request counts; `lost` must be 0.
@@ -52,17 +59,44 @@ pub struct Pickup {
     pub max: f64,
 }
 
+impl Pickup {
+    /// Percentiles of a histogram in microseconds; zeros when it is empty.
+    fn of(histogram: &Histogram<u64>) -> Self {
+        if histogram.is_empty() {
+            return Self {
+                p50: 0.0,
+                p99: 0.0,
+                max: 0.0,
+            };
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            p50: ms(histogram.value_at_quantile(0.5)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
+        }
+    }
+}
+
 /// One node's share.
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeLine {
     /// `node-1`, …
     pub node: String,
+    /// Agents polling it at the end of the workload.
+    pub agents_polling: usize,
     /// Requests queued on it.
     pub queued: u64,
-    /// Completed.
+    /// Requests its connections collected (in shared-queue mode, from any node's queue).
+    pub collected: u64,
+    /// Requests queued on it that completed.
     pub completed: u64,
-    /// Failed.
+    /// Requests queued on it that failed.
     pub failed: u64,
+    /// Those failures by reason.
+    pub failed_by_reason: BTreeMap<String, u64>,
+    /// Pickup latency of requests queued on it.
+    pub pickup_ms: Pickup,
 }
 
 /// What the report is built from besides the ledger.
@@ -72,32 +106,82 @@ pub struct RunFacts {
     pub nodes: u16,
     /// Agents in the swarm.
     pub agents: usize,
+    /// How agents reach the nodes.
+    pub topology: Topology,
+    /// Per-node or shared pending request queue.
+    pub queue: QueueMode,
     /// The seed that makes the run reproducible.
     pub seed: u64,
     /// Seconds the workload ran.
     pub duration_s: f64,
     /// Polling connections held at the end of the workload.
     pub connections: usize,
-    /// Connected agent×node pairs / all pairs, at the end of the workload.
+    /// Agent×node pairs polled within the last long-poll interval / all pairs, at
+    /// the end of the workload.
     pub coverage: f64,
     /// Time from the swarm starting to every agent polling every node.
     pub full_coverage_ms: Option<u64>,
+    /// Agents per pair state and node, at the end of the workload.
+    pub coverage_matrix: CoverageMatrix,
+}
+
+impl RunFacts {
+    /// The lab's shape and its mesh now; `full_coverage` is when every agent first
+    /// polled every node, if it did.
+    pub fn measure(lab: &Lab, seed: u64, duration_s: f64, full_coverage: Option<Duration>) -> Self {
+        let coverage_matrix = lab.coverage_matrix();
+        Self {
+            nodes: lab.cluster.nodes().len() as u16,
+            agents: lab.swarm.agents().len(),
+            topology: lab.topology,
+            queue: lab.cluster.queue_mode(),
+            seed,
+            duration_s,
+            connections: lab.cluster.connections(),
+            coverage: coverage_matrix.coverage().ratio(),
+            full_coverage_ms: full_coverage.map(|d| d.as_millis() as u64),
+            coverage_matrix,
+        }
+    }
 }
 
 impl Report {
     /// Builds the report from the run's facts, the workload's final counts, and the
-    /// requests the stopped nodes left unfinished.
-    pub fn new(facts: RunFacts, counts: &Counts, nodes_unfinished: i64) -> Self {
-        let ms = |us: u64| us as f64 / 1000.0;
-        let histogram = &counts.pickup_us;
-        let empty = histogram.is_empty();
-        let pct = |q: f64| {
-            if empty {
-                0.0
-            } else {
-                ms(histogram.value_at_quantile(q))
-            }
+    /// stopped nodes' final stats (for what they collected and left unfinished).
+    pub fn new(facts: RunFacts, counts: &Counts, node_stats: &[(NodeId, NodeStats)]) -> Self {
+        let nodes_unfinished = unfinished(node_stats);
+        let reasons = |failed: &BTreeMap<FailReason, u64>| {
+            failed
+                .iter()
+                .map(|(r, n)| (r.to_string(), *n))
+                .collect::<BTreeMap<_, _>>()
         };
+        let polling = facts
+            .coverage_matrix
+            .rows
+            .iter()
+            .find(|r| r.state == PairState::Polling);
+        let per_node = node_stats
+            .iter()
+            .enumerate()
+            .map(|(column, (node, stats))| {
+                let counted = counts.per_node.get(node).cloned().unwrap_or_default();
+                NodeLine {
+                    node: node.to_string(),
+                    agents_polling: polling
+                        .and_then(|r| r.agents.get(column))
+                        .copied()
+                        .unwrap_or(0),
+                    queued: counted.queued,
+                    collected: stats.collected,
+                    completed: counted.completed,
+                    failed: counted.failed_total(),
+                    failed_by_reason: reasons(&counted.failed),
+                    pickup_ms: Pickup::of(&counted.pickup_us),
+                }
+            })
+            .collect();
+        let findings = findings(&facts, counts);
         Self {
             run: facts,
             requests: Requests {
@@ -107,28 +191,41 @@ impl Report {
                 lost: positive(counts.unaccounted()) + positive(nodes_unfinished),
                 counted_twice: positive(-counts.unaccounted()) + positive(-nodes_unfinished),
             },
-            pickup_ms: Pickup {
-                p50: pct(0.5),
-                p99: pct(0.99),
-                max: if empty { 0.0 } else { ms(histogram.max()) },
-            },
-            failures_by_reason: counts
-                .failed
-                .iter()
-                .map(|(r, n)| (r.to_string(), *n))
-                .collect(),
-            per_node: counts
-                .per_node
-                .iter()
-                .map(|(node, [queued, completed, failed])| NodeLine {
-                    node: node.to_string(),
-                    queued: *queued,
-                    completed: *completed,
-                    failed: *failed,
-                })
-                .collect(),
+            pickup_ms: Pickup::of(&counts.pickup_us),
+            failures_by_reason: reasons(&counts.failed),
+            per_node,
+            findings,
         }
     }
+}
+
+/// The sentences that explain short coverage and the failures it caused.
+fn findings(run: &RunFacts, counts: &Counts) -> Vec<String> {
+    let matrix = &run.coverage_matrix;
+    let nodes = matrix.nodes.len();
+    let mean = matrix.mean_nodes_reached();
+    if matrix.agents() == 0 || mean > nodes as f64 - 0.05 {
+        return Vec::new();
+    }
+    let mean = if (mean - mean.round()).abs() < 0.05 {
+        format!("{}", mean.round())
+    } else {
+        format!("{mean:.1}")
+    };
+    let reach = format!("agents reach {mean} of {nodes} nodes on average");
+    let timed_out = counts
+        .failed
+        .get(&FailReason::PickupTimeout)
+        .copied()
+        .unwrap_or(0);
+    let finding = if timed_out > 0 {
+        format!("{reach}; work queued on unreached nodes timed out ({timed_out} pickup-timeout)")
+    } else if run.queue == QueueMode::Shared {
+        format!("{reach}; the shared queue let a connection to any node collect the work")
+    } else {
+        reach
+    };
+    vec![finding]
 }
 
 fn positive(n: i64) -> u64 {
@@ -140,17 +237,18 @@ impl fmt::Display for Report {
         let (run, r) = (&self.run, &self.requests);
         writeln!(
             f,
-            "octopoll report: {} nodes, {} agents, {:.1} s, seed {}",
-            run.nodes, run.agents, run.duration_s, run.seed
+            "octopoll report: {} nodes, {} agents, {} topology, {} queue, {:.1} s, seed {}",
+            run.nodes, run.agents, run.topology, run.queue, run.duration_s, run.seed
         )?;
         let full = run
             .full_coverage_ms
-            .map_or("never".to_string(), |ms| format!("after {ms} ms"));
+            .map_or("never full".to_string(), |ms| format!("full after {ms} ms"));
         writeln!(
             f,
-            "  coverage     {:.3} ({} connections held; full {full})",
+            "  coverage     {:.3} ({} connections held; {full})",
             run.coverage, run.connections
         )?;
+        write_matrix(f, &run.coverage_matrix)?;
         writeln!(
             f,
             "  requests     queued {}  completed {}  failed {}  lost {}",
@@ -163,20 +261,70 @@ impl fmt::Display for Report {
             p.p50, p.p99, p.max
         )?;
         if !self.failures_by_reason.is_empty() {
-            let reasons: Vec<String> = self
-                .failures_by_reason
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
-            writeln!(f, "  failures     {}", reasons.join(", "))?;
-        }
-        for node in &self.per_node {
             writeln!(
                 f,
-                "  {:<12} queued {}  completed {}  failed {}",
-                node.node, node.queued, node.completed, node.failed
+                "  failures     {}",
+                join_reasons(&self.failures_by_reason)
             )?;
+        }
+        for node in &self.per_node {
+            write!(
+                f,
+                "  {:<12} polling {}  queued {}  collected {}  completed {}  failed {}",
+                node.node,
+                node.agents_polling,
+                node.queued,
+                node.collected,
+                node.completed,
+                node.failed
+            )?;
+            if !node.failed_by_reason.is_empty() {
+                write!(f, " ({})", join_reasons(&node.failed_by_reason))?;
+            }
+            writeln!(
+                f,
+                "  pickup p50 {:.2} p99 {:.2} ms",
+                node.pickup_ms.p50, node.pickup_ms.p99
+            )?;
+        }
+        for finding in &self.findings {
+            writeln!(f, "  why          {finding}")?;
         }
         Ok(())
     }
+}
+
+/// The coverage matrix: agents per state (rows) and node (columns); rows that are
+/// all zero are left out, except `polling`.
+fn write_matrix(f: &mut fmt::Formatter<'_>, matrix: &CoverageMatrix) -> fmt::Result {
+    write!(f, "  {:<12}", "agents")?;
+    for node in &matrix.nodes {
+        write!(f, " {node:>8}")?;
+    }
+    writeln!(f)?;
+    for row in &matrix.rows {
+        if row.state != PairState::Polling && row.agents.iter().all(|&n| n == 0) {
+            continue;
+        }
+        write!(f, "    {:<10}", row.state)?;
+        for n in &row.agents {
+            write!(f, " {n:>8}")?;
+        }
+        writeln!(f)?;
+    }
+    let reaching: Vec<String> = matrix
+        .agents_reaching
+        .iter()
+        .enumerate()
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect();
+    writeln!(f, "  nodes reached by agents  {}", reaching.join("  "))
+}
+
+fn join_reasons(reasons: &BTreeMap<String, u64>) -> String {
+    reasons
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

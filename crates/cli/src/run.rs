@@ -61,16 +61,31 @@ impl RunConfig {
 pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::Result<Report> {
     config.lab.swarm.seed = config.seed;
     let lab = Lab::start(config.lab.clone()).await?;
-    let full_coverage = lab.wait_for_full_coverage(config.mesh_timeout).await;
-    info!(?full_coverage, "mesh ready");
+    let mesh = lab.wait_for_mesh(config.mesh_timeout).await;
+    match mesh.settled_after {
+        Some(after) => info!(
+            ?after,
+            full = mesh.full_coverage_after.is_some(),
+            "mesh ready"
+        ),
+        None => warn!(
+            connected = lab.swarm.connections(),
+            links = lab.swarm.links(),
+            "not every polling link connected within the mesh timeout; running anyway"
+        ),
+    }
 
     let ledger = Arc::new(Ledger::default());
     let tracker = TaskTracker::new();
     let run_ended = CancellationToken::new();
     let started = Instant::now();
     drive(&lab, &config, &ledger, &tracker, &run_ended, progress).await;
-    let duration_s = started.elapsed().as_secs_f64();
-    let (coverage, connections) = (lab.coverage().ratio(), lab.cluster.connections());
+    let facts = RunFacts::measure(
+        &lab,
+        config.seed,
+        started.elapsed().as_secs_f64(),
+        mesh.full_coverage_after,
+    );
 
     drain(&lab, &config, &ledger, progress, started).await;
     run_ended.cancel();
@@ -86,18 +101,8 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
         );
     }
     progress.finish();
-    let nodes_unfinished = lab.stop().await;
-
-    let facts = RunFacts {
-        nodes: config.lab.cluster.nodes,
-        agents: config.lab.swarm.agents,
-        seed: config.seed,
-        duration_s,
-        connections,
-        coverage,
-        full_coverage_ms: full_coverage.map(|d| d.as_millis() as u64),
-    };
-    Ok(Report::new(facts, &ledger.counts(), nodes_unfinished))
+    let node_stats = lab.stop().await;
+    Ok(Report::new(facts, &ledger.counts(), &node_stats))
 }
 
 async fn drive(

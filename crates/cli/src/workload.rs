@@ -36,8 +36,44 @@ pub struct Counts {
     pub failed: BTreeMap<FailReason, u64>,
     /// Queue → collected, in microseconds.
     pub pickup_us: Histogram<u64>,
-    /// Per node: queued, completed, failed.
-    pub per_node: BTreeMap<NodeId, [u64; 3]>,
+    /// The same, per node the requests were queued on.
+    pub per_node: BTreeMap<NodeId, NodeCounts>,
+}
+
+/// The requests queued on one node, and how they ended.
+#[derive(Clone, Debug)]
+pub struct NodeCounts {
+    /// Requests queued.
+    pub queued: u64,
+    /// Requests that got a successful response.
+    pub completed: u64,
+    /// Failed requests by reason.
+    pub failed: BTreeMap<FailReason, u64>,
+    /// Queue → collected, in microseconds.
+    pub pickup_us: Histogram<u64>,
+}
+
+impl Default for NodeCounts {
+    fn default() -> Self {
+        Self {
+            queued: 0,
+            completed: 0,
+            failed: BTreeMap::new(),
+            pickup_us: pickup_histogram(),
+        }
+    }
+}
+
+impl NodeCounts {
+    /// All failures.
+    pub fn failed_total(&self) -> u64 {
+        self.failed.values().sum()
+    }
+}
+
+/// A pickup-latency histogram: 1 µs to 1 hour, 3 significant digits.
+fn pickup_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
 impl Counts {
@@ -60,9 +96,7 @@ impl Default for Ledger {
                 queued: 0,
                 completed: 0,
                 failed: BTreeMap::new(),
-                // 1 µs to 1 hour, 3 significant digits.
-                pickup_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                    .expect("valid histogram bounds"),
+                pickup_us: pickup_histogram(),
                 per_node: BTreeMap::new(),
             }),
         }
@@ -78,28 +112,29 @@ impl Ledger {
     pub fn queued(&self, node: NodeId) {
         let mut counts = self.lock();
         counts.queued += 1;
-        counts.per_node.entry(node).or_default()[0] += 1;
+        counts.per_node.entry(node).or_default().queued += 1;
     }
 
     /// Counts how a request on `node` ended.
     pub fn ended(&self, node: NodeId, result: Result<(), FailReason>, pickup: Option<Duration>) {
-        let mut counts = self.lock();
+        let mut guard = self.lock();
+        let counts = &mut *guard;
+        let on_node = counts.per_node.entry(node).or_default();
         if let Some(pickup) = pickup {
-            counts
-                .pickup_us
-                .saturating_record(pickup.as_micros().max(1) as u64);
+            let micros = pickup.as_micros().max(1) as u64;
+            counts.pickup_us.saturating_record(micros);
+            on_node.pickup_us.saturating_record(micros);
         }
-        let slot = match result {
+        match result {
             Ok(()) => {
                 counts.completed += 1;
-                1
+                on_node.completed += 1;
             }
             Err(reason) => {
                 *counts.failed.entry(reason).or_default() += 1;
-                2
+                *on_node.failed.entry(reason).or_default() += 1;
             }
-        };
-        counts.per_node.entry(node).or_default()[slot] += 1;
+        }
     }
 
     /// (queued, completed, failed) now, without copying the histogram: for
@@ -228,7 +263,13 @@ mod tests {
             -1,
             "an end counted twice shows"
         );
-        assert_eq!(counts.per_node[&NodeId(2)], [2, 0, 1]);
+        let node_2 = &counts.per_node[&NodeId(2)];
+        assert_eq!(
+            (node_2.queued, node_2.completed, node_2.failed_total()),
+            (2, 0, 1)
+        );
+        assert_eq!(node_2.failed[&FailReason::PickupTimeout], 1);
         assert_eq!(counts.pickup_us.len(), 1);
+        assert_eq!(counts.per_node[&NodeId(1)].pickup_us.len(), 1);
     }
 }

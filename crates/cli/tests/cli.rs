@@ -95,6 +95,48 @@ fn a_busy_comms_port_is_reported_with_the_node_and_address() {
 }
 
 #[test]
+fn a_balanced_topology_without_haproxy_says_how_to_install_it_and_starts_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    drop(taken);
+    for topology in ["unique-port", "load-balanced"] {
+        let output = octopoll()
+            .args(["run", "--topology", topology, "--quiet", "--comms-port"])
+            .arg(port.to_string())
+            .args(["--haproxy", "/nonexistent/haproxy"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{topology}");
+        assert!(
+            stderr.contains("sudo apt-get install haproxy"),
+            "{topology}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+    // Nothing was started: the port is still free.
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the comms port was never bound");
+}
+
+#[test]
+fn a_topology_that_does_not_exist_lists_the_ones_that_do() {
+    let output = octopoll()
+        .args(["run", "--topology", "mesh"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    for name in [
+        "unique-address",
+        "unique-port",
+        "unique-port-direct",
+        "load-balanced",
+    ] {
+        assert!(stderr.contains(name), "{stderr}");
+    }
+}
+
+#[test]
 fn certs_writes_node_and_agent_pem_files_and_will_not_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let output = octopoll()

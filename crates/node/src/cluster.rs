@@ -1,12 +1,32 @@
 //! A cluster: N nodes sharing one machine registry and one server certificate, as
-//! Octopus HA nodes share their database (and with it the certificate).
+//! Octopus HA nodes share their database (and with it the certificate), laid out
+//! on one address with a port per node or on an address per node with one port.
 
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use octopoll_pki::{ApiKey, Identity};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
 
+use crate::coverage::{Coverage, CoverageMatrix};
+use crate::queue::{InProcessQueue, NodeQueue, QueueMode, RequestQueue};
 use crate::{Error, MachineRegistry, Node, NodeConfig, NodeId, NodeStats, Result};
+
+/// How the nodes of a cluster are addressed (the two layouts the Octopus HA docs
+/// recommend for polling Tentacles).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Addressing {
+    /// One address; node *i* listens on the base port + *i* − 1 (10943, 10944, …).
+    #[default]
+    UniquePort,
+    /// Node *i* listens on the base IPv4 address + *i* − 1 (127.0.0.1, 127.0.0.2, …),
+    /// every node on the same port. With port 0, node 1 picks a free port and the
+    /// others take the same one.
+    UniqueAddress,
+}
 
 /// How to lay out a cluster.
 #[derive(Clone, Debug)]
@@ -15,12 +35,16 @@ pub struct ClusterConfig {
     pub nodes: u16,
     /// Settings every node shares (its `id` is replaced per node).
     pub node: NodeConfig,
-    /// The address every node binds (loopback by default).
+    /// The address node 1 binds (loopback by default).
     pub bind: IpAddr,
-    /// Comms port of node 1; node *i* gets `comms_port + i - 1`. 0 picks free ports.
+    /// Port per node, or address per node.
+    pub addressing: Addressing,
+    /// Comms port of node 1 (see [`Addressing`] for the others). 0 picks free ports.
     pub comms_port: u16,
     /// API port of node 1, likewise. 0 picks free ports.
     pub api_port: u16,
+    /// A queue per node, or one shared by all nodes.
+    pub queue: QueueMode,
 }
 
 impl ClusterConfig {
@@ -30,39 +54,62 @@ impl ClusterConfig {
             nodes,
             node: NodeConfig::new(NodeId(1), api_key),
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            addressing: Addressing::UniquePort,
             comms_port: 0,
             api_port: 0,
-        }
-    }
-}
-
-/// Polling coverage: of all (registered machine, node) pairs, how many hold a connection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct Coverage {
-    /// Pairs with at least one identified polling connection.
-    pub connected_pairs: usize,
-    /// Registered machines × nodes.
-    pub total_pairs: usize,
-}
-
-impl Coverage {
-    /// connected / total; 0 when there is nothing to cover.
-    pub fn ratio(&self) -> f64 {
-        if self.total_pairs == 0 {
-            0.0
-        } else {
-            self.connected_pairs as f64 / self.total_pairs as f64
+            queue: QueueMode::PerNode,
         }
     }
 
-    /// Whether every pair is connected (and there is at least one).
-    pub fn is_full(&self) -> bool {
-        self.total_pairs > 0 && self.connected_pairs == self.total_pairs
+    /// The address node `n` binds for a listener whose node-1 port is `port`.
+    fn addr(&self, n: u16, port: u16) -> Result<SocketAddr> {
+        match self.addressing {
+            Addressing::UniquePort => {
+                let port = if port == 0 { 0 } else { port + (n - 1) };
+                Ok(SocketAddr::new(self.bind, port))
+            }
+            Addressing::UniqueAddress => {
+                let IpAddr::V4(base) = self.bind else {
+                    return Err(Error::AddressRange {
+                        base: self.bind,
+                        nodes: self.nodes,
+                    });
+                };
+                let ip = u32::from(base)
+                    .checked_add(u32::from(n - 1))
+                    .map(Ipv4Addr::from)
+                    .filter(|ip| ip.octets()[0] == base.octets()[0])
+                    .ok_or(Error::AddressRange {
+                        base: self.bind,
+                        nodes: self.nodes,
+                    })?;
+                Ok(SocketAddr::new(IpAddr::V4(ip), port))
+            }
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.nodes == 0 {
+            return Err(Error::NoNodes);
+        }
+        if self.addressing == Addressing::UniquePort {
+            for (what, base) in [("comms", self.comms_port), ("API", self.api_port)] {
+                if base != 0 && base.checked_add(self.nodes - 1).is_none() {
+                    return Err(Error::PortRange {
+                        what,
+                        base,
+                        nodes: self.nodes,
+                    });
+                }
+            }
+        }
+        self.addr(self.nodes, 0).map(drop)
     }
 }
 
 /// A running cluster.
 pub struct Cluster {
+    queue: QueueMode,
     nodes: Vec<Node>,
     registry: MachineRegistry,
     identity: Identity,
@@ -71,22 +118,30 @@ pub struct Cluster {
 impl Cluster {
     /// Binds and starts every node with the shared `identity`.
     pub async fn start(config: ClusterConfig, identity: Identity) -> Result<Self> {
-        if config.nodes == 0 {
-            return Err(Error::NoNodes);
-        }
-        for (what, base) in [("comms", config.comms_port), ("API", config.api_port)] {
-            if base != 0 && base.checked_add(config.nodes - 1).is_none() {
-                return Err(Error::PortRange {
-                    what,
-                    base,
-                    nodes: config.nodes,
-                });
-            }
-        }
+        config.check()?;
+        let comms = bind_all(&config, config.comms_port, "polling listener")?;
+        let api = bind_all(&config, config.api_port, "registration API")?;
         let registry = MachineRegistry::new();
+        let shared = InProcessQueue::new();
         let mut nodes = Vec::with_capacity(usize::from(config.nodes));
-        for n in 1..=config.nodes {
-            match start_node(&config, n, &identity, &registry) {
+        for ((n, comms), api) in (1..=config.nodes).zip(comms).zip(api) {
+            let id = NodeId(n);
+            let queue: Arc<dyn RequestQueue> = match config.queue {
+                QueueMode::PerNode => Arc::new(NodeQueue::per_node(id)),
+                QueueMode::Shared => Arc::new(shared.for_node(id)),
+            };
+            let node_config = NodeConfig {
+                id,
+                ..config.node.clone()
+            };
+            match Node::start_with_queue(
+                node_config,
+                &identity,
+                registry.clone(),
+                queue,
+                comms,
+                api,
+            ) {
                 Ok(node) => nodes.push(node),
                 Err(error) => {
                     // Leave nothing half-started behind.
@@ -98,6 +153,7 @@ impl Cluster {
             }
         }
         Ok(Self {
+            queue: config.queue,
             nodes,
             registry,
             identity,
@@ -114,6 +170,11 @@ impl Cluster {
         self.nodes.iter().find(|n| n.id() == id)
     }
 
+    /// Whether the nodes share one queue.
+    pub fn queue_mode(&self) -> QueueMode {
+        self.queue
+    }
+
     /// The shared registry.
     pub fn registry(&self) -> &MachineRegistry {
         &self.registry
@@ -126,20 +187,21 @@ impl Cluster {
 
     /// Coverage of registered machines over all nodes, now.
     pub fn coverage(&self) -> Coverage {
-        let machines = self.registry.machines();
-        let connected_pairs = machines
-            .iter()
-            .map(|m| {
+        self.coverage_matrix().coverage()
+    }
+
+    /// Every registered machine's state with every node, now, counted per node.
+    pub fn coverage_matrix(&self) -> CoverageMatrix {
+        let mut matrix =
+            CoverageMatrix::new(self.nodes.iter().map(|n| n.id().to_string()).collect());
+        for machine in self.registry.machines() {
+            matrix.add_agent(
                 self.nodes
                     .iter()
-                    .filter(|n| n.connections_of(&m.subscription) > 0)
-                    .count()
-            })
-            .sum();
-        Coverage {
-            connected_pairs,
-            total_pairs: machines.len() * self.nodes.len(),
+                    .map(|n| n.pair_state(&machine.subscription)),
+            );
         }
+        matrix
     }
 
     /// Held polling connections over all nodes.
@@ -166,29 +228,100 @@ impl Cluster {
     }
 }
 
-/// Binds and starts node `n` of `config` (ports are checked to fit already).
-fn start_node(
+/// How often a unique-address cluster on port 0 tries again when the port node 1
+/// picked is taken on another node's address.
+const SAME_PORT_ATTEMPTS: usize = 8;
+
+/// Binds one listener per node for the listener whose node-1 port is `port`.
+fn bind_all(config: &ClusterConfig, port: u16, what: &'static str) -> Result<Vec<TcpListener>> {
+    let same_port_retry = config.addressing == Addressing::UniqueAddress && port == 0;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match bind_once(config, port, what) {
+            Err(Error::Bind { source, .. })
+                if same_port_retry
+                    && source.kind() == io::ErrorKind::AddrInUse
+                    && attempt < SAME_PORT_ATTEMPTS => {}
+            other => return other,
+        }
+    }
+}
+
+fn bind_once(
     config: &ClusterConfig,
-    n: u16,
-    identity: &Identity,
-    registry: &MachineRegistry,
-) -> Result<Node> {
-    let id = NodeId(n);
-    let port = |base: u16| if base == 0 { 0 } else { base + (n - 1) };
-    let bind = |port: u16, what| {
-        let addr = SocketAddr::new(config.bind, port);
-        crate::tcp::bind(addr).map_err(|source| Error::Bind {
+    mut port: u16,
+    what: &'static str,
+) -> Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(usize::from(config.nodes));
+    for n in 1..=config.nodes {
+        let node = NodeId(n);
+        let addr = config.addr(n, port)?;
+        let listener = crate::tcp::bind(addr).map_err(|source| Error::Bind {
             what,
-            node: id,
+            node,
             addr,
             source,
-        })
-    };
-    let comms = bind(port(config.comms_port), "polling listener")?;
-    let api = bind(port(config.api_port), "registration API")?;
-    let node_config = NodeConfig {
-        id,
-        ..config.node.clone()
-    };
-    Node::start(node_config, identity, registry.clone(), comms, api)
+        })?;
+        if config.addressing == Addressing::UniqueAddress && port == 0 {
+            // Every node takes the port node 1 was given.
+            port = listener
+                .local_addr()
+                .map_err(|source| Error::LocalAddr { what, node, source })?
+                .port();
+        }
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(addressing: Addressing, nodes: u16) -> ClusterConfig {
+        ClusterConfig {
+            addressing,
+            ..ClusterConfig::new(nodes, ApiKey::random())
+        }
+    }
+
+    #[test]
+    fn unique_port_counts_up_ports_on_one_address() {
+        let mut c = config(Addressing::UniquePort, 3);
+        c.comms_port = 10943;
+        assert_eq!(
+            c.addr(3, 10943).unwrap(),
+            "127.0.0.1:10945".parse().unwrap()
+        );
+        c.comms_port = 65534;
+        assert!(matches!(c.check(), Err(Error::PortRange { .. })));
+    }
+
+    #[test]
+    fn unique_address_counts_up_addresses_on_one_port() {
+        let c = config(Addressing::UniqueAddress, 3);
+        assert_eq!(
+            c.addr(3, 10943).unwrap(),
+            "127.0.0.3:10943".parse().unwrap()
+        );
+        let mut edge = config(Addressing::UniqueAddress, 3);
+        edge.bind = "127.255.255.254".parse().unwrap();
+        assert!(matches!(edge.check(), Err(Error::AddressRange { .. })));
+        let mut v6 = config(Addressing::UniqueAddress, 2);
+        v6.bind = "::1".parse().unwrap();
+        assert!(matches!(v6.check(), Err(Error::AddressRange { .. })));
+    }
+
+    #[tokio::test]
+    async fn unique_address_nodes_share_the_port_node_one_picked() {
+        let c = config(Addressing::UniqueAddress, 3);
+        let listeners = bind_all(&c, 0, "polling listener").unwrap();
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        assert_eq!(addrs[1].ip(), "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(addrs[2].ip(), "127.0.0.3".parse::<IpAddr>().unwrap());
+        assert!(addrs
+            .iter()
+            .all(|a| a.port() == addrs[0].port() && a.port() != 0));
+    }
 }

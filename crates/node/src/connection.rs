@@ -166,7 +166,7 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
         .await
         .map_err(|_| ConnectionError::Timeout("the TLS handshake, preamble and identity"))??;
     // Counted before MX-SERVER goes out, so a peer that read it finds itself counted.
-    let _counted = shared.metrics.open(&subscription);
+    let counted = shared.metrics.open(&subscription);
     within(
         config.io_timeout,
         "MX-SERVER write",
@@ -191,6 +191,8 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
             },
             next = shared.queue.collect_next(&subscription, config.long_poll) => next,
         };
+        // A poll ends here with work or the null request; the pair counts as polling.
+        counted.polled();
         match next {
             None => {
                 within(
@@ -201,6 +203,7 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
                 .await?
             }
             Some(pending) => {
+                shared.metrics.collected();
                 let in_flight = InFlight(pending);
                 let result = exchange_request(shared, &mut exchange, &in_flight.0).await;
                 if let Err(error) = &result {
@@ -219,7 +222,9 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
                     "PROCEED write",
                     exchange.write_control(ControlMessage::Proceed),
                 )
-                .await?
+                .await?;
+                // The next poll starts.
+                counted.polled();
             }
             Some(ControlMessage::End) | None => return Ok(()),
             Some(other) => {

@@ -51,6 +51,14 @@ pub enum Error {
         #[source]
         source: octopoll_pki::Error,
     },
+    /// Unique-address nodes would run out of the base address's /8 (or it is not IPv4).
+    #[error("cannot give {nodes} nodes an address each from {base}: use an IPv4 base address with room for every node (127.0.0.1 gives 127.0.0.1 … 127.0.0.N)")]
+    AddressRange {
+        /// The base address.
+        base: std::net::IpAddr,
+        /// The node count.
+        nodes: u16,
+    },
     /// A cluster was asked for with no nodes.
     #[error("a cluster needs at least one node")]
     NoNodes,

@@ -4,8 +4,9 @@
 //! polling Tentacles on its comms port ([`listener`], [`connection`]), and keeps a
 //! pending request queue per subscription ([`queue`]): a request queued on a node
 //! can only be collected by a connection to that node, which is why a polling
-//! Tentacle must poll every node of an HA cluster. A [`Cluster`] starts N nodes
-//! over one [`MachineRegistry`], the HA "database".
+//! Tentacle must poll every node of an HA cluster ([`coverage`] measures whether it
+//! does). A [`Cluster`] starts N nodes over one [`MachineRegistry`], the HA
+//! "database", and optionally one shared queue.
 //!
 //! This crate knows nothing of agents: it speaks the protocol of `octopoll-wire`
 //! and trusts by the thumbprints of `octopoll-pki`.
@@ -14,6 +15,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod coverage;
 pub mod error;
 pub mod listener;
 pub mod metrics;
@@ -22,10 +24,11 @@ pub mod queue;
 pub mod registry;
 pub mod tcp;
 
-pub use cluster::{Cluster, ClusterConfig, Coverage};
+pub use cluster::{Addressing, Cluster, ClusterConfig};
 pub use config::{NodeConfig, NodeId};
+pub use coverage::{Coverage, CoverageMatrix, PairState};
 pub use error::{Error, Result};
 pub use metrics::NodeStats;
 pub use node::{Node, NodeSender};
-pub use queue::{FailReason, Outcome, Reply};
+pub use queue::{FailReason, Outcome, QueueMode, Reply, RequestQueue};
 pub use registry::{Machine, MachineRegistry};

@@ -1,15 +1,22 @@
-//! Counters a node keeps, and which subscriptions hold a connection to it.
+//! Counters a node keeps, and which subscriptions hold a connection to it and
+//! when each last polled.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use octopoll_wire::SubscriptionId;
 use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::coverage::PairState;
 
 /// Live counters of one node. Cheap to update from every connection task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NodeMetrics {
+    /// Poll times are kept as microseconds since this instant.
+    epoch: Instant,
     handshakes_ok: AtomicU64,
     refused_untrusted: AtomicU64,
     refused_subscription: AtomicU64,
@@ -20,7 +27,38 @@ pub struct NodeMetrics {
     probes: AtomicU64,
     anomalies: AtomicU64,
     closed: AtomicU64,
-    connected: Mutex<HashMap<SubscriptionId, usize>>,
+    collected: AtomicU64,
+    /// Every subscription that ever identified here (entries are never removed:
+    /// one small cell per machine).
+    pairs: Mutex<HashMap<SubscriptionId, Arc<PairCell>>>,
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            handshakes_ok: AtomicU64::default(),
+            refused_untrusted: AtomicU64::default(),
+            refused_subscription: AtomicU64::default(),
+            refused_other: AtomicU64::default(),
+            protocol_errors: AtomicU64::default(),
+            dropped: AtomicU64::default(),
+            stalled: AtomicU64::default(),
+            probes: AtomicU64::default(),
+            anomalies: AtomicU64::default(),
+            closed: AtomicU64::default(),
+            collected: AtomicU64::default(),
+            pairs: Mutex::default(),
+        }
+    }
+}
+
+/// One subscription's connections to a node, and when one of them last polled.
+#[derive(Debug, Default)]
+struct PairCell {
+    connections: AtomicUsize,
+    /// Microseconds since the metrics' epoch, plus one (0: never polled).
+    last_poll: AtomicU64,
 }
 
 /// How a polling connection ended, for counting.
@@ -71,6 +109,9 @@ pub struct NodeStats {
     pub anomalies: u64,
     /// Connections that ended, for any reason, after being counted above.
     pub closed: u64,
+    /// Requests this node's connections collected (in shared-queue mode, whichever
+    /// node queued them).
+    pub collected: u64,
     /// Requests waiting in the queue now.
     pub queued: usize,
     /// Requests created on this node.
@@ -105,28 +146,66 @@ impl NodeMetrics {
         self.anomalies.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records an identified connection for `subscription` until the guard drops.
+    /// Counts a request collected by one of this node's connections.
+    pub fn collected(&self) {
+        self.collected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records an identified connection for `subscription` until the guard drops;
+    /// it counts as polling from now.
     pub fn open(self: &Arc<Self>, subscription: &SubscriptionId) -> ConnectionGuard {
         self.handshakes_ok.fetch_add(1, Ordering::Relaxed);
-        *self.lock().entry(subscription.clone()).or_insert(0) += 1;
-        ConnectionGuard {
+        let pair = self.lock().entry(subscription.clone()).or_default().clone();
+        pair.connections.fetch_add(1, Ordering::AcqRel);
+        let guard = ConnectionGuard {
             metrics: self.clone(),
-            subscription: subscription.clone(),
-        }
+            pair,
+        };
+        guard.polled();
+        guard
     }
 
     /// How many connections `subscription` holds to this node now.
     pub fn connections_of(&self, subscription: &SubscriptionId) -> usize {
-        self.lock().get(subscription).copied().unwrap_or(0)
+        self.lock()
+            .get(subscription)
+            .map_or(0, |p| p.connections.load(Ordering::Acquire))
+    }
+
+    /// Where `subscription` stands with this node: polling means connected and
+    /// polled within `interval` (the long-poll).
+    pub fn pair_state(&self, subscription: &SubscriptionId, interval: Duration) -> PairState {
+        let Some(pair) = self.lock().get(subscription).cloned() else {
+            return PairState::Never;
+        };
+        if pair.connections.load(Ordering::Acquire) == 0 {
+            return PairState::Lost;
+        }
+        match pair.last_poll.load(Ordering::Acquire).checked_sub(1) {
+            Some(micros) => {
+                let polled = self.epoch + Duration::from_micros(micros);
+                if Instant::now().saturating_duration_since(polled) <= interval {
+                    PairState::Polling
+                } else {
+                    PairState::Stale
+                }
+            }
+            None => PairState::Stale,
+        }
     }
 
     /// A snapshot; queue and request figures are filled by the node.
     pub fn snapshot(&self) -> NodeStats {
-        let connected = self.lock();
+        let (connections, subscriptions) = self
+            .lock()
+            .values()
+            .map(|p| p.connections.load(Ordering::Acquire))
+            .filter(|&n| n > 0)
+            .fold((0, 0), |(all, subs), n| (all + n, subs + 1));
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         NodeStats {
-            connections: connected.values().sum(),
-            subscriptions: connected.len(),
+            connections,
+            subscriptions,
             handshakes_ok: load(&self.handshakes_ok),
             refused_untrusted: load(&self.refused_untrusted),
             refused_subscription: load(&self.refused_subscription),
@@ -137,31 +216,36 @@ impl NodeMetrics {
             probes: load(&self.probes),
             anomalies: load(&self.anomalies),
             closed: self.closed.load(Ordering::Acquire),
+            collected: load(&self.collected),
             ..NodeStats::default()
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SubscriptionId, usize>> {
-        self.connected.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SubscriptionId, Arc<PairCell>>> {
+        self.pairs.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Keeps a connection counted while it lives.
+/// Keeps a connection counted while it lives, and records its polls.
 #[derive(Debug)]
 pub struct ConnectionGuard {
     metrics: Arc<NodeMetrics>,
-    subscription: SubscriptionId,
+    pair: Arc<PairCell>,
+}
+
+impl ConnectionGuard {
+    /// The connection is polling now: waiting for work, or just handed some.
+    pub fn polled(&self) {
+        let micros = Instant::now()
+            .saturating_duration_since(self.metrics.epoch)
+            .as_micros() as u64;
+        self.pair.last_poll.store(micros + 1, Ordering::Release);
+    }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        let mut connected = self.metrics.lock();
-        if let Some(count) = connected.get_mut(&self.subscription) {
-            *count -= 1;
-            if *count == 0 {
-                connected.remove(&self.subscription);
-            }
-        }
+        self.pair.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -181,5 +265,23 @@ mod tests {
         drop(b);
         assert_eq!(metrics.snapshot().subscriptions, 0);
         assert_eq!(metrics.snapshot().handshakes_ok, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pair_is_polling_until_a_long_poll_interval_passes_without_a_poll() {
+        let metrics = Arc::new(NodeMetrics::default());
+        let sub: SubscriptionId = "poll://a/".parse().unwrap();
+        let interval = Duration::from_secs(30);
+        assert_eq!(metrics.pair_state(&sub, interval), PairState::Never);
+        let guard = metrics.open(&sub);
+        assert_eq!(metrics.pair_state(&sub, interval), PairState::Polling);
+        tokio::time::advance(interval).await;
+        assert_eq!(metrics.pair_state(&sub, interval), PairState::Polling);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(metrics.pair_state(&sub, interval), PairState::Stale);
+        guard.polled();
+        assert_eq!(metrics.pair_state(&sub, interval), PairState::Polling);
+        drop(guard);
+        assert_eq!(metrics.pair_state(&sub, interval), PairState::Lost);
     }
 }

@@ -13,15 +13,18 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::api::{self, ApiState};
+use crate::coverage::PairState;
 use crate::metrics::NodeMetrics;
-use crate::queue::{FailReason, Outcome, PendingRequest, PendingRequestQueue};
+use crate::queue::{FailReason, NodeQueue, Outcome, PendingRequest, RequestCounters, RequestQueue};
 use crate::{Error, MachineRegistry, NodeConfig, NodeId, NodeStats, Result};
 
 /// What a node's tasks share.
 pub(crate) struct NodeShared {
     pub(crate) config: NodeConfig,
     pub(crate) registry: MachineRegistry,
-    pub(crate) queue: PendingRequestQueue,
+    pub(crate) queue: Arc<dyn RequestQueue>,
+    /// Requests queued on this node, and how they ended.
+    pub(crate) counters: Arc<RequestCounters>,
     pub(crate) metrics: Arc<NodeMetrics>,
     pub(crate) acceptor: TlsAcceptor,
     /// Cancelled when the drain bound of a stop expires: connection tasks still
@@ -40,12 +43,26 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node on already-bound listeners (bind port 0 in tests and read the
-    /// port back from [`Node::comms_addr`]).
+    /// Starts a node with a queue of its own on already-bound listeners (bind port 0
+    /// in tests and read the port back from [`Node::comms_addr`]).
     pub fn start(
         config: NodeConfig,
         identity: &Identity,
         registry: MachineRegistry,
+        comms: TcpListener,
+        api: TcpListener,
+    ) -> Result<Self> {
+        let queue = Arc::new(NodeQueue::per_node(config.id));
+        Self::start_with_queue(config, identity, registry, queue, comms, api)
+    }
+
+    /// Starts a node that queues its requests in `queue` (a view of a queue other
+    /// nodes may share).
+    pub fn start_with_queue(
+        config: NodeConfig,
+        identity: &Identity,
+        registry: MachineRegistry,
+        queue: Arc<dyn RequestQueue>,
         comms: TcpListener,
         api: TcpListener,
     ) -> Result<Self> {
@@ -67,7 +84,8 @@ impl Node {
         let api_addr = local(&api, "registration API")?;
         let shared = Arc::new(NodeShared {
             registry: registry.clone(),
-            queue: PendingRequestQueue::new(),
+            queue,
+            counters: Arc::default(),
             metrics: Arc::new(NodeMetrics::default()),
             acceptor: TlsAcceptor::from(Arc::new(polling_tls)),
             abort: CancellationToken::new(),
@@ -157,9 +175,16 @@ impl Node {
         self.shared.metrics.connections_of(subscription)
     }
 
+    /// Where `subscription` stands with this node, judged by its long-poll interval.
+    pub fn pair_state(&self, subscription: &SubscriptionId) -> PairState {
+        self.shared
+            .metrics
+            .pair_state(subscription, self.shared.config.long_poll)
+    }
+
     /// A snapshot of the node's counters.
     pub fn stats(&self) -> NodeStats {
-        let (created, completed, failed) = self.shared.queue.counters().snapshot();
+        let (created, completed, failed) = self.shared.counters.snapshot();
         NodeStats {
             queued: self.shared.queue.depth(),
             requests_created: created,
@@ -204,7 +229,8 @@ impl NodeSender {
 
     /// Queues `request` for `subscription` on this node and waits for its outcome.
     ///
-    /// Only a connection of that subscription *to this node* can collect it. If none
+    /// Only a connection of that subscription *to this node* can collect it (in
+    /// shared-queue mode, to any node sharing the queue). If none
     /// does within the pickup timeout it fails with `pickup-timeout`. Dropping the
     /// future before it ends withdraws a request not collected yet.
     pub async fn send(
@@ -213,8 +239,9 @@ impl NodeSender {
         request: RequestMessage,
         streams: Vec<DataStream>,
     ) -> Outcome {
-        let queue = &self.shared.queue;
-        let (pending, mut outcome) = PendingRequest::new(request, streams, queue.counters());
+        let queue = &*self.shared.queue;
+        let (pending, mut outcome) =
+            PendingRequest::new(self.node(), request, streams, self.shared.counters.clone());
         let _withdraw = Withdraw {
             pending: &pending,
             queue,
@@ -241,7 +268,7 @@ fn dropped() -> Outcome {
 /// Withdraws a request still queued when its caller stops waiting.
 struct Withdraw<'a> {
     pending: &'a Arc<PendingRequest>,
-    queue: &'a PendingRequestQueue,
+    queue: &'a dyn RequestQueue,
     subscription: &'a SubscriptionId,
 }
 

@@ -1,6 +1,7 @@
 //! `octopoll run`: flags → [`RunConfig`], run, print and save the report.
 
 use anyhow::{bail, Context};
+use octopoll_cli::haproxy::BalancerError;
 use octopoll_cli::lab::LabConfig;
 use octopoll_cli::progress::Progress;
 use octopoll_cli::run::{execute, RunConfig};
@@ -42,6 +43,9 @@ fn with_hint(error: anyhow::Error) -> anyhow::Error {
         matches!(
             cause.downcast_ref::<octopoll_node::Error>(),
             Some(octopoll_node::Error::Bind { .. })
+        ) || matches!(
+            cause.downcast_ref::<BalancerError>(),
+            Some(BalancerError::Exited { stderr, .. }) if stderr.contains("cannot bind")
         )
     });
     if busy_port {
@@ -53,6 +57,9 @@ fn with_hint(error: anyhow::Error) -> anyhow::Error {
 
 fn config_of(args: RunArgs) -> RunConfig {
     let mut lab = LabConfig::new(args.nodes, args.agents as usize);
+    lab.topology = args.topology;
+    lab.haproxy = args.haproxy;
+    lab.cluster.queue = args.queue.into();
     lab.cluster.bind = args.bind;
     lab.cluster.comms_port = args.comms_port;
     lab.cluster.api_port = args.api_port;

@@ -1,0 +1,365 @@
+//! A real HAProxy in front of the nodes, in `mode tcp` (TLS passes through
+//! untouched, so the agents' pinning and the nodes' client-certificate checks still
+//! hold end to end): the L4 balancer of the unique-port topology, and the single
+//! balanced address of the load-balanced anti-pattern.
+//!
+//! octopoll writes the config to a temporary directory, starts
+//! `haproxy -Ws -f <config>` and waits for the `READY=1` that HAProxy's
+//! systemd-notify support sends once every listener is bound, so no probe
+//! connection ever reaches a node. Stopping sends SIGTERM to the master process
+//! (SIGKILL after a bound); its worker exits with it.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::net::UnixDatagram;
+use tokio::process::{Child, Command};
+use tracing::{debug, info, warn};
+
+/// How long HAProxy may take to bind its listeners.
+const READY_BOUND: Duration = Duration::from_secs(10);
+/// How long a stopping HAProxy may take before it is killed.
+const STOP_BOUND: Duration = Duration::from_secs(5);
+/// Connections HAProxy accepts at once; each takes two descriptors of the 20,000 a
+/// process may hold here.
+const MAX_CONNECTIONS: usize = 9_000;
+
+/// Where HAProxy was looked for when none was given.
+const SEARCH_PATH: [&str; 3] = ["/usr/sbin", "/usr/local/sbin", "/usr/bin"];
+
+/// What can go wrong with the balancer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BalancerError {
+    /// No HAProxy binary was found.
+    #[error("HAProxy is not installed (looked for `haproxy` on PATH and in /usr/sbin): install it with `sudo apt-get install haproxy` (Debian/Ubuntu) or `brew install haproxy` (macOS), point --haproxy at the binary, or use --topology unique-port-direct, which needs no balancer")]
+    NotInstalled,
+    /// The binary given does not exist.
+    #[error("HAProxy binary {0} does not exist: install HAProxy (`sudo apt-get install haproxy`) or fix --haproxy")]
+    Missing(PathBuf),
+    /// Writing the config or the readiness socket failed.
+    #[error("preparing HAProxy's config in {dir}")]
+    Prepare {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// HAProxy could not be started.
+    #[error("starting {binary}")]
+    Spawn {
+        /// The binary.
+        binary: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// HAProxy exited before it was ready.
+    #[error("HAProxy exited before it was ready ({status}): {stderr}")]
+    Exited {
+        /// Its exit status.
+        status: String,
+        /// What it printed, trimmed.
+        stderr: String,
+    },
+    /// HAProxy did not report ready in time.
+    #[error("HAProxy did not report ready within {0:?}")]
+    NotReady(Duration),
+}
+
+/// How frontends pick a server.
+#[derive(Clone, Debug)]
+pub struct Frontend {
+    /// Its name in the config (`node-1`, `cluster`).
+    pub name: String,
+    /// The address it listens on.
+    pub bind: SocketAddr,
+    /// Its servers, by name; more than one are balanced round-robin.
+    pub servers: Vec<(String, SocketAddr)>,
+}
+
+/// A balancer's whole configuration.
+#[derive(Clone, Debug)]
+pub struct BalancerConfig {
+    /// The frontends.
+    pub frontends: Vec<Frontend>,
+    /// Inactivity bound in both directions; must exceed the long-poll and the
+    /// longest request, so the balancer is never what cuts an idle poll.
+    pub idle_timeout: Duration,
+}
+
+impl BalancerConfig {
+    /// The unique-port topology's balancer: frontend *i* forwards to node *i*.
+    pub fn per_node(
+        frontends: &[SocketAddr],
+        nodes: &[SocketAddr],
+        idle_timeout: Duration,
+    ) -> Self {
+        Self {
+            frontends: frontends
+                .iter()
+                .zip(nodes)
+                .enumerate()
+                .map(|(i, (&bind, &node))| Frontend {
+                    name: format!("node-{}", i + 1),
+                    bind,
+                    servers: vec![(format!("node-{}", i + 1), node)],
+                })
+                .collect(),
+            idle_timeout,
+        }
+    }
+
+    /// The load-balanced anti-pattern: one frontend, round-robin over every node.
+    pub fn round_robin(frontend: SocketAddr, nodes: &[SocketAddr], idle_timeout: Duration) -> Self {
+        Self {
+            frontends: vec![Frontend {
+                name: "cluster".into(),
+                bind: frontend,
+                servers: nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &node)| (format!("node-{}", i + 1), node))
+                    .collect(),
+            }],
+            idle_timeout,
+        }
+    }
+
+    /// The HAProxy configuration file.
+    pub fn render(&self) -> String {
+        let idle = format!("{}s", self.idle_timeout.as_secs().max(1));
+        let mut text = format!(
+            "# Written by octopoll: an L4 (TCP pass-through) balancer in front of the nodes.\n\
+             global\n\
+             \x20 maxconn {MAX_CONNECTIONS}\n\
+             \n\
+             defaults\n\
+             \x20 mode tcp\n\
+             \x20 timeout connect 5s\n\
+             \x20 timeout client {idle}\n\
+             \x20 timeout server {idle}\n\
+             \x20 timeout tunnel {idle}\n"
+        );
+        for frontend in &self.frontends {
+            let name = &frontend.name;
+            // Writing to a String cannot fail.
+            let _ = write!(
+                text,
+                "\nfrontend {name}\n  bind {} backlog 4096\n  default_backend {name}\n\nbackend {name}\n",
+                frontend.bind
+            );
+            if frontend.servers.len() > 1 {
+                text.push_str("  balance roundrobin\n");
+            }
+            for (server, addr) in &frontend.servers {
+                let _ = writeln!(text, "  server {server} {addr}");
+            }
+        }
+        text
+    }
+}
+
+/// Finds the HAProxy binary: `explicit` if given, else `haproxy` on PATH or in the
+/// usual sbin directories.
+pub fn find_binary(explicit: Option<&Path>) -> Result<PathBuf, BalancerError> {
+    if let Some(path) = explicit {
+        return if path.is_file() {
+            Ok(path.to_owned())
+        } else {
+            Err(BalancerError::Missing(path.to_owned()))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SEARCH_PATH.iter().map(PathBuf::from))
+        .map(|dir| dir.join("haproxy"))
+        .find(|candidate| candidate.is_file())
+        .ok_or(BalancerError::NotInstalled)
+}
+
+/// A running HAProxy.
+#[derive(Debug)]
+pub struct Haproxy {
+    child: Child,
+    frontends: Vec<SocketAddr>,
+    dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    /// Writes `config`, starts `binary` on it and waits until every frontend listens.
+    pub async fn start(binary: &Path, config: &BalancerConfig) -> Result<Self, BalancerError> {
+        let dir = tempfile::Builder::new()
+            .prefix("octopoll-haproxy-")
+            .tempdir()
+            .map_err(|source| BalancerError::Prepare {
+                dir: std::env::temp_dir(),
+                source,
+            })?;
+        let prepare = |source| BalancerError::Prepare {
+            dir: dir.path().to_owned(),
+            source,
+        };
+        let config_path = dir.path().join("haproxy.cfg");
+        std::fs::write(&config_path, config.render()).map_err(prepare)?;
+        let notify_path = dir.path().join("notify");
+        let notify = UnixDatagram::bind(&notify_path).map_err(prepare)?;
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).map_err(prepare)?;
+
+        let mut child = Command::new(binary)
+            .arg("-Ws")
+            .arg("-f")
+            .arg(&config_path)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| BalancerError::Spawn {
+                binary: binary.to_owned(),
+                source,
+            })?;
+        debug!(config = %config_path.display(), "HAProxy starting");
+
+        let ready = async {
+            let mut buf = [0u8; 512];
+            loop {
+                let n = notify.recv(&mut buf).await?;
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+                {
+                    return Ok::<_, std::io::Error>(());
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            ready = tokio::time::timeout(READY_BOUND, ready) => match ready {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(source)) => Err(prepare(source)),
+                Err(_) => Err(BalancerError::NotReady(READY_BOUND)),
+            },
+            status = child.wait() => Err(BalancerError::Exited {
+                status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                stderr: read_trimmed(&stderr_path),
+            }),
+        };
+        if let Err(error) = outcome {
+            let _ = child.kill().await;
+            return Err(error);
+        }
+        let frontends = config.frontends.iter().map(|f| f.bind).collect();
+        info!(?frontends, "HAProxy ready");
+        Ok(Self {
+            child,
+            frontends,
+            dir,
+        })
+    }
+
+    /// The frontend addresses, in config order.
+    pub fn frontends(&self) -> &[SocketAddr] {
+        &self.frontends
+    }
+
+    /// The directory holding the config HAProxy runs with.
+    pub fn config_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops HAProxy: SIGTERM to the master, then SIGKILL after a bound.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            if let Err(error) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
+                warn!(%error, "could not signal HAProxy");
+            }
+        }
+        if tokio::time::timeout(STOP_BOUND, self.child.wait())
+            .await
+            .is_err()
+        {
+            warn!("HAProxy did not stop within {STOP_BOUND:?}; killing it");
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// The last lines of a file, for an error message.
+fn read_trimmed(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(6)..];
+    if tail.is_empty() {
+        "(it printed nothing)".into()
+    } else {
+        tail.join(" | ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn per_node_config_forwards_each_port_to_one_node() {
+        let config = BalancerConfig::per_node(
+            &[addr("127.0.0.1:10943"), addr("127.0.0.1:10944")],
+            &[addr("127.0.0.1:40001"), addr("127.0.0.1:40002")],
+            Duration::from_secs(90),
+        );
+        let text = config.render();
+        assert!(text.contains("mode tcp"), "{text}");
+        assert!(text.contains("timeout tunnel 90s"), "{text}");
+        assert!(
+            text.contains(
+                "frontend node-2\n  bind 127.0.0.1:10944 backlog 4096\n  default_backend node-2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("backend node-2\n  server node-2 127.0.0.1:40002\n"),
+            "{text}"
+        );
+        assert!(!text.contains("roundrobin"), "{text}");
+    }
+
+    #[test]
+    fn round_robin_config_balances_one_frontend_over_every_node() {
+        let config = BalancerConfig::round_robin(
+            addr("127.0.0.1:10943"),
+            &[
+                addr("127.0.0.1:40001"),
+                addr("127.0.0.1:40002"),
+                addr("127.0.0.1:40003"),
+            ],
+            Duration::from_secs(90),
+        );
+        let text = config.render();
+        assert_eq!(text.matches("frontend ").count(), 1, "{text}");
+        assert!(text.contains("balance roundrobin"), "{text}");
+        assert!(text.contains("server node-3 127.0.0.1:40003"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_binary_says_how_to_install_haproxy() {
+        let error = find_binary(Some(Path::new("/nonexistent/haproxy"))).unwrap_err();
+        assert!(
+            error.to_string().contains("apt-get install haproxy"),
+            "{error}"
+        );
+        assert!(BalancerError::NotInstalled
+            .to_string()
+            .contains("--topology unique-port-direct"));
+    }
+}

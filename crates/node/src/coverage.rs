@@ -1,0 +1,186 @@
+//! Polling coverage: for every (registered machine, node) pair, whether work queued
+//! on that node can reach that machine now.
+//!
+//! A pair is *polling* when the machine holds a connection to the node and one of
+//! them polled within the last long-poll interval (a healthy connection polls at
+//! least that often: the node answers an idle poll with the null request after the
+//! long-poll wait). Coverage is polling pairs over all pairs; the matrix counts
+//! agents per state and node, so a load-balanced run shows at a glance that each
+//! agent reaches one node of three.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Where one (machine, node) pair stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairState {
+    /// Connected and polled within the last long-poll interval.
+    Polling,
+    /// Connected, but no poll within the interval: busy with a long request, or stuck.
+    Stale,
+    /// Was connected; is not now.
+    Lost,
+    /// Never connected to this node.
+    Never,
+}
+
+impl PairState {
+    /// Every state, in report order.
+    pub const ALL: [PairState; 4] = [
+        PairState::Polling,
+        PairState::Stale,
+        PairState::Lost,
+        PairState::Never,
+    ];
+
+    /// `polling`, `stale`, `lost` or `never`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairState::Polling => "polling",
+            PairState::Stale => "stale",
+            PairState::Lost => "lost",
+            PairState::Never => "never",
+        }
+    }
+}
+
+impl fmt::Display for PairState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Polling pairs over all pairs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Coverage {
+    /// Pairs in the [`PairState::Polling`] state.
+    pub polling_pairs: usize,
+    /// Registered machines × nodes.
+    pub total_pairs: usize,
+}
+
+impl Coverage {
+    /// polling / total; 0 when there is nothing to cover.
+    pub fn ratio(&self) -> f64 {
+        if self.total_pairs == 0 {
+            0.0
+        } else {
+            self.polling_pairs as f64 / self.total_pairs as f64
+        }
+    }
+
+    /// Whether every pair polls (and there is at least one).
+    pub fn is_full(&self) -> bool {
+        self.total_pairs > 0 && self.polling_pairs == self.total_pairs
+    }
+}
+
+/// One row of a [`CoverageMatrix`]: how many agents are in `state`, per node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MatrixRow {
+    /// The state.
+    pub state: PairState,
+    /// Agents in that state with each node, in the matrix's node order.
+    pub agents: Vec<usize>,
+}
+
+/// Agents per pair state (rows) and node (columns), and how many nodes each agent reaches.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CoverageMatrix {
+    /// Column names: `node-1`, …
+    pub nodes: Vec<String>,
+    /// One row per [`PairState`], in [`PairState::ALL`] order.
+    pub rows: Vec<MatrixRow>,
+    /// `agents_reaching[k]`: agents polling exactly `k` nodes.
+    pub agents_reaching: Vec<usize>,
+}
+
+impl CoverageMatrix {
+    /// An empty matrix over `nodes`.
+    pub fn new(nodes: Vec<String>) -> Self {
+        let width = nodes.len();
+        Self {
+            rows: PairState::ALL
+                .iter()
+                .map(|&state| MatrixRow {
+                    state,
+                    agents: vec![0; width],
+                })
+                .collect(),
+            agents_reaching: vec![0; width + 1],
+            nodes,
+        }
+    }
+
+    /// Adds one agent, given its state with each node in column order.
+    pub fn add_agent(&mut self, states: impl IntoIterator<Item = PairState>) {
+        let mut reached = 0;
+        for (column, state) in states.into_iter().enumerate().take(self.nodes.len()) {
+            if let Some(row) = self.rows.iter_mut().find(|r| r.state == state) {
+                row.agents[column] += 1;
+            }
+            reached += usize::from(state == PairState::Polling);
+        }
+        self.agents_reaching[reached] += 1;
+    }
+
+    /// Agents counted.
+    pub fn agents(&self) -> usize {
+        self.agents_reaching.iter().sum()
+    }
+
+    /// The coverage this matrix shows.
+    pub fn coverage(&self) -> Coverage {
+        Coverage {
+            polling_pairs: self
+                .agents_reaching
+                .iter()
+                .enumerate()
+                .map(|(k, agents)| k * agents)
+                .sum(),
+            total_pairs: self.agents() * self.nodes.len(),
+        }
+    }
+
+    /// Nodes an agent reaches on average (polling pairs per agent).
+    pub fn mean_nodes_reached(&self) -> f64 {
+        match self.agents() {
+            0 => 0.0,
+            agents => self.coverage().polling_pairs as f64 / agents as f64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PairState::*;
+
+    #[test]
+    fn the_matrix_counts_agents_per_state_and_nodes_reached() {
+        let mut matrix =
+            CoverageMatrix::new(vec!["node-1".into(), "node-2".into(), "node-3".into()]);
+        matrix.add_agent([Polling, Never, Never]);
+        matrix.add_agent([Never, Polling, Lost]);
+        matrix.add_agent([Polling, Polling, Stale]);
+        assert_eq!(matrix.rows[0].agents, vec![2, 2, 0]);
+        assert_eq!(matrix.rows[1].agents, vec![0, 0, 1]);
+        assert_eq!(matrix.rows[2].agents, vec![0, 0, 1]);
+        assert_eq!(matrix.rows[3].agents, vec![1, 1, 1]);
+        assert_eq!(matrix.agents_reaching, vec![0, 2, 1, 0]);
+        let coverage = matrix.coverage();
+        assert_eq!((coverage.polling_pairs, coverage.total_pairs), (4, 9));
+        assert!((matrix.mean_nodes_reached() - 4.0 / 3.0).abs() < 1e-9);
+        assert!(!coverage.is_full());
+    }
+
+    #[test]
+    fn no_agents_is_no_coverage() {
+        let matrix = CoverageMatrix::new(vec!["node-1".into()]);
+        assert_eq!(matrix.coverage().ratio(), 0.0);
+        assert!(!matrix.coverage().is_full());
+        assert_eq!(matrix.mean_nodes_reached(), 0.0);
+    }
+}

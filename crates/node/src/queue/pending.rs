@@ -1,0 +1,227 @@
+//! One pending request and how it ends.
+//!
+//! A request lives through `Queued → Collected → Completed | Failed(reason)` and
+//! ends exactly once: every path that ends it goes through [`PendingRequest::finish`],
+//! which takes the one reply sender. That is the invariant behind `lost = 0`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use octopoll_wire::{DataStream, RequestMessage, ResponseMessage};
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::NodeId;
+
+/// Why a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum FailReason {
+    /// No connection of its subscription collected it within the pickup timeout.
+    PickupTimeout,
+    /// The connection carrying it failed before the response came.
+    ConnectionLost,
+    /// The response did not come within the response timeout.
+    ResponseTimeout,
+    /// The node stopped while it was queued.
+    NodeStopped,
+    /// The service answered with an error.
+    ServiceError,
+    /// The peer broke the protocol while it was in flight.
+    ProtocolError,
+    /// The run ended (after draining) before it finished.
+    RunEnded,
+}
+
+impl FailReason {
+    /// The reason's report name, e.g. `pickup-timeout`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::PickupTimeout => "pickup-timeout",
+            FailReason::ConnectionLost => "connection-lost",
+            FailReason::ResponseTimeout => "response-timeout",
+            FailReason::NodeStopped => "node-stopped",
+            FailReason::ServiceError => "service-error",
+            FailReason::ProtocolError => "protocol-error",
+            FailReason::RunEnded => "run-ended",
+        }
+    }
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A completed call: the service's response and the streams after it.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// The response (its `error` is `None`).
+    pub response: ResponseMessage,
+    /// Data streams that followed it.
+    pub streams: Vec<DataStream>,
+}
+
+/// How a request ended.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The reply, or why there is none.
+    pub result: Result<Reply, FailReason>,
+    /// Time from queued to collected, if it was collected.
+    pub pickup: Option<Duration>,
+}
+
+/// How many requests a node created and how they ended; `created` must equal
+/// `completed + failed` once the node has stopped.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    created: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl RequestCounters {
+    /// (created, completed, failed) now.
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (
+            load(&self.created),
+            load(&self.completed),
+            load(&self.failed),
+        )
+    }
+}
+
+const QUEUED: u8 = 0;
+const COLLECTED: u8 = 1;
+const ENDED: u8 = 2;
+
+/// A queued request and the one channel its outcome goes to.
+pub struct PendingRequest {
+    /// The node it was queued on, whose caller waits for its outcome.
+    pub origin: NodeId,
+    /// The request to send.
+    pub request: RequestMessage,
+    /// Its data streams.
+    pub streams: Vec<DataStream>,
+    queued_at: Instant,
+    state: AtomicU8,
+    reply: Mutex<Option<(oneshot::Sender<Outcome>, Option<Duration>)>>,
+    counters: Arc<RequestCounters>,
+}
+
+impl PendingRequest {
+    /// A new request queued on `origin`, counted in `counters`, and the receiver of
+    /// its outcome.
+    pub fn new(
+        origin: NodeId,
+        request: RequestMessage,
+        streams: Vec<DataStream>,
+        counters: Arc<RequestCounters>,
+    ) -> (Arc<Self>, oneshot::Receiver<Outcome>) {
+        let (tx, rx) = oneshot::channel();
+        counters.created.fetch_add(1, Ordering::Relaxed);
+        let pending = Arc::new(Self {
+            origin,
+            request,
+            streams,
+            queued_at: Instant::now(),
+            state: AtomicU8::new(QUEUED),
+            reply: Mutex::new(Some((tx, None))),
+            counters,
+        });
+        (pending, rx)
+    }
+
+    /// Moves it from queued to collected; false if it already ended.
+    pub(crate) fn try_collect(&self) -> bool {
+        let collected = self
+            .state
+            .compare_exchange(QUEUED, COLLECTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if collected {
+            if let Some((_, pickup)) = self
+                .reply
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
+                *pickup = Some(self.queued_at.elapsed());
+            }
+        }
+        collected
+    }
+
+    /// Ends it with `reason` if nobody collected it yet; false if it was collected or ended.
+    pub fn try_fail_queued(&self, reason: FailReason) -> bool {
+        let failed = self
+            .state
+            .compare_exchange(QUEUED, ENDED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if failed {
+            self.finish(Err(reason));
+        }
+        failed
+    }
+
+    /// Ends it with `result`. Only the first call has any effect.
+    pub fn finish(&self, result: Result<Reply, FailReason>) {
+        self.state.store(ENDED, Ordering::Release);
+        let taken = self.reply.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((tx, pickup)) = taken {
+            let counter = match result {
+                Ok(_) => &self.counters.completed,
+                Err(_) => &self.counters.failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            // The caller may have stopped waiting (run ended); that is fine.
+            let _ = tx.send(Outcome { result, pickup });
+        }
+    }
+}
+
+impl Drop for PendingRequest {
+    fn drop(&mut self) {
+        // Every path should have finished it; if one did not, still end it once.
+        self.finish(Err(FailReason::ConnectionLost));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::tests::request;
+
+    #[tokio::test]
+    async fn a_request_ends_exactly_once() {
+        let counters = Arc::new(RequestCounters::default());
+        let (pending, rx) = PendingRequest::new(NodeId(1), request(), vec![], counters.clone());
+        assert!(pending.try_fail_queued(FailReason::PickupTimeout));
+        assert!(!pending.try_fail_queued(FailReason::NodeStopped));
+        assert!(
+            !pending.try_collect(),
+            "an ended request cannot be collected"
+        );
+        pending.finish(Err(FailReason::ConnectionLost));
+        assert_eq!(
+            rx.await.unwrap().result.unwrap_err(),
+            FailReason::PickupTimeout
+        );
+        assert_eq!(counters.snapshot(), (1, 0, 1));
+    }
+
+    #[tokio::test]
+    async fn dropping_an_unfinished_request_still_ends_it() {
+        let (pending, rx) = PendingRequest::new(NodeId(1), request(), vec![], Arc::default());
+        drop(pending);
+        assert_eq!(
+            rx.await.unwrap().result.unwrap_err(),
+            FailReason::ConnectionLost
+        );
+    }
+}
