@@ -83,7 +83,9 @@ impl Pickup {
 pub struct NodeLine {
     /// `node-1`, …
     pub node: String,
-    /// Agents polling it at the end of the workload.
+    /// Agents holding a connection to it at the end of the workload.
+    pub agents_connected: usize,
+    /// Of those, agents that polled it within the last long-poll interval.
     pub agents_polling: usize,
     /// Requests queued on it.
     pub queued: u64,
@@ -156,11 +158,15 @@ impl Report {
                 .map(|(r, n)| (r.to_string(), *n))
                 .collect::<BTreeMap<_, _>>()
         };
-        let polling = facts
-            .coverage_matrix
-            .rows
-            .iter()
-            .find(|r| r.state == PairState::Polling);
+        let agents_in = |states: &[PairState], column: usize| -> usize {
+            facts
+                .coverage_matrix
+                .rows
+                .iter()
+                .filter(|r| states.contains(&r.state))
+                .filter_map(|r| r.agents.get(column))
+                .sum()
+        };
         let per_node = node_stats
             .iter()
             .enumerate()
@@ -168,10 +174,8 @@ impl Report {
                 let counted = counts.per_node.get(node).cloned().unwrap_or_default();
                 NodeLine {
                     node: node.to_string(),
-                    agents_polling: polling
-                        .and_then(|r| r.agents.get(column))
-                        .copied()
-                        .unwrap_or(0),
+                    agents_connected: agents_in(&[PairState::Polling, PairState::Stale], column),
+                    agents_polling: agents_in(&[PairState::Polling], column),
                     queued: counted.queued,
                     collected: stats.collected,
                     completed: counted.completed,
