@@ -155,7 +155,10 @@ async fn stopping_ends_a_request_stuck_on_a_silent_peer_once_the_drain_bound_exp
         .await
         .expect("the caller is answered")
         .unwrap();
-    assert_eq!(outcome.result.unwrap_err(), FailReason::ConnectionLost);
+    assert_eq!(
+        outcome.result.unwrap_err(),
+        FailReason::ConnectionLostInFlight
+    );
     assert_eq!(
         (stats.requests_created, stats.requests_failed),
         (1, 1),

@@ -244,9 +244,10 @@ async fn load_balanced_with_a_shared_queue_completes_everything() {
     if !haproxy_available("load_balanced_shared_queue") {
         return;
     }
+    // A generous pickup timeout: nothing should time out, even on a loaded machine.
     let report = run(
         lab_config(Topology::LoadBalanced, QueueMode::Shared),
-        Duration::from_secs(1),
+        Duration::from_secs(10),
     )
     .await;
     let coverage = report.run.coverage;

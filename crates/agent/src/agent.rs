@@ -134,6 +134,17 @@ impl AgentHandle {
         &self.subscription
     }
 
+    /// The trusted server entries it polls, one per entry (not per connection).
+    pub fn servers(&self) -> Vec<&TrustedServer> {
+        let mut servers: Vec<&TrustedServer> = Vec::new();
+        for (server, _) in &self.links {
+            if !servers.contains(&server) {
+                servers.push(server);
+            }
+        }
+        servers
+    }
+
     /// Polling links: one per trusted server entry and connection.
     pub fn links(&self) -> usize {
         self.links.len()

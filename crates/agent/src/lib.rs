@@ -20,7 +20,7 @@ pub mod services;
 pub mod swarm;
 
 pub use agent::{Agent, AgentHandle, RunningAgent};
-pub use backoff::{Backoff, BackoffConfig};
+pub use backoff::{Backoff, BackoffConfig, BackoffStrategy};
 pub use config::{AgentConfig, PollingConfig, ServerAddress, ServiceConfig, TrustedServer};
 pub use error::{Error, Result};
 pub use register::{RegistrationClient, RegistrationTrust};

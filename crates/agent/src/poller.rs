@@ -142,7 +142,16 @@ impl Poller {
             self.state.failed(&error);
             let delay = backoff.failed();
             let error = self.state.last_error().unwrap_or_default();
-            warn!(%error, ?delay, "polling connection failed; retrying");
+            // Once per outage: a node down for minutes must not flood the log.
+            if backoff.failures() == 1 {
+                warn!(%error, ?delay, "polling connection failed; retrying");
+            } else {
+                debug!(%error, ?delay, failures = backoff.failures(), "polling connection failed again");
+            }
+            if delay.is_zero() {
+                // The `none` strategy: retry at once, but let other tasks run.
+                tokio::task::yield_now().await;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}

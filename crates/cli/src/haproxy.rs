@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};
 use tracing::{debug, info, warn};
@@ -23,9 +24,11 @@ use tracing::{debug, info, warn};
 const READY_BOUND: Duration = Duration::from_secs(10);
 /// How long a stopping HAProxy may take before it is killed.
 const STOP_BOUND: Duration = Duration::from_secs(5);
-/// Connections HAProxy accepts at once; each takes two descriptors of the 20,000 a
-/// process may hold here.
+/// Most connections HAProxy is asked to accept at once: each takes two descriptors
+/// of the 20,000 a process may hold here.
 const MAX_CONNECTIONS: usize = 9_000;
+/// Fewest: small runs still get room for reconnects.
+const MIN_CONNECTIONS: usize = 1_024;
 
 /// Where HAProxy was looked for when none was given.
 const SEARCH_PATH: [&str; 3] = ["/usr/sbin", "/usr/local/sbin", "/usr/bin"];
@@ -35,7 +38,7 @@ const SEARCH_PATH: [&str; 3] = ["/usr/sbin", "/usr/local/sbin", "/usr/bin"];
 #[non_exhaustive]
 pub enum BalancerError {
     /// No HAProxy binary was found.
-    #[error("HAProxy is not installed (looked for `haproxy` on PATH and in /usr/sbin): install it with `sudo apt-get install haproxy` (Debian/Ubuntu) or `brew install haproxy` (macOS), point --haproxy at the binary, or use --topology unique-port-direct, which needs no balancer")]
+    #[error("HAProxy is not installed (looked for `haproxy` on PATH and in /usr/sbin): install it with `sudo apt-get install haproxy` (Debian/Ubuntu; octopoll needs a build with systemd-notify support, as Debian's is), point --haproxy at the binary, or use --topology unique-port-direct, which needs no balancer")]
     NotInstalled,
     /// The binary given does not exist.
     #[error("HAProxy binary {0} does not exist: install HAProxy (`sudo apt-get install haproxy`) or fix --haproxy")]
@@ -90,6 +93,8 @@ pub struct BalancerConfig {
     /// Inactivity bound in both directions; must exceed the long-poll and the
     /// longest request, so the balancer is never what cuts an idle poll.
     pub idle_timeout: Duration,
+    /// Connections to make room for (HAProxy's `maxconn`, within 1,024–9,000).
+    pub connections: usize,
 }
 
 impl BalancerConfig {
@@ -98,6 +103,7 @@ impl BalancerConfig {
         frontends: &[SocketAddr],
         nodes: &[SocketAddr],
         idle_timeout: Duration,
+        connections: usize,
     ) -> Self {
         Self {
             frontends: frontends
@@ -111,11 +117,17 @@ impl BalancerConfig {
                 })
                 .collect(),
             idle_timeout,
+            connections,
         }
     }
 
     /// The load-balanced anti-pattern: one frontend, round-robin over every node.
-    pub fn round_robin(frontend: SocketAddr, nodes: &[SocketAddr], idle_timeout: Duration) -> Self {
+    pub fn round_robin(
+        frontend: SocketAddr,
+        nodes: &[SocketAddr],
+        idle_timeout: Duration,
+        connections: usize,
+    ) -> Self {
         Self {
             frontends: vec![Frontend {
                 name: "cluster".into(),
@@ -127,19 +139,26 @@ impl BalancerConfig {
                     .collect(),
             }],
             idle_timeout,
+            connections,
         }
     }
 
     /// The HAProxy configuration file.
     pub fn render(&self) -> String {
         let idle = format!("{}s", self.idle_timeout.as_secs().max(1));
+        // Twice the connections, for reconnects racing old connections' closes.
+        let maxconn = (self.connections * 2).clamp(MIN_CONNECTIONS, MAX_CONNECTIONS);
+        // noreuseport: a second HAProxy on the same port fails to start instead of
+        // silently sharing the port with this one.
         let mut text = format!(
             "# Written by octopoll: an L4 (TCP pass-through) balancer in front of the nodes.\n\
              global\n\
-             \x20 maxconn {MAX_CONNECTIONS}\n\
+             \x20 maxconn {maxconn}\n\
+             \x20 noreuseport\n\
              \n\
              defaults\n\
              \x20 mode tcp\n\
+             \x20 maxconn {maxconn}\n\
              \x20 timeout connect 5s\n\
              \x20 timeout client {idle}\n\
              \x20 timeout server {idle}\n\
@@ -219,6 +238,9 @@ impl Haproxy {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
+            // Its own process group, so stopping signals the master and its worker
+            // together, and a Ctrl-C at the terminal is left to octopoll.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| BalancerError::Spawn {
@@ -251,7 +273,8 @@ impl Haproxy {
             }),
         };
         if let Err(error) = outcome {
-            let _ = child.kill().await;
+            signal_group(&child, Signal::SIGKILL);
+            let _ = child.wait().await;
             return Err(error);
         }
         let frontends = config.frontends.iter().map(|f| f.bind).collect();
@@ -273,21 +296,36 @@ impl Haproxy {
         self.dir.path()
     }
 
-    /// Stops HAProxy: SIGTERM to the master, then SIGKILL after a bound.
+    /// Stops HAProxy: SIGTERM to its process group, then SIGKILL after a bound.
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let pid = nix::unistd::Pid::from_raw(pid as i32);
-            if let Err(error) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
-                warn!(%error, "could not signal HAProxy");
-            }
-        }
+        signal_group(&self.child, Signal::SIGTERM);
         if tokio::time::timeout(STOP_BOUND, self.child.wait())
             .await
             .is_err()
         {
             warn!("HAProxy did not stop within {STOP_BOUND:?}; killing it");
-            let _ = self.child.kill().await;
+            signal_group(&self.child, Signal::SIGKILL);
+            let _ = self.child.wait().await;
         }
+    }
+}
+
+impl Drop for Haproxy {
+    /// Not stopped (an error path, a panic, Ctrl-C): kill the whole group now,
+    /// worker included, so no HAProxy outlives the run holding its ports.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal_group(&self.child, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Sends `signal` to the process group HAProxy leads (master and worker).
+fn signal_group(child: &Child, signal: Signal) {
+    let Some(pid) = child.id() else { return };
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if let Err(error) = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal) {
+        debug!(%error, ?signal, "could not signal HAProxy's process group");
     }
 }
 
@@ -317,9 +355,12 @@ mod tests {
             &[addr("127.0.0.1:10943"), addr("127.0.0.1:10944")],
             &[addr("127.0.0.1:40001"), addr("127.0.0.1:40002")],
             Duration::from_secs(90),
+            600,
         );
         let text = config.render();
         assert!(text.contains("mode tcp"), "{text}");
+        assert!(text.contains("maxconn 1200"), "{text}");
+        assert!(text.contains("noreuseport"), "{text}");
         assert!(text.contains("timeout tunnel 90s"), "{text}");
         assert!(
             text.contains(
@@ -344,8 +385,10 @@ mod tests {
                 addr("127.0.0.1:40003"),
             ],
             Duration::from_secs(90),
+            60,
         );
         let text = config.render();
+        assert!(text.contains("maxconn 1024"), "{text}");
         assert_eq!(text.matches("frontend ").count(), 1, "{text}");
         assert!(text.contains("balance roundrobin"), "{text}");
         assert!(text.contains("server node-3 127.0.0.1:40003"), "{text}");

@@ -108,8 +108,19 @@ impl Lab {
             Some(binary) => {
                 // The balancer must never be what cuts an idle poll or a long request.
                 let idle = node.long_poll.max(node.response_timeout) + Duration::from_secs(30);
-                match start_balancer(&binary, topology, bind, public_port, &node_addrs, idle).await
-                {
+                let connections = config.swarm.agents
+                    * node_addrs.len()
+                    * config.swarm.agent.polling.connections_per_node.max(1);
+                let started = start_balancer(
+                    &binary,
+                    topology,
+                    bind,
+                    public_port,
+                    &node_addrs,
+                    idle,
+                    connections,
+                );
+                match started.await {
                     Ok(balancer) => Some(balancer),
                     Err(error) => {
                         cluster.stop().await;
@@ -178,9 +189,25 @@ impl Lab {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        // Node-side counts trail the agents' by a moment: give them one.
+        let full_coverage_after = match settled {
+            Some(_) => {
+                let grace = Instant::now() + Duration::from_secs(1);
+                loop {
+                    if self.coverage().is_full() {
+                        break Some(started.elapsed());
+                    }
+                    if Instant::now() >= grace {
+                        break None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            None => None,
+        };
         Mesh {
             settled_after: settled,
-            full_coverage_after: settled.filter(|_| self.coverage().is_full()),
+            full_coverage_after,
         }
     }
 
@@ -227,6 +254,7 @@ async fn start_balancer(
     public_port: u16,
     nodes: &[SocketAddr],
     idle: Duration,
+    connections: usize,
 ) -> anyhow::Result<Haproxy> {
     let count = match topology.balancing() {
         Balancing::RoundRobin => 1,
@@ -251,8 +279,10 @@ async fn start_balancer(
                 .collect::<anyhow::Result<Vec<_>>>()?
         };
         let config = match topology.balancing() {
-            Balancing::RoundRobin => BalancerConfig::round_robin(frontends[0], nodes, idle),
-            _ => BalancerConfig::per_node(&frontends, nodes, idle),
+            Balancing::RoundRobin => {
+                BalancerConfig::round_robin(frontends[0], nodes, idle, connections)
+            }
+            _ => BalancerConfig::per_node(&frontends, nodes, idle, connections),
         };
         match Haproxy::start(binary, &config).await {
             Ok(balancer) => return Ok(balancer),

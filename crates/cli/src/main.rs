@@ -33,9 +33,25 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             runtime.block_on(async {
                 tokio::select! {
                     result = commands::run::run(args) => result,
-                    _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+                    // Returning drops the run: its HAProxy, nodes and agents go with it.
+                    signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
                 }
             })
+        }
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM (a CI job cancelled, `timeout`, `kill`).
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "Ctrl-C",
+            _ = term.recv() => "SIGTERM",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
         }
     }
 }

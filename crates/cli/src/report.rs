@@ -158,9 +158,12 @@ impl Report {
                 .map(|(r, n)| (r.to_string(), *n))
                 .collect::<BTreeMap<_, _>>()
         };
-        let agents_in = |states: &[PairState], column: usize| -> usize {
-            facts
-                .coverage_matrix
+        let matrix = &facts.coverage_matrix;
+        let agents_in = |states: &[PairState], node: &NodeId| -> usize {
+            let Some(column) = matrix.nodes.iter().position(|n| *n == node.to_string()) else {
+                return 0;
+            };
+            matrix
                 .rows
                 .iter()
                 .filter(|r| states.contains(&r.state))
@@ -169,13 +172,12 @@ impl Report {
         };
         let per_node = node_stats
             .iter()
-            .enumerate()
-            .map(|(column, (node, stats))| {
+            .map(|(node, stats)| {
                 let counted = counts.per_node.get(node).cloned().unwrap_or_default();
                 NodeLine {
                     node: node.to_string(),
-                    agents_connected: agents_in(&[PairState::Polling, PairState::Stale], column),
-                    agents_polling: agents_in(&[PairState::Polling], column),
+                    agents_connected: agents_in(&[PairState::Polling, PairState::Stale], node),
+                    agents_polling: agents_in(&[PairState::Polling], node),
                     queued: counted.queued,
                     collected: stats.collected,
                     completed: counted.completed,
@@ -222,12 +224,16 @@ fn findings(run: &RunFacts, counts: &Counts) -> Vec<String> {
         .get(&FailReason::PickupTimeout)
         .copied()
         .unwrap_or(0);
-    let finding = if timed_out > 0 {
-        format!("{reach}; work queued on unreached nodes timed out ({timed_out} pickup-timeout)")
-    } else if run.queue == QueueMode::Shared {
-        format!("{reach}; the shared queue let a connection to any node collect the work")
-    } else {
-        reach
+    let finding = match run.queue {
+        QueueMode::PerNode if timed_out > 0 => {
+            format!(
+                "{reach}; work queued on unreached nodes timed out ({timed_out} pickup-timeout)"
+            )
+        }
+        QueueMode::Shared if timed_out == 0 => {
+            format!("{reach}; the shared queue let a connection to any node collect the work")
+        }
+        _ => reach,
     };
     vec![finding]
 }

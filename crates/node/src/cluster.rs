@@ -4,14 +4,14 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 
 use octopoll_pki::{ApiKey, Identity};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::coverage::{Coverage, CoverageMatrix};
-use crate::queue::{InProcessQueue, NodeQueue, QueueMode, RequestQueue};
+use crate::node::QueueSource;
+use crate::queue::{InProcessQueue, QueueMode};
 use crate::{Error, MachineRegistry, Node, NodeConfig, NodeId, NodeStats, Result};
 
 /// How the nodes of a cluster are addressed (the two layouts the Octopus HA docs
@@ -122,14 +122,13 @@ impl Cluster {
         let comms = bind_all(&config, config.comms_port, "polling listener")?;
         let api = bind_all(&config, config.api_port, "registration API")?;
         let registry = MachineRegistry::new();
-        let shared = InProcessQueue::new();
+        let queue = match config.queue {
+            QueueMode::PerNode => QueueSource::PerNode,
+            QueueMode::Shared => QueueSource::Shared(InProcessQueue::new()),
+        };
         let mut nodes = Vec::with_capacity(usize::from(config.nodes));
         for ((n, comms), api) in (1..=config.nodes).zip(comms).zip(api) {
             let id = NodeId(n);
-            let queue: Arc<dyn RequestQueue> = match config.queue {
-                QueueMode::PerNode => Arc::new(NodeQueue::per_node(id)),
-                QueueMode::Shared => Arc::new(shared.for_node(id)),
-            };
             let node_config = NodeConfig {
                 id,
                 ..config.node.clone()
@@ -138,7 +137,7 @@ impl Cluster {
                 node_config,
                 &identity,
                 registry.clone(),
-                queue,
+                queue.clone(),
                 comms,
                 api,
             ) {
@@ -211,18 +210,25 @@ impl Cluster {
 
     /// Stops every node gracefully, all at once; returns each node's final stats,
     /// node 1 first.
+    ///
+    /// The stats are read once every node has stopped: in shared-queue mode one
+    /// node's request may be ending on another node's connection until then.
     pub async fn stop(self) -> Vec<(NodeId, NodeStats)> {
         let mut stopping = tokio::task::JoinSet::new();
         for node in self.nodes {
-            stopping.spawn(async move { (node.id(), node.stop().await) });
+            stopping.spawn(async move {
+                node.stop().await;
+                node
+            });
         }
-        let mut stats = Vec::new();
-        while let Some(stopped) = stopping.join_next().await {
-            match stopped {
-                Ok(stopped) => stats.push(stopped),
+        let mut stopped = Vec::new();
+        while let Some(node) = stopping.join_next().await {
+            match node {
+                Ok(node) => stopped.push(node),
                 Err(error) => tracing::error!(%error, "a node's stop task failed"),
             }
         }
+        let mut stats: Vec<_> = stopped.iter().map(|n| (n.id(), n.stats())).collect();
         stats.sort_by_key(|(id, _)| *id);
         stats
     }

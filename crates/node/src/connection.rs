@@ -114,7 +114,7 @@ impl ConnectionError {
         match self {
             ConnectionError::Dropped(_)
             | ConnectionError::Stalled(_)
-            | ConnectionError::Aborted => FailReason::ConnectionLost,
+            | ConnectionError::Aborted => FailReason::ConnectionLostInFlight,
             ConnectionError::NoResponse => FailReason::ResponseTimeout,
             _ => FailReason::ProtocolError,
         }
@@ -142,7 +142,7 @@ pub(crate) async fn serve(
         let result = tokio::select! {
             result = handle(&shared, tcp, shutdown) => result,
             // The drain bound expired: dropping `handle` ends the request it holds
-            // (its `InFlight` guard) with `connection-lost`.
+            // (its `InFlight` guard) with `connection-lost-in-flight`.
             _ = shared.abort.cancelled() => Err(ConnectionError::Aborted),
         };
         match result {
@@ -189,7 +189,10 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
                     return Ok(());
                 }
             },
-            next = shared.queue.collect_next(&subscription, config.long_poll) => next,
+            next = async {
+                let _waiting = counted.waiting();
+                shared.queue.collect_next(&subscription, config.long_poll).await
+            } => next,
         };
         // A poll ends here with work or the null request; the pair counts as polling.
         counted.polled();
@@ -204,10 +207,10 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
             }
             Some(pending) => {
                 shared.metrics.collected();
-                let in_flight = InFlight(pending);
-                let result = exchange_request(shared, &mut exchange, &in_flight.0).await;
+                let in_flight = InFlight { pending, shared };
+                let result = exchange_request(shared, &mut exchange, &in_flight.pending).await;
                 if let Err(error) = &result {
-                    in_flight.0.finish(Err(error.fail_reason()));
+                    in_flight.pending.finish(Err(error.fail_reason()));
                 }
                 result?;
             }
@@ -382,13 +385,17 @@ async fn within<T>(
 }
 
 /// A collected request: if the connection task is dropped while holding it (the
-/// drain bound of a stop expired), it still ends, as `connection-lost`. `finish`
-/// is first-call-wins, so an exchange that ended it already is not overridden.
-struct InFlight(Arc<PendingRequest>);
+/// drain bound of a stop expired, or the node was killed), it still ends, as
+/// `connection-lost-in-flight` or `node-killed`. `finish` is first-call-wins, so an
+/// exchange that ended it already is not overridden.
+struct InFlight<'a> {
+    pending: Arc<PendingRequest>,
+    shared: &'a NodeShared,
+}
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.finish(Err(FailReason::ConnectionLost));
+        self.pending.finish(Err(self.shared.dropped_reason()));
     }
 }
 

@@ -2,9 +2,9 @@
 //! on that node can reach that machine now.
 //!
 //! A pair is *polling* when the machine holds a connection to the node and one of
-//! them polled within the last long-poll interval (a healthy connection polls at
-//! least that often: the node answers an idle poll with the null request after the
-//! long-poll wait). Coverage is polling pairs over all pairs; the matrix counts
+//! them is inside a long-poll wait now, or polled (was handed work or the null
+//! request) within the last long-poll interval. A healthy idle connection is always
+//! one or the other; one busy with a request longer than the interval is *stale*. Coverage is polling pairs over all pairs; the matrix counts
 //! agents per state and node, so a load-balanced run shows at a glance that each
 //! agent reaches one node of three.
 
@@ -16,7 +16,7 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PairState {
-    /// Connected and polled within the last long-poll interval.
+    /// Connected, and waiting in a long-poll now or polled within the last interval.
     Polling,
     /// Connected, but no poll within the interval: busy with a long request, or stuck.
     Stale,

@@ -29,6 +29,6 @@ pub use config::{NodeConfig, NodeId};
 pub use coverage::{Coverage, CoverageMatrix, PairState};
 pub use error::{Error, Result};
 pub use metrics::NodeStats;
-pub use node::{Node, NodeSender};
+pub use node::{Node, NodeSender, QueueSource};
 pub use queue::{FailReason, Outcome, QueueMode, Reply, RequestQueue};
 pub use registry::{Machine, MachineRegistry};

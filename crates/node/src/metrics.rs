@@ -57,6 +57,8 @@ impl Default for NodeMetrics {
 #[derive(Debug, Default)]
 struct PairCell {
     connections: AtomicUsize,
+    /// Connections inside a long-poll wait now: polling by definition.
+    waiting: AtomicUsize,
     /// Microseconds since the metrics' epoch, plus one (0: never polled).
     last_poll: AtomicU64,
 }
@@ -156,12 +158,13 @@ impl NodeMetrics {
     pub fn open(self: &Arc<Self>, subscription: &SubscriptionId) -> ConnectionGuard {
         self.handshakes_ok.fetch_add(1, Ordering::Relaxed);
         let pair = self.lock().entry(subscription.clone()).or_default().clone();
-        pair.connections.fetch_add(1, Ordering::AcqRel);
         let guard = ConnectionGuard {
             metrics: self.clone(),
             pair,
         };
+        // The poll time first, so no reader sees the new connection with an old one.
         guard.polled();
+        guard.pair.connections.fetch_add(1, Ordering::AcqRel);
         guard
     }
 
@@ -180,6 +183,9 @@ impl NodeMetrics {
         };
         if pair.connections.load(Ordering::Acquire) == 0 {
             return PairState::Lost;
+        }
+        if pair.waiting.load(Ordering::Acquire) > 0 {
+            return PairState::Polling;
         }
         match pair.last_poll.load(Ordering::Acquire).checked_sub(1) {
             Some(micros) => {
@@ -234,12 +240,31 @@ pub struct ConnectionGuard {
 }
 
 impl ConnectionGuard {
-    /// The connection is polling now: waiting for work, or just handed some.
+    /// The connection waits for work (a long-poll) until the returned guard drops.
+    pub fn waiting(&self) -> WaitingGuard<'_> {
+        self.pair.waiting.fetch_add(1, Ordering::AcqRel);
+        WaitingGuard { pair: &self.pair }
+    }
+
+    /// The connection polled now: it was just handed work or the null request, or
+    /// is about to wait for more.
     pub fn polled(&self) {
         let micros = Instant::now()
             .saturating_duration_since(self.metrics.epoch)
             .as_micros() as u64;
         self.pair.last_poll.store(micros + 1, Ordering::Release);
+    }
+}
+
+/// Counts a connection as inside a long-poll wait while it lives.
+#[derive(Debug)]
+pub struct WaitingGuard<'a> {
+    pair: &'a PairCell,
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.pair.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -281,6 +306,16 @@ mod tests {
         assert_eq!(metrics.pair_state(&sub, interval), PairState::Stale);
         guard.polled();
         assert_eq!(metrics.pair_state(&sub, interval), PairState::Polling);
+        {
+            let _waiting = guard.waiting();
+            tokio::time::advance(interval * 2).await;
+            assert_eq!(
+                metrics.pair_state(&sub, interval),
+                PairState::Polling,
+                "a connection inside a long-poll wait is polling however long it waits"
+            );
+        }
+        assert_eq!(metrics.pair_state(&sub, interval), PairState::Stale);
         drop(guard);
         assert_eq!(metrics.pair_state(&sub, interval), PairState::Lost);
     }

@@ -1,8 +1,10 @@
 //! One node: its listeners, queue and counters, and the handle callers use to send
-//! requests to the Tentacles polling it.
+//! requests to the Tentacles polling it. A node can be stopped gracefully, killed,
+//! and started again on the same addresses (the failover faults).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use octopoll_pki::{Identity, Thumbprint};
 use octopoll_wire::{DataStream, RequestMessage, SubscriptionId};
@@ -15,7 +17,9 @@ use tracing::{info, warn};
 use crate::api::{self, ApiState};
 use crate::coverage::PairState;
 use crate::metrics::NodeMetrics;
-use crate::queue::{FailReason, NodeQueue, Outcome, PendingRequest, RequestCounters, RequestQueue};
+use crate::queue::{
+    FailReason, InProcessQueue, NodeQueue, Outcome, PendingRequest, RequestCounters, RequestQueue,
+};
 use crate::{Error, MachineRegistry, NodeConfig, NodeId, NodeStats, Result};
 
 /// What a node's tasks share.
@@ -23,23 +27,88 @@ pub(crate) struct NodeShared {
     pub(crate) config: NodeConfig,
     pub(crate) registry: MachineRegistry,
     pub(crate) queue: Arc<dyn RequestQueue>,
-    /// Requests queued on this node, and how they ended.
-    pub(crate) counters: Arc<RequestCounters>,
     pub(crate) metrics: Arc<NodeMetrics>,
     pub(crate) acceptor: TlsAcceptor,
-    /// Cancelled when the drain bound of a stop expires: connection tasks still
-    /// running are dropped, which ends any request they hold (see `PendingRequest`'s `Drop`).
+    /// Cancelled when the drain bound of a stop expires, or at once by a kill:
+    /// connection tasks still running are dropped, which ends any request they hold
+    /// (see `InFlight`).
     pub(crate) abort: CancellationToken,
+    /// Set by a kill, before `abort`: requests the dropped tasks held fail with
+    /// `node-killed` rather than `connection-lost-in-flight`.
+    pub(crate) killed: AtomicBool,
 }
 
-/// A running node. Dropping it does not stop it; call [`Node::stop`].
-pub struct Node {
+impl NodeShared {
+    /// Why a request this node's connection held fails when the connection is dropped.
+    pub(crate) fn dropped_reason(&self) -> FailReason {
+        if self.killed.load(Ordering::Acquire) {
+            FailReason::NodeKilled
+        } else {
+            FailReason::ConnectionLostInFlight
+        }
+    }
+}
+
+/// Where a node's queue comes from, each time it starts.
+#[derive(Clone)]
+pub enum QueueSource {
+    /// A fresh queue of its own per start: a killed node loses what it held.
+    PerNode,
+    /// A view of a queue the cluster's nodes share.
+    Shared(Arc<InProcessQueue>),
+}
+
+impl QueueSource {
+    fn queue_for(&self, node: NodeId) -> Arc<dyn RequestQueue> {
+        match self {
+            QueueSource::PerNode => Arc::new(NodeQueue::per_node(node)),
+            QueueSource::Shared(queue) => Arc::new(queue.for_node(node)),
+        }
+    }
+}
+
+/// How a node's last run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Down {
+    Stopped,
+    Killed,
+}
+
+/// A node's running part: replaced on every start.
+struct Running {
     shared: Arc<NodeShared>,
-    thumbprint: Thumbprint,
-    comms_addr: SocketAddr,
-    api_addr: SocketAddr,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+}
+
+/// What stays the same across a node's restarts.
+struct NodeInner {
+    config: NodeConfig,
+    identity: Identity,
+    registry: MachineRegistry,
+    queue: QueueSource,
+    comms_addr: SocketAddr,
+    api_addr: SocketAddr,
+    /// Kept across restarts, so a node's figures cover the whole run.
+    metrics: Arc<NodeMetrics>,
+    counters: Arc<RequestCounters>,
+    state: Mutex<Result<Running, Down>>,
+}
+
+impl NodeInner {
+    fn running(&self) -> Option<Arc<NodeShared>> {
+        self.lock().as_ref().ok().map(|r| r.shared.clone())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Result<Running, Down>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A node: started, stopped, killed and started again on the same addresses.
+/// Dropping it does not stop it; call [`Node::stop`] or [`Node::kill`].
+pub struct Node {
+    inner: Arc<NodeInner>,
 }
 
 impl Node {
@@ -52,27 +121,19 @@ impl Node {
         comms: TcpListener,
         api: TcpListener,
     ) -> Result<Self> {
-        let queue = Arc::new(NodeQueue::per_node(config.id));
-        Self::start_with_queue(config, identity, registry, queue, comms, api)
+        Self::start_with_queue(config, identity, registry, QueueSource::PerNode, comms, api)
     }
 
-    /// Starts a node that queues its requests in `queue` (a view of a queue other
-    /// nodes may share).
+    /// Starts a node whose queue comes from `queue` (a view of a queue other nodes
+    /// may share).
     pub fn start_with_queue(
         config: NodeConfig,
         identity: &Identity,
         registry: MachineRegistry,
-        queue: Arc<dyn RequestQueue>,
+        queue: QueueSource,
         comms: TcpListener,
         api: TcpListener,
     ) -> Result<Self> {
-        let tls_error = |source| Error::Tls {
-            node: config.id,
-            source,
-        };
-        let polling_tls = octopoll_pki::tls::polling_server_config(identity, registry.trusted())
-            .map_err(tls_error)?;
-        let https_tls = octopoll_pki::tls::https_server_config(identity).map_err(tls_error)?;
         let local = |l: &TcpListener, what| {
             l.local_addr().map_err(|source| Error::LocalAddr {
                 what,
@@ -82,81 +143,84 @@ impl Node {
         };
         let comms_addr = local(&comms, "polling listener")?;
         let api_addr = local(&api, "registration API")?;
-        let shared = Arc::new(NodeShared {
-            registry: registry.clone(),
-            queue,
-            counters: Arc::default(),
-            metrics: Arc::new(NodeMetrics::default()),
-            acceptor: TlsAcceptor::from(Arc::new(polling_tls)),
-            abort: CancellationToken::new(),
+        let inner = Arc::new(NodeInner {
             config,
-        });
-        let tracker = TaskTracker::new();
-        let shutdown = CancellationToken::new();
-        tracker.spawn(crate::listener::run(
-            comms,
-            shared.clone(),
-            tracker.clone(),
-            shutdown.child_token(),
-        ));
-        let router = api::router(ApiState {
-            node: shared.config.id,
-            api_key: shared.config.api_key.clone(),
-            thumbprint: identity.thumbprint(),
+            identity: identity.clone(),
             registry,
-        });
-        tracker.spawn(api::https::serve(
-            api,
-            router,
-            Arc::new(https_tls),
-            tracker.clone(),
-            shutdown.child_token(),
-        ));
-        info!(node = %shared.config.id, %comms_addr, %api_addr, "node started");
-        Ok(Self {
-            shared,
-            thumbprint: identity.thumbprint(),
+            queue,
             comms_addr,
             api_addr,
-            tracker,
-            shutdown,
-        })
+            metrics: Arc::new(NodeMetrics::default()),
+            counters: Arc::default(),
+            state: Mutex::new(Err(Down::Stopped)),
+        });
+        let running = run(&inner, comms, api)?;
+        *inner.lock() = Ok(running);
+        Ok(Self { inner })
+    }
+
+    /// Starts a stopped or killed node again on the addresses it had, with a new
+    /// queue (per-node mode) or a new view of the shared one. Does nothing if it runs.
+    pub fn start_again(&self) -> Result<()> {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        if state.is_ok() {
+            return Ok(());
+        }
+        let bind = |addr: SocketAddr, what| {
+            crate::tcp::bind(addr).map_err(|source| Error::Bind {
+                what,
+                node: inner.config.id,
+                addr,
+                source,
+            })
+        };
+        let comms = bind(inner.comms_addr, "polling listener")?;
+        let api = bind(inner.api_addr, "registration API")?;
+        *state = Ok(run(inner, comms, api)?);
+        Ok(())
     }
 
     /// Which node this is.
     pub fn id(&self) -> NodeId {
-        self.shared.config.id
+        self.inner.config.id
+    }
+
+    /// Whether it runs now.
+    pub fn is_running(&self) -> bool {
+        self.inner.lock().is_ok()
     }
 
     /// The comms (polling) port's address.
     pub fn comms_addr(&self) -> SocketAddr {
-        self.comms_addr
+        self.inner.comms_addr
     }
 
     /// The registration API's address (HTTPS).
     pub fn api_addr(&self) -> SocketAddr {
-        self.api_addr
+        self.inner.api_addr
     }
 
     /// The registration API's base URL, `https://<addr>`.
     pub fn api_url(&self) -> String {
-        format!("https://{}", self.api_addr)
+        format!("https://{}", self.inner.api_addr)
     }
 
     /// The thumbprint this node presents.
     pub fn thumbprint(&self) -> Thumbprint {
-        self.thumbprint
+        self.inner.identity.thumbprint()
     }
 
     /// The node's settings.
     pub fn config(&self) -> &NodeConfig {
-        &self.shared.config
+        &self.inner.config
     }
 
-    /// A cheap, cloneable handle that queues requests on this node.
+    /// A cheap, cloneable handle that queues requests on this node, whichever of
+    /// its runs is current when it sends.
     pub fn sender(&self) -> NodeSender {
         NodeSender {
-            shared: self.shared.clone(),
+            inner: self.inner.clone(),
         }
     }
 
@@ -172,76 +236,168 @@ impl Node {
 
     /// How many polling connections `subscription` holds to this node now.
     pub fn connections_of(&self, subscription: &SubscriptionId) -> usize {
-        self.shared.metrics.connections_of(subscription)
+        self.inner.metrics.connections_of(subscription)
     }
 
     /// Where `subscription` stands with this node, judged by its long-poll interval.
     pub fn pair_state(&self, subscription: &SubscriptionId) -> PairState {
-        self.shared
+        self.inner
             .metrics
-            .pair_state(subscription, self.shared.config.long_poll)
+            .pair_state(subscription, self.inner.config.long_poll)
     }
 
-    /// A snapshot of the node's counters.
+    /// A snapshot of the node's counters, over all its runs.
     pub fn stats(&self) -> NodeStats {
-        let (created, completed, failed) = self.shared.counters.snapshot();
+        let (created, completed, failed) = self.inner.counters.snapshot();
         NodeStats {
-            queued: self.shared.queue.depth(),
+            queued: self.inner.running().map_or(0, |s| s.queue.depth()),
             requests_created: created,
             requests_completed: completed,
             requests_failed: failed,
-            ..self.shared.metrics.snapshot()
+            ..self.inner.metrics.snapshot()
         }
     }
 
     /// Stops gracefully: stops accepting, fails queued requests with `node-stopped`,
     /// lets exchanges in flight finish within the drain bound, then drops whatever
-    /// still runs (its requests fail with `connection-lost`). Returns the final stats,
-    /// in which every request created has ended.
-    pub async fn stop(self) -> NodeStats {
-        self.shutdown.cancel();
-        let failed = self.shared.queue.stop(FailReason::NodeStopped);
-        self.tracker.close();
-        if tokio::time::timeout(self.shared.config.drain, self.tracker.wait())
+    /// still runs (its requests fail with `connection-lost-in-flight`). Returns the
+    /// final stats. A node already down just returns its stats.
+    pub async fn stop(&self) -> NodeStats {
+        let Some(running) = self.take(Down::Stopped) else {
+            return self.stats();
+        };
+        running.shutdown.cancel();
+        let failed = running.shared.queue.stop(FailReason::NodeStopped);
+        running.tracker.close();
+        if tokio::time::timeout(self.inner.config.drain, running.tracker.wait())
             .await
             .is_err()
         {
-            warn!(node = %self.id(), tasks = self.tracker.len(), "drain bound expired; dropping the tasks still running");
-            self.shared.abort.cancel();
-            self.tracker.wait().await;
+            warn!(node = %self.id(), tasks = running.tracker.len(), "drain bound expired; dropping the tasks still running");
+            running.shared.abort.cancel();
+            running.tracker.wait().await;
         }
         info!(node = %self.id(), failed_queued = failed, "node stopped");
         self.stats()
     }
+
+    /// Kills the node, as if its process died: stops accepting, drops every
+    /// connection at once (no `END`, no drain: the sockets close as a dead
+    /// process's would), and loses its in-memory queue. Requests it had queued or in
+    /// flight fail with `node-killed`. Returns the final stats.
+    pub async fn kill(&self) -> NodeStats {
+        let Some(running) = self.take(Down::Killed) else {
+            return self.stats();
+        };
+        running.shared.killed.store(true, Ordering::Release);
+        running.shutdown.cancel();
+        running.shared.abort.cancel();
+        let failed = running.shared.queue.stop(FailReason::NodeKilled);
+        running.tracker.close();
+        running.tracker.wait().await;
+        warn!(node = %self.id(), failed_queued = failed, "node killed");
+        self.stats()
+    }
+
+    fn take(&self, how: Down) -> Option<Running> {
+        std::mem::replace(&mut *self.inner.lock(), Err(how)).ok()
+    }
+}
+
+/// Starts one run of `inner` on bound listeners.
+fn run(inner: &NodeInner, comms: TcpListener, api: TcpListener) -> Result<Running> {
+    let config = &inner.config;
+    let tls_error = |source| Error::Tls {
+        node: config.id,
+        source,
+    };
+    let identity = &inner.identity;
+    let polling_tls = octopoll_pki::tls::polling_server_config(identity, inner.registry.trusted())
+        .map_err(tls_error)?;
+    let https_tls = octopoll_pki::tls::https_server_config(identity).map_err(tls_error)?;
+    let shared = Arc::new(NodeShared {
+        config: config.clone(),
+        registry: inner.registry.clone(),
+        queue: inner.queue.queue_for(config.id),
+        metrics: inner.metrics.clone(),
+        acceptor: TlsAcceptor::from(Arc::new(polling_tls)),
+        abort: CancellationToken::new(),
+        killed: AtomicBool::new(false),
+    });
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    tracker.spawn(crate::listener::run(
+        comms,
+        shared.clone(),
+        tracker.clone(),
+        shutdown.child_token(),
+    ));
+    let router = api::router(ApiState {
+        node: config.id,
+        api_key: config.api_key.clone(),
+        thumbprint: identity.thumbprint(),
+        registry: inner.registry.clone(),
+    });
+    tracker.spawn(api::https::serve(
+        api,
+        router,
+        Arc::new(https_tls),
+        tracker.clone(),
+        shutdown.child_token(),
+        shared.abort.clone(),
+    ));
+    info!(node = %config.id, comms_addr = %inner.comms_addr, api_addr = %inner.api_addr, "node started");
+    Ok(Running {
+        shared,
+        tracker,
+        shutdown,
+    })
 }
 
 /// Queues requests on one node; clones share the node.
 #[derive(Clone)]
 pub struct NodeSender {
-    shared: Arc<NodeShared>,
+    inner: Arc<NodeInner>,
 }
 
 impl NodeSender {
     /// Which node this sends to.
     pub fn node(&self) -> NodeId {
-        self.shared.config.id
+        self.inner.config.id
     }
 
     /// Queues `request` for `subscription` on this node and waits for its outcome.
     ///
     /// Only a connection of that subscription *to this node* can collect it (in
-    /// shared-queue mode, to any node sharing the queue). If none
-    /// does within the pickup timeout it fails with `pickup-timeout`. Dropping the
-    /// future before it ends withdraws a request not collected yet.
+    /// shared-queue mode, to any node sharing the queue). If none does within the
+    /// pickup timeout it fails with `pickup-timeout`. A node that is down fails it at
+    /// once with `node-stopped` or `node-killed`. Dropping the future before it ends
+    /// withdraws a request not collected yet.
     pub async fn send(
         &self,
         subscription: &SubscriptionId,
         request: RequestMessage,
         streams: Vec<DataStream>,
     ) -> Outcome {
-        let queue = &*self.shared.queue;
         let (pending, mut outcome) =
-            PendingRequest::new(self.node(), request, streams, self.shared.counters.clone());
+            PendingRequest::new(self.node(), request, streams, self.inner.counters.clone());
+        let current = self
+            .inner
+            .lock()
+            .as_ref()
+            .map(|running| running.shared.clone())
+            .map_err(|down| *down);
+        let shared = match current {
+            Ok(shared) => shared,
+            Err(down) => {
+                pending.try_fail_queued(match down {
+                    Down::Stopped => FailReason::NodeStopped,
+                    Down::Killed => FailReason::NodeKilled,
+                });
+                return outcome.await.unwrap_or_else(|_| dropped());
+            }
+        };
+        let queue = &*shared.queue;
         let _withdraw = Withdraw {
             pending: &pending,
             queue,
@@ -250,7 +406,7 @@ impl NodeSender {
         queue.enqueue(subscription, pending.clone());
         tokio::select! {
             done = &mut outcome => return done.unwrap_or_else(|_| dropped()),
-            _ = tokio::time::sleep(self.shared.config.pickup_timeout) => {}
+            _ = tokio::time::sleep(shared.config.pickup_timeout) => {}
         }
         queue.withdraw(subscription, &pending, FailReason::PickupTimeout);
         // Collected before the timeout: the connection bounds the wait for the response.
@@ -260,7 +416,7 @@ impl NodeSender {
 
 fn dropped() -> Outcome {
     Outcome {
-        result: Err(FailReason::ConnectionLost),
+        result: Err(FailReason::ConnectionLostInFlight),
         pickup: None,
     }
 }

@@ -16,13 +16,15 @@ use tracing::{debug, info};
 /// Bound on a client's TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` with `tls` until `shutdown`.
+/// Serves `router` on `listener` with `tls` until `shutdown`; open connections
+/// then finish their request within a bound, or end at once on `abort`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Arc<rustls::ServerConfig>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    abort: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     info!(addr = ?listener.local_addr().ok(), "registration API listening (https)");
@@ -40,7 +42,7 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let router = router.clone();
-        let shutdown = shutdown.clone();
+        let (shutdown, abort) = (shutdown.clone(), abort.clone());
         tracker.spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -53,9 +55,13 @@ pub async fn serve(
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 result = connection.as_mut() => if let Err(error) = result { debug!(%peer, %error, "API connection error") },
+                _ = abort.cancelled() => {}
                 _ = shutdown.cancelled() => {
                     connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+                    tokio::select! {
+                        _ = tokio::time::timeout(Duration::from_secs(5), connection) => {}
+                        _ = abort.cancelled() => {}
+                    }
                 }
             }
         });

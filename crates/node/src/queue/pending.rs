@@ -23,12 +23,15 @@ use crate::NodeId;
 pub enum FailReason {
     /// No connection of its subscription collected it within the pickup timeout.
     PickupTimeout,
-    /// The connection carrying it failed before the response came.
-    ConnectionLost,
+    /// The connection carrying it failed before the response came (the agent may
+    /// have run it; it is never sent again).
+    ConnectionLostInFlight,
     /// The response did not come within the response timeout.
     ResponseTimeout,
     /// The node stopped while it was queued.
     NodeStopped,
+    /// The node was killed while it was queued or in flight on one of its connections.
+    NodeKilled,
     /// The service answered with an error.
     ServiceError,
     /// The peer broke the protocol while it was in flight.
@@ -42,9 +45,10 @@ impl FailReason {
     pub fn as_str(self) -> &'static str {
         match self {
             FailReason::PickupTimeout => "pickup-timeout",
-            FailReason::ConnectionLost => "connection-lost",
+            FailReason::ConnectionLostInFlight => "connection-lost",
             FailReason::ResponseTimeout => "response-timeout",
             FailReason::NodeStopped => "node-stopped",
+            FailReason::NodeKilled => "node-killed",
             FailReason::ServiceError => "service-error",
             FailReason::ProtocolError => "protocol-error",
             FailReason::RunEnded => "run-ended",
@@ -188,7 +192,7 @@ impl PendingRequest {
 impl Drop for PendingRequest {
     fn drop(&mut self) {
         // Every path should have finished it; if one did not, still end it once.
-        self.finish(Err(FailReason::ConnectionLost));
+        self.finish(Err(FailReason::ConnectionLostInFlight));
     }
 }
 
@@ -207,7 +211,7 @@ mod tests {
             !pending.try_collect(),
             "an ended request cannot be collected"
         );
-        pending.finish(Err(FailReason::ConnectionLost));
+        pending.finish(Err(FailReason::ConnectionLostInFlight));
         assert_eq!(
             rx.await.unwrap().result.unwrap_err(),
             FailReason::PickupTimeout
@@ -221,7 +225,7 @@ mod tests {
         drop(pending);
         assert_eq!(
             rx.await.unwrap().result.unwrap_err(),
-            FailReason::ConnectionLost
+            FailReason::ConnectionLostInFlight
         );
     }
 }
