@@ -57,7 +57,7 @@ async fn twenty_agents_poll_three_nodes_and_every_node_reaches_every_agent() {
                 &ledger,
                 node.sender(),
                 machine.subscription.clone(),
-                request,
+                (request, Vec::new()),
                 run_ended.clone(),
             );
         }
@@ -102,7 +102,10 @@ async fn a_short_run_reports_full_coverage_and_nothing_lost() {
     config.duration = Duration::from_secs(2);
     config.rate = 50.0;
     config.seed = 7;
-    let report = execute(config, &mut Progress::stderr(true)).await.unwrap();
+    let report = execute(config, &mut Progress::stderr(true))
+        .await
+        .unwrap()
+        .report;
     assert_eq!(report.run.coverage, 1.0);
     assert_eq!(report.run.connections, 30);
     assert!(report.requests.completed > 50, "{report}");

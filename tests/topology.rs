@@ -59,7 +59,8 @@ async fn run(lab: LabConfig, pickup_timeout: Duration) -> Report {
     config.max_script_time = Duration::from_millis(50);
     let report = execute(config, &mut Progress::stderr(true))
         .await
-        .expect("the run completes");
+        .expect("the run completes")
+        .report;
     println!("{report}");
     assert_eq!(report.requests.lost, 0, "{report}");
     assert_eq!(report.requests.counted_twice, 0, "{report}");

@@ -21,7 +21,7 @@ use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::services::Services;
 use crate::{Backoff, Error, PollingConfig, TrustedServer};
@@ -141,10 +141,15 @@ impl Poller {
             let Err(error) = result else { break };
             self.state.failed(&error);
             let delay = backoff.failed();
+            let refused = matches!(error, PollError::Mismatch(_) | PollError::Refused { .. });
             let error = self.state.last_error().unwrap_or_default();
-            // Once per outage: a node down for minutes must not flood the log.
-            if backoff.failures() == 1 {
-                warn!(%error, ?delay, "polling connection failed; retrying");
+            // A trust problem is a misconfiguration: warn. A node going away is an
+            // outage: once per outage, so a node down for minutes under thousands of
+            // agents does not flood the log.
+            if refused {
+                warn!(%error, ?delay, "polling connection refused; retrying");
+            } else if backoff.failures() == 1 {
+                info!(%error, ?delay, "polling connection failed; retrying");
             } else {
                 debug!(%error, ?delay, failures = backoff.failures(), "polling connection failed again");
             }

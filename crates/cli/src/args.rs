@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use octopoll_agent::BackoffStrategy;
+use octopoll_cli::scenario::{KeyTypeName, ScenarioFile};
 use octopoll_cli::topology::Topology;
 use octopoll_node::QueueMode;
 
@@ -25,27 +27,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run an in-process HA cluster with a swarm of polling agents, queue work, report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write a node and an agent development certificate as PEM files.
     Certs(CertsArgs),
-}
-
-/// Certificate key algorithm.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum KeyTypeArg {
-    /// ECDSA P-256 (fast).
-    Ecdsa,
-    /// RSA-2048 (what Octopus and Tentacle use).
-    Rsa,
-}
-
-impl From<KeyTypeArg> for octopoll_pki::KeyType {
-    fn from(value: KeyTypeArg) -> Self {
-        match value {
-            KeyTypeArg::Ecdsa => octopoll_pki::KeyType::EcdsaP256,
-            KeyTypeArg::Rsa => octopoll_pki::KeyType::Rsa2048,
-        }
-    }
 }
 
 /// Pending request queue mode.
@@ -70,79 +54,149 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 500ms, 2m)"))
 }
 
-fn positive_rate(text: &str) -> Result<f64, String> {
+fn positive_number(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
-        _ => Err("expected a positive number of requests per second".into()),
+        Ok(value) if value > 0.0 && value.is_finite() => Ok(value),
+        _ => Err("expected a positive number".into()),
     }
 }
 
 /// `octopoll run`.
+///
+/// Every flag overrides the scenario file's key of the same name (the key is shown
+/// in brackets); the defaults are those of `scenarios/default.toml`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Exit codes:
+  0   the run finished and every threshold held
+  1   the run could not start or failed (a busy port, HAProxy missing, a lost request)
+  2   bad flags or a bad scenario file (file:line: key: what is wrong)
+  99  the run finished but a [thresholds] limit was breached (each is printed)")]
 pub struct RunArgs {
-    /// Server nodes in the cluster.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub nodes: u16,
-    /// Polling agents (simulated Tentacles).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=9_000))]
-    pub agents: u64,
-    /// How long to queue work.
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    pub duration: Duration,
-    /// Requests per second over the whole cluster.
-    #[arg(long, default_value_t = 20.0, value_parser = positive_rate, allow_negative_numbers = true)]
-    pub rate: f64,
-    /// Seed: the same seed gives the same agents, requests and jitter.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    /// A scenario file (TOML); without one, the built-in default runs.
+    #[arg(value_name = "SCENARIO")]
+    pub scenario: Option<PathBuf>,
+    /// Server nodes in the cluster [cluster.nodes; 3].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub nodes: Option<u16>,
+    /// Polling agents (simulated Tentacles) [agents.count; 100].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=9_000))]
+    pub agents: Option<u64>,
+    /// How long to queue work [duration; 30s].
+    #[arg(long, value_parser = duration)]
+    pub duration: Option<Duration>,
+    /// Multiplies the duration and every fault's time [time_scale; 1].
+    #[arg(long, value_parser = positive_number, allow_negative_numbers = true)]
+    pub time_scale: Option<f64>,
+    /// Requests per second over the whole cluster [workload.rate; 20].
+    #[arg(long, value_parser = positive_number, allow_negative_numbers = true)]
+    pub rate: Option<f64>,
+    /// Seed: the same seed gives the same agents, requests, jitter and fault targets [seed; 1].
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
-    /// Wait this long for unfinished requests after the workload.
-    #[arg(long, default_value = "10s", value_parser = duration)]
-    pub drain: Duration,
-    /// Wait this long for every agent to poll every node before queuing work.
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    pub mesh_timeout: Duration,
-    /// Long-poll wait before a node sends the null request (Halibut: 30s).
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    pub long_poll: Duration,
-    /// A request nobody collects fails after this (Halibut: 2m).
-    #[arg(long, default_value = "2m", value_parser = duration)]
-    pub pickup_timeout: Duration,
-    /// How agents reach the nodes (see the README's "Topologies").
-    #[arg(long, value_enum, default_value_t = Topology::UniquePortDirect)]
-    pub topology: Topology,
+    /// Write a per-second time series as CSV to this file.
+    #[arg(long, value_name = "PATH")]
+    pub csv: Option<PathBuf>,
+    /// Wait this long for unfinished requests after the workload [drain; 10s].
+    #[arg(long, value_parser = duration)]
+    pub drain: Option<Duration>,
+    /// Wait this long for every polling connection before queuing work [mesh_timeout; 30s].
+    #[arg(long, value_parser = duration)]
+    pub mesh_timeout: Option<Duration>,
+    /// Long-poll wait before a node sends the null request [cluster.long_poll; 30s].
+    #[arg(long, value_parser = duration)]
+    pub long_poll: Option<Duration>,
+    /// A request nobody collects fails after this [cluster.pickup_timeout; 2m].
+    #[arg(long, value_parser = duration)]
+    pub pickup_timeout: Option<Duration>,
+    /// How agents reach the nodes (see the README's "Topologies") [cluster.topology; unique-port-direct].
+    #[arg(long, value_enum)]
+    pub topology: Option<Topology>,
     /// Pending request queue: per node (Halibut's default), or shared by all nodes
-    /// (Halibut's Redis queue: any node's connection collects the work).
-    #[arg(long, value_enum, default_value_t = QueueArg::PerNode)]
-    pub queue: QueueArg,
+    /// (Halibut's Redis queue: any node's connection collects the work) [cluster.queue; per-node].
+    #[arg(long, value_enum)]
+    pub queue: Option<QueueArg>,
     /// The HAProxy binary for the unique-port and load-balanced topologies
-    /// (default: `haproxy` on PATH or in /usr/sbin).
+    /// [cluster.haproxy; `haproxy` on PATH or in /usr/sbin].
     #[arg(long, value_name = "PATH")]
     pub haproxy: Option<PathBuf>,
-    /// Address node 1 binds (unique-address: node N binds this + N − 1).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub bind: IpAddr,
+    /// Put the chaos proxy in front of every node even without network faults [cluster.chaos].
+    #[arg(long)]
+    pub chaos: bool,
+    /// Address node 1 binds (unique-address: node N binds this + N − 1) [cluster.bind; 127.0.0.1].
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
     /// Comms port of node 1; node N listens on this + N − 1 (unique-address: every
-    /// node on this port; behind HAProxy: the balancer's ports). 0 picks free ports.
-    #[arg(long, default_value_t = 10943)]
-    pub comms_port: u16,
-    /// HTTPS registration API port of node 1, likewise. 0 (default) picks free ports.
-    #[arg(long, default_value_t = 0)]
-    pub api_port: u16,
-    /// Polling connections each agent holds per node.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
-    pub connections_per_node: u64,
-    /// Key type of every certificate.
-    #[arg(long, value_enum, default_value_t = KeyTypeArg::Ecdsa)]
-    pub key_type: KeyTypeArg,
-    /// Longest simulated script run time.
-    #[arg(long, default_value = "200ms", value_parser = duration)]
-    pub max_script_time: Duration,
+    /// node on this port; behind HAProxy: the balancer's ports). 0 picks free ports
+    /// [cluster.comms_port; 10943].
+    #[arg(long)]
+    pub comms_port: Option<u16>,
+    /// HTTPS registration API port of node 1, likewise; 0 picks free ports [cluster.api_port; 0].
+    #[arg(long)]
+    pub api_port: Option<u16>,
+    /// Polling connections each agent holds per node [agents.connections_per_node; 1].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub connections_per_node: Option<u64>,
+    /// Key type of every certificate [agents.key_type; ecdsa].
+    #[arg(long, value_enum)]
+    pub key_type: Option<KeyTypeName>,
+    /// Agent reconnect strategy [agents.backoff; halibut].
+    #[arg(long, value_parser = backoff_strategy)]
+    pub backoff: Option<BackoffStrategy>,
+    /// Shortest reconnect delay [agents.backoff_min; 100ms].
+    #[arg(long, value_parser = duration)]
+    pub backoff_min: Option<Duration>,
+    /// Longest reconnect delay [agents.backoff_max; 1s].
+    #[arg(long, value_parser = duration)]
+    pub backoff_max: Option<Duration>,
+    /// Longest simulated script run time [workload.max_script_time; 200ms].
+    #[arg(long, value_parser = duration)]
+    pub max_script_time: Option<Duration>,
     /// No live progress on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+impl RunArgs {
+    /// The flags as a scenario layer, to put over the file.
+    pub fn as_layer(&self) -> ScenarioFile {
+        let mut layer = ScenarioFile {
+            seed: self.seed,
+            duration: self.duration,
+            drain: self.drain,
+            mesh_timeout: self.mesh_timeout,
+            time_scale: self.time_scale,
+            ..ScenarioFile::default()
+        };
+        let cluster = &mut layer.cluster;
+        cluster.nodes = self.nodes;
+        cluster.topology = self.topology;
+        cluster.queue = self.queue.map(Into::into);
+        cluster.bind = self.bind;
+        cluster.comms_port = self.comms_port;
+        cluster.api_port = self.api_port;
+        cluster.long_poll = self.long_poll;
+        cluster.pickup_timeout = self.pickup_timeout;
+        cluster.haproxy = self.haproxy.clone();
+        cluster.chaos = self.chaos.then_some(true);
+        let agents = &mut layer.agents;
+        agents.count = self.agents.map(|n| n as usize);
+        agents.key_type = self.key_type;
+        agents.connections_per_node = self.connections_per_node.map(|n| n as usize);
+        agents.backoff = self.backoff;
+        agents.backoff_min = self.backoff_min;
+        agents.backoff_max = self.backoff_max;
+        layer.workload.rate = self.rate;
+        layer.workload.max_script_time = self.max_script_time;
+        layer
+    }
+}
+
+fn backoff_strategy(text: &str) -> Result<BackoffStrategy, String> {
+    text.parse()
 }
 
 /// `octopoll certs`.
@@ -152,8 +206,8 @@ pub struct CertsArgs {
     #[arg(long, default_value = "certs")]
     pub out: PathBuf,
     /// Key type.
-    #[arg(long, value_enum, default_value_t = KeyTypeArg::Ecdsa)]
-    pub key_type: KeyTypeArg,
+    #[arg(long, value_enum, default_value_t = KeyTypeName::Ecdsa)]
+    pub key_type: KeyTypeName,
     /// Replace existing files.
     #[arg(long)]
     pub force: bool,

@@ -15,6 +15,7 @@ use octopoll_pki::{ApiKey, Identity, KeyType};
 use tokio::time::Instant;
 
 use crate::haproxy::{self, BalancerConfig, Haproxy};
+pub use crate::network::Network;
 use crate::topology::{Balancing, Topology};
 
 /// Attempts at starting HAProxy on free ports picked a moment before (another
@@ -35,6 +36,9 @@ pub struct LabConfig {
     pub topology: Topology,
     /// The HAProxy binary; looked up on PATH when `None`.
     pub haproxy: Option<PathBuf>,
+    /// Put the chaos proxy between the agents (or HAProxy) and every node, for
+    /// network faults.
+    pub chaos: bool,
 }
 
 impl LabConfig {
@@ -48,6 +52,7 @@ impl LabConfig {
             server_key_type: KeyType::EcdsaP256,
             topology: Topology::default(),
             haproxy: None,
+            chaos: false,
         }
     }
 }
@@ -70,6 +75,8 @@ pub struct Lab {
     pub swarm: Swarm,
     /// The balancer, in the topologies that have one.
     pub balancer: Option<Haproxy>,
+    /// The chaos proxies in front of the nodes, if asked for.
+    pub network: Option<Network>,
     /// The layout.
     pub topology: Topology,
 }
@@ -102,7 +109,29 @@ impl Lab {
         let cluster = Cluster::start(cluster_config, identity.clone())
             .await
             .context("starting the cluster")?;
-        let node_addrs: Vec<SocketAddr> = cluster.nodes().iter().map(|n| n.comms_addr()).collect();
+        let mut node_addrs: Vec<SocketAddr> =
+            cluster.nodes().iter().map(|n| n.comms_addr()).collect();
+        // The chaos proxies go right in front of the nodes: agents (or HAProxy)
+        // connect to them instead.
+        let network = if config.chaos {
+            let nodes: Vec<_> = cluster
+                .nodes()
+                .iter()
+                .map(|n| (n.id(), n.comms_addr()))
+                .collect();
+            match Network::start(bind, &nodes).await {
+                Ok(network) => {
+                    node_addrs = network.fronts();
+                    Some(network)
+                }
+                Err(error) => {
+                    cluster.stop().await;
+                    return Err(error.context("starting the chaos proxies"));
+                }
+            }
+        } else {
+            None
+        };
         let balancer = match haproxy_binary {
             None => None,
             Some(binary) => {
@@ -124,6 +153,9 @@ impl Lab {
                     Ok(balancer) => Some(balancer),
                     Err(error) => {
                         cluster.stop().await;
+                        if let Some(network) = &network {
+                            network.stop().await;
+                        }
                         return Err(error);
                     }
                 }
@@ -154,6 +186,9 @@ impl Lab {
                 if let Some(balancer) = balancer {
                     balancer.stop().await;
                 }
+                if let Some(network) = &network {
+                    network.stop().await;
+                }
                 return Err(error).with_context(|| format!("starting {agents} agents"));
             }
         };
@@ -161,6 +196,7 @@ impl Lab {
             cluster,
             swarm,
             balancer,
+            network,
             topology,
         })
     }
@@ -168,6 +204,11 @@ impl Lab {
     /// Polling coverage now.
     pub fn coverage(&self) -> Coverage {
         self.cluster.coverage()
+    }
+
+    /// A handle on the chaos proxies, if the lab has them.
+    pub fn network(&self) -> Option<Network> {
+        self.network.clone()
     }
 
     /// Every agent's state with every node, now.
@@ -231,6 +272,9 @@ impl Lab {
         let stats = self.cluster.stop().await;
         if let Some(balancer) = self.balancer {
             balancer.stop().await;
+        }
+        if let Some(network) = &self.network {
+            network.stop().await;
         }
         stats
     }

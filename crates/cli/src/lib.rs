@@ -4,10 +4,14 @@
 //! queues requests on it with exact accounting, and the [`report`] a run ends
 //! with. The end-to-end tests use the same pieces the CLI does.
 
+pub mod faults;
 pub mod haproxy;
 pub mod lab;
+pub mod network;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod scenario;
+pub mod timeline;
 pub mod topology;
 pub mod workload;

@@ -15,24 +15,33 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     match dispatch(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("octopoll: {error:#}");
-            ExitCode::FAILURE
+            // A bad scenario file is a usage error, like a bad flag (clap exits 2).
+            let usage = error.chain().any(|cause| {
+                cause.is::<octopoll_cli::scenario::ScenarioError>()
+                    || cause.is::<octopoll_cli::scenario::ReadError>()
+            });
+            if usage {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-fn dispatch(command: Command) -> anyhow::Result<()> {
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Certs(args) => commands::certs::certs(args),
+        Command::Certs(args) => commands::certs::certs(args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
                 tokio::select! {
-                    result = commands::run::run(args) => result,
+                    result = commands::run::run(*args) => result,
                     // Returning drops the run: its HAProxy, nodes and agents go with it.
                     signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
                 }

@@ -9,12 +9,16 @@ use octopoll_node::{CoverageMatrix, FailReason, NodeId, NodeStats, PairState, Qu
 use serde::Serialize;
 
 use crate::lab::{unfinished, Lab};
+use crate::scenario::thresholds::Verdict;
+use crate::timeline::FaultReport;
 use crate::topology::Topology;
 use crate::workload::Counts;
 
 /// What a run did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// The scenario's name, if it has one.
+    pub name: Option<String>,
     /// The run's shape and the mesh at the end (flattened into the top level).
     #[serde(flatten)]
     pub run: RunFacts,
@@ -28,6 +32,17 @@ pub struct Report {
     pub per_node: Vec<NodeLine>,
     /// What the figures mean, in words: why coverage is short, why work timed out.
     pub findings: Vec<String>,
+    /// Each fault and how the mesh recovered from it.
+    pub faults: Vec<FaultReport>,
+    /// Each threshold set and whether it held.
+    pub thresholds: Vec<Verdict>,
+}
+
+impl Report {
+    /// The thresholds that did not hold.
+    pub fn breaches(&self) -> impl Iterator<Item = &Verdict> {
+        self.thresholds.iter().filter(|v| !v.passed)
+    }
 }
 
 /// Request counts; `lost` must be 0.
@@ -189,6 +204,9 @@ impl Report {
             .collect();
         let findings = findings(&facts, counts);
         Self {
+            name: None,
+            faults: Vec::new(),
+            thresholds: Vec::new(),
             run: facts,
             requests: Requests {
                 queued: counts.queued,
@@ -245,9 +263,13 @@ fn positive(n: i64) -> u64 {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (run, r) = (&self.run, &self.requests);
+        let name = self
+            .name
+            .as_deref()
+            .map_or(String::new(), |n| format!(" {n}:"));
         writeln!(
             f,
-            "octopoll report: {} nodes, {} agents, {} topology, {} queue, {:.1} s, seed {}",
+            "octopoll report:{name} {} nodes, {} agents, {} topology, {} queue, {:.1} s, seed {}",
             run.nodes, run.agents, run.topology, run.queue, run.duration_s, run.seed
         )?;
         let full = run
@@ -299,6 +321,39 @@ impl fmt::Display for Report {
         }
         for finding in &self.findings {
             writeln!(f, "  why          {finding}")?;
+        }
+        if !self.faults.is_empty() {
+            writeln!(
+                f,
+                "  faults       (recovery seconds count from the end of each fault)"
+            )?;
+        }
+        let secs = |s: Option<f64>| s.map_or("never".to_string(), |s| format!("{s:.1}s"));
+        for fault in &self.faults {
+            write!(f, "    {}", fault.fault)?;
+            if fault.disruptive {
+                write!(
+                    f,
+                    ": coverage down to {:.3}; first reconnect {}, 99 % {}, full mesh {}",
+                    fault.coverage_min,
+                    secs(fault.first_reconnect_s),
+                    secs(fault.mesh_99_s),
+                    secs(fault.full_mesh_s)
+                )?;
+                if fault.ended_s.is_none() {
+                    write!(f, " (not lifted)")?;
+                }
+                if !fault.failed_by_reason.is_empty() {
+                    write!(f, "; failed {}", join_reasons(&fault.failed_by_reason))?;
+                }
+            }
+            if let Some(error) = &fault.error {
+                write!(f, "; ERROR {error}")?;
+            }
+            writeln!(f)?;
+        }
+        for verdict in &self.thresholds {
+            writeln!(f, "  threshold    {verdict}")?;
         }
         Ok(())
     }

@@ -17,7 +17,10 @@ const TASKS_BOUND: Duration = Duration::from_secs(10);
 use crate::lab::{Lab, LabConfig};
 use crate::progress::{Progress, Sample};
 use crate::report::{Report, RunFacts};
-use crate::workload::{request_for, spawn_request, Ledger, Mix};
+use crate::scenario::fault::Fault;
+use crate::scenario::thresholds::Thresholds;
+use crate::workload::{request_for, spawn_request, Ledger, Mix, Shape};
+use crate::{faults, timeline};
 
 /// Everything a run needs.
 #[derive(Clone, Debug)]
@@ -37,8 +40,20 @@ pub struct RunConfig {
     pub drain: Duration,
     /// Request kinds and weights.
     pub mix: Mix,
+    /// Shortest simulated script run time.
+    pub min_script_time: Duration,
     /// Longest simulated script run time.
     pub max_script_time: Duration,
+    /// Extra text in each echo request.
+    pub payload_bytes: usize,
+    /// Bytes in each upload's data stream.
+    pub stream_bytes: usize,
+    /// Faults over time.
+    pub faults: Vec<Fault>,
+    /// Pass/fail limits.
+    pub thresholds: Thresholds,
+    /// The scenario's name, for the report.
+    pub name: Option<String>,
 }
 
 impl RunConfig {
@@ -52,13 +67,39 @@ impl RunConfig {
             mesh_timeout: Duration::from_secs(30),
             drain: Duration::from_secs(10),
             mix: Mix::default(),
+            min_script_time: Duration::ZERO,
             max_script_time: Duration::from_millis(200),
+            payload_bytes: 0,
+            stream_bytes: 4096,
+            faults: Vec::new(),
+            thresholds: Thresholds::default(),
+            name: None,
+        }
+    }
+
+    /// How each request is shaped.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            mix: self.mix,
+            min_script_time: self.min_script_time,
+            max_script_time: self.max_script_time,
+            payload_bytes: self.payload_bytes,
+            stream_bytes: self.stream_bytes,
         }
     }
 }
 
+/// What a run leaves: its report and its per-second time series.
+#[derive(Debug)]
+pub struct Finished {
+    /// The report.
+    pub report: Report,
+    /// The per-second CSV (see [`crate::timeline::csv`]).
+    pub csv: String,
+}
+
 /// Runs the whole scenario and returns its report.
-pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::Result<Report> {
+pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::Result<Finished> {
     config.lab.swarm.seed = config.seed;
     let lab = Lab::start(config.lab.clone()).await?;
     let mesh = lab.wait_for_mesh(config.mesh_timeout).await;
@@ -76,18 +117,28 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
     }
 
     let ledger = Arc::new(Ledger::default());
+    let started = ledger.started();
     let tracker = TaskTracker::new();
     let run_ended = CancellationToken::new();
-    let started = Instant::now();
-    drive(&lab, &config, &ledger, &tracker, &run_ended, progress).await;
-    let facts = RunFacts::measure(
-        &lab,
-        config.seed,
-        started.elapsed().as_secs_f64(),
-        mesh.full_coverage_after,
+    let sampling = CancellationToken::new();
+    // The workload, the faults and the sampler run side by side until the drain ends.
+    let (facts, executed, samples) = tokio::join!(
+        async {
+            drive(&lab, &config, &ledger, &tracker, &run_ended, progress).await;
+            let facts = RunFacts::measure(
+                &lab,
+                config.seed,
+                started.elapsed().as_secs_f64(),
+                mesh.full_coverage_after,
+            );
+            drain(&lab, &config, &ledger, progress, started).await;
+            sampling.cancel();
+            facts
+        },
+        faults::run(&lab, &config.faults, started, &sampling),
+        timeline::sample(&lab, started, &sampling),
     );
-
-    drain(&lab, &config, &ledger, progress, started).await;
+    let run_end = started.elapsed();
     run_ended.cancel();
     tracker.close();
     // Each task ends at once on `run_ended`; one that does not is counted as lost.
@@ -101,8 +152,23 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
         );
     }
     progress.finish();
+    let node_names: Vec<String> = lab
+        .cluster
+        .nodes()
+        .iter()
+        .map(|n| n.id().to_string())
+        .collect();
     let node_stats = lab.stop().await;
-    Ok(Report::new(facts, &ledger.counts(), &node_stats))
+    let counts = ledger.counts();
+    let mut report = Report::new(facts, &counts, &node_stats);
+    report.name = config.name.clone();
+    report.faults = faults::spans(&config.faults, &executed, run_end)
+        .iter()
+        .map(|span| timeline::analyse(span, &samples, &counts))
+        .collect();
+    report.thresholds = config.thresholds.check(&report);
+    let csv = timeline::csv(&samples, &counts, &node_names);
+    Ok(Finished { report, csv })
 }
 
 async fn drive(
@@ -114,9 +180,11 @@ async fn drive(
     progress: &mut Progress,
 ) {
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let senders: Vec<NodeSender> = lab.cluster.nodes().iter().map(|n| n.sender()).collect();
+    let nodes = lab.cluster.nodes();
+    let senders: Vec<NodeSender> = nodes.iter().map(|n| n.sender()).collect();
     let machines = lab.cluster.registry().machines();
-    let started = Instant::now();
+    let shape = config.shape();
+    let started = ledger.started();
     let mut next_sample = Duration::ZERO;
     let mut queued = 0u64;
     let period = Duration::from_secs_f64(1.0 / config.rate.max(0.001));
@@ -126,16 +194,16 @@ async fn drive(
         while queued < due {
             queued += 1;
             let machine = &machines[rng.random_range(0..machines.len())];
-            let node = senders[rng.random_range(0..senders.len())].clone();
+            // Work starts on a node that runs, as Octopus starts a task on a live node.
+            let running: Vec<usize> = (0..nodes.len())
+                .filter(|&i| nodes[i].is_running())
+                .collect();
+            if running.is_empty() {
+                continue;
+            }
+            let node = senders[running[rng.random_range(0..running.len())]].clone();
             let thumbprint = machine.thumbprint.to_string();
-            let request = request_for(
-                &mut rng,
-                config.mix,
-                config.max_script_time,
-                &machine.subscription,
-                &thumbprint,
-                queued,
-            );
+            let request = request_for(&mut rng, &shape, &machine.subscription, &thumbprint, queued);
             spawn_request(
                 tracker,
                 ledger,

@@ -9,20 +9,37 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::Deserialize;
+use tokio::time::Instant;
+
 use bson::Bson;
 use hdrhistogram::Histogram;
 use octopoll_node::{FailReason, NodeId, NodeSender};
 use octopoll_wire::contracts::{capabilities, echo, script};
-use octopoll_wire::{RequestMessage, ServiceEndPoint, SubscriptionId};
+use octopoll_wire::{DataStream, RequestMessage, ServiceEndPoint, SubscriptionId};
 use rand::rngs::StdRng;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Counts of one run's requests.
+/// Counts of one run's requests, in all and per second of the run.
 #[derive(Debug)]
 pub struct Ledger {
+    started: Instant,
     inner: Mutex<Counts>,
+}
+
+/// One second of a run: what was queued and ended in it.
+#[derive(Clone, Debug, Default)]
+pub struct SecondCounts {
+    /// Requests queued.
+    pub queued: u64,
+    /// Requests completed.
+    pub completed: u64,
+    /// Requests failed.
+    pub failed: u64,
+    /// Pickup times of the requests collected in it, in microseconds.
+    pub pickups_us: Vec<u32>,
 }
 
 /// A snapshot of a [`Ledger`].
@@ -38,6 +55,10 @@ pub struct Counts {
     pub pickup_us: Histogram<u64>,
     /// The same, per node the requests were queued on.
     pub per_node: BTreeMap<NodeId, NodeCounts>,
+    /// Per second since the ledger started.
+    pub seconds: Vec<SecondCounts>,
+    /// When each failure happened (since the ledger started), and why.
+    pub failures_at: Vec<(Duration, FailReason)>,
 }
 
 /// The requests queued on one node, and how they ended.
@@ -90,16 +111,30 @@ impl Counts {
 }
 
 impl Default for Ledger {
+    /// A ledger whose clock starts now.
     fn default() -> Self {
         Self {
+            started: Instant::now(),
             inner: Mutex::new(Counts {
                 queued: 0,
                 completed: 0,
                 failed: BTreeMap::new(),
                 pickup_us: pickup_histogram(),
                 per_node: BTreeMap::new(),
+                seconds: Vec::new(),
+                failures_at: Vec::new(),
             }),
         }
+    }
+}
+
+impl Counts {
+    fn second(&mut self, at: Duration) -> &mut SecondCounts {
+        let index = at.as_secs() as usize;
+        if self.seconds.len() <= index {
+            self.seconds.resize_with(index + 1, SecondCounts::default);
+        }
+        &mut self.seconds[index]
     }
 }
 
@@ -108,20 +143,28 @@ impl Ledger {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// When the ledger's clock started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Counts a request queued on `node`.
     pub fn queued(&self, node: NodeId) {
+        let at = self.started.elapsed();
         let mut counts = self.lock();
         counts.queued += 1;
         counts.per_node.entry(node).or_default().queued += 1;
+        counts.second(at).queued += 1;
     }
 
     /// Counts how a request on `node` ended.
     pub fn ended(&self, node: NodeId, result: Result<(), FailReason>, pickup: Option<Duration>) {
+        let at = self.started.elapsed();
         let mut guard = self.lock();
         let counts = &mut *guard;
         let on_node = counts.per_node.entry(node).or_default();
-        if let Some(pickup) = pickup {
-            let micros = pickup.as_micros().max(1) as u64;
+        let micros = pickup.map(|p| p.as_micros().max(1) as u64);
+        if let Some(micros) = micros {
             counts.pickup_us.saturating_record(micros);
             on_node.pickup_us.saturating_record(micros);
         }
@@ -133,7 +176,18 @@ impl Ledger {
             Err(reason) => {
                 *counts.failed.entry(reason).or_default() += 1;
                 *on_node.failed.entry(reason).or_default() += 1;
+                counts.failures_at.push((at, reason));
             }
+        }
+        let second = counts.second(at);
+        match result {
+            Ok(()) => second.completed += 1,
+            Err(_) => second.failed += 1,
+        }
+        if let Some(micros) = micros {
+            second
+                .pickups_us
+                .push(micros.min(u64::from(u32::MAX)) as u32);
         }
     }
 
@@ -151,7 +205,8 @@ impl Ledger {
 }
 
 /// The kinds of request the workload sends, with their weights.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Mix {
     /// `IEchoService.SayHello`.
     pub echo: u32,
@@ -159,6 +214,8 @@ pub struct Mix {
     pub script: u32,
     /// `ICapabilitiesServiceV2.GetCapabilities`.
     pub capabilities: u32,
+    /// `IFileTransferService.UploadFile` with a data stream.
+    pub upload: u32,
 }
 
 impl Default for Mix {
@@ -167,53 +224,97 @@ impl Default for Mix {
             echo: 5,
             script: 4,
             capabilities: 1,
+            upload: 0,
         }
     }
 }
 
-/// Builds one random request for `agent`.
+impl Mix {
+    /// The sum of the weights.
+    pub fn total(&self) -> u32 {
+        self.echo + self.script + self.capabilities + self.upload
+    }
+}
+
+/// How the workload shapes each request.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    /// Request kinds and weights.
+    pub mix: Mix,
+    /// Shortest simulated script run time.
+    pub min_script_time: Duration,
+    /// Longest simulated script run time.
+    pub max_script_time: Duration,
+    /// Extra text in each echo request.
+    pub payload_bytes: usize,
+    /// Bytes in each upload's data stream.
+    pub stream_bytes: usize,
+}
+
+/// Builds one random request for `agent`, with its data streams.
 pub fn request_for(
     rng: &mut StdRng,
-    mix: Mix,
-    max_script_time: Duration,
+    shape: &Shape,
     agent: &SubscriptionId,
     thumbprint: &str,
     number: u64,
-) -> RequestMessage {
+) -> (RequestMessage, Vec<DataStream>) {
     let endpoint = ServiceEndPoint::new(agent.as_str(), thumbprint);
-    let total = (mix.echo + mix.script + mix.capabilities).max(1);
-    let pick = rng.random_range(0..total);
+    let mix = shape.mix;
+    let pick = rng.random_range(0..mix.total().max(1));
     if pick < mix.echo {
-        RequestMessage::call(
+        let text = format!("request {number}{}", "x".repeat(shape.payload_bytes));
+        let request = RequestMessage::call(
             echo::SERVICE,
             echo::SAY_HELLO,
-            echo::params(&format!("request {number}")),
+            echo::params(&text),
             endpoint,
             number,
-        )
+        );
+        (request, Vec::new())
     } else if pick < mix.echo + mix.script {
-        let seconds = rng.random_range(0.0..=max_script_time.as_secs_f64());
+        let (low, high) = (
+            shape.min_script_time,
+            shape.max_script_time.max(shape.min_script_time),
+        );
+        let seconds = rng.random_range(low.as_secs_f64()..=high.as_secs_f64());
         let command = script::StartScript {
             ticket: format!("octopoll{number:014}"),
             script_body: format!("echo \"request {number}\"; sleep {seconds:.3}; echo done"),
             task_id: format!("ServerTasks-{number}"),
             wait_for_finish: Some(Duration::from_secs(300)),
         };
-        RequestMessage::call(
+        let request = RequestMessage::call(
             script::SERVICE,
             script::START_SCRIPT,
             command.params(),
             endpoint,
             number,
-        )
-    } else {
-        RequestMessage::call(
+        );
+        (request, Vec::new())
+    } else if pick < mix.echo + mix.script + mix.capabilities {
+        let request = RequestMessage::call(
             capabilities::SERVICE,
             capabilities::GET_CAPABILITIES,
             Vec::<Bson>::new(),
             endpoint,
             number,
-        )
+        );
+        (request, Vec::new())
+    } else {
+        let bytes: Vec<u8> = (0..shape.stream_bytes).map(|i| (i % 251) as u8).collect();
+        let stream = DataStream::new(bytes);
+        let request = RequestMessage::call(
+            "IFileTransferService",
+            "UploadFile",
+            vec![
+                Bson::String(format!("octopoll/upload-{number}.bin")),
+                stream.reference().to_bson(true),
+            ],
+            endpoint,
+            number,
+        );
+        (request, vec![stream])
     }
 }
 
@@ -223,14 +324,14 @@ pub fn spawn_request(
     ledger: &Arc<Ledger>,
     node: NodeSender,
     agent: SubscriptionId,
-    request: RequestMessage,
+    (request, streams): (RequestMessage, Vec<DataStream>),
     run_ended: CancellationToken,
 ) {
     ledger.queued(node.node());
     let ledger = ledger.clone();
     tracker.spawn(async move {
         let (result, pickup) = tokio::select! {
-            outcome = node.send(&agent, request, Vec::new()) => (outcome.result.map(drop), outcome.pickup),
+            outcome = node.send(&agent, request, streams) => (outcome.result.map(drop), outcome.pickup),
             _ = run_ended.cancelled() => (Err(FailReason::RunEnded), None),
         };
         ledger.ended(node.node(), result, pickup);
@@ -271,5 +372,8 @@ mod tests {
         assert_eq!(node_2.failed[&FailReason::PickupTimeout], 1);
         assert_eq!(counts.pickup_us.len(), 1);
         assert_eq!(counts.per_node[&NodeId(1)].pickup_us.len(), 1);
+        assert_eq!(counts.seconds[0].queued, 3);
+        assert_eq!(counts.seconds[0].pickups_us, vec![3000]);
+        assert_eq!(counts.failures_at.len(), 1);
     }
 }

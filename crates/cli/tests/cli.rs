@@ -171,3 +171,106 @@ fn certs_writes_node_and_agent_pem_files_and_will_not_overwrite() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 }
+
+#[test]
+fn a_breached_threshold_exits_99_and_says_which_and_by_how_much() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("impossible.toml");
+    std::fs::write(
+        &scenario,
+        "duration = \"2s\"\n[agents]\ncount = 6\n[thresholds]\npickup_p99_ms = 0.0\nlost_max = 0\n",
+    )
+    .unwrap();
+    let output = octopoll()
+        .arg("run")
+        .arg(&scenario)
+        .args(["--comms-port", "0", "--quiet"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(99),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stdout.contains("pickup_p99_ms 0: "), "{stdout}");
+    assert!(stdout.contains("(BREACHED by "), "{stdout}");
+    assert!(stdout.contains("lost_max 0: 0 (passed)"), "{stdout}");
+    assert!(
+        stderr.contains("1 threshold(s) breached: pickup_p99_ms"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_scenario_file_names_file_line_and_key_and_exits_2_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, line, key) in [
+        ("[cluster]\nnodes = 3\nspeed = 9\n", 3, "speed"),
+        ("[cluster]\nnodes = 0\n", 2, "cluster.nodes"),
+        (
+            "duration = \"10s\"\n\n[[faults]]\nat = \"5s\"\naction = \"kill\"\ntarget = \"node-7\"\n",
+            6,
+            "faults[0].target",
+        ),
+        ("[agents]\ncount = \"many\"\n", 2, "count"),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let output = octopoll()
+            .args(["-v", "run"])
+            .arg(&path)
+            .arg("--quiet")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
+        let expected = format!("{}:{line}: {key}: ", path.display());
+        assert!(stderr.contains(&expected), "{text}: expected {expected:?} in {stderr}");
+        assert!(!stderr.contains("node started"), "nothing started: {stderr}");
+    }
+    let missing = octopoll()
+        .args(["run", "/nonexistent/scenario.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("reading scenario /nonexistent/scenario.toml"));
+}
+
+#[test]
+fn flags_override_the_scenario_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("small.toml");
+    std::fs::write(
+        &scenario,
+        "duration = \"1s\"\n[cluster]\nnodes = 2\n[agents]\ncount = 4\n",
+    )
+    .unwrap();
+    let json = dir.path().join("r.json");
+    let csv = dir.path().join("r.csv");
+    let output = octopoll()
+        .arg("run")
+        .arg(&scenario)
+        .args(["--nodes", "1", "--comms-port", "0", "--quiet", "--json"])
+        .arg(&json)
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["nodes"], 1, "the flag wins");
+    assert_eq!(report["agents"], 4, "the file's value stays");
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        csv.starts_with("second,connections_node_1,coverage,"),
+        "{csv}"
+    );
+    assert!(csv.lines().count() >= 2, "{csv}");
+}

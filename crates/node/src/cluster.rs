@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use octopoll_pki::{ApiKey, Identity};
 use serde::{Deserialize, Serialize};
@@ -110,7 +111,7 @@ impl ClusterConfig {
 /// A running cluster.
 pub struct Cluster {
     queue: QueueMode,
-    nodes: Vec<Node>,
+    nodes: Vec<Arc<Node>>,
     registry: MachineRegistry,
     identity: Identity,
 }
@@ -141,7 +142,7 @@ impl Cluster {
                 comms,
                 api,
             ) {
-                Ok(node) => nodes.push(node),
+                Ok(node) => nodes.push(Arc::new(node)),
                 Err(error) => {
                     // Leave nothing half-started behind.
                     for node in nodes {
@@ -159,13 +160,14 @@ impl Cluster {
         })
     }
 
-    /// The nodes, node 1 first.
-    pub fn nodes(&self) -> &[Node] {
+    /// The nodes, node 1 first. Clone an `Arc` to act on a node from another task
+    /// (kill it, start it again).
+    pub fn nodes(&self) -> &[Arc<Node>] {
         &self.nodes
     }
 
     /// The node with `id`.
-    pub fn node(&self, id: NodeId) -> Option<&Node> {
+    pub fn node(&self, id: NodeId) -> Option<&Arc<Node>> {
         self.nodes.iter().find(|n| n.id() == id)
     }
 

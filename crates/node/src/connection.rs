@@ -151,7 +151,17 @@ pub(crate) async fn serve(
                 shared.metrics.ended(Ending::Clean);
             }
             Err(error) => {
-                warn!(error = %error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "polling connection ended");
+                let cause = std::error::Error::source(&error).map(ToString::to_string);
+                // Dropped by this node's own stop or kill, or by a peer going away:
+                // expected in a fault scenario. The rest is a misbehaving peer.
+                if matches!(
+                    error,
+                    ConnectionError::Aborted | ConnectionError::Dropped(_)
+                ) {
+                    debug!(%error, ?cause, "polling connection ended");
+                } else {
+                    warn!(%error, ?cause, "polling connection ended");
+                }
                 shared.metrics.ended(error.ending());
             }
         }

@@ -1,25 +1,35 @@
-//! `octopoll run`: flags → [`RunConfig`], run, print and save the report.
+//! `octopoll run`: scenario and flags → [`RunConfig`], run, print and save the
+//! report, and turn it into an exit code.
+
+use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use octopoll_cli::haproxy::BalancerError;
-use octopoll_cli::lab::LabConfig;
 use octopoll_cli::progress::Progress;
 use octopoll_cli::run::{execute, RunConfig};
+use octopoll_cli::scenario::{self, ScenarioFile};
 
 use crate::args::RunArgs;
 
-/// Runs and reports; fails if any request was lost.
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let (json, quiet) = (args.json.clone(), args.quiet);
+/// The exit code of a run that breached a threshold.
+pub const THRESHOLD_BREACHED: u8 = 99;
+
+/// Runs and reports; fails if any request was lost, exits 99 if a threshold broke.
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = config_of(&args)?;
+    let (json, csv, quiet) = (args.json.clone(), args.csv.clone(), args.quiet);
     let mut progress = Progress::stderr(quiet);
-    let report = execute(config_of(args), &mut progress)
-        .await
-        .map_err(with_hint)?;
+    let finished = execute(config, &mut progress).await.map_err(with_hint)?;
+    let report = &finished.report;
     print!("{report}");
     if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&report)?;
+        let text = serde_json::to_string_pretty(report)?;
         std::fs::write(&path, text + "\n")
             .with_context(|| format!("writing the JSON report to {}", path.display()))?;
+    }
+    if let Some(path) = csv {
+        std::fs::write(&path, &finished.csv)
+            .with_context(|| format!("writing the CSV time series to {}", path.display()))?;
     }
     let requests = &report.requests;
     if requests.lost > 0 {
@@ -34,7 +44,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             requests.counted_twice
         );
     }
-    Ok(())
+    let breaches: Vec<String> = report.breaches().map(ToString::to_string).collect();
+    if !breaches.is_empty() {
+        eprintln!(
+            "octopoll: {} threshold(s) breached: {}",
+            breaches.len(),
+            breaches.join("; ")
+        );
+        return Ok(ExitCode::from(THRESHOLD_BREACHED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The built-in default, then the scenario file, then the flags; checked.
+fn config_of(args: &RunArgs) -> anyhow::Result<RunConfig> {
+    let (default, _) = ScenarioFile::default_scenario();
+    let (file, source) = match &args.scenario {
+        Some(path) => {
+            let (file, source) = ScenarioFile::read(path)?;
+            (file, Some(source))
+        }
+        None => (ScenarioFile::default(), None),
+    };
+    let merged = default.overlay(file).overlay(args.as_layer());
+    Ok(scenario::resolve(&merged, source.as_ref())?)
 }
 
 /// Adds what to do next to errors a user can fix with a flag.
@@ -53,27 +86,4 @@ fn with_hint(error: anyhow::Error) -> anyhow::Error {
     } else {
         error
     }
-}
-
-fn config_of(args: RunArgs) -> RunConfig {
-    let mut lab = LabConfig::new(args.nodes, args.agents as usize);
-    lab.topology = args.topology;
-    lab.haproxy = args.haproxy;
-    lab.cluster.queue = args.queue.into();
-    lab.cluster.bind = args.bind;
-    lab.cluster.comms_port = args.comms_port;
-    lab.cluster.api_port = args.api_port;
-    lab.cluster.node.long_poll = args.long_poll;
-    lab.cluster.node.pickup_timeout = args.pickup_timeout;
-    lab.swarm.key_type = args.key_type.into();
-    lab.server_key_type = args.key_type.into();
-    lab.swarm.agent.polling.connections_per_node = args.connections_per_node as usize;
-    let mut config = RunConfig::new(lab);
-    config.duration = args.duration;
-    config.rate = args.rate;
-    config.seed = args.seed;
-    config.drain = args.drain;
-    config.mesh_timeout = args.mesh_timeout;
-    config.max_script_time = args.max_script_time;
-    config
 }

@@ -1,0 +1,242 @@
+//! Carrying out a scenario's faults on a running lab, on schedule: node kills,
+//! stops, starts and restarts, and network faults through the chaos proxy in front
+//! of each node. A fault with a `duration` is undone when it runs out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use octopoll_node::{Node, NodeId};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::lab::{Lab, Network};
+use crate::scenario::fault::{Action, Fault, NodeAction};
+use crate::timeline::FaultSpan;
+
+/// How often starting a node again is tried when its port is not free yet.
+const START_ATTEMPTS: usize = 20;
+
+/// One fault or undo as carried out.
+#[derive(Clone, Debug)]
+pub struct Executed {
+    /// Which fault (index into the scenario's sorted faults).
+    pub fault: usize,
+    /// Whether this was the undo at the end of its duration.
+    pub undo: bool,
+    /// When it started, since the workload started.
+    pub at: Duration,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// Carries out `faults` against `lab` on their schedule from `started`, until all
+/// are done or `stop` is cancelled. Each action runs in its own task, so a slow
+/// graceful stop never delays the next fault.
+pub async fn run(
+    lab: &Lab,
+    faults: &[Fault],
+    started: Instant,
+    stop: &CancellationToken,
+) -> Vec<Executed> {
+    let mut events: Vec<(Duration, usize, bool)> = Vec::new();
+    for (i, fault) in faults.iter().enumerate() {
+        events.push((fault.at, i, false));
+        if let Some(lasts) = fault.duration {
+            events.push((fault.at + lasts, i, true));
+        }
+    }
+    events.sort_by_key(|(at, i, undo)| (*at, *undo, *i));
+    let mut running = JoinSet::new();
+    for (at, index, undo) in events {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep_until(started + at) => {}
+        }
+        let fault = &faults[index];
+        info!(fault = %fault.describe(), undo, "fault");
+        let nodes: Vec<Arc<Node>> = fault
+            .nodes
+            .iter()
+            .filter_map(|id| lab.cluster.node(*id).cloned())
+            .collect();
+        let action = fault.action.clone();
+        let network = lab.network();
+        let node_ids = fault.nodes.clone();
+        let when = started.elapsed();
+        running.spawn(async move {
+            let error = carry_out(&action, undo, nodes, &node_ids, network)
+                .await
+                .err();
+            if let Some(error) = &error {
+                warn!(%error, "fault could not be carried out");
+            }
+            Executed {
+                fault: index,
+                undo,
+                at: when,
+                error,
+            }
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(executed) = running.join_next().await {
+        match executed {
+            Ok(executed) => done.push(executed),
+            Err(error) => warn!(%error, "a fault task failed"),
+        }
+    }
+    done.sort_by_key(|e| (e.at, e.fault));
+    done
+}
+
+async fn carry_out(
+    action: &Action,
+    undo: bool,
+    nodes: Vec<Arc<Node>>,
+    ids: &[NodeId],
+    network: Option<Network>,
+) -> Result<(), String> {
+    match action {
+        Action::Node(action) => {
+            let mut tasks = JoinSet::new();
+            for node in nodes {
+                let action = *action;
+                tasks.spawn(async move { node_action(&node, action, undo).await });
+            }
+            let mut first_error = None;
+            while let Some(result) = tasks.join_next().await {
+                let result = result.map_err(|e| e.to_string()).and_then(|r| r);
+                if let Err(error) = result {
+                    first_error.get_or_insert(error);
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        }
+        Action::Network(action) => {
+            let network =
+                network.ok_or("network faults need the chaos proxy in front of the nodes")?;
+            for id in ids {
+                let result = if undo {
+                    network.lift(*id, action).await
+                } else {
+                    network.apply(*id, action).await
+                };
+                result.map_err(|e| format!("{id}: {e}"))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn node_action(node: &Node, action: NodeAction, undo: bool) -> Result<(), String> {
+    match (action, undo) {
+        (NodeAction::Kill, false) => {
+            node.kill().await;
+            Ok(())
+        }
+        (NodeAction::Stop, false) => {
+            node.stop().await;
+            Ok(())
+        }
+        (NodeAction::Restart, _) => {
+            node.stop().await;
+            start(node).await
+        }
+        (NodeAction::Start, _) | (NodeAction::Kill | NodeAction::Stop, true) => start(node).await,
+    }
+}
+
+/// Starts `node` again, retrying briefly while its old sockets let go of the port.
+async fn start(node: &Node) -> Result<(), String> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match node.start_again() {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < START_ATTEMPTS => {
+                warn!(node = %node.id(), %error, "starting again failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => return Err(format!("{}: {error}", node.id())),
+        }
+    }
+}
+
+/// The span of each fault for the analysis: when it ended, and how far its window
+/// reaches (the next disruptive fault, or `run_end`).
+pub fn spans(faults: &[Fault], executed: &[Executed], run_end: Duration) -> Vec<FaultSpan> {
+    faults
+        .iter()
+        .enumerate()
+        .map(|(i, fault)| {
+            let ended = match (&fault.action, fault.duration) {
+                (_, Some(lasts)) => Some(fault.at + lasts),
+                (Action::Node(NodeAction::Restart), None) => Some(fault.at),
+                (Action::Node(NodeAction::Kill | NodeAction::Stop), None) => faults[i + 1..]
+                    .iter()
+                    .find(|later| {
+                        matches!(
+                            later.action,
+                            Action::Node(NodeAction::Start | NodeAction::Restart)
+                        ) && fault.nodes.iter().all(|n| later.nodes.contains(n))
+                    })
+                    .map(|later| later.at),
+                _ => None,
+            };
+            let from = ended.unwrap_or(fault.at).max(fault.at);
+            let window_end = faults[i + 1..]
+                .iter()
+                .filter(|later| later.action.disrupts() && later.at > from)
+                .map(|later| later.at)
+                .next()
+                .unwrap_or(run_end);
+            let error = executed
+                .iter()
+                .filter(|e| e.fault == i)
+                .find_map(|e| e.error.clone());
+            FaultSpan {
+                description: fault.describe(),
+                at: fault.at,
+                ended,
+                disruptive: fault.action.disrupts(),
+                window_end,
+                error,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::fault::NetworkAction;
+
+    fn fault(at: u64, action: Action, node: u16, lasts: Option<u64>) -> Fault {
+        Fault {
+            at: Duration::from_secs(at),
+            action,
+            nodes: vec![NodeId(node)],
+            duration: lasts.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn a_kill_ends_at_the_start_that_follows_it_or_its_duration() {
+        let faults = vec![
+            fault(10, Action::Node(NodeAction::Kill), 2, None),
+            fault(25, Action::Node(NodeAction::Start), 2, None),
+            fault(30, Action::Network(NetworkAction::Down), 1, Some(5)),
+            fault(38, Action::Network(NetworkAction::Partition), 3, None),
+        ];
+        let spans = spans(&faults, &[], Duration::from_secs(60));
+        assert_eq!(spans[0].ended, Some(Duration::from_secs(25)));
+        assert_eq!(spans[0].window_end, Duration::from_secs(30));
+        assert!(!spans[1].disruptive);
+        assert_eq!(spans[2].ended, Some(Duration::from_secs(35)));
+        assert_eq!(spans[2].window_end, Duration::from_secs(38));
+        assert_eq!(spans[3].ended, None, "nothing lifts the partition");
+        assert_eq!(spans[3].window_end, Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,429 @@
+//! Faults: what a `[[faults]]` entry says, checked into a schedule of actions on
+//! nodes and on the network between agents and nodes.
+
+use std::fmt;
+use std::time::Duration;
+
+use octopoll_node::NodeId;
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// One `[[faults]]` entry as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultKeys {
+    /// When, from the start of the workload (`10s`).
+    #[serde(default, with = "humantime_serde::option")]
+    pub at: Option<Duration>,
+    /// What happens (`kill`, `latency`, …).
+    pub action: Option<String>,
+    /// Which node: `node-2`, `2`, `all` or `random` (picked with the seed).
+    pub target: Option<String>,
+    /// Undo the fault after this long (a killed node starts again, a toxic goes).
+    #[serde(default, with = "humantime_serde::option")]
+    pub duration: Option<Duration>,
+    /// Toxic direction for network faults: `upstream` (agent → node),
+    /// `downstream` (node → agent) or `both` (the default).
+    pub stream: Option<String>,
+    /// Share of connections a toxic affects (toxiproxy's toxicity), 0–1.
+    pub toxicity: Option<f32>,
+    /// `latency`: milliseconds added.
+    pub latency: Option<u64>,
+    /// `latency`: ± milliseconds of jitter.
+    pub jitter: Option<u64>,
+    /// `bandwidth`: KB/s.
+    pub rate: Option<u64>,
+    /// `timeout`, `reset_peer`: milliseconds.
+    pub timeout: Option<u64>,
+    /// `slicer`: average slice in bytes.
+    pub average_size: Option<u64>,
+    /// `slicer`: ± bytes.
+    pub size_variation: Option<u64>,
+    /// `slicer`: µs between slices; `slow_close`: ms before the close.
+    pub delay: Option<u64>,
+    /// `limit_data`: bytes before the connection closes.
+    pub bytes: Option<u64>,
+}
+
+/// Something done to a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeAction {
+    /// Abrupt: connections dropped, in-memory queue lost.
+    Kill,
+    /// Graceful: queued work fails `node-stopped`, exchanges in flight drain.
+    Stop,
+    /// Start a stopped or killed node on its addresses.
+    Start,
+    /// Stop gracefully, then start.
+    Restart,
+}
+
+/// A toxiproxy toxic, with its attributes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Toxic {
+    /// Delay every chunk by `latency` ± `jitter` ms.
+    Latency {
+        /// Milliseconds.
+        latency: u64,
+        /// ± milliseconds.
+        jitter: u64,
+    },
+    /// Limit to `rate` KB/s.
+    Bandwidth {
+        /// KB/s.
+        rate: u64,
+    },
+    /// Hold data; close after `timeout` ms (0: hold until removed).
+    Timeout {
+        /// Milliseconds.
+        timeout: u64,
+    },
+    /// Reset the connection (TCP RST) after `timeout` ms.
+    ResetPeer {
+        /// Milliseconds.
+        timeout: u64,
+    },
+    /// Slice data into small pieces.
+    Slicer {
+        /// Bytes.
+        average_size: u64,
+        /// ± bytes.
+        size_variation: u64,
+        /// µs between slices.
+        delay: u64,
+    },
+    /// Close once `bytes` have passed.
+    LimitData {
+        /// Bytes.
+        bytes: u64,
+    },
+    /// Delay the close by `delay` ms.
+    SlowClose {
+        /// Milliseconds.
+        delay: u64,
+    },
+}
+
+impl Toxic {
+    /// toxiproxy's type name: `latency`, `reset_peer`, ….
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Toxic::Latency { .. } => "latency",
+            Toxic::Bandwidth { .. } => "bandwidth",
+            Toxic::Timeout { .. } => "timeout",
+            Toxic::ResetPeer { .. } => "reset_peer",
+            Toxic::Slicer { .. } => "slicer",
+            Toxic::LimitData { .. } => "limit_data",
+            Toxic::SlowClose { .. } => "slow_close",
+        }
+    }
+}
+
+/// Which direction a toxic acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Streams {
+    /// Agent → node.
+    Upstream,
+    /// Node → agent.
+    Downstream,
+    /// Both.
+    Both,
+}
+
+/// Something done to the network between the agents and a node (through the chaos
+/// proxy in front of it).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkAction {
+    /// Add a toxic.
+    Toxic {
+        /// The toxic.
+        toxic: Toxic,
+        /// Its direction.
+        stream: Streams,
+        /// Share of connections affected.
+        toxicity: f32,
+    },
+    /// Refuse new connections and cut existing ones (toxiproxy's disabled proxy).
+    Down,
+    /// Agents ↔ node in both directions: data is held (a `timeout` toxic with 0
+    /// both ways), as on a network that silently drops packets.
+    Partition,
+}
+
+/// A fault's action.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Action {
+    /// On a node.
+    Node(NodeAction),
+    /// On the network in front of a node.
+    Network(NetworkAction),
+}
+
+impl Action {
+    /// The name as written in a scenario.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Node(NodeAction::Kill) => "kill",
+            Action::Node(NodeAction::Stop) => "stop",
+            Action::Node(NodeAction::Start) => "start",
+            Action::Node(NodeAction::Restart) => "restart",
+            Action::Network(NetworkAction::Down) => "down",
+            Action::Network(NetworkAction::Partition) => "partition",
+            Action::Network(NetworkAction::Toxic { toxic, .. }) => toxic.kind(),
+        }
+    }
+
+    /// Whether it needs the chaos proxy in front of each node.
+    pub fn is_network(&self) -> bool {
+        matches!(self, Action::Network(_))
+    }
+
+    /// Whether it takes a node (or its network) out until something undoes it.
+    pub fn disrupts(&self) -> bool {
+        !matches!(self, Action::Node(NodeAction::Start))
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// Every action name a scenario may use.
+pub const ACTIONS: [&str; 14] = [
+    "kill",
+    "stop",
+    "start",
+    "restart",
+    "latency",
+    "bandwidth",
+    "timeout",
+    "reset_peer",
+    "slicer",
+    "limit_data",
+    "slow_close",
+    "down",
+    "partition",
+    "restart",
+];
+
+/// Which nodes a fault hits, as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// One node.
+    Node(NodeId),
+    /// Every node at once.
+    All,
+    /// One node picked with the seed.
+    Random,
+}
+
+impl Target {
+    /// Parses `node-2`, `2`, `all` or `random`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "all" => return Ok(Target::All),
+            "random" => return Ok(Target::Random),
+            _ => {}
+        }
+        let number = text.strip_prefix("node-").unwrap_or(text);
+        match number.parse::<u16>() {
+            Ok(n) if n >= 1 => Ok(Target::Node(NodeId(n))),
+            _ => Err(format!(
+                "expected node-N (N from 1), all or random, got {text:?}"
+            )),
+        }
+    }
+
+    /// The nodes it means in a cluster of `nodes`, drawing `random` from `rng`.
+    pub fn resolve(&self, nodes: u16, rng: &mut StdRng) -> Vec<NodeId> {
+        match self {
+            Target::Node(id) => vec![*id],
+            Target::All => (1..=nodes).map(NodeId).collect(),
+            Target::Random => vec![NodeId(rng.random_range(1..=nodes))],
+        }
+    }
+}
+
+/// A checked fault: what happens, to which nodes, when, for how long.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Fault {
+    /// From the start of the workload.
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    /// What happens.
+    pub action: Action,
+    /// The nodes it hits.
+    #[serde(serialize_with = "node_names")]
+    pub nodes: Vec<NodeId>,
+    /// Undone after this long, if set.
+    #[serde(with = "humantime_serde")]
+    pub duration: Option<Duration>,
+}
+
+fn node_names<S: serde::Serializer>(nodes: &[NodeId], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nodes.iter().map(ToString::to_string))
+}
+
+impl Fault {
+    /// `kill node-2 at 10s for 15s`.
+    pub fn describe(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(ToString::to_string).collect();
+        let mut text = format!(
+            "{} {} at {}",
+            self.action,
+            nodes.join(","),
+            humantime::format_duration(self.at)
+        );
+        if let Some(duration) = self.duration {
+            text.push_str(&format!(" for {}", humantime::format_duration(duration)));
+        }
+        text
+    }
+}
+
+/// Checks one entry's action and attributes (the node range and timing are checked
+/// by the caller, who knows the cluster and the run). Errors name the key.
+pub fn action_of(keys: &FaultKeys) -> Result<Action, (&'static str, String)> {
+    let name = keys.action.as_deref().ok_or((
+        "action",
+        format!("missing; one of {}", ACTIONS[..13].join(", ")),
+    ))?;
+    let stream = match keys.stream.as_deref() {
+        None | Some("both") => Streams::Both,
+        Some("upstream") => Streams::Upstream,
+        Some("downstream") => Streams::Downstream,
+        Some(other) => {
+            return Err((
+                "stream",
+                format!("expected upstream, downstream or both, got {other:?}"),
+            ))
+        }
+    };
+    let toxicity = keys.toxicity.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&toxicity) {
+        return Err(("toxicity", format!("must be from 0 to 1, got {toxicity}")));
+    }
+    let need =
+        |value: Option<u64>, key: &'static str| value.ok_or((key, format!("{name} needs {key}")));
+    let toxic = match name {
+        "kill" => return Ok(Action::Node(NodeAction::Kill)),
+        "stop" => return Ok(Action::Node(NodeAction::Stop)),
+        "start" => return Ok(Action::Node(NodeAction::Start)),
+        "restart" => return Ok(Action::Node(NodeAction::Restart)),
+        "down" => return Ok(Action::Network(NetworkAction::Down)),
+        "partition" => return Ok(Action::Network(NetworkAction::Partition)),
+        "latency" => Toxic::Latency {
+            latency: need(keys.latency, "latency")?,
+            jitter: keys.jitter.unwrap_or(0),
+        },
+        "bandwidth" => match need(keys.rate, "rate")? {
+            0 => return Err(("rate", "must be at least 1 KB/s".into())),
+            rate => Toxic::Bandwidth { rate },
+        },
+        "timeout" => Toxic::Timeout {
+            timeout: keys.timeout.unwrap_or(0),
+        },
+        "reset_peer" => Toxic::ResetPeer {
+            timeout: keys.timeout.unwrap_or(0),
+        },
+        "slicer" => {
+            let average_size = keys.average_size.unwrap_or(64);
+            let size_variation = keys.size_variation.unwrap_or(0);
+            if average_size == 0 || size_variation > average_size {
+                return Err((
+                    "size_variation",
+                    "slicer needs average_size ≥ 1 and size_variation ≤ average_size".into(),
+                ));
+            }
+            Toxic::Slicer {
+                average_size,
+                size_variation,
+                delay: keys.delay.unwrap_or(0),
+            }
+        }
+        "limit_data" => Toxic::LimitData {
+            bytes: need(keys.bytes, "bytes")?,
+        },
+        "slow_close" => Toxic::SlowClose {
+            delay: need(keys.delay, "delay")?,
+        },
+        other => {
+            return Err((
+                "action",
+                format!(
+                    "unknown action {other:?}; one of {}",
+                    ACTIONS[..13].join(", ")
+                ),
+            ))
+        }
+    };
+    Ok(Action::Network(NetworkAction::Toxic {
+        toxic,
+        stream,
+        toxicity,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn keys(action: &str) -> FaultKeys {
+        FaultKeys {
+            action: Some(action.into()),
+            ..FaultKeys::default()
+        }
+    }
+
+    #[test]
+    fn targets_parse_and_resolve() {
+        assert_eq!(Target::parse("node-2"), Ok(Target::Node(NodeId(2))));
+        assert_eq!(Target::parse("3"), Ok(Target::Node(NodeId(3))));
+        assert!(Target::parse("node-0").is_err());
+        assert!(Target::parse("seven").is_err());
+        let mut rng = StdRng::seed_from_u64(1);
+        assert_eq!(Target::All.resolve(3, &mut rng).len(), 3);
+        let picked = Target::Random.resolve(3, &mut rng);
+        assert!(picked[0].0 >= 1 && picked[0].0 <= 3);
+        let again = Target::Random.resolve(3, &mut StdRng::seed_from_u64(1));
+        let first = Target::Random.resolve(3, &mut StdRng::seed_from_u64(1));
+        assert_eq!(again, first, "the seed picks the same node");
+    }
+
+    #[test]
+    fn actions_check_their_attributes() {
+        assert_eq!(action_of(&keys("kill")), Ok(Action::Node(NodeAction::Kill)));
+        assert_eq!(action_of(&keys("latency")).unwrap_err().0, "latency");
+        let mut latency = keys("latency");
+        latency.latency = Some(200);
+        latency.stream = Some("upstream".into());
+        assert_eq!(
+            action_of(&latency),
+            Ok(Action::Network(NetworkAction::Toxic {
+                toxic: Toxic::Latency {
+                    latency: 200,
+                    jitter: 0
+                },
+                stream: Streams::Upstream,
+                toxicity: 1.0
+            }))
+        );
+        assert_eq!(action_of(&keys("explode")).unwrap_err().0, "action");
+        let mut bad = keys("slicer");
+        bad.average_size = Some(10);
+        bad.size_variation = Some(20);
+        assert_eq!(action_of(&bad).unwrap_err().0, "size_variation");
+        let mut sideways = keys("down");
+        sideways.stream = Some("sideways".into());
+        assert_eq!(action_of(&sideways).unwrap_err().0, "stream");
+    }
+}

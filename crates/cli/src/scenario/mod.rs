@@ -1,0 +1,709 @@
+//! Scenario files: a run written down as TOML — topology, load, faults over time,
+//! pass/fail thresholds — so one command runs it and CI gets an exit code.
+//!
+//! Values come in layers: the built-in default (`scenarios/default.toml`, compiled
+//! in), then the scenario file, then the command line's flags. A key unknown to
+//! the schema, a value of the wrong type, or an impossible value (0 nodes, a fault
+//! after the end, a fault on node 7 of 3) is refused before anything starts, with
+//! the file, line and key.
+
+pub mod fault;
+pub mod thresholds;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use octopoll_agent::{BackoffConfig, BackoffStrategy};
+use octopoll_node::QueueMode;
+use octopoll_pki::KeyType;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::Deserialize;
+
+use crate::lab::LabConfig;
+use crate::run::RunConfig;
+use crate::topology::Topology;
+use crate::workload::Mix;
+use fault::{Fault, FaultKeys, Target};
+use thresholds::Thresholds;
+
+/// The built-in default scenario: what `octopoll run` runs with no file.
+pub const DEFAULT_SCENARIO: &str = include_str!("../../../../scenarios/default.toml");
+
+/// Most agents one process holds (each polling connection costs a descriptor on
+/// both ends, and a process may hold 20,000).
+pub const MAX_AGENTS: usize = 9_000;
+/// Most nodes.
+pub const MAX_NODES: u16 = 64;
+
+/// A scenario as written: every key optional, so files and flags can be layered.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// A short name for reports.
+    pub name: Option<String>,
+    /// What the scenario shows.
+    pub description: Option<String>,
+    /// Seed for agent ids, request choice, jitter and `random` fault targets.
+    pub seed: Option<u64>,
+    /// How long to queue work.
+    #[serde(default, with = "humantime_serde::option")]
+    pub duration: Option<Duration>,
+    /// How long to wait for unfinished requests after the workload.
+    #[serde(default, with = "humantime_serde::option")]
+    pub drain: Option<Duration>,
+    /// How long to wait for every polling connection before the workload.
+    #[serde(default, with = "humantime_serde::option")]
+    pub mesh_timeout: Option<Duration>,
+    /// Multiplies `duration` and every fault's `at` and `duration` (0.25 runs a
+    /// scenario in a quarter of the time).
+    pub time_scale: Option<f64>,
+    /// The nodes.
+    #[serde(default)]
+    pub cluster: ClusterKeys,
+    /// The agents.
+    #[serde(default)]
+    pub agents: AgentKeys,
+    /// The work queued.
+    #[serde(default)]
+    pub workload: WorkloadKeys,
+    /// Faults over time (a later layer's list replaces an earlier one's).
+    pub faults: Option<Vec<FaultKeys>>,
+    /// Pass/fail limits.
+    #[serde(default)]
+    pub thresholds: Thresholds,
+}
+
+/// `[cluster]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterKeys {
+    /// Node count.
+    pub nodes: Option<u16>,
+    /// How agents reach the nodes.
+    pub topology: Option<Topology>,
+    /// `per-node` or `shared`.
+    pub queue: Option<QueueMode>,
+    /// Address of node 1.
+    pub bind: Option<IpAddr>,
+    /// Comms port of node 1 (0: free ports).
+    pub comms_port: Option<u16>,
+    /// API port of node 1 (0: free ports).
+    pub api_port: Option<u16>,
+    /// Long-poll wait before the null request.
+    #[serde(default, with = "humantime_serde::option")]
+    pub long_poll: Option<Duration>,
+    /// A request nobody collects fails after this.
+    #[serde(default, with = "humantime_serde::option")]
+    pub pickup_timeout: Option<Duration>,
+    /// How long a stopping node lets exchanges in flight finish.
+    #[serde(default, with = "humantime_serde::option")]
+    pub node_drain: Option<Duration>,
+    /// The HAProxy binary.
+    pub haproxy: Option<PathBuf>,
+    /// Put the fault proxy between the agents and every node even without network
+    /// faults (network faults imply it).
+    pub chaos: Option<bool>,
+}
+
+/// `[agents]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentKeys {
+    /// Agent count.
+    pub count: Option<usize>,
+    /// `ecdsa` or `rsa`.
+    pub key_type: Option<KeyTypeName>,
+    /// Polling connections per node.
+    pub connections_per_node: Option<usize>,
+    /// Reconnect strategy.
+    pub backoff: Option<BackoffStrategy>,
+    /// Shortest reconnect delay.
+    #[serde(default, with = "humantime_serde::option")]
+    pub backoff_min: Option<Duration>,
+    /// Longest reconnect delay.
+    #[serde(default, with = "humantime_serde::option")]
+    pub backoff_max: Option<Duration>,
+}
+
+/// `[workload]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadKeys {
+    /// Requests per second over the cluster.
+    pub rate: Option<f64>,
+    /// Request kinds and weights.
+    pub mix: Option<Mix>,
+    /// Shortest simulated script run time.
+    #[serde(default, with = "humantime_serde::option")]
+    pub min_script_time: Option<Duration>,
+    /// Longest simulated script run time.
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_script_time: Option<Duration>,
+    /// Bytes of text in each echo request.
+    pub payload_bytes: Option<usize>,
+    /// Bytes in each upload's data stream.
+    pub stream_bytes: Option<usize>,
+}
+
+/// A certificate key type, as a scenario or flag names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyTypeName {
+    /// ECDSA P-256 (fast).
+    Ecdsa,
+    /// RSA-2048 (what Octopus and Tentacle use).
+    Rsa,
+}
+
+impl From<KeyTypeName> for KeyType {
+    fn from(value: KeyTypeName) -> Self {
+        match value {
+            KeyTypeName::Ecdsa => KeyType::EcdsaP256,
+            KeyTypeName::Rsa => KeyType::Rsa2048,
+        }
+    }
+}
+
+/// Where a scenario's text came from, for error messages.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The file name as the user gave it (or `built-in default`).
+    pub name: String,
+    /// Its text.
+    pub text: String,
+}
+
+/// A scenario refused before anything started.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: {key}: {message}")]
+pub struct ScenarioError {
+    /// `file:line`, or the flag the value came from.
+    pub location: String,
+    /// The key, e.g. `cluster.nodes` or `faults[2].target`.
+    pub key: String,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+/// A file that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading scenario {path}")]
+pub struct ReadError {
+    /// The path.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl ScenarioFile {
+    /// Parses `source`, refusing unknown keys and wrong types with file, line and key.
+    pub fn parse(source: &Source) -> Result<Self, ScenarioError> {
+        toml::from_str(&source.text).map_err(|error| {
+            let line = error.span().map(|span| line_at(&source.text, span.start));
+            let location = match line {
+                Some(line) => format!("{}:{line}", source.name),
+                None => source.name.clone(),
+            };
+            let message = error.message().trim().to_string();
+            let key = key_in_message(&message)
+                .or_else(|| error.span().and_then(|s| key_at(&source.text, s.start)))
+                .unwrap_or_else(|| "(file)".into());
+            ScenarioError {
+                location,
+                key,
+                message,
+            }
+        })
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn read(path: &Path) -> Result<(Self, Source), anyhow::Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| ReadError {
+            path: path.to_owned(),
+            source,
+        })?;
+        let source = Source {
+            name: path.display().to_string(),
+            text,
+        };
+        Ok((Self::parse(&source)?, source))
+    }
+
+    /// The built-in default.
+    pub fn default_scenario() -> (Self, Source) {
+        let source = Source {
+            name: "built-in default (scenarios/default.toml)".into(),
+            text: DEFAULT_SCENARIO.into(),
+        };
+        let file = Self::parse(&source).expect("the built-in default scenario parses");
+        (file, source)
+    }
+
+    /// `self` with every key `over` sets replaced.
+    pub fn overlay(self, over: ScenarioFile) -> ScenarioFile {
+        let (c, o) = (self.cluster, over.cluster);
+        let (a, oa) = (self.agents, over.agents);
+        let (w, ow) = (self.workload, over.workload);
+        ScenarioFile {
+            name: over.name.or(self.name),
+            description: over.description.or(self.description),
+            seed: over.seed.or(self.seed),
+            duration: over.duration.or(self.duration),
+            drain: over.drain.or(self.drain),
+            mesh_timeout: over.mesh_timeout.or(self.mesh_timeout),
+            time_scale: over.time_scale.or(self.time_scale),
+            cluster: ClusterKeys {
+                nodes: o.nodes.or(c.nodes),
+                topology: o.topology.or(c.topology),
+                queue: o.queue.or(c.queue),
+                bind: o.bind.or(c.bind),
+                comms_port: o.comms_port.or(c.comms_port),
+                api_port: o.api_port.or(c.api_port),
+                long_poll: o.long_poll.or(c.long_poll),
+                pickup_timeout: o.pickup_timeout.or(c.pickup_timeout),
+                node_drain: o.node_drain.or(c.node_drain),
+                haproxy: o.haproxy.or(c.haproxy),
+                chaos: o.chaos.or(c.chaos),
+            },
+            agents: AgentKeys {
+                count: oa.count.or(a.count),
+                key_type: oa.key_type.or(a.key_type),
+                connections_per_node: oa.connections_per_node.or(a.connections_per_node),
+                backoff: oa.backoff.or(a.backoff),
+                backoff_min: oa.backoff_min.or(a.backoff_min),
+                backoff_max: oa.backoff_max.or(a.backoff_max),
+            },
+            workload: WorkloadKeys {
+                rate: ow.rate.or(w.rate),
+                mix: ow.mix.or(w.mix),
+                min_script_time: ow.min_script_time.or(w.min_script_time),
+                max_script_time: ow.max_script_time.or(w.max_script_time),
+                payload_bytes: ow.payload_bytes.or(w.payload_bytes),
+                stream_bytes: ow.stream_bytes.or(w.stream_bytes),
+            },
+            faults: over.faults.or(self.faults),
+            thresholds: self.thresholds.overlay(over.thresholds),
+        }
+    }
+}
+
+/// Checks the merged layers into a run. `file` is the user's scenario (for
+/// locating keys); values it does not set came from the default or the flags.
+pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig, ScenarioError> {
+    let here = |table: Option<&str>, key: &str, index: Option<usize>| {
+        let full = match (table, index) {
+            (Some(t), Some(i)) => format!("{t}[{i}].{key}"),
+            (Some(t), None) => format!("{t}.{key}"),
+            (None, _) => key.to_string(),
+        };
+        let line = file.and_then(|f| locate(&f.text, table, index, key));
+        let location = match (file, line) {
+            (Some(f), Some(line)) => format!("{}:{line}", f.name),
+            _ => format!("--{} (or the default)", key.replace('_', "-")),
+        };
+        (location, full)
+    };
+    let refuse = |table: Option<&str>, key: &str, index: Option<usize>, message: String| {
+        let (location, key) = here(table, key, index);
+        ScenarioError {
+            location,
+            key,
+            message,
+        }
+    };
+
+    let c = &merged.cluster;
+    let nodes = c.nodes.unwrap_or(3);
+    if !(1..=MAX_NODES).contains(&nodes) {
+        return Err(refuse(
+            Some("cluster"),
+            "nodes",
+            None,
+            format!("{nodes} nodes: a cluster has 1 to {MAX_NODES}"),
+        ));
+    }
+    let agents = merged.agents.count.unwrap_or(100);
+    if !(1..=MAX_AGENTS).contains(&agents) {
+        return Err(refuse(
+            Some("agents"),
+            "count",
+            None,
+            format!("{agents} agents: one run holds 1 to {MAX_AGENTS}"),
+        ));
+    }
+    let scale = merged.time_scale.unwrap_or(1.0);
+    if !(scale.is_finite() && scale > 0.0) {
+        return Err(refuse(
+            None,
+            "time_scale",
+            None,
+            format!("must be above 0, got {scale}"),
+        ));
+    }
+    let duration = merged.duration.unwrap_or(Duration::from_secs(30));
+    if duration.is_zero() {
+        return Err(refuse(None, "duration", None, "must be above 0".into()));
+    }
+    let duration = duration.mul_f64(scale);
+    let rate = merged.workload.rate.unwrap_or(20.0);
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(refuse(
+            Some("workload"),
+            "rate",
+            None,
+            format!("must be a positive number of requests per second, got {rate}"),
+        ));
+    }
+    for (key, value) in [
+        ("long_poll", c.long_poll),
+        ("pickup_timeout", c.pickup_timeout),
+    ] {
+        if value.is_some_and(|v| v.is_zero()) {
+            return Err(refuse(Some("cluster"), key, None, "must be above 0".into()));
+        }
+    }
+    let connections_per_node = merged.agents.connections_per_node.unwrap_or(1);
+    if !(1..=16).contains(&connections_per_node) {
+        return Err(refuse(
+            Some("agents"),
+            "connections_per_node",
+            None,
+            format!("must be 1 to 16, got {connections_per_node}"),
+        ));
+    }
+    if let Some(min) = merged.thresholds.coverage_min {
+        if !(0.0..=1.0).contains(&min) {
+            return Err(refuse(
+                Some("thresholds"),
+                "coverage_min",
+                None,
+                format!("must be from 0 to 1, got {min}"),
+            ));
+        }
+    }
+
+    let seed = merged.seed.unwrap_or(1);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xFA17);
+    let mut faults = Vec::new();
+    for (i, keys) in merged.faults.iter().flatten().enumerate() {
+        let at_fault = |key: &str, message: String| refuse(Some("faults"), key, Some(i), message);
+        let action = fault::action_of(keys).map_err(|(key, message)| at_fault(key, message))?;
+        let at = keys
+            .at
+            .ok_or_else(|| at_fault("at", "missing: when the fault happens, e.g. \"10s\"".into()))?
+            .mul_f64(scale);
+        if at >= duration {
+            return Err(at_fault(
+                "at",
+                format!(
+                    "{} is not before the end of the run ({})",
+                    humantime::format_duration(at),
+                    humantime::format_duration(duration)
+                ),
+            ));
+        }
+        let lasts = keys.duration.map(|d| d.mul_f64(scale));
+        if let Some(lasts) = lasts {
+            if !action.disrupts()
+                || matches!(action, fault::Action::Node(fault::NodeAction::Restart))
+            {
+                return Err(at_fault(
+                    "duration",
+                    format!(
+                        "{action} has no duration; only kill, stop and network faults are undone"
+                    ),
+                ));
+            }
+            if at + lasts > duration {
+                return Err(at_fault(
+                    "duration",
+                    format!(
+                        "the fault ends at {}, after the end of the run ({})",
+                        humantime::format_duration(at + lasts),
+                        humantime::format_duration(duration)
+                    ),
+                ));
+            }
+        }
+        let target_text = keys
+            .target
+            .as_deref()
+            .ok_or_else(|| at_fault("target", "missing: node-N, all or random".into()))?;
+        let target = Target::parse(target_text).map_err(|m| at_fault("target", m))?;
+        if let Target::Node(id) = &target {
+            if id.0 > nodes {
+                return Err(at_fault(
+                    "target",
+                    format!("{id} does not exist: the cluster has {nodes} nodes"),
+                ));
+            }
+        }
+        faults.push(Fault {
+            at,
+            nodes: target.resolve(nodes, &mut rng),
+            action,
+            duration: lasts,
+        });
+    }
+    faults.sort_by_key(|f| f.at);
+
+    let mut lab = LabConfig::new(nodes, agents);
+    lab.topology = c.topology.unwrap_or_default();
+    lab.haproxy = c.haproxy.clone();
+    lab.chaos = c.chaos.unwrap_or(false) || faults.iter().any(|f| f.action.is_network());
+    let cluster = &mut lab.cluster;
+    cluster.queue = c.queue.unwrap_or_default();
+    if let Some(bind) = c.bind {
+        cluster.bind = bind;
+    }
+    cluster.comms_port = c.comms_port.unwrap_or(10943);
+    cluster.api_port = c.api_port.unwrap_or(0);
+    if let Some(long_poll) = c.long_poll {
+        cluster.node.long_poll = long_poll;
+    }
+    if let Some(pickup) = c.pickup_timeout {
+        cluster.node.pickup_timeout = pickup;
+    }
+    if let Some(drain) = c.node_drain {
+        cluster.node.drain = drain;
+    }
+    let key_type = merged.agents.key_type.unwrap_or(KeyTypeName::Ecdsa).into();
+    lab.swarm.key_type = key_type;
+    lab.server_key_type = key_type;
+    lab.swarm.seed = seed;
+    let polling = &mut lab.swarm.agent.polling;
+    polling.connections_per_node = connections_per_node;
+    polling.backoff = BackoffConfig {
+        strategy: merged.agents.backoff.unwrap_or_default(),
+        min: merged.agents.backoff_min.unwrap_or(BackoffConfig::FAST.min),
+        max: merged.agents.backoff_max.unwrap_or(BackoffConfig::FAST.max),
+    };
+    if polling.backoff.max < polling.backoff.min {
+        return Err(refuse(
+            Some("agents"),
+            "backoff_max",
+            None,
+            "must not be below backoff_min".into(),
+        ));
+    }
+
+    let mut config = RunConfig::new(lab);
+    config.name = merged.name.clone();
+    config.seed = seed;
+    config.duration = duration;
+    config.rate = rate;
+    if let Some(drain) = merged.drain {
+        config.drain = drain;
+    }
+    if let Some(mesh) = merged.mesh_timeout {
+        config.mesh_timeout = mesh;
+    }
+    let w = &merged.workload;
+    if let Some(mix) = w.mix {
+        if mix.total() == 0 {
+            return Err(refuse(
+                Some("workload"),
+                "mix",
+                None,
+                "every weight is 0".into(),
+            ));
+        }
+        config.mix = mix;
+    }
+    config.min_script_time = w.min_script_time.unwrap_or(config.min_script_time);
+    config.max_script_time = w.max_script_time.unwrap_or(config.max_script_time);
+    if config.max_script_time < config.min_script_time {
+        return Err(refuse(
+            Some("workload"),
+            "max_script_time",
+            None,
+            "must not be below min_script_time".into(),
+        ));
+    }
+    config.payload_bytes = w.payload_bytes.unwrap_or(config.payload_bytes);
+    config.stream_bytes = w.stream_bytes.unwrap_or(config.stream_bytes);
+    config.faults = faults;
+    config.thresholds = merged.thresholds.clone();
+    Ok(config)
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The key a TOML error message names (`unknown field `nodez``).
+fn key_in_message(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    message
+        .starts_with("unknown field")
+        .then(|| message[start..end].to_string())
+}
+
+/// The key on the line holding byte `offset`, if the line is `key = value`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    Some(key.trim().to_string())
+}
+
+/// The line of `key` in `[table]` (the `index`-th `[[table]]` for arrays), or at
+/// the top level when `table` is `None`.
+fn locate(text: &str, table: Option<&str>, index: Option<usize>, key: &str) -> Option<usize> {
+    let mut current: Option<(String, usize)> = None;
+    let mut counts: std::collections::HashMap<String, usize> = Default::default();
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            let name = name.0.trim().to_string();
+            let seen = counts.entry(name.clone()).or_insert(0);
+            current = Some((name, *seen));
+            *seen += 1;
+            continue;
+        }
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            current = Some((name.0.trim().to_string(), 0));
+            continue;
+        }
+        let Some((k, _)) = trimmed.split_once('=') else {
+            continue;
+        };
+        if k.trim() != key {
+            continue;
+        }
+        let here = current.as_ref().map(|(t, i)| (t.as_str(), *i));
+        let wanted = table.map(|t| (t, index.unwrap_or(0)));
+        if here == wanted {
+            return Some(n + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(text: &str) -> Source {
+        Source {
+            name: "test.toml".into(),
+            text: text.into(),
+        }
+    }
+
+    fn resolve_text(text: &str) -> Result<RunConfig, ScenarioError> {
+        let source = source(text);
+        let file = ScenarioFile::parse(&source)?;
+        let (default, _) = ScenarioFile::default_scenario();
+        resolve(&default.overlay(file), Some(&source))
+    }
+
+    #[test]
+    fn the_default_scenario_is_the_library_default() {
+        let (default, _) = ScenarioFile::default_scenario();
+        let config = resolve(&default, None).unwrap();
+        let mut expected = RunConfig::new(LabConfig::new(3, 100));
+        expected.lab.cluster.comms_port = 10943;
+        assert_eq!(config.lab.cluster.nodes, expected.lab.cluster.nodes);
+        assert_eq!(config.lab.swarm.agents, expected.lab.swarm.agents);
+        assert_eq!(
+            config.lab.cluster.comms_port,
+            expected.lab.cluster.comms_port
+        );
+        assert_eq!(
+            config.lab.cluster.node.long_poll,
+            expected.lab.cluster.node.long_poll
+        );
+        assert_eq!(
+            config.lab.cluster.node.pickup_timeout,
+            expected.lab.cluster.node.pickup_timeout
+        );
+        assert_eq!(config.lab.topology, expected.lab.topology);
+        assert_eq!(config.lab.swarm.agent.polling.backoff, BackoffConfig::FAST);
+        assert_eq!(config.duration, expected.duration);
+        assert_eq!(config.rate, expected.rate);
+        assert_eq!(config.drain, expected.drain);
+        assert_eq!(config.mesh_timeout, expected.mesh_timeout);
+        assert_eq!(config.mix, expected.mix);
+        assert_eq!(config.max_script_time, expected.max_script_time);
+        assert!(config.faults.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_file_line_and_key() {
+        let error = resolve_text("seed = 3\n[cluster]\nnodez = 3\n").unwrap_err();
+        assert_eq!(error.location, "test.toml:3");
+        assert_eq!(error.key, "nodez");
+        assert!(error.message.contains("unknown field"), "{error}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_file_line_and_key() {
+        let error = resolve_text("[cluster]\nnodes = \"three\"\n").unwrap_err();
+        assert_eq!(error.location, "test.toml:2");
+        assert_eq!(error.key, "nodes");
+        assert!(error.to_string().contains("invalid type"), "{error}");
+    }
+
+    #[test]
+    fn impossible_values_name_the_file_line_and_key() {
+        let zero = resolve_text("[cluster]\nnodes = 0\n").unwrap_err();
+        assert_eq!(
+            (zero.location.as_str(), zero.key.as_str()),
+            ("test.toml:2", "cluster.nodes")
+        );
+
+        let late = resolve_text(
+            "duration = \"20s\"\n[[faults]]\nat = \"5s\"\naction = \"kill\"\ntarget = \"node-1\"\n\n[[faults]]\nat = \"30s\"\naction = \"kill\"\ntarget = \"node-2\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (late.location.as_str(), late.key.as_str()),
+            ("test.toml:8", "faults[1].at")
+        );
+        assert!(late.message.contains("not before the end"), "{late}");
+
+        let seventh =
+            resolve_text("[[faults]]\nat = \"5s\"\naction = \"kill\"\ntarget = \"node-7\"\n")
+                .unwrap_err();
+        assert_eq!(seventh.key, "faults[0].target");
+        assert_eq!(seventh.location, "test.toml:4");
+        assert!(
+            seventh.message.contains("the cluster has 3 nodes"),
+            "{seventh}"
+        );
+
+        let toxic =
+            resolve_text("[[faults]]\nat = \"5s\"\naction = \"latency\"\ntarget = \"all\"\n")
+                .unwrap_err();
+        assert_eq!(toxic.key, "faults[0].latency");
+    }
+
+    #[test]
+    fn time_scale_shrinks_the_run_and_its_faults() {
+        let config = resolve_text(
+            "duration = \"40s\"\ntime_scale = 0.25\n[[faults]]\nat = \"10s\"\naction = \"kill\"\ntarget = \"node-2\"\nduration = \"15s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.duration, Duration::from_secs(10));
+        assert_eq!(config.faults[0].at, Duration::from_millis(2500));
+        assert_eq!(config.faults[0].duration, Some(Duration::from_millis(3750)));
+        assert!(!config.lab.chaos, "node faults need no proxy");
+    }
+
+    #[test]
+    fn network_faults_put_the_proxy_in_front_and_random_targets_follow_the_seed() {
+        let text = "seed = 9\n[[faults]]\nat = \"1s\"\naction = \"down\"\ntarget = \"random\"\n";
+        let one = resolve_text(text).unwrap();
+        let two = resolve_text(text).unwrap();
+        assert!(one.lab.chaos);
+        assert_eq!(one.faults[0].nodes, two.faults[0].nodes);
+    }
+}

@@ -1,0 +1,187 @@
+//! Pass/fail thresholds, like k6's: each a limit on one figure of the report. A
+//! breached threshold makes `octopoll run` exit 99.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::Report;
+
+/// The `[thresholds]` table. Every key is optional; only those set are checked.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// Lowest acceptable coverage at the end of the workload (0–1).
+    pub coverage_min: Option<f64>,
+    /// Highest acceptable pickup p99, in milliseconds.
+    pub pickup_p99_ms: Option<f64>,
+    /// Most failed requests allowed.
+    pub failed_max: Option<u64>,
+    /// Most lost requests allowed (anything but 0 means an invariant broke).
+    pub lost_max: Option<u64>,
+    /// Longest acceptable time, in seconds, from a fault ending (a node started
+    /// again, a toxic removed) to every agent polling every node again.
+    pub full_mesh_after_fault_s: Option<f64>,
+}
+
+impl Thresholds {
+    /// `self` with every key `over` sets replaced.
+    pub fn overlay(self, over: Thresholds) -> Thresholds {
+        Thresholds {
+            coverage_min: over.coverage_min.or(self.coverage_min),
+            pickup_p99_ms: over.pickup_p99_ms.or(self.pickup_p99_ms),
+            failed_max: over.failed_max.or(self.failed_max),
+            lost_max: over.lost_max.or(self.lost_max),
+            full_mesh_after_fault_s: over
+                .full_mesh_after_fault_s
+                .or(self.full_mesh_after_fault_s),
+        }
+    }
+
+    /// Checks every threshold set against `report`.
+    pub fn check(&self, report: &Report) -> Vec<Verdict> {
+        let mut verdicts = Vec::new();
+        if let Some(limit) = self.coverage_min {
+            verdicts.push(Verdict::at_least(
+                "coverage_min",
+                limit,
+                Some(report.run.coverage),
+            ));
+        }
+        if let Some(limit) = self.pickup_p99_ms {
+            verdicts.push(Verdict::at_most(
+                "pickup_p99_ms",
+                limit,
+                Some(report.pickup_ms.p99),
+            ));
+        }
+        if let Some(limit) = self.failed_max {
+            let actual = report.requests.failed as f64;
+            verdicts.push(Verdict::at_most("failed_max", limit as f64, Some(actual)));
+        }
+        if let Some(limit) = self.lost_max {
+            let actual = report.requests.lost as f64;
+            verdicts.push(Verdict::at_most("lost_max", limit as f64, Some(actual)));
+        }
+        if let Some(limit) = self.full_mesh_after_fault_s {
+            // The slowest fault; one that never healed is `None`, a breach.
+            let slowest = report
+                .faults
+                .iter()
+                .filter(|f| f.disruptive)
+                .map(|f| f.full_mesh_s)
+                .try_fold(0.0_f64, |worst, s| s.map(|s| worst.max(s)));
+            verdicts.push(Verdict::at_most("full_mesh_after_fault_s", limit, slowest));
+        }
+        verdicts
+    }
+}
+
+/// One threshold's outcome.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Verdict {
+    /// The key, e.g. `pickup_p99_ms`.
+    pub name: &'static str,
+    /// The limit set.
+    pub limit: f64,
+    /// The figure measured; `None` when it never happened (a mesh that never healed).
+    pub actual: Option<f64>,
+    /// Whether the figure is within the limit.
+    pub passed: bool,
+    /// By how much it missed (0 when passed; infinite when it never happened).
+    pub by: f64,
+}
+
+impl Verdict {
+    fn at_least(name: &'static str, limit: f64, actual: Option<f64>) -> Self {
+        let by = actual.map_or(f64::INFINITY, |a| (limit - a).max(0.0));
+        Self {
+            name,
+            limit,
+            actual,
+            passed: actual.is_some_and(|a| a >= limit),
+            by,
+        }
+    }
+
+    fn at_most(name: &'static str, limit: f64, actual: Option<f64>) -> Self {
+        let by = actual.map_or(f64::INFINITY, |a| (a - limit).max(0.0));
+        Self {
+            name,
+            limit,
+            actual,
+            passed: actual.is_some_and(|a| a <= limit),
+            by,
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let actual = self
+            .actual
+            .map_or("never".to_string(), |a| format!("{}", round(a)));
+        if self.passed {
+            write!(f, "{} {}: {actual} (passed)", self.name, round(self.limit))
+        } else if self.by.is_infinite() {
+            write!(
+                f,
+                "{} {}: {actual} (BREACHED)",
+                self.name,
+                round(self.limit)
+            )
+        } else {
+            write!(
+                f,
+                "{} {}: {actual} (BREACHED by {})",
+                self.name,
+                round(self.limit),
+                round(self.by)
+            )
+        }
+    }
+}
+
+/// Three decimals at most, no trailing zeros.
+fn round(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_say_which_way_and_by_how_much() {
+        let low = Verdict::at_least("coverage_min", 0.99, Some(0.97));
+        assert!(!low.passed);
+        assert_eq!(
+            low.to_string(),
+            "coverage_min 0.99: 0.97 (BREACHED by 0.02)"
+        );
+        let fine = Verdict::at_most("failed_max", 5.0, Some(5.0));
+        assert!(fine.passed);
+        assert_eq!(fine.to_string(), "failed_max 5: 5 (passed)");
+        let never = Verdict::at_most("full_mesh_after_fault_s", 15.0, None);
+        assert!(!never.passed);
+        assert_eq!(
+            never.to_string(),
+            "full_mesh_after_fault_s 15: never (BREACHED)"
+        );
+    }
+
+    #[test]
+    fn overlay_replaces_only_what_is_set() {
+        let base = Thresholds {
+            failed_max: Some(0),
+            lost_max: Some(0),
+            ..Thresholds::default()
+        };
+        let over = Thresholds {
+            failed_max: Some(10),
+            ..Thresholds::default()
+        };
+        let merged = base.overlay(over);
+        assert_eq!((merged.failed_max, merged.lost_max), (Some(10), Some(0)));
+    }
+}

@@ -1,0 +1,322 @@
+//! The run over time: coverage sampled every 100 ms, turned into each fault's
+//! recovery figures and the per-second CSV.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::lab::Lab;
+use crate::workload::Counts;
+
+/// How often coverage is sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// Coverage and connections at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// Since the workload started.
+    pub t: Duration,
+    /// Polling (agent, node) pairs.
+    pub polling: usize,
+    /// All pairs.
+    pub total: usize,
+    /// Connections held, per node.
+    pub connections: Vec<usize>,
+}
+
+impl Sample {
+    fn ratio(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.polling as f64 / self.total as f64
+        }
+    }
+}
+
+/// Samples `lab` every [`SAMPLE_EVERY`] from `started` until `stop`.
+pub async fn sample(lab: &Lab, started: Instant, stop: &CancellationToken) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let mut next = started;
+    loop {
+        let coverage = lab.coverage();
+        samples.push(Sample {
+            t: started.elapsed(),
+            polling: coverage.polling_pairs,
+            total: coverage.total_pairs,
+            connections: lab
+                .cluster
+                .nodes()
+                .iter()
+                .map(|n| n.stats().connections)
+                .collect(),
+        });
+        next += SAMPLE_EVERY;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+    }
+    samples
+}
+
+/// How one fault went, measured from the samples.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultReport {
+    /// `kill node-2 at 10s for 15s`.
+    pub fault: String,
+    /// Seconds from the start of the workload to the fault.
+    pub at_s: f64,
+    /// Seconds from the start to when the fault ended (the node started again,
+    /// the toxic removed); `None` if nothing ended it.
+    pub ended_s: Option<f64>,
+    /// Whether it takes something away (a `start` does not).
+    pub disruptive: bool,
+    /// Lowest coverage from the fault to full recovery (or the next fault).
+    pub coverage_min: f64,
+    /// Seconds from the end of the fault to the first pair polling again.
+    pub first_reconnect_s: Option<f64>,
+    /// Seconds from the end of the fault to 99 % of pairs polling.
+    pub mesh_99_s: Option<f64>,
+    /// Seconds from the end of the fault to every pair polling ("time to full mesh").
+    pub full_mesh_s: Option<f64>,
+    /// Requests that failed from the fault to full recovery, by reason.
+    pub failed_by_reason: BTreeMap<String, u64>,
+    /// What went wrong carrying it out, if anything.
+    pub error: Option<String>,
+}
+
+/// The facts of one fault the analysis needs.
+#[derive(Clone, Debug)]
+pub struct FaultSpan {
+    /// `kill node-2 at 10s for 15s`.
+    pub description: String,
+    /// When it happened.
+    pub at: Duration,
+    /// When it ended, if it did.
+    pub ended: Option<Duration>,
+    /// Whether it takes something away.
+    pub disruptive: bool,
+    /// Where the next fault starts (or the run ends): the window of this one.
+    pub window_end: Duration,
+    /// An error carrying it out.
+    pub error: Option<String>,
+}
+
+/// Measures `span` against the samples and the ledger's failures.
+pub fn analyse(span: &FaultSpan, samples: &[Sample], counts: &Counts) -> FaultReport {
+    let secs = |d: Duration| d.as_secs_f64();
+    let in_window: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.t >= span.at && s.t <= span.window_end)
+        .collect();
+    let coverage_min = in_window
+        .iter()
+        .map(|s| s.ratio())
+        .fold(f64::INFINITY, f64::min);
+    let coverage_min = if coverage_min.is_finite() {
+        coverage_min
+    } else {
+        0.0
+    };
+    let never_dipped = in_window
+        .iter()
+        .all(|s| s.polling == s.total && s.total > 0);
+
+    let (mut first, mut p99, mut full) = (None, None, None);
+    if let Some(ended) = span.ended {
+        if never_dipped {
+            (first, p99, full) = (Some(0.0), Some(0.0), Some(0.0));
+        } else {
+            let low = samples
+                .iter()
+                .filter(|s| s.t >= span.at && s.t <= ended)
+                .map(|s| s.polling)
+                .min()
+                .unwrap_or(0);
+            for sample in samples.iter().filter(|s| s.t >= ended) {
+                let after = secs(sample.t.saturating_sub(ended));
+                if first.is_none() && sample.polling > low {
+                    first = Some(after);
+                }
+                if p99.is_none() && sample.ratio() >= 0.99 {
+                    p99 = Some(after);
+                }
+                if sample.polling == sample.total && sample.total > 0 {
+                    full = Some(after);
+                    first.get_or_insert(after);
+                    p99.get_or_insert(after);
+                    break;
+                }
+            }
+        }
+    }
+    // Failures from the fault until the mesh healed (or the window closed).
+    let healed = match (span.ended, full) {
+        (Some(ended), Some(full)) => ended + Duration::from_secs_f64(full),
+        _ => span.window_end,
+    };
+    let mut failed_by_reason = BTreeMap::new();
+    for (at, reason) in &counts.failures_at {
+        if *at >= span.at && *at <= healed.max(span.at) {
+            *failed_by_reason.entry(reason.to_string()).or_insert(0) += 1;
+        }
+    }
+    FaultReport {
+        fault: span.description.clone(),
+        at_s: secs(span.at),
+        ended_s: span.ended.map(secs),
+        disruptive: span.disruptive,
+        coverage_min,
+        first_reconnect_s: first,
+        mesh_99_s: p99,
+        full_mesh_s: full,
+        failed_by_reason,
+        error: span.error.clone(),
+    }
+}
+
+/// The per-second CSV: connections per node, coverage, requests queued, completed
+/// and failed in that second, and the pickup p99 of the requests collected in it.
+pub fn csv(samples: &[Sample], counts: &Counts, nodes: &[String]) -> String {
+    let mut out = String::from("second");
+    for node in nodes {
+        let _ = write!(out, ",connections_{}", node.replace('-', "_"));
+    }
+    out.push_str(",coverage,queued,completed,failed,pickup_p99_ms\n");
+    let last_sample = samples.last().map_or(0, |s| s.t.as_secs());
+    let seconds = (last_sample as usize + 1).max(counts.seconds.len());
+    for second in 0..seconds {
+        let at = Duration::from_secs(second as u64 + 1);
+        // The last sample within the second.
+        let sample = samples.iter().rev().find(|s| s.t < at);
+        let _ = write!(out, "{second}");
+        for i in 0..nodes.len() {
+            let held = sample
+                .and_then(|s| s.connections.get(i))
+                .copied()
+                .unwrap_or(0);
+            let _ = write!(out, ",{held}");
+        }
+        let counted = counts.seconds.get(second).cloned().unwrap_or_default();
+        let mut pickups = counted.pickups_us.clone();
+        pickups.sort_unstable();
+        let p99 = if pickups.is_empty() {
+            0.0
+        } else {
+            let rank = ((pickups.len() as f64) * 0.99).ceil() as usize;
+            f64::from(pickups[rank.clamp(1, pickups.len()) - 1]) / 1000.0
+        };
+        let _ = writeln!(
+            out,
+            ",{:.4},{},{},{},{p99:.3}",
+            sample.map_or(0.0, Sample::ratio),
+            counted.queued,
+            counted.completed,
+            counted.failed
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Ledger;
+    use octopoll_node::{FailReason, NodeId};
+
+    fn sample(ms: u64, polling: usize) -> Sample {
+        Sample {
+            t: Duration::from_millis(ms),
+            polling,
+            total: 30,
+            connections: vec![polling / 3; 3],
+        }
+    }
+
+    #[test]
+    fn a_fault_is_measured_from_its_end_to_the_first_99_and_full_mesh() {
+        let samples = vec![
+            sample(0, 30),
+            sample(1000, 20), // node killed at 1 s
+            sample(2000, 20), // started again at 2 s
+            sample(2500, 25),
+            sample(3000, 29),
+            sample(3500, 30),
+            sample(4000, 30),
+        ];
+        let span = FaultSpan {
+            description: "kill node-2 at 1s for 1s".into(),
+            at: Duration::from_secs(1),
+            ended: Some(Duration::from_secs(2)),
+            disruptive: true,
+            window_end: Duration::from_secs(5),
+            error: None,
+        };
+        let ledger = Ledger::default();
+        ledger.queued(NodeId(2));
+        ledger.ended(NodeId(2), Err(FailReason::NodeKilled), None);
+        let mut counts = ledger.counts();
+        counts.failures_at = vec![
+            (Duration::from_millis(1100), FailReason::NodeKilled),
+            (Duration::from_millis(4500), FailReason::PickupTimeout),
+        ];
+        let report = analyse(&span, &samples, &counts);
+        assert!((report.coverage_min - 20.0 / 30.0).abs() < 1e-9);
+        assert_eq!(report.first_reconnect_s, Some(0.5));
+        assert_eq!(report.mesh_99_s, Some(1.5), "29 of 30 is below 99 %");
+        assert_eq!(report.full_mesh_s, Some(1.5));
+        assert_eq!(
+            report.failed_by_reason,
+            BTreeMap::from([("node-killed".to_string(), 1)]),
+            "only failures until the mesh healed count"
+        );
+    }
+
+    #[test]
+    fn a_fault_that_never_ends_has_no_recovery_and_one_that_never_dipped_recovers_at_once() {
+        let samples = vec![sample(0, 30), sample(1000, 10), sample(2000, 10)];
+        let open = FaultSpan {
+            description: "down node-1 at 1s".into(),
+            at: Duration::from_secs(1),
+            ended: None,
+            disruptive: true,
+            window_end: Duration::from_secs(2),
+            error: None,
+        };
+        let counts = Ledger::default().counts();
+        let report = analyse(&open, &samples, &counts);
+        assert_eq!((report.first_reconnect_s, report.full_mesh_s), (None, None));
+
+        let calm = vec![sample(0, 30), sample(1000, 30), sample(2000, 30)];
+        let latency = FaultSpan {
+            ended: Some(Duration::from_secs(2)),
+            ..open
+        };
+        assert_eq!(analyse(&latency, &calm, &counts).full_mesh_s, Some(0.0));
+    }
+
+    #[test]
+    fn the_csv_has_a_row_per_second_with_per_node_connections() {
+        let samples = vec![sample(0, 30), sample(900, 30), sample(1500, 21)];
+        let ledger = Ledger::default();
+        ledger.queued(NodeId(1));
+        ledger.ended(NodeId(1), Ok(()), Some(Duration::from_millis(2)));
+        let text = csv(
+            &samples,
+            &ledger.counts(),
+            &["node-1".into(), "node-2".into(), "node-3".into()],
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "second,connections_node_1,connections_node_2,connections_node_3,coverage,queued,completed,failed,pickup_p99_ms"
+        );
+        assert_eq!(lines[1], "0,10,10,10,1.0000,1,1,0,2.000");
+        assert_eq!(lines[2], "1,7,7,7,0.7000,0,0,0,0.000");
+    }
+}

@@ -1,0 +1,175 @@
+//! Every shipped scenario, run for real in a quarter of its time (`time_scale`)
+//! and with fewer agents, must meet its own thresholds; each also shows the
+//! behaviour it exists for (a kill fails work with `node-killed`, the pitfall
+//! times work out, the storm heals).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use octopoll_cli::progress::Progress;
+use octopoll_cli::report::Report;
+use octopoll_cli::run::execute;
+use octopoll_cli::scenario::{self, ScenarioFile};
+
+fn scenario_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(format!("{name}.toml"))
+}
+
+/// Runs `name` at a quarter of its time with `agents` agents on free ports.
+async fn run_scenario(name: &str, agents: usize) -> Report {
+    common::init_logging();
+    let (default, _) = ScenarioFile::default_scenario();
+    let (file, source) = ScenarioFile::read(&scenario_path(name)).expect("the scenario parses");
+    let mut flags = ScenarioFile {
+        time_scale: Some(0.25),
+        ..ScenarioFile::default()
+    };
+    flags.agents.count = Some(agents);
+    flags.cluster.comms_port = Some(0);
+    let merged = default.overlay(file).overlay(flags);
+    let config = scenario::resolve(&merged, Some(&source)).expect("the scenario is valid");
+    let finished = execute(config, &mut Progress::stderr(true))
+        .await
+        .expect("the scenario runs");
+    let report = finished.report;
+    println!("{report}");
+    assert_eq!(report.requests.lost, 0, "{report}");
+    assert_eq!(report.requests.counted_twice, 0, "{report}");
+    let breaches: Vec<String> = report.breaches().map(ToString::to_string).collect();
+    assert!(
+        breaches.is_empty(),
+        "{name} breached {breaches:?}\n{report}"
+    );
+    assert!(report.faults.iter().all(|f| f.error.is_none()), "{report}");
+    report
+}
+
+fn haproxy_available(test: &str) -> bool {
+    match octopoll_cli::haproxy::find_binary(None) {
+        Ok(_) => true,
+        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test} needs HAProxy in CI: {error}")
+        }
+        Err(error) => {
+            eprintln!("skipping {test}: {error}");
+            false
+        }
+    }
+}
+
+#[test]
+fn every_shipped_scenario_parses_and_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let (file, source) = ScenarioFile::read(&path).unwrap();
+        let (default, _) = ScenarioFile::default_scenario();
+        scenario::resolve(&default.overlay(file), Some(&source))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        names.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "default",
+            "load-balancer-pitfall",
+            "network-partition",
+            "node-failover",
+            "reconnect-storm",
+            "rolling-restart",
+            "slow-network"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("default.toml")).unwrap(),
+        scenario::DEFAULT_SCENARIO,
+        "the built-in default is the shipped file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_runs_clean() {
+    let report = run_scenario("default", 30).await;
+    assert_eq!(report.requests.failed, 0, "{report}");
+    assert_eq!(report.run.coverage, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_failover_drops_a_third_of_the_mesh_and_heals() {
+    let report = run_scenario("node-failover", 40).await;
+    let kill = &report.faults[0];
+    assert!(kill.fault.starts_with("kill node-2"), "{report}");
+    assert!(
+        (kill.coverage_min - 2.0 / 3.0).abs() < 0.05,
+        "node 2's third of the pairs went: {report}"
+    );
+    assert!(kill.full_mesh_s.is_some(), "{report}");
+    let failed_other_than_killed = report
+        .failures_by_reason
+        .iter()
+        .filter(|(reason, _)| reason.as_str() != "node-killed")
+        .count();
+    assert_eq!(failed_other_than_killed, 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_restarts_each_node_in_turn() {
+    let report = run_scenario("rolling-restart", 40).await;
+    assert_eq!(report.faults.len(), 3);
+    for fault in &report.faults {
+        assert!(fault.coverage_min < 1.0, "each restart is seen: {report}");
+        assert!(fault.full_mesh_s.is_some(), "{report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_storm_heals_under_halibut_backoff() {
+    let report = run_scenario("reconnect-storm", 150).await;
+    let storm = &report.faults[0];
+    assert!(storm.coverage_min < 0.1, "every node went: {report}");
+    let full = storm.full_mesh_s.expect("the mesh heals");
+    assert!(
+        full >= 4.0,
+        "Halibut waits at least 5 s (less jitter-free slack): {report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_partition_makes_pairs_stale_and_heals() {
+    let report = run_scenario("network-partition", 30).await;
+    let partition = &report.faults[0];
+    assert!(
+        partition.coverage_min < 0.9,
+        "node 3's pairs went stale: {report}"
+    );
+    assert!(partition.full_mesh_s.is_some(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_network_slows_but_fails_nothing() {
+    let report = run_scenario("slow-network", 30).await;
+    assert_eq!(report.requests.failed, 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_pitfall_times_out_work_on_unreached_nodes() {
+    if !haproxy_available("load_balancer_pitfall") {
+        return;
+    }
+    let report = run_scenario("load-balancer-pitfall", 30).await;
+    assert!(report.run.coverage < 0.5, "{report}");
+    assert!(
+        report
+            .failures_by_reason
+            .get("pickup-timeout")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{report}"
+    );
+}
