@@ -30,6 +30,20 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Write a node and an agent development certificate as PEM files.
     Certs(CertsArgs),
+    /// Run the chaos (fault) proxy on its own, driven by its toxiproxy-shaped HTTP API.
+    Proxy(ProxyArgs),
+}
+
+/// `octopoll proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Where the HTTP API listens (toxiproxy's default port is 8474).
+    #[arg(long, default_value = "127.0.0.1:8474")]
+    pub api: std::net::SocketAddr,
+    /// A proxy to create at start, as NAME=LISTEN=UPSTREAM (repeatable); more can
+    /// be created with `POST /proxies`.
+    #[arg(long, value_name = "NAME=LISTEN=UPSTREAM")]
+    pub proxy: Vec<String>,
 }
 
 /// Pending request queue mode.
@@ -126,6 +140,10 @@ pub struct RunArgs {
     /// Put the chaos proxy in front of every node even without network faults [cluster.chaos].
     #[arg(long)]
     pub chaos: bool,
+    /// Serve the chaos proxies' toxiproxy-shaped HTTP API here during the run, to add
+    /// toxics by hand (`POST /proxies/node-2/toxics`); implies --chaos.
+    #[arg(long, value_name = "ADDR")]
+    pub chaos_api: Option<std::net::SocketAddr>,
     /// Address node 1 binds (unique-address: node N binds this + N − 1) [cluster.bind; 127.0.0.1].
     #[arg(long)]
     pub bind: Option<IpAddr>,
@@ -181,7 +199,7 @@ impl RunArgs {
         cluster.long_poll = self.long_poll;
         cluster.pickup_timeout = self.pickup_timeout;
         cluster.haproxy = self.haproxy.clone();
-        cluster.chaos = self.chaos.then_some(true);
+        cluster.chaos = (self.chaos || self.chaos_api.is_some()).then_some(true);
         let agents = &mut layer.agents;
         agents.count = self.agents.map(|n| n as usize);
         agents.key_type = self.key_type;

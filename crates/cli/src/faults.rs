@@ -27,6 +27,8 @@ pub struct Executed {
     pub undo: bool,
     /// When it started, since the workload started.
     pub at: Duration,
+    /// When it was done (a restarted node runs again), since the workload started.
+    pub done: Duration,
     /// What went wrong, if anything.
     pub error: Option<String>,
 }
@@ -66,7 +68,7 @@ pub async fn run(
         let node_ids = fault.nodes.clone();
         let when = started.elapsed();
         running.spawn(async move {
-            let error = carry_out(&action, undo, nodes, &node_ids, network)
+            let error = carry_out(&action, undo, nodes, &node_ids, network, index)
                 .await
                 .err();
             if let Some(error) = &error {
@@ -76,6 +78,7 @@ pub async fn run(
                 fault: index,
                 undo,
                 at: when,
+                done: started.elapsed(),
                 error,
             }
         });
@@ -97,6 +100,7 @@ async fn carry_out(
     nodes: Vec<Arc<Node>>,
     ids: &[NodeId],
     network: Option<Network>,
+    tag: usize,
 ) -> Result<(), String> {
     match action {
         Action::Node(action) => {
@@ -119,9 +123,9 @@ async fn carry_out(
                 network.ok_or("network faults need the chaos proxy in front of the nodes")?;
             for id in ids {
                 let result = if undo {
-                    network.lift(*id, action).await
+                    network.lift(*id, action, tag).await
                 } else {
-                    network.apply(*id, action).await
+                    network.apply(*id, action, tag).await
                 };
                 result.map_err(|e| format!("{id}: {e}"))?;
             }
@@ -164,25 +168,33 @@ async fn start(node: &Node) -> Result<(), String> {
     }
 }
 
-/// The span of each fault for the analysis: when it ended, and how far its window
-/// reaches (the next disruptive fault, or `run_end`).
+/// The span of each fault for the analysis: when it ended (when the action that
+/// ends it was done: the undo, the later start, or the restart itself), and how far
+/// its window reaches (the next disruptive fault, or `run_end`).
 pub fn spans(faults: &[Fault], executed: &[Executed], run_end: Duration) -> Vec<FaultSpan> {
+    let done = |fault: usize, undo: bool, planned: Duration| {
+        executed
+            .iter()
+            .find(|e| e.fault == fault && e.undo == undo)
+            .map_or(planned, |e| e.done)
+    };
     faults
         .iter()
         .enumerate()
         .map(|(i, fault)| {
             let ended = match (&fault.action, fault.duration) {
-                (_, Some(lasts)) => Some(fault.at + lasts),
-                (Action::Node(NodeAction::Restart), None) => Some(fault.at),
+                (_, Some(lasts)) => Some(done(i, true, fault.at + lasts)),
+                (Action::Node(NodeAction::Restart), None) => Some(done(i, false, fault.at)),
                 (Action::Node(NodeAction::Kill | NodeAction::Stop), None) => faults[i + 1..]
                     .iter()
-                    .find(|later| {
+                    .enumerate()
+                    .find(|(_, later)| {
                         matches!(
                             later.action,
                             Action::Node(NodeAction::Start | NodeAction::Restart)
                         ) && fault.nodes.iter().all(|n| later.nodes.contains(n))
                     })
-                    .map(|later| later.at),
+                    .map(|(j, later)| done(i + 1 + j, false, later.at)),
                 _ => None,
             };
             let from = ended.unwrap_or(fault.at).max(fault.at);
@@ -220,6 +232,20 @@ mod tests {
             nodes: vec![NodeId(node)],
             duration: lasts.map(Duration::from_secs),
         }
+    }
+
+    #[test]
+    fn a_restart_ends_when_the_node_runs_again() {
+        let faults = vec![fault(10, Action::Node(NodeAction::Restart), 1, None)];
+        let executed = vec![Executed {
+            fault: 0,
+            undo: false,
+            at: Duration::from_secs(10),
+            done: Duration::from_millis(10_400),
+            error: None,
+        }];
+        let spans = spans(&faults, &executed, Duration::from_secs(60));
+        assert_eq!(spans[0].ended, Some(Duration::from_millis(10_400)));
     }
 
     #[test]

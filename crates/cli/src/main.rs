@@ -35,6 +35,15 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Certs(args) => commands::certs::certs(args).map(|()| ExitCode::SUCCESS),
+        Command::Proxy(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(commands::proxy::proxy(args, async {
+                interrupted().await;
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

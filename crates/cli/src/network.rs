@@ -1,40 +1,192 @@
-//! The chaos proxy in front of each node, and the network faults done through it.
+//! The chaos proxy in front of each node (`node-1`, `node-2`, … in the proxy's
+//! API), and the network faults a scenario does through it.
 
 use std::net::{IpAddr, SocketAddr};
 
+use octopoll_chaos::toxic::{Bandwidth, Latency, LimitData, ResetPeer, Slicer, SlowClose, Timeout};
+use octopoll_chaos::{Chaos, ProxyConfig, ProxyUpdate, Stream, Toxic as ChaosToxic, ToxicKind};
 use octopoll_node::NodeId;
 
-use crate::scenario::fault::NetworkAction;
+use crate::scenario::fault::{NetworkAction, Streams, Toxic};
 
-/// The proxies between the agents and the nodes (one per node).
+/// The proxies between the agents (or HAProxy) and the nodes, one per node.
 #[derive(Clone, Debug)]
 pub struct Network {
-    proxies: Vec<(NodeId, SocketAddr)>,
+    chaos: Chaos,
+    fronts: Vec<SocketAddr>,
+}
+
+/// A node's proxy name in the chaos API.
+pub fn proxy_name(node: NodeId) -> String {
+    node.to_string()
 }
 
 impl Network {
     /// Starts a proxy on a free port of `bind` in front of each node.
-    pub async fn start(_bind: IpAddr, nodes: &[(NodeId, SocketAddr)]) -> anyhow::Result<Self> {
-        Ok(Self {
-            proxies: nodes.to_vec(),
-        })
+    pub async fn start(bind: IpAddr, nodes: &[(NodeId, SocketAddr)]) -> anyhow::Result<Self> {
+        let chaos = Chaos::new();
+        let mut fronts = Vec::with_capacity(nodes.len());
+        for (id, addr) in nodes {
+            let config =
+                ProxyConfig::new(proxy_name(*id), SocketAddr::new(bind, 0), addr.to_string());
+            match chaos.create(config).await {
+                Ok(info) => fronts.push(info.listen),
+                Err(error) => {
+                    chaos.shutdown().await;
+                    return Err(error.into());
+                }
+            }
+        }
+        Ok(Self { chaos, fronts })
     }
 
     /// The address agents use for each node, node 1 first.
     pub fn fronts(&self) -> Vec<SocketAddr> {
-        self.proxies.iter().map(|(_, a)| *a).collect()
+        self.fronts.clone()
     }
 
-    /// Applies `action` between the agents and `node`.
-    pub async fn apply(&self, node: NodeId, action: &NetworkAction) -> Result<(), String> {
-        Err(format!("{action:?} on {node}: not yet"))
+    /// The proxies, to serve their HTTP API or drive them directly.
+    pub fn chaos(&self) -> &Chaos {
+        &self.chaos
+    }
+
+    /// Applies `action` between the agents and `node`; `tag` keeps the toxics of
+    /// different faults apart.
+    pub async fn apply(
+        &self,
+        node: NodeId,
+        action: &NetworkAction,
+        tag: usize,
+    ) -> Result<(), String> {
+        let proxy = proxy_name(node);
+        match action {
+            NetworkAction::Down => self.enable(&proxy, false).await,
+            NetworkAction::Partition | NetworkAction::Toxic { .. } => {
+                for toxic in toxics(action, tag) {
+                    self.chaos
+                        .add_toxic(&proxy, toxic)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Undoes `action` on `node`.
-    pub async fn lift(&self, node: NodeId, action: &NetworkAction) -> Result<(), String> {
-        Err(format!("{action:?} on {node}: not yet"))
+    pub async fn lift(
+        &self,
+        node: NodeId,
+        action: &NetworkAction,
+        tag: usize,
+    ) -> Result<(), String> {
+        let proxy = proxy_name(node);
+        match action {
+            NetworkAction::Down => self.enable(&proxy, true).await,
+            NetworkAction::Partition | NetworkAction::Toxic { .. } => {
+                for toxic in toxics(action, tag) {
+                    self.chaos
+                        .remove_toxic(&proxy, &toxic.name)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn enable(&self, proxy: &str, enabled: bool) -> Result<(), String> {
+        let update = ProxyUpdate {
+            enabled: Some(enabled),
+            ..ProxyUpdate::default()
+        };
+        self.chaos
+            .update(proxy, update)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Stops every proxy.
-    pub async fn stop(&self) {}
+    pub async fn stop(&self) {
+        self.chaos.shutdown().await;
+    }
+}
+
+/// The chaos toxics that make up `action`, named `<type>_<stream>_<tag>`.
+fn toxics(action: &NetworkAction, tag: usize) -> Vec<ChaosToxic> {
+    let (kind, streams, toxicity, name) = match action {
+        NetworkAction::Down => return Vec::new(),
+        NetworkAction::Partition => (
+            ToxicKind::Timeout(Timeout { timeout: 0 }),
+            Streams::Both,
+            1.0,
+            "partition",
+        ),
+        NetworkAction::Toxic {
+            toxic,
+            stream,
+            toxicity,
+        } => (kind_of(toxic), *stream, f64::from(*toxicity), toxic.kind()),
+    };
+    let streams: &[Stream] = match streams {
+        Streams::Upstream => &[Stream::Upstream],
+        Streams::Downstream => &[Stream::Downstream],
+        Streams::Both => &[Stream::Upstream, Stream::Downstream],
+    };
+    streams
+        .iter()
+        .map(|&stream| {
+            ChaosToxic::new(kind, stream)
+                .with_name(format!("{name}_{}_{tag}", stream.as_str()))
+                .with_toxicity(toxicity)
+        })
+        .collect()
+}
+
+fn kind_of(toxic: &Toxic) -> ToxicKind {
+    match *toxic {
+        Toxic::Latency { latency, jitter } => ToxicKind::Latency(Latency { latency, jitter }),
+        Toxic::Bandwidth { rate } => ToxicKind::Bandwidth(Bandwidth { rate }),
+        Toxic::Timeout { timeout } => ToxicKind::Timeout(Timeout { timeout }),
+        Toxic::ResetPeer { timeout } => ToxicKind::ResetPeer(ResetPeer { timeout }),
+        Toxic::Slicer {
+            average_size,
+            size_variation,
+            delay,
+        } => ToxicKind::Slicer(Slicer {
+            average_size,
+            size_variation,
+            delay,
+        }),
+        Toxic::LimitData { bytes } => ToxicKind::LimitData(LimitData { bytes }),
+        Toxic::SlowClose { delay } => ToxicKind::SlowClose(SlowClose { delay }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_holds_both_directions_and_toxics_are_named_per_fault() {
+        let toxics = toxics(&NetworkAction::Partition, 3);
+        let names: Vec<&str> = toxics.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["partition_upstream_3", "partition_downstream_3"]);
+        assert!(toxics
+            .iter()
+            .all(|t| t.kind == ToxicKind::Timeout(Timeout { timeout: 0 })));
+        let latency = NetworkAction::Toxic {
+            toxic: Toxic::Latency {
+                latency: 100,
+                jitter: 5,
+            },
+            stream: Streams::Downstream,
+            toxicity: 0.5,
+        };
+        let toxics = super::toxics(&latency, 0);
+        assert_eq!(toxics.len(), 1);
+        assert_eq!(toxics[0].name, "latency_downstream_0");
+        assert_eq!(toxics[0].toxicity, 0.5);
+    }
 }

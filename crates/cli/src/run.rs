@@ -54,6 +54,8 @@ pub struct RunConfig {
     pub thresholds: Thresholds,
     /// The scenario's name, for the report.
     pub name: Option<String>,
+    /// Serve the chaos proxies' HTTP API here during the run.
+    pub chaos_api: Option<std::net::SocketAddr>,
 }
 
 impl RunConfig {
@@ -74,6 +76,7 @@ impl RunConfig {
             faults: Vec::new(),
             thresholds: Thresholds::default(),
             name: None,
+            chaos_api: None,
         }
     }
 
@@ -102,6 +105,29 @@ pub struct Finished {
 pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::Result<Finished> {
     config.lab.swarm.seed = config.seed;
     let lab = Lab::start(config.lab.clone()).await?;
+    let api_stop = CancellationToken::new();
+    let _api_stop = api_stop.clone().drop_guard();
+    if let (Some(addr), Some(network)) = (config.chaos_api, lab.network()) {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                lab.stop().await;
+                return Err(anyhow::Error::new(error).context(format!(
+                    "binding the chaos API on {addr} (pass --chaos-api HOST:PORT)"
+                )));
+            }
+        };
+        eprintln!(
+            "chaos proxy API on http://{} (proxies node-1 … node-{})",
+            listener.local_addr()?,
+            lab.cluster.nodes().len()
+        );
+        tokio::spawn(octopoll_chaos::api::serve(
+            listener,
+            network.chaos().clone(),
+            api_stop,
+        ));
+    }
     let mesh = lab.wait_for_mesh(config.mesh_timeout).await;
     match mesh.settled_after {
         Some(after) => info!(

@@ -274,3 +274,57 @@ fn flags_override_the_scenario_file() {
     );
     assert!(csv.lines().count() >= 2, "{csv}");
 }
+
+#[test]
+fn proxy_runs_standalone_with_a_toxiproxy_shaped_api_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let mut child = octopoll()
+        .args(["proxy", "--api", "127.0.0.1:0", "--proxy"])
+        .arg(format!("node-1=127.0.0.1:0={upstream_addr}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let created = lines.next().unwrap().unwrap();
+    assert!(
+        created.starts_with("proxy node-1 listening on 127.0.0.1:"),
+        "{created}"
+    );
+    let api_line = lines.next().unwrap().unwrap();
+    let api = api_line
+        .strip_prefix("chaos proxy API on http://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{api_line}"))
+        .to_string();
+
+    let http = |request: String| {
+        let mut stream = std::net::TcpStream::connect(&api).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let body = r#"{"type":"latency","attributes":{"latency":50,"jitter":0}}"#;
+    let added = http(format!(
+        "POST /proxies/node-1/toxics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert!(added.starts_with("HTTP/1.1 200"), "{added}");
+    let listed = http("GET /proxies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into());
+    assert!(listed.contains(r#""name":"node-1""#), "{listed}");
+    assert!(listed.contains(r#""latency_downstream""#), "{listed}");
+    let missing = http("GET /proxies/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into());
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM stops it cleanly: {status}");
+}

@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
 pub mod certs;
+pub mod proxy;
 pub mod run;

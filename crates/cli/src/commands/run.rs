@@ -67,7 +67,9 @@ fn config_of(args: &RunArgs) -> anyhow::Result<RunConfig> {
         None => (ScenarioFile::default(), None),
     };
     let merged = default.overlay(file).overlay(args.as_layer());
-    Ok(scenario::resolve(&merged, source.as_ref())?)
+    let mut config = scenario::resolve(&merged, source.as_ref())?;
+    config.chaos_api = args.chaos_api;
+    Ok(config)
 }
 
 /// Adds what to do next to errors a user can fix with a flag.

@@ -1,0 +1,197 @@
+//! Toxiproxy's HTTP API over a [`Chaos`] registry, so toxiproxy clients and habits
+//! work unchanged.
+//!
+//! * `GET /version`
+//! * `GET /proxies`, `POST /proxies`
+//! * `GET|POST|DELETE /proxies/{name}`
+//! * `GET|POST /proxies/{name}/toxics`
+//! * `GET|POST|DELETE /proxies/{name}/toxics/{toxic}`
+//! * `POST /reset`
+//!
+//! Errors answer `{"error": "...", "status": N}` with status N, as toxiproxy does.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::{ProxyConfig, ProxyInfo, ProxyUpdate};
+use crate::toxic::{Toxic, ToxicUpdate};
+use crate::{Chaos, Error};
+
+/// An API failure, answered in toxiproxy's error shape.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The registry refused.
+    #[error(transparent)]
+    Chaos(#[from] Error),
+    /// The body is not the JSON expected.
+    #[error("bad request body: {0}")]
+    BadRequest(String),
+}
+
+impl ApiError {
+    /// The HTTP status toxiproxy gives this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Chaos(Error::ProxyExists(_) | Error::ToxicExists { .. }) => {
+                StatusCode::CONFLICT
+            }
+            ApiError::Chaos(Error::NoSuchProxy(_) | Error::NoSuchToxic { .. }) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Chaos(Error::InvalidToxic(_) | Error::InvalidProxy(_))
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Chaos(Error::Bind { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The message with its causes, e.g. the OS error behind a failed bind.
+    fn message(&self) -> String {
+        let mut message = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = std::error::Error::source(cause);
+        }
+        message
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = self.message();
+        tracing::info!(%status, error = %message, "chaos API request refused");
+        let body = serde_json::json!({"error": message, "status": status.as_u16()});
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The API's routes over `chaos`.
+pub fn router(chaos: Chaos) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/reset", post(reset))
+        .route("/proxies", get(list).post(create))
+        .route("/proxies/{name}", get(show).post(update).delete(delete))
+        .route("/proxies/{name}/toxics", get(toxics).post(add_toxic))
+        .route(
+            "/proxies/{name}/toxics/{toxic}",
+            get(show_toxic).post(update_toxic).delete(remove_toxic),
+        )
+        .with_state(chaos)
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    chaos: Chaos,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(chaos))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// Parses a JSON body, answering 400 on anything else.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+async fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+async fn reset(State(chaos): State<Chaos>) -> ApiResult<StatusCode> {
+    chaos.reset().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list(State(chaos): State<Chaos>) -> Json<BTreeMap<String, ProxyInfo>> {
+    let proxies = chaos.list().await;
+    Json(proxies.into_iter().map(|p| (p.name.clone(), p)).collect())
+}
+
+async fn create(
+    State(chaos): State<Chaos>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<ProxyInfo>)> {
+    let config: ProxyConfig = parse(&body)?;
+    let info = chaos.create(config).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+async fn show(State(chaos): State<Chaos>, Path(name): Path<String>) -> ApiResult<Json<ProxyInfo>> {
+    Ok(Json(chaos.get(&name).await?))
+}
+
+async fn update(
+    State(chaos): State<Chaos>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<ProxyInfo>> {
+    let update: ProxyUpdate = parse(&body)?;
+    Ok(Json(chaos.update(&name, update).await?))
+}
+
+async fn delete(State(chaos): State<Chaos>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    chaos.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn toxics(
+    State(chaos): State<Chaos>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<Toxic>>> {
+    Ok(Json(chaos.toxics(&name).await?))
+}
+
+async fn add_toxic(
+    State(chaos): State<Chaos>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Toxic>> {
+    // An unknown proxy is a 404 even when the body is bad too.
+    chaos.get(&name).await?;
+    let toxic: Toxic = parse(&body)?;
+    Ok(Json(chaos.add_toxic(&name, toxic).await?))
+}
+
+async fn show_toxic(
+    State(chaos): State<Chaos>,
+    Path((name, toxic)): Path<(String, String)>,
+) -> ApiResult<Json<Toxic>> {
+    Ok(Json(chaos.toxic(&name, &toxic).await?))
+}
+
+async fn update_toxic(
+    State(chaos): State<Chaos>,
+    Path((name, toxic)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Toxic>> {
+    let update: ToxicUpdate = parse(&body)?;
+    Ok(Json(chaos.update_toxic(&name, &toxic, update).await?))
+}
+
+async fn remove_toxic(
+    State(chaos): State<Chaos>,
+    Path((name, toxic)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    chaos.remove_toxic(&name, &toxic).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests;

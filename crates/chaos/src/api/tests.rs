@@ -1,0 +1,454 @@
+//! The HTTP API end to end: each toxic added through it, shown acting on a live
+//! connection, and toxiproxy's error answers.
+
+use std::io;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::testutil::{await_connections, connect, read_to_close, round_trip, within, Lab};
+
+/// Bytes sent from 0 up, wrapping, so order and completeness can be checked.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_is_text() {
+    let lab = Lab::start().await;
+    let answer = lab.get("/version").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, json!(env!("CARGO_PKG_VERSION")));
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_are_created_listed_shown_and_deleted() {
+    let lab = Lab::start().await;
+    let listen = lab.proxy("node1").await;
+
+    let all = lab.get("/proxies").await;
+    assert_eq!(all.status, 200);
+    let node1 = &all.body["node1"];
+    assert_eq!(node1["name"], "node1");
+    assert_eq!(node1["listen"], listen.to_string());
+    assert_eq!(node1["upstream"], lab.echo.addr.to_string());
+    assert_eq!(node1["enabled"], true);
+    assert_eq!(node1["toxics"], json!([]));
+
+    let one = lab.get("/proxies/node1").await;
+    assert_eq!(one.status, 200);
+    assert_eq!(&one.body, node1);
+    round_trip(&mut connect(listen).await, b"through the API's proxy").await;
+
+    assert_eq!(lab.delete("/proxies/node1").await.status, 204);
+    let gone = lab.get("/proxies/node1").await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.body["status"], 404);
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_answer_toxiproxy_json() {
+    let lab = Lab::start().await;
+    let listen = lab.proxy("p").await;
+    let latency = json!({"type": "latency", "attributes": {"latency": 10}});
+    lab.toxic("p", latency.clone()).await;
+
+    let duplicate_proxy = json!({"name": "p", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"});
+    let busy_port = json!({"name": "q", "listen": listen.to_string(), "upstream": "127.0.0.1:1"});
+    let cases = [
+        (lab.get("/proxies/nope").await, 404, "nope"),
+        (lab.delete("/proxies/nope").await, 404, "nope"),
+        (
+            lab.post("/proxies/nope/toxics", &latency).await,
+            404,
+            "nope",
+        ),
+        (lab.get("/proxies/p/toxics/nope").await, 404, "nope"),
+        (lab.delete("/proxies/p/toxics/nope").await, 404, "nope"),
+        (
+            lab.post("/proxies", &duplicate_proxy).await,
+            409,
+            "already exists",
+        ),
+        (
+            lab.post("/proxies/p/toxics", &latency).await,
+            409,
+            "latency_downstream",
+        ),
+        (
+            lab.post("/proxies", &busy_port).await,
+            500,
+            "could not listen",
+        ),
+        (
+            lab.post_raw("/proxies", "{not json").await,
+            400,
+            "bad request body",
+        ),
+        (
+            lab.post("/proxies/p/toxics", &json!({"type": "bogus"}))
+                .await,
+            400,
+            "unknown toxic type `bogus`",
+        ),
+        (
+            lab.post(
+                "/proxies/p/toxics",
+                &json!({"type": "slicer", "attributes": {"average_size": 2, "size_variation": 3}}),
+            )
+            .await,
+            400,
+            "size_variation",
+        ),
+        (
+            lab.post(
+                "/proxies/p/toxics",
+                &json!({"type": "bandwidth", "attributes": {"rate": 0}}),
+            )
+            .await,
+            400,
+            "rate",
+        ),
+        (
+            lab.post(
+                "/proxies/p/toxics/latency_downstream",
+                &json!({"toxicity": 3.0}),
+            )
+            .await,
+            400,
+            "toxicity",
+        ),
+    ];
+    for (answer, status, mention) in cases {
+        assert_eq!(answer.status, status, "{}", answer.body);
+        assert_eq!(answer.body["status"], status, "{}", answer.body);
+        let error = answer.body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(mention),
+            "{error:?} should mention {mention:?}"
+        );
+    }
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toxics_are_added_shown_updated_and_removed() {
+    let lab = Lab::start().await;
+    lab.proxy("p").await;
+    let added = lab
+        .toxic(
+            "p",
+            json!({"type": "latency", "attributes": {"latency": 10, "jitter": 2}}),
+        )
+        .await;
+    let expected = json!({
+        "name": "latency_downstream",
+        "type": "latency",
+        "stream": "downstream",
+        "toxicity": 1.0,
+        "attributes": {"latency": 10, "jitter": 2},
+    });
+    assert_eq!(added, expected);
+    assert_eq!(lab.get("/proxies/p/toxics").await.body, json!([expected]));
+    assert_eq!(
+        lab.get("/proxies/p/toxics/latency_downstream").await.body,
+        expected
+    );
+
+    let updated = lab
+        .post(
+            "/proxies/p/toxics/latency_downstream",
+            &json!({"attributes": {"latency": 50}, "toxicity": 0.5}),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    assert_eq!(
+        updated.body["attributes"],
+        json!({"latency": 50, "jitter": 2})
+    );
+    assert_eq!(updated.body["toxicity"], 0.5);
+    assert_eq!(lab.get("/proxies/p").await.body["toxics"][0], updated.body);
+
+    assert_eq!(
+        lab.delete("/proxies/p/toxics/latency_downstream")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(lab.get("/proxies/p/toxics").await.body, json!([]));
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_delays_a_round_trip() {
+    let lab = Lab::start().await;
+    let listen = lab.proxy("slow").await;
+    let mut client = connect(listen).await;
+    round_trip(&mut client, b"warm up").await;
+    lab.toxic(
+        "slow",
+        json!({"type": "latency", "attributes": {"latency": 300, "jitter": 0}}),
+    )
+    .await;
+    let start = Instant::now();
+    round_trip(&mut client, b"delayed").await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bandwidth_limits_throughput() {
+    let lab = Lab::start().await;
+    let listen = lab.proxy("narrow").await;
+    let mut client = connect(listen).await;
+    round_trip(&mut client, b"warm up").await;
+    // 100 KB/s: 50 KB take half a second.
+    lab.toxic(
+        "narrow",
+        json!({"type": "bandwidth", "attributes": {"rate": 100}}),
+    )
+    .await;
+    let data = pattern(50_000);
+    let start = Instant::now();
+    let (mut read, mut write) = client.split();
+    let send = async {
+        write.write_all(&data).await.unwrap();
+    };
+    let receive = async {
+        let mut back = vec![0; data.len()];
+        read.read_exact(&mut back).await.unwrap();
+        back
+    };
+    let ((), back) = within("50 KB at 100 KB/s", async { tokio::join!(send, receive) }).await;
+    assert!(back == data, "the data changed on the way");
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_zero_holds_data_until_removed() {
+    let lab = Lab::start().await;
+    let listen = lab.proxy("stall").await;
+    let mut client = connect(listen).await;
+    round_trip(&mut client, b"warm up").await;
+    lab.toxic(
+        "stall",
+        json!({"type": "timeout", "attributes": {"timeout": 0}}),
+    )
+    .await;
+    within("write", client.write_all(b"held")).await.unwrap();
+    let mut buf = [0; 4];
+    let early = tokio::time::timeout(Duration::from_millis(300), client.read(&mut buf)).await;
+    assert!(early.is_err(), "data passed a timeout toxic: {early:?}");
+
+    assert_eq!(
+        lab.delete("/proxies/stall/toxics/timeout_downstream")
+            .await
+            .status,
+        204
+    );
+    within("released data", client.read_exact(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(&buf, b"held");
+    round_trip(&mut client, b"flowing again").await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_closes_the_connection() {
+    let lab = Lab::start().await;
+    let listen = lab.proxy("stop").await;
+    let mut client = connect(listen).await;
+    round_trip(&mut client, b"warm up").await;
+    let start = Instant::now();
+    lab.toxic(
+        "stop",
+        json!({"type": "timeout", "attributes": {"timeout": 200}}),
+    )
+    .await;
+    let (received, _) = read_to_close(&mut client).await;
+    assert!(received.is_empty());
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
+    await_connections(&lab.chaos, "stop", 0).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_peer_resets_the_connection() {
+    let lab = Lab::start().await;
+    let listen = lab.proxy("rst").await;
+    let mut client = connect(listen).await;
+    round_trip(&mut client, b"warm up").await;
+    lab.toxic(
+        "rst",
+        json!({"type": "reset_peer", "attributes": {"timeout": 0}}),
+    )
+    .await;
+    let (received, ended) = read_to_close(&mut client).await;
+    assert!(received.is_empty());
+    assert_reset(ended);
+
+    // With a timeout, the reset comes no sooner.
+    let start = Instant::now();
+    let updated = lab
+        .post(
+            "/proxies/rst/toxics/reset_peer_downstream",
+            &json!({"attributes": {"timeout": 200}}),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    let mut client = connect(listen).await;
+    let (_, ended) = read_to_close(&mut client).await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_reset(ended);
+    lab.stop().await;
+}
+
+/// A reset is what Linux reports for an RST; elsewhere an end of stream is accepted.
+fn assert_reset(ended: Option<io::ErrorKind>) {
+    if cfg!(target_os = "linux") {
+        assert_eq!(ended, Some(io::ErrorKind::ConnectionReset));
+    } else {
+        assert!(
+            matches!(ended, None | Some(io::ErrorKind::ConnectionReset)),
+            "{ended:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slicer_delivers_everything_in_order_in_pieces() {
+    let lab = Lab::start().await;
+    let listen = lab.proxy("sliced").await;
+    let mut client = connect(listen).await;
+    round_trip(&mut client, b"warm up").await;
+    let attributes = json!({"average_size": 8, "size_variation": 4, "delay": 2000});
+    lab.toxic(
+        "sliced",
+        json!({"type": "slicer", "attributes": attributes}),
+    )
+    .await;
+    let data = pattern(256);
+    within("write", client.write_all(&data)).await.unwrap();
+    let mut received = Vec::new();
+    let mut reads = 0;
+    let mut buf = [0; 1024];
+    while received.len() < data.len() {
+        let n = within("slice", client.read(&mut buf)).await.unwrap();
+        assert_ne!(n, 0, "closed after {} bytes", received.len());
+        received.extend_from_slice(&buf[..n]);
+        reads += 1;
+    }
+    assert_eq!(received, data);
+    assert!(reads >= 2, "256 bytes arrived in {reads} read(s)");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_data_closes_after_the_limit() {
+    let lab = Lab::start().await;
+    let listen = lab.proxy("limited").await;
+    lab.toxic(
+        "limited",
+        json!({"type": "limit_data", "attributes": {"bytes": 10}}),
+    )
+    .await;
+    let mut client = connect(listen).await;
+    let data = pattern(32);
+    within("write", client.write_all(&data)).await.unwrap();
+    let (received, ended) = read_to_close(&mut client).await;
+    assert_eq!(received, &data[..10]);
+    assert!(
+        matches!(ended, None | Some(io::ErrorKind::ConnectionReset)),
+        "{ended:?}"
+    );
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_close_delays_the_close() {
+    let lab = Lab::start().await;
+    let listen = lab.proxy("lingering").await;
+    lab.toxic(
+        "lingering",
+        json!({"type": "slow_close", "attributes": {"delay": 300}}),
+    )
+    .await;
+    let mut client = connect(listen).await;
+    round_trip(&mut client, b"bye").await;
+    let start = Instant::now();
+    within("shutdown", client.shutdown()).await.unwrap();
+    let (received, ended) = read_to_close(&mut client).await;
+    assert!(received.is_empty());
+    assert_eq!(ended, None);
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_cuts_connections_and_refuses_new_ones_until_enabled() {
+    let lab = Lab::start().await;
+    let listen = lab.proxy("node").await;
+    let mut client = connect(listen).await;
+    round_trip(&mut client, b"up").await;
+
+    let down = lab.post("/proxies/node", &json!({"enabled": false})).await;
+    assert_eq!(down.status, 200, "{}", down.body);
+    assert_eq!(down.body["enabled"], false);
+    read_to_close(&mut client).await;
+    let refused = within("connect while down", TcpStream::connect(listen)).await;
+    assert!(refused.is_err(), "a disabled proxy accepted a connection");
+
+    let up = lab.post("/proxies/node", &json!({"enabled": true})).await;
+    assert_eq!(up.status, 200, "{}", up.body);
+    assert_eq!(up.body["enabled"], true);
+    assert_eq!(up.body["listen"], listen.to_string());
+    round_trip(&mut connect(listen).await, b"up again").await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_removes_toxics_and_enables_proxies() {
+    let lab = Lab::start().await;
+    let listen = lab.proxy("messy").await;
+    lab.toxic(
+        "messy",
+        json!({"type": "timeout", "attributes": {"timeout": 0}}),
+    )
+    .await;
+    let down = lab.post("/proxies/messy", &json!({"enabled": false})).await;
+    assert_eq!(down.status, 200, "{}", down.body);
+
+    assert_eq!(lab.post("/reset", &json!({})).await.status, 204);
+    let proxy = lab.get("/proxies/messy").await.body;
+    assert_eq!(proxy["enabled"], true);
+    assert_eq!(proxy["toxics"], json!([]));
+    round_trip(&mut connect(listen).await, b"clean").await;
+    lab.stop().await;
+}
