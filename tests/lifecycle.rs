@@ -170,3 +170,88 @@ async fn stopping_ends_a_request_stuck_on_a_silent_peer_once_the_drain_bound_exp
     );
     drop(peer);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_fails_queued_and_in_flight_work_as_killed_and_starts_again_on_its_port() {
+    common::init_logging();
+    let server = Identity::generate("server", KeyType::EcdsaP256).unwrap();
+    let registry = MachineRegistry::new();
+    let node = start_node(&server, &registry, "127.0.0.1:0".parse().unwrap());
+    let address = node.comms_addr();
+    let (identity, subscription) = register_directly(&registry, "victim");
+    let (_, idle_subscription) = register_directly(&registry, "absent");
+    let mut peer = common::identify_raw(&node, &identity, &subscription).await;
+
+    // One request in flight on the peer (it never answers), one queued for an
+    // agent that never polls.
+    let send = |target: &SubscriptionId| {
+        let (sender, target) = (node.sender(), target.clone());
+        let request = common::echo(&target, "x");
+        tokio::spawn(async move { sender.send(&target, request, vec![]).await })
+    };
+    let in_flight = send(&subscription);
+    assert!(peer.read_message().await.unwrap().is_some());
+    let queued = send(&idle_subscription);
+    wait_until(
+        Duration::from_secs(5),
+        "the second request to queue",
+        || node.stats().queued,
+        |q| *q == 1,
+    )
+    .await;
+
+    let stats = tokio::time::timeout(Duration::from_secs(5), node.kill())
+        .await
+        .expect("a kill does not wait for the drain bound");
+    for call in [in_flight, queued] {
+        let outcome = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome.result.unwrap_err(), FailReason::NodeKilled);
+    }
+    assert_eq!(
+        (stats.requests_created, stats.requests_failed),
+        (2, 2),
+        "{stats:?}"
+    );
+    assert!(!node.is_running());
+
+    // While down: work fails at once, and the port refuses connections.
+    let late = node
+        .send(&subscription, common::echo(&subscription, "y"), vec![])
+        .await;
+    assert_eq!(late.result.unwrap_err(), FailReason::NodeKilled);
+    let refused = tokio::net::TcpStream::connect(address).await;
+    assert!(refused.is_err(), "a killed node's port refuses connections");
+
+    // Started again on the same address: a peer identifies and work completes.
+    node.start_again().expect("the node starts on its old port");
+    assert_eq!(node.comms_addr(), address);
+    let mut peer = common::identify_raw(&node, &identity, &subscription).await;
+    let call = send(&subscription);
+    let Some(message) = peer.read_message().await.unwrap() else {
+        panic!("the request arrives");
+    };
+    let octopoll_wire::Envelope::Request(request) = message.envelope else {
+        panic!("a request");
+    };
+    let response = octopoll_wire::ResponseMessage {
+        id: request.id.clone(),
+        result: bson::Bson::String("hi".into()),
+        error: None,
+    };
+    peer.write_message(&octopoll_wire::Envelope::Response(response), &[])
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    let stats = node.stop().await;
+    assert_eq!(
+        stats.requests_created,
+        stats.requests_completed + stats.requests_failed
+    );
+}

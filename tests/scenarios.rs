@@ -47,19 +47,6 @@ async fn run_scenario(name: &str, agents: usize) -> Report {
     report
 }
 
-fn haproxy_available(test: &str) -> bool {
-    match octopoll_cli::haproxy::find_binary(None) {
-        Ok(_) => true,
-        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test} needs HAProxy in CI: {error}")
-        }
-        Err(error) => {
-            eprintln!("skipping {test}: {error}");
-            false
-        }
-    }
-}
-
 #[test]
 fn every_shipped_scenario_parses_and_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
@@ -122,9 +109,14 @@ async fn rolling_restart_restarts_each_node_in_turn() {
     let report = run_scenario("rolling-restart", 40).await;
     assert_eq!(report.faults.len(), 3);
     for fault in &report.faults {
-        assert!(fault.coverage_min < 1.0, "each restart is seen: {report}");
         assert!(fault.full_mesh_s.is_some(), "{report}");
     }
+    // 40 agents × 3 nodes at the start, then each restart makes 40 agents
+    // reconnect: a dip may be shorter than a sample, the handshakes are not.
+    assert!(
+        report.churn.handshakes >= 40 * 3 + 40 * 3,
+        "every restart made its agents reconnect: {report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +150,7 @@ async fn slow_network_slows_but_fails_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_balancer_pitfall_times_out_work_on_unreached_nodes() {
-    if !haproxy_available("load_balancer_pitfall") {
+    if !common::haproxy_available("load_balancer_pitfall") {
         return;
     }
     let report = run_scenario("load-balancer-pitfall", 30).await;

@@ -25,20 +25,6 @@ use common::{register_raw_agent, wait_until};
 const NODES: u16 = 3;
 const AGENTS: usize = 20;
 
-/// Whether HAProxy is here; under `CI=true` its absence fails the test.
-fn haproxy_available(test: &str) -> bool {
-    match octopoll_cli::haproxy::find_binary(None) {
-        Ok(_) => true,
-        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test} needs HAProxy in CI: {error}")
-        }
-        Err(error) => {
-            eprintln!("skipping {test}: {error}");
-            false
-        }
-    }
-}
-
 fn lab_config(topology: Topology, queue: QueueMode) -> LabConfig {
     let mut lab = LabConfig::new(NODES, AGENTS);
     lab.topology = topology;
@@ -109,7 +95,7 @@ async fn unique_address_nodes_share_a_port_and_every_agent_polls_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unique_port_through_haproxy_reaches_every_node_with_pinning_intact() {
-    if !haproxy_available("unique_port_through_haproxy") {
+    if !common::haproxy_available("unique_port_through_haproxy") {
         return;
     }
     let report = run(
@@ -122,7 +108,7 @@ async fn unique_port_through_haproxy_reaches_every_node_with_pinning_intact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_behind_haproxy_poll_its_ports_and_still_refuse_a_wrong_certificate() {
-    if !haproxy_available("haproxy_pinning") {
+    if !common::haproxy_available("haproxy_pinning") {
         return;
     }
     common::init_logging();
@@ -183,7 +169,7 @@ async fn agents_behind_haproxy_poll_its_ports_and_still_refuse_a_wrong_certifica
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_balanced_agents_reach_one_node_and_work_queued_elsewhere_times_out() {
-    if !haproxy_available("load_balanced") {
+    if !common::haproxy_available("load_balanced") {
         return;
     }
     let report = run(
@@ -242,7 +228,7 @@ async fn load_balanced_agents_reach_one_node_and_work_queued_elsewhere_times_out
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_balanced_with_a_shared_queue_completes_everything() {
-    if !haproxy_available("load_balanced_shared_queue") {
+    if !common::haproxy_available("load_balanced_shared_queue") {
         return;
     }
     // A generous pickup timeout: nothing should time out, even on a loaded machine.

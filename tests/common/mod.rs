@@ -165,3 +165,18 @@ pub async fn swarm_still_works(lab: &Lab) {
         }
     }
 }
+
+/// Whether HAProxy is here; under `CI=true` its absence fails the test instead of
+/// skipping it.
+pub fn haproxy_available(test: &str) -> bool {
+    match octopoll_cli::haproxy::find_binary(None) {
+        Ok(_) => true,
+        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test} needs HAProxy in CI: {error}")
+        }
+        Err(error) => {
+            eprintln!("skipping {test}: {error}");
+            false
+        }
+    }
+}

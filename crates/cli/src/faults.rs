@@ -8,7 +8,6 @@ use std::time::Duration;
 use octopoll_node::{Node, NodeId};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::lab::{Lab, Network};
@@ -33,15 +32,10 @@ pub struct Executed {
     pub error: Option<String>,
 }
 
-/// Carries out `faults` against `lab` on their schedule from `started`, until all
-/// are done or `stop` is cancelled. Each action runs in its own task, so a slow
-/// graceful stop never delays the next fault.
-pub async fn run(
-    lab: &Lab,
-    faults: &[Fault],
-    started: Instant,
-    stop: &CancellationToken,
-) -> Vec<Executed> {
+/// Carries out `faults` against `lab` on their schedule from `started`, and
+/// returns once every one (and every undo) is done. Each action runs in its own
+/// task, so a slow graceful stop never delays the next fault.
+pub async fn run(lab: &Lab, faults: &[Fault], started: Instant) -> Vec<Executed> {
     let mut events: Vec<(Duration, usize, bool)> = Vec::new();
     for (i, fault) in faults.iter().enumerate() {
         events.push((fault.at, i, false));
@@ -52,10 +46,7 @@ pub async fn run(
     events.sort_by_key(|(at, i, undo)| (*at, *undo, *i));
     let mut running = JoinSet::new();
     for (at, index, undo) in events {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep_until(started + at) => {}
-        }
+        tokio::time::sleep_until(started + at).await;
         let fault = &faults[index];
         info!(fault = %fault.describe(), undo, "fault");
         let nodes: Vec<Arc<Node>> = fault
@@ -204,10 +195,15 @@ pub fn spans(faults: &[Fault], executed: &[Executed], run_end: Duration) -> Vec<
                 .map(|later| later.at)
                 .next()
                 .unwrap_or(run_end);
+            let undone = executed.iter().any(|e| e.fault == i && e.undo);
             let error = executed
                 .iter()
                 .filter(|e| e.fault == i)
-                .find_map(|e| e.error.clone());
+                .find_map(|e| e.error.clone())
+                .or_else(|| {
+                    (fault.duration.is_some() && !undone && !executed.is_empty())
+                        .then(|| "it was never undone".to_string())
+                });
             FaultSpan {
                 description: fault.describe(),
                 at: fault.at,

@@ -32,6 +32,8 @@ pub struct Report {
     pub per_node: Vec<NodeLine>,
     /// What the figures mean, in words: why coverage is short, why work timed out.
     pub findings: Vec<String>,
+    /// Connection churn over the run: what a reconnect storm costs.
+    pub churn: Churn,
     /// Each fault and how the mesh recovered from it.
     pub faults: Vec<FaultReport>,
     /// Each threshold set and whether it held.
@@ -43,6 +45,18 @@ impl Report {
     pub fn breaches(&self) -> impl Iterator<Item = &Verdict> {
         self.thresholds.iter().filter(|v| !v.passed)
     }
+}
+
+/// Connection churn: polling connections that failed (each followed by a
+/// reconnect attempt after the backoff) and handshakes the nodes completed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Churn {
+    /// Polling connections or connection attempts that failed, over all agents.
+    pub agent_failures: u64,
+    /// Polling connections the nodes identified, first connections included.
+    pub handshakes: u64,
+    /// Handshakes the nodes refused (untrusted, wrong subscription, other).
+    pub refused: u64,
 }
 
 /// Request counts; `lost` must be 0.
@@ -61,6 +75,9 @@ pub struct Requests {
     /// Ends recorded more than once (the same two sources, the other way round).
     /// Non-zero means an invariant broke.
     pub counted_twice: u64,
+    /// Requests due while every node was down, so never queued (Octopus starts a
+    /// task only on a live node).
+    pub skipped: u64,
 }
 
 /// Pickup latency percentiles in milliseconds.
@@ -203,8 +220,17 @@ impl Report {
             })
             .collect();
         let findings = findings(&facts, counts);
+        let churn = Churn {
+            agent_failures: 0,
+            handshakes: node_stats.iter().map(|(_, s)| s.handshakes_ok).sum(),
+            refused: node_stats
+                .iter()
+                .map(|(_, s)| s.refused_untrusted + s.refused_subscription + s.refused_other)
+                .sum(),
+        };
         Self {
             name: None,
+            churn,
             faults: Vec::new(),
             thresholds: Vec::new(),
             run: facts,
@@ -214,6 +240,7 @@ impl Report {
                 failed: counts.failed_total(),
                 lost: positive(counts.unaccounted()) + positive(nodes_unfinished),
                 counted_twice: positive(-counts.unaccounted()) + positive(-nodes_unfinished),
+                skipped: counts.skipped,
             },
             pickup_ms: Pickup::of(&counts.pickup_us),
             failures_by_reason: reasons(&counts.failed),
@@ -281,11 +308,15 @@ impl fmt::Display for Report {
             run.coverage, run.connections
         )?;
         write_matrix(f, &run.coverage_matrix)?;
-        writeln!(
+        write!(
             f,
             "  requests     queued {}  completed {}  failed {}  lost {}",
             r.queued, r.completed, r.failed, r.lost
         )?;
+        if r.skipped > 0 {
+            write!(f, "  (not queued: {} while every node was down)", r.skipped)?;
+        }
+        writeln!(f)?;
         let p = &self.pickup_ms;
         writeln!(
             f,
@@ -322,6 +353,12 @@ impl fmt::Display for Report {
         for finding in &self.findings {
             writeln!(f, "  why          {finding}")?;
         }
+        let churn = &self.churn;
+        writeln!(
+            f,
+            "  connections  {} handshakes, {} refused; agents saw {} failed connections or attempts",
+            churn.handshakes, churn.refused, churn.agent_failures
+        )?;
         if !self.faults.is_empty() {
             writeln!(
                 f,

@@ -146,8 +146,11 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
     let started = ledger.started();
     let tracker = TaskTracker::new();
     let run_ended = CancellationToken::new();
-    let sampling = CancellationToken::new();
-    // The workload, the faults and the sampler run side by side until the drain ends.
+    let (workload_done, faults_done) = (CancellationToken::new(), CancellationToken::new());
+    // The workload, the faults and the sampler run side by side. Sampling goes on
+    // until the drain is over, every fault has been carried out (undos included),
+    // and the mesh has healed or the recovery bound has passed.
+    let recovery_bound = recovery_bound(&config);
     let (facts, executed, samples) = tokio::join!(
         async {
             drive(&lab, &config, &ledger, &tracker, &run_ended, progress).await;
@@ -158,11 +161,21 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
                 mesh.full_coverage_after,
             );
             drain(&lab, &config, &ledger, progress, started).await;
-            sampling.cancel();
+            workload_done.cancel();
             facts
         },
-        faults::run(&lab, &config.faults, started, &sampling),
-        timeline::sample(&lab, started, &sampling),
+        async {
+            let executed = faults::run(&lab, &config.faults, started).await;
+            faults_done.cancel();
+            executed
+        },
+        timeline::sample(&lab, started, async {
+            workload_done.cancelled().await;
+            faults_done.cancelled().await;
+            if !config.faults.is_empty() {
+                let _ = lab.wait_for_full_coverage(recovery_bound).await;
+            }
+        }),
     );
     let run_end = started.elapsed();
     run_ended.cancel();
@@ -178,6 +191,7 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
         );
     }
     progress.finish();
+    let agent_failures = lab.swarm.agents().iter().map(|a| a.failures()).sum();
     let node_names: Vec<String> = lab
         .cluster
         .nodes()
@@ -188,6 +202,7 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
     let counts = ledger.counts();
     let mut report = Report::new(facts, &counts, &node_stats);
     report.name = config.name.clone();
+    report.churn.agent_failures = agent_failures;
     report.faults = faults::spans(&config.faults, &executed, run_end)
         .iter()
         .map(|span| timeline::analyse(span, &samples, &counts))
@@ -195,6 +210,12 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
     report.thresholds = config.thresholds.check(&report);
     let csv = timeline::csv(&samples, &counts, &node_names);
     Ok(Finished { report, csv })
+}
+
+/// How long sampling may go on after the workload, for the mesh to heal from the
+/// last fault: the longest reconnect delay, plus time for the handshakes.
+fn recovery_bound(config: &RunConfig) -> Duration {
+    config.lab.swarm.agent.polling.backoff.max + Duration::from_secs(10)
 }
 
 async fn drive(
@@ -205,10 +226,11 @@ async fn drive(
     run_ended: &CancellationToken,
     progress: &mut Progress,
 ) {
-    let mut rng = StdRng::seed_from_u64(config.seed);
     let nodes = lab.cluster.nodes();
     let senders: Vec<NodeSender> = nodes.iter().map(|n| n.sender()).collect();
-    let machines = lab.cluster.registry().machines();
+    // In name order (agent-0001, …): registration order varies from run to run.
+    let mut machines = lab.cluster.registry().machines();
+    machines.sort_by(|a, b| a.name.cmp(&b.name));
     let shape = config.shape();
     let started = ledger.started();
     let mut next_sample = Duration::ZERO;
@@ -219,12 +241,17 @@ async fn drive(
         let due = (started.elapsed().as_secs_f64() * config.rate) as u64 + 1;
         while queued < due {
             queued += 1;
+            // Each request draws from its own generator, so the same seed gives the
+            // same requests whatever a fault did to the ones before.
+            let mut rng =
+                StdRng::seed_from_u64(config.seed ^ queued.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let machine = &machines[rng.random_range(0..machines.len())];
             // Work starts on a node that runs, as Octopus starts a task on a live node.
             let running: Vec<usize> = (0..nodes.len())
                 .filter(|&i| nodes[i].is_running())
                 .collect();
             if running.is_empty() {
+                ledger.skipped();
                 continue;
             }
             let node = senders[running[rng.random_range(0..running.len())]].clone();

@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use std::future::Future;
+
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::lab::Lab;
 use crate::workload::Counts;
@@ -38,11 +39,18 @@ impl Sample {
     }
 }
 
-/// Samples `lab` every [`SAMPLE_EVERY`] from `started` until `stop`.
-pub async fn sample(lab: &Lab, started: Instant, stop: &CancellationToken) -> Vec<Sample> {
+/// Samples `lab` every [`SAMPLE_EVERY`] from `started` until `stop` completes.
+pub async fn sample(lab: &Lab, started: Instant, stop: impl Future<Output = ()>) -> Vec<Sample> {
     let mut samples = Vec::new();
-    let mut next = started;
+    let mut ticks = tokio::time::interval_at(started, SAMPLE_EVERY);
+    // A stalled sampler takes the next sample on time, not a burst of late ones.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut stop = std::pin::pin!(stop);
     loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = ticks.tick() => {}
+        }
         let coverage = lab.coverage();
         samples.push(Sample {
             t: started.elapsed(),
@@ -55,11 +63,6 @@ pub async fn sample(lab: &Lab, started: Instant, stop: &CancellationToken) -> Ve
                 .map(|n| n.stats().connections)
                 .collect(),
         });
-        next += SAMPLE_EVERY;
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep_until(next) => {}
-        }
     }
     samples
 }
@@ -132,16 +135,22 @@ pub fn analyse(span: &FaultSpan, samples: &[Sample], counts: &Counts) -> FaultRe
         if never_dipped {
             (first, p99, full) = (Some(0.0), Some(0.0), Some(0.0));
         } else {
-            let low = samples
-                .iter()
-                .filter(|s| s.t >= span.at && s.t <= ended)
-                .map(|s| s.polling)
-                .min()
-                .unwrap_or(0);
-            for sample in samples.iter().filter(|s| s.t >= ended) {
+            // The lowest point so far, from the fault on: a pair polling again after
+            // it is the first reconnect, however short the fault itself was.
+            let mut low = usize::MAX;
+            for sample in samples.iter().filter(|s| s.t >= span.at) {
+                if sample.t < ended {
+                    low = low.min(sample.polling);
+                    continue;
+                }
                 let after = secs(sample.t.saturating_sub(ended));
-                if first.is_none() && sample.polling > low {
+                if first.is_none() && low != usize::MAX && sample.polling > low {
                     first = Some(after);
+                }
+                low = low.min(sample.polling);
+                if low == sample.polling && sample.polling == sample.total {
+                    // Never dipped since the fault ended: keep looking for the dip.
+                    continue;
                 }
                 if p99.is_none() && sample.ratio() >= 0.99 {
                     p99 = Some(after);
@@ -181,7 +190,7 @@ pub fn analyse(span: &FaultSpan, samples: &[Sample], counts: &Counts) -> FaultRe
 }
 
 /// The per-second CSV: connections per node, coverage, requests queued, completed
-/// and failed in that second, and the pickup p99 of the requests collected in it.
+/// and failed in that second, and the pickup p99 of the requests that ended in it.
 pub fn csv(samples: &[Sample], counts: &Counts, nodes: &[String]) -> String {
     let mut out = String::from("second");
     for node in nodes {
@@ -275,6 +284,30 @@ mod tests {
             BTreeMap::from([("node-killed".to_string(), 1)]),
             "only failures until the mesh healed count"
         );
+    }
+
+    #[test]
+    fn a_restart_that_ends_before_its_dip_is_measured_from_the_dip() {
+        // Restarted at 1 s, running again at 1.05 s; agents drop and come back later.
+        let samples = vec![
+            sample(1000, 30),
+            sample(1100, 20),
+            sample(1200, 20),
+            sample(1300, 25),
+            sample(1400, 30),
+        ];
+        let span = FaultSpan {
+            description: "restart node-1 at 1s".into(),
+            at: Duration::from_secs(1),
+            ended: Some(Duration::from_millis(1050)),
+            disruptive: true,
+            window_end: Duration::from_secs(5),
+            error: None,
+        };
+        let report = analyse(&span, &samples, &Ledger::default().counts());
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-6);
+        assert!(close(report.first_reconnect_s, 0.25), "{report:?}");
+        assert!(close(report.full_mesh_s, 0.35), "{report:?}");
     }
 
     #[test]

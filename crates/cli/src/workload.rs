@@ -38,7 +38,7 @@ pub struct SecondCounts {
     pub completed: u64,
     /// Requests failed.
     pub failed: u64,
-    /// Pickup times of the requests collected in it, in microseconds.
+    /// Pickup times of the requests that ended in it, in microseconds.
     pub pickups_us: Vec<u32>,
 }
 
@@ -51,6 +51,8 @@ pub struct Counts {
     pub completed: u64,
     /// Failed requests by reason.
     pub failed: BTreeMap<FailReason, u64>,
+    /// Requests due while every node was down, so never queued.
+    pub skipped: u64,
     /// Queue → collected, in microseconds.
     pub pickup_us: Histogram<u64>,
     /// The same, per node the requests were queued on.
@@ -119,6 +121,7 @@ impl Default for Ledger {
                 queued: 0,
                 completed: 0,
                 failed: BTreeMap::new(),
+                skipped: 0,
                 pickup_us: pickup_histogram(),
                 per_node: BTreeMap::new(),
                 seconds: Vec::new(),
@@ -155,6 +158,11 @@ impl Ledger {
         counts.queued += 1;
         counts.per_node.entry(node).or_default().queued += 1;
         counts.second(at).queued += 1;
+    }
+
+    /// Counts a request that was due while every node was down.
+    pub fn skipped(&self) {
+        self.lock().skipped += 1;
     }
 
     /// Counts how a request on `node` ended.
@@ -204,17 +212,22 @@ impl Ledger {
     }
 }
 
-/// The kinds of request the workload sends, with their weights.
+/// The kinds of request the workload sends, with their weights. In a scenario's
+/// `mix`, a kind left out weighs 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct Mix {
     /// `IEchoService.SayHello`.
+    #[serde(default)]
     pub echo: u32,
     /// `IScriptServiceV2.StartScript`, waiting for the script.
+    #[serde(default)]
     pub script: u32,
     /// `ICapabilitiesServiceV2.GetCapabilities`.
+    #[serde(default)]
     pub capabilities: u32,
     /// `IFileTransferService.UploadFile` with a data stream.
+    #[serde(default)]
     pub upload: u32,
 }
 

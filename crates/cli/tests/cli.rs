@@ -281,14 +281,24 @@ fn proxy_runs_standalone_with_a_toxiproxy_shaped_api_and_stops_on_sigterm() {
 
     let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let upstream_addr = upstream.local_addr().unwrap();
-    let mut child = octopoll()
-        .args(["proxy", "--api", "127.0.0.1:0", "--proxy"])
-        .arg(format!("node-1=127.0.0.1:0={upstream_addr}"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    /// Kills the proxy if the test fails before stopping it.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(
+        octopoll()
+            .args(["proxy", "--api", "127.0.0.1:0", "--proxy"])
+            .arg(format!("node-1=127.0.0.1:0={upstream_addr}"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let created = lines.next().unwrap().unwrap();
     assert!(
         created.starts_with("proxy node-1 listening on 127.0.0.1:"),
@@ -321,10 +331,10 @@ fn proxy_runs_standalone_with_a_toxiproxy_shaped_api_and_stops_on_sigterm() {
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "SIGTERM stops it cleanly: {status}");
 }

@@ -89,7 +89,8 @@ impl ClusterConfig {
         }
     }
 
-    fn check(&self) -> Result<()> {
+    /// Checks the layout fits: at least one node, ports and addresses in range.
+    pub fn check(&self) -> Result<()> {
         if self.nodes == 0 {
             return Err(Error::NoNodes);
         }

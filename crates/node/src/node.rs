@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use octopoll_pki::{Identity, Thumbprint};
 use octopoll_wire::{DataStream, RequestMessage, SubscriptionId};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{self, ApiState};
 use crate::coverage::PairState;
@@ -93,6 +93,8 @@ struct NodeInner {
     metrics: Arc<NodeMetrics>,
     counters: Arc<RequestCounters>,
     state: Mutex<Result<Running, Down>>,
+    /// The comms and API ports, held (bound, not listening) while the node is down.
+    reserved: Mutex<Option<(TcpSocket, TcpSocket)>>,
 }
 
 impl NodeInner {
@@ -153,6 +155,7 @@ impl Node {
             metrics: Arc::new(NodeMetrics::default()),
             counters: Arc::default(),
             state: Mutex::new(Err(Down::Stopped)),
+            reserved: Mutex::new(None),
         });
         let running = run(&inner, comms, api)?;
         *inner.lock() = Ok(running);
@@ -167,16 +170,30 @@ impl Node {
         if state.is_ok() {
             return Ok(());
         }
-        let bind = |addr: SocketAddr, what| {
-            crate::tcp::bind(addr).map_err(|source| Error::Bind {
-                what,
-                node: inner.config.id,
-                addr,
-                source,
-            })
+        let reserved = inner
+            .reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let (comms, api) = match reserved {
+            Some((comms, api)) => (
+                Some(comms.listen(crate::tcp::LISTEN_BACKLOG)),
+                Some(api.listen(crate::tcp::LISTEN_BACKLOG)),
+            ),
+            None => (None, None),
         };
-        let comms = bind(inner.comms_addr, "polling listener")?;
-        let api = bind(inner.api_addr, "registration API")?;
+        let open = |listening: Option<std::io::Result<TcpListener>>, addr: SocketAddr, what| {
+            listening
+                .unwrap_or_else(|| crate::tcp::bind(addr))
+                .map_err(|source| Error::Bind {
+                    what,
+                    node: inner.config.id,
+                    addr,
+                    source,
+                })
+        };
+        let comms = open(comms, inner.comms_addr, "polling listener")?;
+        let api = open(api, inner.api_addr, "registration API")?;
         *state = Ok(run(inner, comms, api)?);
         Ok(())
     }
@@ -278,6 +295,7 @@ impl Node {
             running.tracker.wait().await;
         }
         info!(node = %self.id(), failed_queued = failed, "node stopped");
+        self.reserve_ports();
         self.stats()
     }
 
@@ -296,7 +314,24 @@ impl Node {
         running.tracker.close();
         running.tracker.wait().await;
         warn!(node = %self.id(), failed_queued = failed, "node killed");
+        self.reserve_ports();
         self.stats()
+    }
+
+    /// Holds the ports of a node that is down until it starts again.
+    fn reserve_ports(&self) {
+        let inner = &self.inner;
+        match (
+            crate::tcp::reserve(inner.comms_addr),
+            crate::tcp::reserve(inner.api_addr),
+        ) {
+            (Ok(comms), Ok(api)) => {
+                *inner.reserved.lock().unwrap_or_else(|e| e.into_inner()) = Some((comms, api));
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                debug!(node = %self.id(), %error, "could not hold the ports while down");
+            }
+        }
     }
 
     fn take(&self, how: Down) -> Option<Running> {

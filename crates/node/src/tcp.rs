@@ -11,6 +11,13 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds `addr` with address reuse and an explicit backlog.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    reserve(addr)?.listen(LISTEN_BACKLOG)
+}
+
+/// Binds `addr` without listening: the port stays this node's while it is down
+/// (connections to it are refused), so no outgoing connection takes it as its
+/// source port before the node starts again. [`TcpSocket::listen`] opens it.
+pub fn reserve(addr: SocketAddr) -> std::io::Result<TcpSocket> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -18,7 +25,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    Ok(socket)
 }
 
 /// Applies Halibut's socket options: no Nagle, keepalive 15 s idle / 5 s interval / 10 probes.

@@ -31,6 +31,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(&path, &finished.csv)
             .with_context(|| format!("writing the CSV time series to {}", path.display()))?;
     }
+    let failed_faults: Vec<String> = report
+        .faults
+        .iter()
+        .filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.fault)))
+        .collect();
+    if !failed_faults.is_empty() {
+        bail!(
+            "faults could not be carried out: {}",
+            failed_faults.join("; ")
+        );
+    }
+    // Thresholds first: a scenario's `lost_max` decides a lost request's exit code.
+    let breaches: Vec<String> = report.breaches().map(ToString::to_string).collect();
+    if !breaches.is_empty() {
+        eprintln!(
+            "octopoll: {} threshold(s) breached: {}",
+            breaches.len(),
+            breaches.join("; ")
+        );
+        return Ok(ExitCode::from(THRESHOLD_BREACHED));
+    }
     let requests = &report.requests;
     if requests.lost > 0 {
         bail!(
@@ -44,21 +65,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             requests.counted_twice
         );
     }
-    let breaches: Vec<String> = report.breaches().map(ToString::to_string).collect();
-    if !breaches.is_empty() {
-        eprintln!(
-            "octopoll: {} threshold(s) breached: {}",
-            breaches.len(),
-            breaches.join("; ")
-        );
-        return Ok(ExitCode::from(THRESHOLD_BREACHED));
-    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The built-in default, then the scenario file, then the flags; checked.
 fn config_of(args: &RunArgs) -> anyhow::Result<RunConfig> {
     let (default, _) = ScenarioFile::default_scenario();
+    // The flags alone first, so a bad flag value is blamed on the flag.
+    scenario::resolve(&default.clone().overlay(args.as_layer()), None)?;
     let (file, source) = match &args.scenario {
         Some(path) => {
             let (file, source) = ScenarioFile::read(path)?;

@@ -307,6 +307,36 @@ pub fn action_of(keys: &FaultKeys) -> Result<Action, (&'static str, String)> {
             ))
         }
     };
+    let set = [
+        ("stream", keys.stream.is_some()),
+        ("toxicity", keys.toxicity.is_some()),
+        ("latency", keys.latency.is_some()),
+        ("jitter", keys.jitter.is_some()),
+        ("rate", keys.rate.is_some()),
+        ("timeout", keys.timeout.is_some()),
+        ("average_size", keys.average_size.is_some()),
+        ("size_variation", keys.size_variation.is_some()),
+        ("delay", keys.delay.is_some()),
+        ("bytes", keys.bytes.is_some()),
+    ];
+    let allowed: &[&str] = match name {
+        "latency" => &["stream", "toxicity", "latency", "jitter"],
+        "bandwidth" => &["stream", "toxicity", "rate"],
+        "timeout" | "reset_peer" => &["stream", "toxicity", "timeout"],
+        "slicer" => &[
+            "stream",
+            "toxicity",
+            "average_size",
+            "size_variation",
+            "delay",
+        ],
+        "limit_data" => &["stream", "toxicity", "bytes"],
+        "slow_close" => &["stream", "toxicity", "delay"],
+        _ => &[],
+    };
+    if let Some((key, _)) = set.iter().find(|(key, on)| *on && !allowed.contains(key)) {
+        return Err((key, format!("{key} does not apply to a {name} fault")));
+    }
     let toxicity = keys.toxicity.unwrap_or(1.0);
     if !(0.0..=1.0).contains(&toxicity) {
         return Err(("toxicity", format!("must be from 0 to 1, got {toxicity}")));
@@ -397,6 +427,10 @@ mod tests {
         let again = Target::Random.resolve(3, &mut StdRng::seed_from_u64(1));
         let first = Target::Random.resolve(3, &mut StdRng::seed_from_u64(1));
         assert_eq!(again, first, "the seed picks the same node");
+        let picks: std::collections::HashSet<_> = (0..20)
+            .map(|seed| Target::Random.resolve(3, &mut StdRng::seed_from_u64(seed)))
+            .collect();
+        assert!(picks.len() > 1, "other seeds pick other nodes");
     }
 
     #[test]
@@ -422,8 +456,17 @@ mod tests {
         bad.average_size = Some(10);
         bad.size_variation = Some(20);
         assert_eq!(action_of(&bad).unwrap_err().0, "size_variation");
-        let mut sideways = keys("down");
+        let mut sideways = keys("latency");
+        sideways.latency = Some(1);
         sideways.stream = Some("sideways".into());
         assert_eq!(action_of(&sideways).unwrap_err().0, "stream");
+        let mut stray = keys("kill");
+        stray.latency = Some(100);
+        let (key, message) = action_of(&stray).unwrap_err();
+        assert_eq!(key, "latency");
+        assert!(
+            message.contains("does not apply to a kill fault"),
+            "{message}"
+        );
     }
 }

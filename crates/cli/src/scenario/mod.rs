@@ -335,26 +335,48 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
         ));
     }
     let scale = merged.time_scale.unwrap_or(1.0);
-    if !(scale.is_finite() && scale > 0.0) {
+    if !(scale.is_finite() && scale > 0.0 && scale <= 100.0) {
         return Err(refuse(
             None,
             "time_scale",
             None,
-            format!("must be above 0, got {scale}"),
+            format!("must be above 0 and at most 100, got {scale}"),
         ));
     }
-    let duration = merged.duration.unwrap_or(Duration::from_secs(30));
-    if duration.is_zero() {
-        return Err(refuse(None, "duration", None, "must be above 0".into()));
+    let too_long = |d: Duration| d > LONGEST;
+    for (table, key, value) in [
+        (None, "duration", merged.duration),
+        (None, "drain", merged.drain),
+        (None, "mesh_timeout", merged.mesh_timeout),
+        (Some("cluster"), "long_poll", c.long_poll),
+        (Some("cluster"), "pickup_timeout", c.pickup_timeout),
+        (Some("cluster"), "node_drain", c.node_drain),
+        (Some("agents"), "backoff_min", merged.agents.backoff_min),
+        (Some("agents"), "backoff_max", merged.agents.backoff_max),
+    ] {
+        if value.is_some_and(too_long) {
+            return Err(refuse(table, key, None, "must be at most 7 days".into()));
+        }
     }
-    let duration = duration.mul_f64(scale);
+    let duration = merged
+        .duration
+        .unwrap_or(Duration::from_secs(30))
+        .mul_f64(scale);
+    if duration < Duration::from_millis(1) {
+        return Err(refuse(
+            None,
+            "duration",
+            None,
+            "must be above 0 (after time_scale)".into(),
+        ));
+    }
     let rate = merged.workload.rate.unwrap_or(20.0);
-    if !(rate.is_finite() && rate > 0.0) {
+    if !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0) {
         return Err(refuse(
             Some("workload"),
             "rate",
             None,
-            format!("must be a positive number of requests per second, got {rate}"),
+            format!("must be a positive number of requests per second, at most 100000, got {rate}"),
         ));
     }
     for (key, value) in [
@@ -374,6 +396,20 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
             format!("must be 1 to 16, got {connections_per_node}"),
         ));
     }
+    let t = &merged.thresholds;
+    for (key, value) in [
+        ("pickup_p99_ms", t.pickup_p99_ms),
+        ("full_mesh_after_fault_s", t.full_mesh_after_fault_s),
+    ] {
+        if value.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+            return Err(refuse(
+                Some("thresholds"),
+                key,
+                None,
+                "must be a number of 0 or more".into(),
+            ));
+        }
+    }
     if let Some(min) = merged.thresholds.coverage_min {
         if !(0.0..=1.0).contains(&min) {
             return Err(refuse(
@@ -391,10 +427,13 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
     for (i, keys) in merged.faults.iter().flatten().enumerate() {
         let at_fault = |key: &str, message: String| refuse(Some("faults"), key, Some(i), message);
         let action = fault::action_of(keys).map_err(|(key, message)| at_fault(key, message))?;
-        let at = keys
-            .at
-            .ok_or_else(|| at_fault("at", "missing: when the fault happens, e.g. \"10s\"".into()))?
-            .mul_f64(scale);
+        let at = keys.at.ok_or_else(|| {
+            at_fault("at", "missing: when the fault happens, e.g. \"10s\"".into())
+        })?;
+        if too_long(at) || keys.duration.is_some_and(too_long) {
+            return Err(at_fault("at", "must be at most 7 days".into()));
+        }
+        let at = at.mul_f64(scale);
         if at >= duration {
             return Err(at_fault(
                 "at",
@@ -417,11 +456,11 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
                     ),
                 ));
             }
-            if at + lasts > duration {
+            if at + lasts >= duration {
                 return Err(at_fault(
                     "duration",
                     format!(
-                        "the fault ends at {}, after the end of the run ({})",
+                        "the fault ends at {}, not before the end of the run ({}): leave time to see it heal",
                         humantime::format_duration(at + lasts),
                         humantime::format_duration(duration)
                     ),
@@ -449,6 +488,14 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
         });
     }
     faults.sort_by_key(|f| f.at);
+    check_overlaps(&faults).map_err(|(i, message)| {
+        let (location, key) = here(Some("faults"), "at", Some(i));
+        ScenarioError {
+            location,
+            key,
+            message,
+        }
+    })?;
 
     let mut lab = LabConfig::new(nodes, agents);
     lab.topology = c.topology.unwrap_or_default();
@@ -490,6 +537,15 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
         ));
     }
 
+    let mut layout = lab.cluster.clone();
+    layout.addressing = lab.topology.addressing();
+    if let Err(error) = layout.check() {
+        let key = match error {
+            octopoll_node::Error::PortRange { .. } => "comms_port",
+            _ => "bind",
+        };
+        return Err(refuse(Some("cluster"), key, None, error.to_string()));
+    }
     let mut config = RunConfig::new(lab);
     config.name = merged.name.clone();
     config.seed = seed;
@@ -524,10 +580,68 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
         ));
     }
     config.payload_bytes = w.payload_bytes.unwrap_or(config.payload_bytes);
+    if config.payload_bytes > MAX_PAYLOAD_BYTES {
+        return Err(refuse(
+            Some("workload"),
+            "payload_bytes",
+            None,
+            format!("must be at most {MAX_PAYLOAD_BYTES}"),
+        ));
+    }
     config.stream_bytes = w.stream_bytes.unwrap_or(config.stream_bytes);
+    if config.stream_bytes > MAX_STREAM_BYTES {
+        return Err(refuse(
+            Some("workload"),
+            "stream_bytes",
+            None,
+            format!("must be at most {MAX_STREAM_BYTES} (the data-stream limit)"),
+        ));
+    }
     config.faults = faults;
     config.thresholds = merged.thresholds.clone();
     Ok(config)
+}
+
+/// The longest time any duration in a scenario may be (before scaling).
+const LONGEST: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The largest echo payload: well inside the 16 MiB message limit.
+const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// The largest upload stream: Halibut's per-message stream limit here.
+const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
+
+/// Refuses two faults that act on the same node at overlapping times when one of
+/// them is undone later (its undo would race the other): a kill during a stop's
+/// drain, two `down`s. Returns the later fault's index. Toxics may overlap.
+fn check_overlaps(faults: &[Fault]) -> Result<(), (usize, String)> {
+    use fault::{Action, NetworkAction};
+    let exclusive =
+        |a: &Action| matches!(a, Action::Node(_) | Action::Network(NetworkAction::Down));
+    for (i, first) in faults.iter().enumerate() {
+        let Some(lasts) = first.duration else {
+            continue;
+        };
+        if !exclusive(&first.action) {
+            continue;
+        }
+        for (j, later) in faults.iter().enumerate() {
+            if j == i || !exclusive(&later.action) || later.at < first.at {
+                continue;
+            }
+            let same_kind = first.action.is_network() == later.action.is_network();
+            let shared = first.nodes.iter().find(|n| later.nodes.contains(n));
+            if let (true, Some(node), true) = (same_kind, shared, later.at <= first.at + lasts) {
+                return Err((
+                    j.max(i),
+                    format!(
+                        "{} overlaps {} on {node}; let one end before the next starts",
+                        later.describe(),
+                        first.describe()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The 1-based line of byte `offset` in `text`.
@@ -658,6 +772,16 @@ mod tests {
         assert_eq!(
             (zero.location.as_str(), zero.key.as_str()),
             ("test.toml:2", "cluster.nodes")
+        );
+
+        let overlap = resolve_text(
+            "[[faults]]\nat = \"5s\"\naction = \"stop\"\ntarget = \"node-1\"\nduration = \"5s\"\n[[faults]]\nat = \"7s\"\naction = \"kill\"\ntarget = \"all\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(overlap.key, "faults[1].at");
+        assert!(
+            overlap.message.contains("overlaps stop node-1"),
+            "{overlap}"
         );
 
         let late = resolve_text(

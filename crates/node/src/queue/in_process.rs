@@ -2,7 +2,6 @@
 //! (per-node mode) or by every node of a cluster (shared mode).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -45,7 +44,7 @@ impl InProcessQueue {
         NodeQueue {
             queue: self.clone(),
             node,
-            stopped: AtomicBool::new(false),
+            stopped: Mutex::new(None),
         }
     }
 
@@ -66,8 +65,9 @@ impl InProcessQueue {
 pub struct NodeQueue {
     queue: Arc<InProcessQueue>,
     node: NodeId,
-    /// Set under the queue's lock, so no enqueue slips in after `stop`.
-    stopped: AtomicBool,
+    /// Why it stopped, once it has: set under the queue's lock, so no enqueue
+    /// slips in after `stop`, and a late one fails with the same reason.
+    stopped: Mutex<Option<FailReason>>,
 }
 
 impl NodeQueue {
@@ -110,9 +110,10 @@ impl NodeQueue {
 impl RequestQueue for NodeQueue {
     fn enqueue(&self, subscription: &SubscriptionId, pending: Arc<PendingRequest>) -> bool {
         let mut subscriptions = self.queue.lock();
-        if self.stopped.load(Ordering::Acquire) {
+        let stopped = *self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reason) = stopped {
             drop(subscriptions);
-            pending.try_fail_queued(FailReason::NodeStopped);
+            pending.try_fail_queued(reason);
             return false;
         }
         let queue = subscriptions
@@ -149,7 +150,10 @@ impl RequestQueue for NodeQueue {
     fn stop(&self, reason: FailReason) -> usize {
         let queues = {
             let subscriptions = self.queue.lock();
-            self.stopped.store(true, Ordering::Release);
+            self.stopped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(reason);
             subscriptions.values().cloned().collect::<Vec<_>>()
         };
         let mut failed = 0;
@@ -252,7 +256,10 @@ mod tests {
         );
         assert_eq!(queue.depth(), 0);
         let (late, rx) = PendingRequest::new(NodeId(1), request(), vec![], counters.clone());
-        assert!(!queue.enqueue(&sub(), late));
+        assert!(
+            !queue.enqueue(&sub(), late),
+            "a late request fails with the stop's reason"
+        );
         assert_eq!(
             rx.await.unwrap().result.unwrap_err(),
             FailReason::NodeStopped
@@ -261,6 +268,18 @@ mod tests {
             counters.snapshot(),
             (2, 0, 2),
             "every request created ended once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_queued_after_a_kill_fails_as_killed() {
+        let queue = NodeQueue::per_node(NodeId(1));
+        queue.stop(FailReason::NodeKilled);
+        let (late, rx) = pending(1);
+        assert!(!queue.enqueue(&sub(), late));
+        assert_eq!(
+            rx.await.unwrap().result.unwrap_err(),
+            FailReason::NodeKilled
         );
     }
 

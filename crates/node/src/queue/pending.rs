@@ -45,7 +45,7 @@ impl FailReason {
     pub fn as_str(self) -> &'static str {
         match self {
             FailReason::PickupTimeout => "pickup-timeout",
-            FailReason::ConnectionLostInFlight => "connection-lost",
+            FailReason::ConnectionLostInFlight => "connection-lost-in-flight",
             FailReason::ResponseTimeout => "response-timeout",
             FailReason::NodeStopped => "node-stopped",
             FailReason::NodeKilled => "node-killed",
