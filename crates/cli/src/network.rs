@@ -58,19 +58,7 @@ impl Network {
         action: &NetworkAction,
         tag: usize,
     ) -> Result<(), String> {
-        let proxy = proxy_name(node);
-        match action {
-            NetworkAction::Down => self.enable(&proxy, false).await,
-            NetworkAction::Partition | NetworkAction::Toxic { .. } => {
-                for toxic in toxics(action, tag) {
-                    self.chaos
-                        .add_toxic(&proxy, toxic)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            }
-        }
+        self.change(node, action, tag, true).await
     }
 
     /// Undoes `action` on `node`.
@@ -80,19 +68,30 @@ impl Network {
         action: &NetworkAction,
         tag: usize,
     ) -> Result<(), String> {
+        self.change(node, action, tag, false).await
+    }
+
+    async fn change(
+        &self,
+        node: NodeId,
+        action: &NetworkAction,
+        tag: usize,
+        on: bool,
+    ) -> Result<(), String> {
         let proxy = proxy_name(node);
-        match action {
-            NetworkAction::Down => self.enable(&proxy, true).await,
-            NetworkAction::Partition | NetworkAction::Toxic { .. } => {
-                for toxic in toxics(action, tag) {
-                    self.chaos
-                        .remove_toxic(&proxy, &toxic.name)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            }
+        if let NetworkAction::Down = action {
+            // Down is the proxy disabled; lifting it enables the proxy again.
+            return self.enable(&proxy, !on).await;
         }
+        for toxic in toxics(action, tag) {
+            let done = if on {
+                self.chaos.add_toxic(&proxy, toxic).await.map(drop)
+            } else {
+                self.chaos.remove_toxic(&proxy, &toxic.name).await
+            };
+            done.map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     async fn enable(&self, proxy: &str, enabled: bool) -> Result<(), String> {
