@@ -140,10 +140,11 @@ pub struct RunArgs {
     /// Put the chaos proxy in front of every node even without network faults [cluster.chaos].
     #[arg(long)]
     pub chaos: bool,
-    /// Serve the chaos proxies' toxiproxy-shaped HTTP API here during the run, to add
-    /// toxics by hand (`POST /proxies/node-2/toxics`); implies --chaos.
+    /// Serve the control API here during the run: `GET /api/cluster`,
+    /// `POST /api/nodes/{n}/kill|stop|start|restart`, and with --chaos the proxies'
+    /// toxiproxy-shaped routes (`POST /proxies/node-2/toxics`, …).
     #[arg(long, value_name = "ADDR")]
-    pub chaos_api: Option<std::net::SocketAddr>,
+    pub control: Option<std::net::SocketAddr>,
     /// Address node 1 binds (unique-address: node N binds this + N − 1) [cluster.bind; 127.0.0.1].
     #[arg(long)]
     pub bind: Option<IpAddr>,
@@ -199,7 +200,7 @@ impl RunArgs {
         cluster.long_poll = self.long_poll;
         cluster.pickup_timeout = self.pickup_timeout;
         cluster.haproxy = self.haproxy.clone();
-        cluster.chaos = (self.chaos || self.chaos_api.is_some()).then_some(true);
+        cluster.chaos = self.chaos.then_some(true);
         let agents = &mut layer.agents;
         agents.count = self.agents.map(|n| n as usize);
         agents.key_type = self.key_type;

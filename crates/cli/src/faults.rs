@@ -125,7 +125,8 @@ async fn carry_out(
     }
 }
 
-async fn node_action(node: &Node, action: NodeAction, undo: bool) -> Result<(), String> {
+/// Does `action` to `node` (its undo when `undo`), as a fault or the control API does.
+pub async fn node_action(node: &Node, action: NodeAction, undo: bool) -> Result<(), String> {
     match (action, undo) {
         (NodeAction::Kill, false) => {
             node.kill().await;

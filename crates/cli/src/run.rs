@@ -20,7 +20,7 @@ use crate::report::{Report, RunFacts};
 use crate::scenario::fault::Fault;
 use crate::scenario::thresholds::Thresholds;
 use crate::workload::{request_for, spawn_request, Ledger, Mix, Shape};
-use crate::{faults, timeline};
+use crate::{control, faults, timeline};
 
 /// Everything a run needs.
 #[derive(Clone, Debug)]
@@ -54,8 +54,8 @@ pub struct RunConfig {
     pub thresholds: Thresholds,
     /// The scenario's name, for the report.
     pub name: Option<String>,
-    /// Serve the chaos proxies' HTTP API here during the run.
-    pub chaos_api: Option<std::net::SocketAddr>,
+    /// Serve the control API (and the chaos proxies' API) here during the run.
+    pub control: Option<std::net::SocketAddr>,
 }
 
 impl RunConfig {
@@ -76,7 +76,7 @@ impl RunConfig {
             faults: Vec::new(),
             thresholds: Thresholds::default(),
             name: None,
-            chaos_api: None,
+            control: None,
         }
     }
 
@@ -107,26 +107,27 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
     let lab = Lab::start(config.lab.clone()).await?;
     let api_stop = CancellationToken::new();
     let _api_stop = api_stop.clone().drop_guard();
-    if let (Some(addr), Some(network)) = (config.chaos_api, lab.network()) {
+    if let Some(addr) = config.control {
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => listener,
             Err(error) => {
                 lab.stop().await;
                 return Err(anyhow::Error::new(error).context(format!(
-                    "binding the chaos API on {addr} (pass --chaos-api HOST:PORT)"
+                    "binding the control API on {addr} (pass --control HOST:PORT)"
                 )));
             }
         };
+        let proxies = if lab.network.is_some() {
+            " and the chaos proxies' /proxies"
+        } else {
+            ""
+        };
         eprintln!(
-            "chaos proxy API on http://{} (proxies node-1 … node-{})",
-            listener.local_addr()?,
-            lab.cluster.nodes().len()
+            "control API on http://{}: GET /api/cluster, POST /api/nodes/{{n}}/kill|stop|start|restart{proxies}",
+            listener.local_addr()?
         );
-        tokio::spawn(octopoll_chaos::api::serve(
-            listener,
-            network.chaos().clone(),
-            api_stop,
-        ));
+        let router = control::router(lab.cluster.view(), lab.network.as_ref());
+        tokio::spawn(control::serve(listener, router, api_stop));
     }
     let mesh = lab.wait_for_mesh(config.mesh_timeout).await;
     match mesh.settled_after {

@@ -194,16 +194,16 @@ impl Cluster {
 
     /// Every registered machine's state with every node, now, counted per node.
     pub fn coverage_matrix(&self) -> CoverageMatrix {
-        let mut matrix =
-            CoverageMatrix::new(self.nodes.iter().map(|n| n.id().to_string()).collect());
-        for machine in self.registry.machines() {
-            matrix.add_agent(
-                self.nodes
-                    .iter()
-                    .map(|n| n.pair_state(&machine.subscription)),
-            );
+        coverage_matrix(&self.nodes, &self.registry)
+    }
+
+    /// A cheap, cloneable, `'static` handle on the nodes and the registry, for a
+    /// task that outlives a borrow of the cluster (a control API).
+    pub fn view(&self) -> ClusterView {
+        ClusterView {
+            nodes: self.nodes.clone(),
+            registry: self.registry.clone(),
         }
-        matrix
     }
 
     /// Held polling connections over all nodes.
@@ -235,6 +235,38 @@ impl Cluster {
         stats.sort_by_key(|(id, _)| *id);
         stats
     }
+}
+
+/// The nodes and registry of a running cluster, shareable with other tasks.
+#[derive(Clone)]
+pub struct ClusterView {
+    nodes: Vec<Arc<Node>>,
+    registry: MachineRegistry,
+}
+
+impl ClusterView {
+    /// The nodes, node 1 first.
+    pub fn nodes(&self) -> &[Arc<Node>] {
+        &self.nodes
+    }
+
+    /// The node with `id`.
+    pub fn node(&self, id: NodeId) -> Option<&Arc<Node>> {
+        self.nodes.iter().find(|n| n.id() == id)
+    }
+
+    /// Every registered machine's state with every node, now.
+    pub fn coverage_matrix(&self) -> CoverageMatrix {
+        coverage_matrix(&self.nodes, &self.registry)
+    }
+}
+
+fn coverage_matrix(nodes: &[Arc<Node>], registry: &MachineRegistry) -> CoverageMatrix {
+    let mut matrix = CoverageMatrix::new(nodes.iter().map(|n| n.id().to_string()).collect());
+    for machine in registry.machines() {
+        matrix.add_agent(nodes.iter().map(|n| n.pair_state(&machine.subscription)));
+    }
+    matrix
 }
 
 /// How often a unique-address cluster on port 0 tries again when the port node 1

@@ -24,7 +24,7 @@ pub mod queue;
 pub mod registry;
 pub mod tcp;
 
-pub use cluster::{Addressing, Cluster, ClusterConfig};
+pub use cluster::{Addressing, Cluster, ClusterConfig, ClusterView};
 pub use config::{NodeConfig, NodeId};
 pub use coverage::{Coverage, CoverageMatrix, PairState};
 pub use error::{Error, Result};

@@ -82,7 +82,7 @@ fn config_of(args: &RunArgs) -> anyhow::Result<RunConfig> {
     };
     let merged = default.overlay(file).overlay(args.as_layer());
     let mut config = scenario::resolve(&merged, source.as_ref())?;
-    config.chaos_api = args.chaos_api;
+    config.control = args.control;
     Ok(config)
 }
 
