@@ -108,10 +108,10 @@ pub struct RunArgs {
     /// Seed: the same seed gives the same agents, requests, jitter and fault targets [seed; 1].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Write the report as JSON to this file.
+    /// Write the report as JSON to this file [output.json].
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
-    /// Write a per-second time series as CSV to this file.
+    /// Write a per-second time series as CSV to this file [output.csv].
     #[arg(long, value_name = "PATH")]
     pub csv: Option<PathBuf>,
     /// Wait this long for unfinished requests after the workload [drain; 10s].
@@ -142,7 +142,7 @@ pub struct RunArgs {
     pub chaos: bool,
     /// Serve the control API here during the run: `GET /api/cluster`,
     /// `POST /api/nodes/{n}/kill|stop|start|restart`, and with --chaos the proxies'
-    /// toxiproxy-shaped routes (`POST /proxies/node-2/toxics`, …).
+    /// toxiproxy-shaped routes (`POST /proxies/node-2/toxics`, …) [output.control].
     #[arg(long, value_name = "ADDR")]
     pub control: Option<std::net::SocketAddr>,
     /// Address node 1 binds (unique-address: node N binds this + N − 1) [cluster.bind; 127.0.0.1].
@@ -174,7 +174,7 @@ pub struct RunArgs {
     /// Longest simulated script run time [workload.max_script_time; 200ms].
     #[arg(long, value_parser = duration)]
     pub max_script_time: Option<Duration>,
-    /// No live progress on stderr.
+    /// No live progress on stderr [output.quiet].
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -208,6 +208,10 @@ impl RunArgs {
         agents.backoff = self.backoff;
         agents.backoff_min = self.backoff_min;
         agents.backoff_max = self.backoff_max;
+        layer.output.json = self.json.clone();
+        layer.output.csv = self.csv.clone();
+        layer.output.quiet = self.quiet.then_some(true);
+        layer.output.control = self.control;
         layer.workload.rate = self.rate;
         layer.workload.max_script_time = self.max_script_time;
         layer

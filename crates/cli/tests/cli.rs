@@ -243,20 +243,22 @@ fn a_bad_scenario_file_names_file_line_and_key_and_exits_2_before_starting() {
 fn flags_override_the_scenario_file() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("small.toml");
-    std::fs::write(
-        &scenario,
-        "duration = \"1s\"\n[cluster]\nnodes = 2\n[agents]\ncount = 4\n",
-    )
-    .unwrap();
     let json = dir.path().join("r.json");
     let csv = dir.path().join("r.csv");
+    // Outputs are keys too: the CSV path and quiet come from the file.
+    std::fs::write(
+        &scenario,
+        format!(
+            "duration = \"1s\"\n[cluster]\nnodes = 2\n[agents]\ncount = 4\n[output]\ncsv = {:?}\nquiet = true\n",
+            csv.display().to_string()
+        ),
+    )
+    .unwrap();
     let output = octopoll()
         .arg("run")
         .arg(&scenario)
-        .args(["--nodes", "1", "--comms-port", "0", "--quiet", "--json"])
+        .args(["--nodes", "1", "--comms-port", "0", "--json"])
         .arg(&json)
-        .arg("--csv")
-        .arg(&csv)
         .output()
         .unwrap();
     assert!(

@@ -359,7 +359,7 @@ async fn exchange_request(
         Envelope::Response(response) if &response.id == request_id => {
             if let Some(error) = &response.error {
                 debug!(request_id, error = %error.message, "service answered with an error");
-                pending.finish(Err(FailReason::ServiceError));
+                pending.finish(Err(FailReason::AgentError));
             } else {
                 pending.finish(Ok(Reply {
                     response,

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use octopoll_cli::haproxy::BalancerError;
 use octopoll_cli::progress::Progress;
 use octopoll_cli::run::{execute, RunConfig};
-use octopoll_cli::scenario::{self, ScenarioFile};
+use octopoll_cli::scenario::{self, OutputKeys, ScenarioFile};
 
 use crate::args::RunArgs;
 
@@ -16,8 +16,8 @@ pub const THRESHOLD_BREACHED: u8 = 99;
 
 /// Runs and reports; fails if any request was lost, exits 99 if a threshold broke.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = config_of(&args)?;
-    let (json, csv, quiet) = (args.json.clone(), args.csv.clone(), args.quiet);
+    let (config, output) = config_of(&args)?;
+    let (json, csv, quiet) = (output.json, output.csv, output.quiet.unwrap_or(false));
     let mut progress = Progress::stderr(quiet);
     let finished = execute(config, &mut progress).await.map_err(with_hint)?;
     let report = &finished.report;
@@ -69,7 +69,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The built-in default, then the scenario file, then the flags; checked.
-fn config_of(args: &RunArgs) -> anyhow::Result<RunConfig> {
+fn config_of(args: &RunArgs) -> anyhow::Result<(RunConfig, OutputKeys)> {
     let (default, _) = ScenarioFile::default_scenario();
     // The flags alone first, so a bad flag value is blamed on the flag.
     scenario::resolve(&default.clone().overlay(args.as_layer()), None)?;
@@ -81,9 +81,8 @@ fn config_of(args: &RunArgs) -> anyhow::Result<RunConfig> {
         None => (ScenarioFile::default(), None),
     };
     let merged = default.overlay(file).overlay(args.as_layer());
-    let mut config = scenario::resolve(&merged, source.as_ref())?;
-    config.control = args.control;
-    Ok(config)
+    let config = scenario::resolve(&merged, source.as_ref())?;
+    Ok((config, merged.output))
 }
 
 /// Adds what to do next to errors a user can fix with a flag.

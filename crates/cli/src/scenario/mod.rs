@@ -73,6 +73,23 @@ pub struct ScenarioFile {
     /// Pass/fail limits.
     #[serde(default)]
     pub thresholds: Thresholds,
+    /// Where the results go.
+    #[serde(default)]
+    pub output: OutputKeys,
+}
+
+/// `[output]`: the run's results and live views.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputKeys {
+    /// Write the report as JSON here.
+    pub json: Option<PathBuf>,
+    /// Write the per-second time series as CSV here.
+    pub csv: Option<PathBuf>,
+    /// No live progress.
+    pub quiet: Option<bool>,
+    /// Serve the control API here during the run.
+    pub control: Option<std::net::SocketAddr>,
 }
 
 /// `[cluster]`.
@@ -286,6 +303,12 @@ impl ScenarioFile {
             },
             faults: over.faults.or(self.faults),
             thresholds: self.thresholds.overlay(over.thresholds),
+            output: OutputKeys {
+                json: over.output.json.or(self.output.json),
+                csv: over.output.csv.or(self.output.csv),
+                quiet: over.output.quiet.or(self.output.quiet),
+                control: over.output.control.or(self.output.control),
+            },
         }
     }
 }
@@ -599,6 +622,7 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
     }
     config.faults = faults;
     config.thresholds = merged.thresholds.clone();
+    config.control = merged.output.control;
     Ok(config)
 }
 

@@ -222,10 +222,10 @@ mod tests {
         let (request, rx) = pending(1);
         queue.enqueue(&sub(), request);
         let collected = waiter.await.unwrap().expect("collected");
-        collected.finish(Err(FailReason::ServiceError));
+        collected.finish(Err(FailReason::AgentError));
         let outcome = rx.await.unwrap();
         assert_eq!(outcome.pickup, Some(Duration::ZERO));
-        assert_eq!(outcome.result.unwrap_err(), FailReason::ServiceError);
+        assert_eq!(outcome.result.unwrap_err(), FailReason::AgentError);
     }
 
     #[tokio::test]

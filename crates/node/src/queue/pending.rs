@@ -32,8 +32,8 @@ pub enum FailReason {
     NodeStopped,
     /// The node was killed while it was queued or in flight on one of its connections.
     NodeKilled,
-    /// The service answered with an error.
-    ServiceError,
+    /// The agent's service answered with an error (Halibut's `ServerError`).
+    AgentError,
     /// The peer broke the protocol while it was in flight.
     ProtocolError,
     /// The run ended (after draining) before it finished.
@@ -49,7 +49,7 @@ impl FailReason {
             FailReason::ResponseTimeout => "response-timeout",
             FailReason::NodeStopped => "node-stopped",
             FailReason::NodeKilled => "node-killed",
-            FailReason::ServiceError => "service-error",
+            FailReason::AgentError => "agent-error",
             FailReason::ProtocolError => "protocol-error",
             FailReason::RunEnded => "run-ended",
         }
