@@ -174,6 +174,11 @@ pub struct RunArgs {
     /// Longest simulated script run time [workload.max_script_time; 200ms].
     #[arg(long, value_parser = duration)]
     pub max_script_time: Option<Duration>,
+    /// Serve Prometheus metrics on `/metrics` here during the run: connections,
+    /// agents per pair state, handshakes, requests, pickup latency, reconnects
+    /// [output.metrics].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// No live progress on stderr [output.quiet].
     #[arg(long, short)]
     pub quiet: bool,
@@ -212,6 +217,7 @@ impl RunArgs {
         layer.output.csv = self.csv.clone();
         layer.output.quiet = self.quiet.then_some(true);
         layer.output.control = self.control;
+        layer.output.metrics = self.metrics;
         layer.workload.rate = self.rate;
         layer.workload.max_script_time = self.max_script_time;
         layer

@@ -13,6 +13,7 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod telemetry;
 pub mod timeline;
 pub mod topology;
 pub mod workload;

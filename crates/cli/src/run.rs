@@ -19,6 +19,7 @@ use crate::progress::{Progress, Sample};
 use crate::report::{Report, RunFacts};
 use crate::scenario::fault::Fault;
 use crate::scenario::thresholds::Thresholds;
+use crate::telemetry::Telemetry;
 use crate::workload::{request_for, spawn_request, Ledger, Mix, Shape};
 use crate::{control, faults, timeline};
 
@@ -56,6 +57,8 @@ pub struct RunConfig {
     pub name: Option<String>,
     /// Serve the control API (and the chaos proxies' API) here during the run.
     pub control: Option<std::net::SocketAddr>,
+    /// Serve Prometheus metrics on `/metrics` here during the run.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl RunConfig {
@@ -77,6 +80,7 @@ impl RunConfig {
             thresholds: Thresholds::default(),
             name: None,
             control: None,
+            metrics: None,
         }
     }
 
@@ -107,14 +111,39 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
     let lab = Lab::start(config.lab.clone()).await?;
     let api_stop = CancellationToken::new();
     let _api_stop = api_stop.clone().drop_guard();
-    if let Some(addr) = config.control {
-        let listener = match tokio::net::TcpListener::bind(addr).await {
+    let bind = |addr: std::net::SocketAddr, flag: &'static str| async move {
+        tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+            anyhow::Error::new(error).context(format!(
+                "binding {flag} {addr} (pass another --{flag} HOST:PORT)"
+            ))
+        })
+    };
+    let telemetry = config.metrics.map(|_| Telemetry::new());
+    if let (Some(addr), Some(telemetry)) = (config.metrics, &telemetry) {
+        let listener = match bind(addr, "metrics").await {
             Ok(listener) => listener,
             Err(error) => {
                 lab.stop().await;
-                return Err(anyhow::Error::new(error).context(format!(
-                    "binding the control API on {addr} (pass --control HOST:PORT)"
-                )));
+                return Err(error);
+            }
+        };
+        eprintln!(
+            "Prometheus metrics on http://{}/metrics",
+            listener.local_addr()?
+        );
+        let router = crate::telemetry::router(
+            telemetry.clone(),
+            lab.cluster.view(),
+            lab.swarm.agents().to_vec(),
+        );
+        tokio::spawn(control::serve(listener, router, api_stop.clone()));
+    }
+    if let Some(addr) = config.control {
+        let listener = match bind(addr, "control").await {
+            Ok(listener) => listener,
+            Err(error) => {
+                lab.stop().await;
+                return Err(error);
             }
         };
         let proxies = if lab.network.is_some() {
@@ -127,7 +156,7 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
             listener.local_addr()?
         );
         let router = control::router(lab.cluster.view(), lab.network.as_ref());
-        tokio::spawn(control::serve(listener, router, api_stop));
+        tokio::spawn(control::serve(listener, router, api_stop.clone()));
     }
     let mesh = lab.wait_for_mesh(config.mesh_timeout).await;
     match mesh.settled_after {
@@ -143,7 +172,10 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
         ),
     }
 
-    let ledger = Arc::new(Ledger::default());
+    let ledger = Arc::new(match telemetry {
+        Some(telemetry) => Ledger::with_telemetry(telemetry),
+        None => Ledger::default(),
+    });
     let started = ledger.started();
     let tracker = TaskTracker::new();
     let run_ended = CancellationToken::new();

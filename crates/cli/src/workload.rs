@@ -27,6 +27,8 @@ use tokio_util::task::TaskTracker;
 pub struct Ledger {
     started: Instant,
     inner: Mutex<Counts>,
+    /// Where pickup times also go, when the run serves metrics.
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// One second of a run: what was queued and ended in it.
@@ -117,6 +119,7 @@ impl Default for Ledger {
     fn default() -> Self {
         Self {
             started: Instant::now(),
+            telemetry: None,
             inner: Mutex::new(Counts {
                 queued: 0,
                 completed: 0,
@@ -146,6 +149,14 @@ impl Ledger {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A ledger that also records pickup times in `telemetry`.
+    pub fn with_telemetry(telemetry: Arc<crate::telemetry::Telemetry>) -> Self {
+        Self {
+            telemetry: Some(telemetry),
+            ..Self::default()
+        }
+    }
+
     /// When the ledger's clock started.
     pub fn started(&self) -> Instant {
         self.started
@@ -168,6 +179,14 @@ impl Ledger {
     /// Counts how a request on `node` ended.
     pub fn ended(&self, node: NodeId, result: Result<(), FailReason>, pickup: Option<Duration>) {
         let at = self.started.elapsed();
+        if let Some(telemetry) = &self.telemetry {
+            if let Some(pickup) = pickup {
+                telemetry.pickup(pickup);
+            }
+            if let Err(reason) = result {
+                telemetry.failure(reason);
+            }
+        }
         let mut guard = self.lock();
         let counts = &mut *guard;
         let on_node = counts.per_node.entry(node).or_default();

@@ -340,3 +340,80 @@ fn proxy_runs_standalone_with_a_toxiproxy_shaped_api_and_stops_on_sigterm() {
     let status = child.0.wait().unwrap();
     assert!(status.success(), "SIGTERM stops it cleanly: {status}");
 }
+
+#[test]
+fn metrics_are_scraped_during_a_run_and_the_connection_gauge_counts_connected_pairs() {
+    use std::io::{Read, Write};
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let child = octopoll()
+        .args([
+            "run",
+            "--nodes",
+            "3",
+            "--agents",
+            "6",
+            "--duration",
+            "6s",
+            "--comms-port",
+            "0",
+            "--quiet",
+            "--metrics",
+        ])
+        .arg(addr.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    /// Kills the run if the test fails first.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(child);
+    let scrape = || -> Option<String> {
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let connected = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("octopoll_connections{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // Scrape until every agent holds its three connections (a ceiling, not a delay).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        if let Some(text) = scrape() {
+            if connected(&text) == 18.0 {
+                break text;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never saw 6 agents × 3 nodes connected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("octopoll_agents{node=\"node-1\",state=\"polling\"} 6"),
+        "{text}"
+    );
+    assert!(text.contains("octopoll_coverage_ratio 1"), "{text}");
+    assert!(
+        text.contains("# TYPE octopoll_handshakes_total counter"),
+        "{text}"
+    );
+    assert!(child.0.wait().unwrap().success());
+}

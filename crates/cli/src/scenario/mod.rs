@@ -90,6 +90,8 @@ pub struct OutputKeys {
     pub quiet: Option<bool>,
     /// Serve the control API here during the run.
     pub control: Option<std::net::SocketAddr>,
+    /// Serve Prometheus metrics on `/metrics` here during the run.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `[cluster]`.
@@ -308,6 +310,7 @@ impl ScenarioFile {
                 csv: over.output.csv.or(self.output.csv),
                 quiet: over.output.quiet.or(self.output.quiet),
                 control: over.output.control.or(self.output.control),
+                metrics: over.output.metrics.or(self.output.metrics),
             },
         }
     }
@@ -623,6 +626,7 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
     config.faults = faults;
     config.thresholds = merged.thresholds.clone();
     config.control = merged.output.control;
+    config.metrics = merged.output.metrics;
     Ok(config)
 }
 
