@@ -60,6 +60,26 @@ pub async fn wait_until<S: std::fmt::Debug>(
     }
 }
 
+/// [`wait_until`] for a state that takes an `await` to read (an HTTP call).
+pub async fn wait_until_async<S: std::fmt::Debug, F: std::future::Future<Output = S>>(
+    within: Duration,
+    what: &str,
+    mut state: impl FnMut() -> F,
+    mut condition: impl FnMut(&S) -> bool,
+) -> S {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = state().await;
+        if condition(&now) {
+            return now;
+        }
+        if Instant::now() >= deadline {
+            panic!("waited {within:?} for {what}; last state: {now:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The API key the lab's nodes require.
 pub fn api_key(lab: &Lab) -> ApiKey {
     lab.cluster.nodes()[0].config().api_key.clone()

@@ -140,10 +140,11 @@ pub struct RunArgs {
     /// Put the chaos proxy in front of every node even without network faults [cluster.chaos].
     #[arg(long)]
     pub chaos: bool,
-    /// Serve the control API here during the run: `GET /api/cluster`,
-    /// `POST /api/nodes/{n}/kill|stop|start|restart`, and with --chaos the proxies'
-    /// toxiproxy-shaped routes (`POST /proxies/node-2/toxics`, …) [output.control].
-    #[arg(long, value_name = "ADDR")]
+    /// Serve the live dashboard and its control API here during the run: the page
+    /// on `/`, `GET /api/cluster`, `POST /api/nodes/{n}/kill|stop|start|restart`,
+    /// and with --chaos the proxies' toxiproxy-shaped routes. On by default at
+    /// 127.0.0.1:8080 when stderr is a terminal (off with --quiet) [output.control].
+    #[arg(long, visible_alias = "dashboard", value_name = "ADDR")]
     pub control: Option<std::net::SocketAddr>,
     /// Address node 1 binds (unique-address: node N binds this + N − 1) [cluster.bind; 127.0.0.1].
     #[arg(long)]

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::control::ControlState;
 use crate::lab::{Lab, Network};
 use crate::scenario::fault::{Action, Fault, NodeAction};
 use crate::timeline::FaultSpan;
@@ -35,7 +36,12 @@ pub struct Executed {
 /// Carries out `faults` against `lab` on their schedule from `started`, and
 /// returns once every one (and every undo) is done. Each action runs in its own
 /// task, so a slow graceful stop never delays the next fault.
-pub async fn run(lab: &Lab, faults: &[Fault], started: Instant) -> Vec<Executed> {
+pub async fn run(
+    lab: &Lab,
+    faults: &[Fault],
+    started: Instant,
+    timeline: Option<&ControlState>,
+) -> Vec<Executed> {
     let mut events: Vec<(Duration, usize, bool)> = Vec::new();
     for (i, fault) in faults.iter().enumerate() {
         events.push((fault.at, i, false));
@@ -49,6 +55,11 @@ pub async fn run(lab: &Lab, faults: &[Fault], started: Instant) -> Vec<Executed>
         tokio::time::sleep_until(started + at).await;
         let fault = &faults[index];
         info!(fault = %fault.describe(), undo, "fault");
+        if let Some(timeline) = timeline {
+            let nodes: Vec<String> = fault.nodes.iter().map(ToString::to_string).collect();
+            let what = if undo { "undo " } else { "" };
+            timeline.record_fault(format!("{what}{} {}", fault.action, nodes.join(",")));
+        }
         let nodes: Vec<Arc<Node>> = fault
             .nodes
             .iter()

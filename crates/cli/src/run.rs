@@ -14,6 +14,7 @@ use tracing::{info, warn};
 /// How long request tasks may take to record `run-ended` once the run ends.
 const TASKS_BOUND: Duration = Duration::from_secs(10);
 
+use crate::control::{Burst, ControlState};
 use crate::lab::{Lab, LabConfig};
 use crate::progress::{Progress, Sample};
 use crate::report::{Report, RunFacts};
@@ -138,6 +139,25 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
         );
         tokio::spawn(control::serve(listener, router, api_stop.clone()));
     }
+    let ledger = Arc::new(match &telemetry {
+        Some(telemetry) => Ledger::with_telemetry(telemetry.clone()),
+        None => Ledger::default(),
+    });
+    let tracker = TaskTracker::new();
+    let run_ended = CancellationToken::new();
+    let mut machines = lab.cluster.registry().machines();
+    machines.sort_by(|a, b| a.name.cmp(&b.name));
+    let dashboard = ControlState::new(
+        lab.cluster.view(),
+        Some(Burst {
+            ledger: ledger.clone(),
+            tracker: tracker.clone(),
+            run_ended: run_ended.clone(),
+            machines,
+            shape: config.shape(),
+            seed: config.seed,
+        }),
+    );
     if let Some(addr) = config.control {
         let listener = match bind(addr, "control").await {
             Ok(listener) => listener,
@@ -152,11 +172,12 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
             ""
         };
         eprintln!(
-            "control API on http://{}: GET /api/cluster, POST /api/nodes/{{n}}/kill|stop|start|restart{proxies}",
+            "dashboard on http://{0}/ (control API: GET /api/cluster, POST /api/nodes/{{n}}/kill|stop|start|restart{proxies})",
             listener.local_addr()?
         );
-        let router = control::router(lab.cluster.view(), lab.network.as_ref());
+        let router = control::router(dashboard.clone(), lab.network.as_ref());
         tokio::spawn(control::serve(listener, router, api_stop.clone()));
+        tokio::spawn(dashboard.clone().keep_history(api_stop.clone()));
     }
     let mesh = lab.wait_for_mesh(config.mesh_timeout).await;
     match mesh.settled_after {
@@ -172,13 +193,7 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
         ),
     }
 
-    let ledger = Arc::new(match telemetry {
-        Some(telemetry) => Ledger::with_telemetry(telemetry),
-        None => Ledger::default(),
-    });
     let started = ledger.started();
-    let tracker = TaskTracker::new();
-    let run_ended = CancellationToken::new();
     let (workload_done, faults_done) = (CancellationToken::new(), CancellationToken::new());
     // The workload, the faults and the sampler run side by side. Sampling goes on
     // until the drain is over, every fault has been carried out (undos included),
@@ -198,7 +213,7 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
             facts
         },
         async {
-            let executed = faults::run(&lab, &config.faults, started).await;
+            let executed = faults::run(&lab, &config.faults, started, Some(&dashboard)).await;
             faults_done.cancel();
             executed
         },

@@ -259,6 +259,24 @@ impl ClusterView {
     pub fn coverage_matrix(&self) -> CoverageMatrix {
         coverage_matrix(&self.nodes, &self.registry)
     }
+
+    /// Each registered machine by name, with its state with every node (node 1
+    /// first), in name order: the cells of a dashboard's grid.
+    pub fn pair_states(&self) -> Vec<(String, Vec<crate::PairState>)> {
+        let mut machines = self.registry.machines();
+        machines.sort_by(|a, b| a.name.cmp(&b.name));
+        machines
+            .into_iter()
+            .map(|m| {
+                let states = self
+                    .nodes
+                    .iter()
+                    .map(|n| n.pair_state(&m.subscription))
+                    .collect();
+                (m.name, states)
+            })
+            .collect()
+    }
 }
 
 fn coverage_matrix(nodes: &[Arc<Node>], registry: &MachineRegistry) -> CoverageMatrix {

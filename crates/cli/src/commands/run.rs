@@ -1,6 +1,7 @@
 //! `octopoll run`: scenario and flags → [`RunConfig`], run, print and save the
 //! report, and turn it into an exit code.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -11,13 +12,23 @@ use octopoll_cli::scenario::{self, OutputKeys, ScenarioFile};
 
 use crate::args::RunArgs;
 
+/// Where the dashboard goes on a terminal when no `--dashboard` is given.
+const DEFAULT_DASHBOARD_PORT: u16 = 8080;
+
 /// The exit code of a run that breached a threshold.
 pub const THRESHOLD_BREACHED: u8 = 99;
 
 /// Runs and reports; fails if any request was lost, exits 99 if a threshold broke.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (config, output) = config_of(&args)?;
+    let (mut config, output) = config_of(&args)?;
     let (json, csv, quiet) = (output.json, output.csv, output.quiet.unwrap_or(false));
+    // On a terminal the dashboard is on unless asked otherwise, where it is free.
+    if config.control.is_none() && !quiet && std::io::stderr().is_terminal() {
+        let default: std::net::SocketAddr = ([127, 0, 0, 1], DEFAULT_DASHBOARD_PORT).into();
+        if std::net::TcpListener::bind(default).is_ok() {
+            config.control = Some(default);
+        }
+    }
     let mut progress = Progress::stderr(quiet);
     let finished = execute(config, &mut progress).await.map_err(with_hint)?;
     let report = &finished.report;

@@ -1,0 +1,447 @@
+//! The control API of a run, and the live dashboard page on top of it
+//! (`--control ADDR`, also spelled `--dashboard`). When the run has the chaos
+//! proxies, their toxiproxy-shaped routes (`/proxies`, `/reset`) are served beside
+//! it, so network faults are callable the same way.
+//!
+//! * `GET /`: the dashboard, one page with no build step and no CDN: a grid of
+//!   agents × nodes coloured by pair state, a card per node (up or down,
+//!   connections, queue, throughput) with kill/stop/start/restart buttons, a
+//!   timeline of coverage and faults, and a button that queues a burst of work.
+//! * `GET /api/cluster`: every node (running or not, connections, queue,
+//!   counters), coverage, the coverage matrix, the grid, and the timeline.
+//! * `GET /api/events`: the same, as server-sent events, once a second.
+//! * `POST /api/nodes/{n}/kill`, `…/stop`, `…/start`, `…/restart`: what a
+//!   `[[faults]]` entry with that action does, now; answers with the node's state.
+//! * `POST /api/burst?count=N`: queues N requests at once (1 to 10,000).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use octopoll_node::registry::Machine;
+use octopoll_node::{ClusterView, Node, NodeId, NodeSender, NodeStats, PairState};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::faults::node_action;
+use crate::network::Network;
+use crate::scenario::fault::NodeAction;
+use crate::workload::{request_for, spawn_request, Ledger, Shape};
+
+/// The dashboard page.
+const PAGE: &str = include_str!("dashboard.html");
+/// Coverage points kept for the timeline (an hour at one a second).
+const HISTORY: usize = 3600;
+/// Most requests one burst queues.
+const MAX_BURST: u64 = 10_000;
+
+/// What lets the dashboard queue work: the run's workload pieces.
+#[derive(Clone)]
+pub struct Burst {
+    /// Where the requests are counted.
+    pub ledger: Arc<Ledger>,
+    /// Where their tasks run.
+    pub tracker: TaskTracker,
+    /// Cancelled when the run ends (unfinished requests fail `run-ended`).
+    pub run_ended: CancellationToken,
+    /// The agents, in name order.
+    pub machines: Vec<Machine>,
+    /// How requests are shaped.
+    pub shape: Shape,
+    /// The run's seed.
+    pub seed: u64,
+}
+
+/// A fault on the timeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimelineFault {
+    /// Seconds since the control API started.
+    pub at_s: f64,
+    /// `kill node-2`, …
+    pub what: String,
+}
+
+/// What the handlers share.
+pub struct ControlState {
+    cluster: ClusterView,
+    started: Instant,
+    history: Mutex<Vec<(f64, f64)>>,
+    faults: Mutex<Vec<TimelineFault>>,
+    burst: Option<Burst>,
+    burst_numbers: AtomicU64,
+}
+
+impl ControlState {
+    /// State for a run's cluster; `burst` lets the page queue work.
+    pub fn new(cluster: ClusterView, burst: Option<Burst>) -> Arc<Self> {
+        Arc::new(Self {
+            cluster,
+            started: Instant::now(),
+            history: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
+            burst,
+            burst_numbers: AtomicU64::new(1_000_000_000),
+        })
+    }
+
+    /// Puts a fault on the timeline (scenario faults and the API's alike).
+    pub fn record_fault(&self, what: String) {
+        let at_s = self.started.elapsed().as_secs_f64();
+        lock(&self.faults).push(TimelineFault { at_s, what });
+    }
+
+    fn snapshot(&self) -> ClusterState {
+        let matrix = self.cluster.coverage_matrix();
+        ClusterState {
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+            nodes: self
+                .cluster
+                .nodes()
+                .iter()
+                .map(|n| NodeState::of(n))
+                .collect(),
+            coverage: matrix.coverage().ratio(),
+            coverage_matrix: matrix,
+            grid: self
+                .cluster
+                .pair_states()
+                .into_iter()
+                .map(|(name, states)| AgentRow { name, states })
+                .collect(),
+            history: lock(&self.history).clone(),
+            faults: lock(&self.faults).clone(),
+        }
+    }
+
+    /// Samples coverage for the timeline once a second until `shutdown`.
+    pub async fn keep_history(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            let point = (
+                self.started.elapsed().as_secs_f64(),
+                self.cluster.coverage_matrix().coverage().ratio(),
+            );
+            let mut history = lock(&self.history);
+            if history.len() == HISTORY {
+                history.remove(0);
+            }
+            history.push(point);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `GET /api/cluster`.
+#[derive(Debug, Serialize)]
+pub struct ClusterState {
+    /// Seconds since the control API started.
+    pub elapsed_s: f64,
+    /// Every node, node 1 first.
+    pub nodes: Vec<NodeState>,
+    /// Polling pairs / all pairs.
+    pub coverage: f64,
+    /// Agents per pair state and node.
+    pub coverage_matrix: octopoll_node::CoverageMatrix,
+    /// Every agent's state with every node, in name order.
+    pub grid: Vec<AgentRow>,
+    /// Coverage once a second: (seconds, coverage).
+    pub history: Vec<(f64, f64)>,
+    /// Faults so far.
+    pub faults: Vec<TimelineFault>,
+}
+
+/// One agent's row of the grid.
+#[derive(Debug, Serialize)]
+pub struct AgentRow {
+    /// Its machine name.
+    pub name: String,
+    /// Its state with each node.
+    pub states: Vec<PairState>,
+}
+
+/// One node's state.
+#[derive(Debug, Serialize)]
+pub struct NodeState {
+    /// `node-1`, …
+    pub node: String,
+    /// Whether it runs (false after a kill or stop until it starts again).
+    pub running: bool,
+    /// Its comms address.
+    pub comms_addr: String,
+    /// Its counters.
+    #[serde(flatten)]
+    pub stats: NodeStats,
+}
+
+impl NodeState {
+    fn of(node: &Node) -> Self {
+        Self {
+            node: node.id().to_string(),
+            running: node.is_running(),
+            comms_addr: node.comms_addr().to_string(),
+            stats: node.stats(),
+        }
+    }
+}
+
+/// The page and the control routes, with the chaos proxies' routes merged in when
+/// there are any.
+pub fn router(state: Arc<ControlState>, network: Option<&Network>) -> Router {
+    let control = Router::new()
+        .route("/", get(page))
+        .route("/api/cluster", get(cluster_state))
+        .route("/api/events", get(events))
+        .route("/api/nodes/{node}/{action}", post(act))
+        .route("/api/burst", post(burst))
+        .with_state(state);
+    match network {
+        Some(network) => control.merge(octopoll_chaos::api::router(network.chaos().clone())),
+        None => control,
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    let serving = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+    if let Err(error) = serving.await {
+        tracing::warn!(%error, "control API stopped");
+    }
+}
+
+async fn page(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
+    // `</` escaped so no value can close the script element.
+    let initial = serde_json::to_string(&state.snapshot())
+        .unwrap_or_else(|_| "null".into())
+        .replace("</", "<\\/");
+    let page = PAGE.replacen("/*INITIAL_STATE*/null", &initial, 1);
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page)
+}
+
+async fn cluster_state(State(state): State<Arc<ControlState>>) -> Json<ClusterState> {
+    Json(state.snapshot())
+}
+
+async fn events(
+    State(state): State<Arc<ControlState>>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let ticks = tokio::time::interval(Duration::from_secs(1));
+    let stream = futures_util::stream::unfold((state, ticks), |(state, mut ticks)| async move {
+        ticks.tick().await;
+        let event = Event::default()
+            .json_data(state.snapshot())
+            .unwrap_or_else(|_| Event::default().comment("state did not serialize"));
+        Some((Ok(event), (state, ticks)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": message, "status": status.as_u16() })),
+    )
+        .into_response()
+}
+
+async fn act(
+    State(state): State<Arc<ControlState>>,
+    Path((node, action)): Path<(String, String)>,
+) -> Response {
+    let id = match node.strip_prefix("node-").unwrap_or(&node).parse::<u16>() {
+        Ok(n) => NodeId(n),
+        Err(_) => return error(StatusCode::NOT_FOUND, format!("no node {node:?}")),
+    };
+    let Some(target) = state.cluster.node(id).cloned() else {
+        return error(StatusCode::NOT_FOUND, format!("{id} does not exist"));
+    };
+    let action = match action.as_str() {
+        "kill" => NodeAction::Kill,
+        "stop" => NodeAction::Stop,
+        "start" => NodeAction::Start,
+        "restart" => NodeAction::Restart,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown action {other:?}: kill, stop, start or restart"),
+            )
+        }
+    };
+    tracing::info!(node = %id, ?action, "fault from the control API");
+    state.record_fault(format!("{} {id}", format!("{action:?}").to_lowercase()));
+    match node_action(&target, action, false).await {
+        Ok(()) => Json(NodeState::of(&target)).into_response(),
+        Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, message),
+    }
+}
+
+/// `?count=N`.
+#[derive(Debug, Deserialize)]
+struct BurstQuery {
+    count: Option<u64>,
+}
+
+async fn burst(
+    State(state): State<Arc<ControlState>>,
+    Query(query): Query<BurstQuery>,
+) -> Response {
+    let Some(burst) = &state.burst else {
+        return error(StatusCode::CONFLICT, "this run queues no work".into());
+    };
+    let count = query.count.unwrap_or(50);
+    if !(1..=MAX_BURST).contains(&count) || burst.machines.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("count must be 1 to {MAX_BURST}, got {count}"),
+        );
+    }
+    let nodes: Vec<NodeSender> = state
+        .cluster
+        .nodes()
+        .iter()
+        .filter(|n| n.is_running())
+        .map(|n| n.sender())
+        .collect();
+    if nodes.is_empty() {
+        return error(StatusCode::CONFLICT, "every node is down".into());
+    }
+    use rand::{Rng, SeedableRng};
+    for _ in 0..count {
+        let number = state.burst_numbers.fetch_add(1, Ordering::Relaxed);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(burst.seed ^ number);
+        let machine = &burst.machines[rng.random_range(0..burst.machines.len())];
+        let node = nodes[rng.random_range(0..nodes.len())].clone();
+        let thumbprint = machine.thumbprint.to_string();
+        let request = request_for(
+            &mut rng,
+            &burst.shape,
+            &machine.subscription,
+            &thumbprint,
+            number,
+        );
+        spawn_request(
+            &burst.tracker,
+            &burst.ledger,
+            node,
+            machine.subscription.clone(),
+            request,
+            burst.run_ended.clone(),
+        );
+    }
+    state.record_fault(format!("burst {count}"));
+    Json(serde_json::json!({ "queued": count })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::{Lab, LabConfig};
+    use std::time::Duration;
+
+    mod reqwest_free {
+        //! A tiny HTTP/1.1 client over a TCP socket, enough for these tests.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        pub struct Client(pub std::net::SocketAddr);
+
+        impl Client {
+            pub async fn call(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
+                let mut stream = tokio::net::TcpStream::connect(self.0).await.unwrap();
+                let request = format!(
+                    "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                stream.write_all(request.as_bytes()).await.unwrap();
+                let mut response = String::new();
+                stream.read_to_string(&mut response).await.unwrap();
+                let status = response[9..12].parse().unwrap();
+                let body = response.split_once("\r\n\r\n").unwrap().1;
+                (
+                    status,
+                    serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+                )
+            }
+
+            pub async fn get(&self, path: &str) -> serde_json::Value {
+                self.call("GET", path).await.1
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_are_killed_and_started_through_the_api_and_the_cluster_state_shows_it() {
+        let mut config = LabConfig::new(3, 4);
+        config.chaos = true;
+        let lab = Lab::start(config).await.unwrap();
+        lab.wait_for_full_coverage(Duration::from_secs(10))
+            .await
+            .expect("full mesh");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = reqwest_free::Client(listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let state = ControlState::new(lab.cluster.view(), None);
+        let serving = tokio::spawn(serve(
+            listener,
+            router(state, lab.network.as_ref()),
+            shutdown.clone(),
+        ));
+
+        let state = client.get("/api/cluster").await;
+        assert_eq!(state["coverage"], 1.0);
+        assert_eq!(state["nodes"][1]["running"], true);
+
+        let (status, killed) = client.call("POST", "/api/nodes/2/kill").await;
+        assert_eq!(status, 200, "{killed}");
+        assert_eq!(killed["running"], false);
+        let state = client.get("/api/cluster").await;
+        let coverage = state["coverage"].as_f64().unwrap();
+        assert!(
+            (coverage - 2.0 / 3.0).abs() < 1e-9,
+            "node 2's pairs are gone: {state}"
+        );
+
+        let (status, started) = client.call("POST", "/api/nodes/node-2/start").await;
+        assert_eq!(status, 200, "{started}");
+        assert_eq!(started["running"], true);
+        lab.wait_for_full_coverage(Duration::from_secs(10))
+            .await
+            .expect("the agents come back to node 2");
+
+        let (status, body) = client.call("POST", "/api/nodes/7/kill").await;
+        assert_eq!(
+            (status, body["status"].as_u64()),
+            (404, Some(404)),
+            "{body}"
+        );
+        let (status, body) = client.call("POST", "/api/nodes/1/explode").await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"]
+            .as_str()
+            .unwrap()
+            .contains("kill, stop, start or restart"));
+
+        // The chaos proxies' routes sit beside the control routes.
+        let (status, proxies) = client.call("GET", "/proxies").await;
+        assert_eq!(status, 200);
+        assert!(proxies.get("node-2").is_some(), "{proxies}");
+
+        shutdown.cancel();
+        serving.await.unwrap();
+        lab.stop().await;
+    }
+}

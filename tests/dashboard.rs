@@ -1,0 +1,179 @@
+//! The live dashboard in a real browser: Debian's chromium, headless, loads the
+//! page of a running run after a node was killed through the API the page's
+//! button calls, and the rendered DOM shows the node down and its agents' cells
+//! lost. A screenshot is saved under the test's output directory.
+//!
+//! Without chromium the test is skipped with a message on a developer's machine,
+//! and fails under `CI=true` (`.ci/run` installs it).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use octopoll_cli::lab::LabConfig;
+use octopoll_cli::progress::Progress;
+use octopoll_cli::run::{execute, RunConfig};
+use tokio::process::Command;
+
+const AGENTS: usize = 6;
+
+fn chromium() -> Option<PathBuf> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    match found {
+        Some(path) => Some(path),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("the dashboard test needs chromium in CI (apt-get install chromium)")
+        }
+        None => {
+            eprintln!(
+                "skipping the dashboard test: chromium is not installed (apt-get install chromium)"
+            );
+            None
+        }
+    }
+}
+
+/// Runs headless chromium on `url` with `mode` (`--dump-dom` or `--screenshot=…`).
+async fn browse(chromium: &Path, url: &str, mode: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut command = Command::new(chromium);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+        ])
+        .args([
+            "--disable-crash-reporter",
+            "--disable-breakpad",
+            "--no-first-run",
+        ])
+        .arg("--window-size=1200,900")
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(mode)
+        .arg(url)
+        // cargo test points LD_LIBRARY_PATH at build outputs; chromium must load
+        // the system's libraries.
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("chromium finishes within a minute")
+        .expect("chromium runs");
+    drop(profile);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn cluster(client: &reqwest::Client, base: &str) -> serde_json::Value {
+    client
+        .get(format!("{base}/api/cluster"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_from_the_dashboard_shows_it_down_and_its_agents_lost() {
+    let Some(chromium) = chromium() else { return };
+    common::init_logging();
+    let addr: SocketAddr = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap()
+    };
+    let mut config = RunConfig::new(LabConfig::new(3, AGENTS));
+    config.duration = Duration::from_secs(12);
+    config.rate = 10.0;
+    config.control = Some(addr);
+    let run = tokio::spawn(async move { execute(config, &mut Progress::stderr(true)).await });
+
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    common::wait_until_async(
+        Duration::from_secs(30),
+        "full coverage on the dashboard",
+        || async {
+            match client.get(format!("{base}/api/cluster")).send().await {
+                Ok(response) => response.json::<serde_json::Value>().await.ok(),
+                Err(_) => None,
+            }
+        },
+        |state| state.as_ref().is_some_and(|s| s["coverage"] == 1.0),
+    )
+    .await;
+
+    // What the page's "kill" button on node-2's card does.
+    let killed: serde_json::Value = client
+        .post(format!("{base}/api/nodes/node-2/kill"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(killed["running"], false, "{killed}");
+    let state = cluster(&client, &base).await;
+    assert!(
+        (state["coverage"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9,
+        "{state}"
+    );
+
+    // `?static`: the page renders the state it was served with and opens no event
+    // stream, so headless chromium finishes as soon as it has loaded.
+    let page = format!("{base}/?static");
+    let dom = browse(&chromium, &page, &["--dump-dom"]).await;
+    assert!(
+        dom.contains(r#"data-rendered="yes""#),
+        "the page rendered:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"id="card-node-2" data-state="down""#),
+        "node-2's card shows it down:\n{dom}"
+    );
+    assert!(dom.contains(r#"id="card-node-1" data-state="up""#), "{dom}");
+    let lost = dom
+        .matches(r#"data-node="node-2" data-state="lost""#)
+        .count();
+    assert_eq!(
+        lost, AGENTS,
+        "every agent's node-2 cell turned lost:\n{dom}"
+    );
+    let polling = dom
+        .matches(r#"data-node="node-1" data-state="polling""#)
+        .count();
+    assert_eq!(polling, AGENTS, "node-1's cells still poll:\n{dom}");
+    assert!(dom.contains("kill node-2"), "the fault is on the timeline");
+
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-node-2-killed.png");
+    let _ = std::fs::remove_file(&shot);
+    let screenshot = format!("--screenshot={}", shot.display());
+    browse(&chromium, &page, &[&screenshot]).await;
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 10_000,
+        "a screenshot was saved at {}",
+        shot.display()
+    );
+    println!("screenshot: {}", shot.display());
+
+    // The button to start it again, and the run ends clean.
+    let started = client
+        .post(format!("{base}/api/nodes/node-2/start"))
+        .send()
+        .await
+        .unwrap();
+    assert!(started.status().is_success());
+    let report = run.await.unwrap().expect("the run completes").report;
+    assert_eq!(report.requests.lost, 0, "{report}");
+}
