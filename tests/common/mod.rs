@@ -45,22 +45,13 @@ pub async fn wait_until<S: std::fmt::Debug>(
     within: Duration,
     what: &str,
     mut state: impl FnMut() -> S,
-    mut condition: impl FnMut(&S) -> bool,
+    condition: impl FnMut(&S) -> bool,
 ) -> S {
-    let deadline = Instant::now() + within;
-    loop {
-        let now = state();
-        if condition(&now) {
-            return now;
-        }
-        if Instant::now() >= deadline {
-            panic!("waited {within:?} for {what}; last state: {now:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_async(within, what, || std::future::ready(state()), condition).await
 }
 
-/// [`wait_until`] for a state that takes an `await` to read (an HTTP call).
+/// [`wait_until`] for a state that takes an `await` to read (an HTTP call);
+/// checks every 20 ms.
 pub async fn wait_until_async<S: std::fmt::Debug, F: std::future::Future<Output = S>>(
     within: Duration,
     what: &str,
@@ -76,7 +67,7 @@ pub async fn wait_until_async<S: std::fmt::Debug, F: std::future::Future<Output 
         if Instant::now() >= deadline {
             panic!("waited {within:?} for {what}; last state: {now:?}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
