@@ -114,6 +114,10 @@ pub struct RunArgs {
     /// Write a per-second time series as CSV to this file [output.csv].
     #[arg(long, value_name = "PATH")]
     pub csv: Option<PathBuf>,
+    /// Write one self-contained HTML report with plots (connections per node,
+    /// pickup p99, failures by reason, faults marked) to this file [output.html].
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
     /// Wait this long for unfinished requests after the workload [drain; 10s].
     #[arg(long, value_parser = duration)]
     pub drain: Option<Duration>,
@@ -216,6 +220,7 @@ impl RunArgs {
         agents.backoff_max = self.backoff_max;
         layer.output.json = self.json.clone();
         layer.output.csv = self.csv.clone();
+        layer.output.html = self.html.clone();
         layer.output.quiet = self.quiet.then_some(true);
         layer.output.control = self.control;
         layer.output.metrics = self.metrics;

@@ -7,6 +7,7 @@
 pub mod control;
 pub mod faults;
 pub mod haproxy;
+pub mod html;
 pub mod lab;
 pub mod network;
 pub mod progress;

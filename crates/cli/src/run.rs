@@ -104,6 +104,8 @@ pub struct Finished {
     pub report: Report,
     /// The per-second CSV (see [`crate::timeline::csv`]).
     pub csv: String,
+    /// The self-contained HTML report (see [`crate::html`]).
+    pub html: String,
 }
 
 /// Runs the whole scenario and returns its report.
@@ -257,7 +259,8 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
         .collect();
     report.thresholds = config.thresholds.check(&report);
     let csv = timeline::csv(&samples, &counts, &node_names);
-    Ok(Finished { report, csv })
+    let html = crate::html::render(&report, &samples, &counts, &node_names);
+    Ok(Finished { report, csv, html })
 }
 
 /// How long sampling may go on after the workload, for the mesh to heal from the

@@ -254,11 +254,14 @@ fn flags_override_the_scenario_file() {
         ),
     )
     .unwrap();
+    let html = dir.path().join("r.html");
     let output = octopoll()
         .arg("run")
         .arg(&scenario)
         .args(["--nodes", "1", "--comms-port", "0", "--json"])
         .arg(&json)
+        .arg("--html")
+        .arg(&html)
         .output()
         .unwrap();
     assert!(
@@ -275,6 +278,9 @@ fn flags_override_the_scenario_file() {
         "{csv}"
     );
     assert!(csv.lines().count() >= 2, "{csv}");
+    let html = std::fs::read_to_string(&html).unwrap();
+    assert!(html.starts_with("<!doctype html>"), "{html}");
+    assert!(html.contains("Connections per node"), "{html}");
 }
 
 #[test]

@@ -21,7 +21,8 @@ pub const THRESHOLD_BREACHED: u8 = 99;
 /// Runs and reports; fails if any request was lost, exits 99 if a threshold broke.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (mut config, output) = config_of(&args)?;
-    let (json, csv, quiet) = (output.json, output.csv, output.quiet.unwrap_or(false));
+    let (json, csv, html) = (output.json, output.csv, output.html);
+    let quiet = output.quiet.unwrap_or(false);
     // On a terminal the dashboard is on unless asked otherwise, where it is free.
     if config.control.is_none() && !quiet && std::io::stderr().is_terminal() {
         let default: std::net::SocketAddr = ([127, 0, 0, 1], DEFAULT_DASHBOARD_PORT).into();
@@ -41,6 +42,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = csv {
         std::fs::write(&path, &finished.csv)
             .with_context(|| format!("writing the CSV time series to {}", path.display()))?;
+    }
+    if let Some(path) = html {
+        std::fs::write(&path, &finished.html)
+            .with_context(|| format!("writing the HTML report to {}", path.display()))?;
     }
     let failed_faults: Vec<String> = report
         .faults

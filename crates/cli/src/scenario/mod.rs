@@ -86,6 +86,8 @@ pub struct OutputKeys {
     pub json: Option<PathBuf>,
     /// Write the per-second time series as CSV here.
     pub csv: Option<PathBuf>,
+    /// Write the self-contained HTML report with plots here.
+    pub html: Option<PathBuf>,
     /// No live progress.
     pub quiet: Option<bool>,
     /// Serve the control API here during the run.
@@ -308,6 +310,7 @@ impl ScenarioFile {
             output: OutputKeys {
                 json: over.output.json.or(self.output.json),
                 csv: over.output.csv.or(self.output.csv),
+                html: over.output.html.or(self.output.html),
                 quiet: over.output.quiet.or(self.output.quiet),
                 control: over.output.control.or(self.output.control),
                 metrics: over.output.metrics.or(self.output.metrics),

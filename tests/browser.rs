@@ -1,10 +1,12 @@
-//! The live dashboard in a real browser: Debian's chromium, headless, loads the
-//! page of a running run after a node was killed through the API the page's
-//! button calls, and the rendered DOM shows the node down and its agents' cells
-//! lost. A screenshot is saved under the test's output directory.
+//! octopoll's pages in a real browser (Debian's chromium, headless):
+//! - the live dashboard of a running run, after a node was killed through the API
+//!   the page's button calls: the rendered DOM shows the node down and its agents'
+//!   cells lost;
+//! - the HTML report of `node-failover`: its plots render, with the faults marked.
 //!
-//! Without chromium the test is skipped with a message on a developer's machine,
-//! and fails under `CI=true` (`.ci/run` installs it).
+//! Screenshots are saved under the tests' output directory. Without chromium the
+//! tests are skipped with a message on a developer's machine, and fail under
+//! `CI=true` (`.ci/run` installs it).
 
 mod common;
 
@@ -16,6 +18,7 @@ use std::time::Duration;
 use octopoll_cli::lab::LabConfig;
 use octopoll_cli::progress::Progress;
 use octopoll_cli::run::{execute, RunConfig};
+use octopoll_cli::scenario::{self, ScenarioFile};
 use tokio::process::Command;
 
 const AGENTS: usize = 6;
@@ -28,7 +31,7 @@ fn chromium() -> Option<PathBuf> {
     match found {
         Some(path) => Some(path),
         None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("the dashboard test needs chromium in CI (apt-get install chromium)")
+            panic!("the browser tests need chromium in CI (apt-get install chromium)")
         }
         None => {
             eprintln!(
@@ -176,4 +179,53 @@ async fn killing_a_node_from_the_dashboard_shows_it_down_and_its_agents_lost() {
     assert!(started.status().is_success());
     let report = run.await.unwrap().expect("the run completes").report;
     assert_eq!(report.requests.lost, 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_failover_html_report_renders_its_plots_with_the_faults_marked() {
+    let Some(chromium) = chromium() else { return };
+    common::init_logging();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/node-failover.toml");
+    let (file, source) = ScenarioFile::read(&path).unwrap();
+    let mut flags = ScenarioFile {
+        time_scale: Some(0.25),
+        ..ScenarioFile::default()
+    };
+    flags.agents.count = Some(20);
+    flags.cluster.comms_port = Some(0);
+    let (default, _) = ScenarioFile::default_scenario();
+    let config = scenario::resolve(&default.overlay(file).overlay(flags), Some(&source)).unwrap();
+    let finished = execute(config, &mut Progress::stderr(true)).await.unwrap();
+    assert!(
+        finished.report.breaches().next().is_none(),
+        "{}",
+        finished.report
+    );
+
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let html = out.join("node-failover-report.html");
+    std::fs::write(&html, &finished.html).unwrap();
+    let url = format!("file://{}", html.display());
+    let dom = browse(&chromium, &url, &["--dump-dom"]).await;
+    // One line per node in the connections plot, one for pickup p99; the kill and
+    // the start marked on both time axes.
+    assert_eq!(dom.matches(r#"class="series""#).count(), 3 + 1, "{dom}");
+    assert_eq!(dom.matches(r#"class="fault""#).count(), 2 * 2, "{dom}");
+    assert!(dom.contains("kill node-2"), "{dom}");
+    assert!(
+        dom.contains(r#"class="passed""#) && !dom.contains(r#"class="breached""#),
+        "{dom}"
+    );
+
+    let shot = out.join("node-failover-report.png");
+    let _ = std::fs::remove_file(&shot);
+    let screenshot = format!("--screenshot={}", shot.display());
+    browse(&chromium, &url, &["--window-size=1000,1400", &screenshot]).await;
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 10_000,
+        "a screenshot was saved at {}",
+        shot.display()
+    );
+    println!("screenshot: {}", shot.display());
 }
