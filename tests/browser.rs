@@ -76,6 +76,22 @@ async fn browse(chromium: &Path, url: &str, mode: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Saves a screenshot of `url` as `name` under the tests' output directory.
+async fn screenshot(chromium: &Path, url: &str, name: &str, size: &str) {
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_file(&shot);
+    let window = format!("--window-size={size}");
+    let target = format!("--screenshot={}", shot.display());
+    browse(chromium, url, &[&window, &target]).await;
+    let bytes = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        bytes > 10_000,
+        "a screenshot was saved at {}",
+        shot.display()
+    );
+    println!("screenshot: {}", shot.display());
+}
+
 async fn cluster(client: &reqwest::Client, base: &str) -> serde_json::Value {
     client
         .get(format!("{base}/api/cluster"))
@@ -158,17 +174,7 @@ async fn killing_a_node_from_the_dashboard_shows_it_down_and_its_agents_lost() {
     assert_eq!(polling, AGENTS, "node-1's cells still poll:\n{dom}");
     assert!(dom.contains("kill node-2"), "the fault is on the timeline");
 
-    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-node-2-killed.png");
-    let _ = std::fs::remove_file(&shot);
-    let screenshot = format!("--screenshot={}", shot.display());
-    browse(&chromium, &page, &[&screenshot]).await;
-    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        size > 10_000,
-        "a screenshot was saved at {}",
-        shot.display()
-    );
-    println!("screenshot: {}", shot.display());
+    screenshot(&chromium, &page, "dashboard-node-2-killed.png", "1200,900").await;
 
     // The button to start it again, and the run ends clean.
     let started = client
@@ -217,15 +223,5 @@ async fn the_node_failover_html_report_renders_its_plots_with_the_faults_marked(
         "{dom}"
     );
 
-    let shot = out.join("node-failover-report.png");
-    let _ = std::fs::remove_file(&shot);
-    let screenshot = format!("--screenshot={}", shot.display());
-    browse(&chromium, &url, &["--window-size=1000,1400", &screenshot]).await;
-    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        size > 10_000,
-        "a screenshot was saved at {}",
-        shot.display()
-    );
-    println!("screenshot: {}", shot.display());
+    screenshot(&chromium, &url, "node-failover-report.png", "1000,1400").await;
 }
