@@ -112,7 +112,8 @@ async fn killing_a_node_from_the_dashboard_shows_it_down_and_its_agents_lost() {
         free.local_addr().unwrap()
     };
     let mut config = RunConfig::new(LabConfig::new(3, AGENTS));
-    config.duration = Duration::from_secs(12);
+    // Long enough for two chromium runs and the final start on a loaded machine.
+    config.duration = Duration::from_secs(25);
     config.rate = 10.0;
     config.control = Some(addr);
     let run = tokio::spawn(async move { execute(config, &mut Progress::stderr(true)).await });

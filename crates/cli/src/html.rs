@@ -161,7 +161,11 @@ fn p99_ms(pickups_us: &[u32]) -> f64 {
 
 /// The whole report as one HTML file.
 pub fn render(report: &Report, samples: &[Sample], counts: &Counts, nodes: &[String]) -> String {
-    let end = samples.last().map_or(0.0, |s| s.t.as_secs_f64());
+    // The pickup series runs per second of the ledger, which may outlast the samples.
+    let end = samples
+        .last()
+        .map_or(0.0, |s| s.t.as_secs_f64())
+        .max(counts.seconds.len() as f64);
     let marks: Vec<(f64, String)> = report
         .faults
         .iter()

@@ -141,26 +141,10 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
         );
         tokio::spawn(control::serve(listener, router, api_stop.clone()));
     }
-    let ledger = Arc::new(match &telemetry {
-        Some(telemetry) => Ledger::with_telemetry(telemetry.clone()),
-        None => Ledger::default(),
-    });
-    let tracker = TaskTracker::new();
-    let run_ended = CancellationToken::new();
-    let mut machines = lab.cluster.registry().machines();
-    machines.sort_by(|a, b| a.name.cmp(&b.name));
-    let dashboard = ControlState::new(
-        lab.cluster.view(),
-        Some(Burst {
-            ledger: ledger.clone(),
-            tracker: tracker.clone(),
-            run_ended: run_ended.clone(),
-            machines,
-            shape: config.shape(),
-            seed: config.seed,
-        }),
-    );
-    if let Some(addr) = config.control {
+    let dashboard = config
+        .control
+        .map(|_| ControlState::new(lab.cluster.view()));
+    if let (Some(addr), Some(dashboard)) = (config.control, &dashboard) {
         let listener = match bind(addr, "control").await {
             Ok(listener) => listener,
             Err(error) => {
@@ -195,7 +179,26 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
         ),
     }
 
+    // The run's clock starts now, with the mesh formed: fault times count from here.
+    let ledger = Arc::new(match &telemetry {
+        Some(telemetry) => Ledger::with_telemetry(telemetry.clone()),
+        None => Ledger::default(),
+    });
     let started = ledger.started();
+    let tracker = TaskTracker::new();
+    let run_ended = CancellationToken::new();
+    if let Some(dashboard) = &dashboard {
+        let mut machines = lab.cluster.registry().machines();
+        machines.sort_by(|a, b| a.name.cmp(&b.name));
+        dashboard.enable_burst(Burst {
+            ledger: ledger.clone(),
+            tracker: tracker.clone(),
+            run_ended: run_ended.clone(),
+            machines,
+            shape: config.shape(),
+            seed: config.seed,
+        });
+    }
     let (workload_done, faults_done) = (CancellationToken::new(), CancellationToken::new());
     // The workload, the faults and the sampler run side by side. Sampling goes on
     // until the drain is over, every fault has been carried out (undos included),
@@ -215,7 +218,7 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
             facts
         },
         async {
-            let executed = faults::run(&lab, &config.faults, started, Some(&dashboard)).await;
+            let executed = faults::run(&lab, &config.faults, started, dashboard.as_deref()).await;
             faults_done.cancel();
             executed
         },
@@ -228,6 +231,10 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
         }),
     );
     let run_end = started.elapsed();
+    // Nothing more from the dashboard once the requests are being counted.
+    if let Some(dashboard) = &dashboard {
+        dashboard.close();
+    }
     run_ended.cancel();
     tracker.close();
     // Each task ends at once on `run_ended`; one that does not is counted as lost.

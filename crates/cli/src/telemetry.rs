@@ -1,8 +1,8 @@
 //! Prometheus metrics of a run (`--metrics ADDR` serves them on `/metrics`).
 //!
 //! One recorder per run (metrics-exporter-prometheus, not installed globally, so
-//! runs in one process do not mix). Pickup latency is recorded as requests are
-//! collected; everything the nodes and agents count already (connections,
+//! runs in one process do not mix). Pickup latency and failure reasons are
+//! recorded as requests end; everything the nodes and agents count already (connections,
 //! handshakes, requests, reconnects) is copied into gauges and counters at scrape
 //! time, so the hot paths carry no second set of counters.
 
@@ -17,7 +17,7 @@ use axum::Router;
 use metrics::{Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use octopoll_agent::AgentHandle;
-use octopoll_node::{ClusterView, PairState};
+use octopoll_node::ClusterView;
 
 /// Buckets of the pickup histogram, in seconds: 100 µs to the 2 min pickup timeout.
 const PICKUP_BUCKETS: [f64; 12] = [
@@ -129,12 +129,7 @@ impl Telemetry {
             self.gauge("octopoll_connections", at(&[]), stats.connections as f64);
             self.gauge("octopoll_queue_depth", at(&[]), stats.queued as f64);
             for row in &matrix.rows {
-                let state = match row.state {
-                    PairState::Polling => "polling",
-                    PairState::Stale => "stale",
-                    PairState::Lost => "lost",
-                    PairState::Never => "never",
-                };
+                let state = row.state.as_str();
                 let agents = row.agents.get(column).copied().unwrap_or(0);
                 self.gauge("octopoll_agents", at(&[("state", state)]), agents as f64);
             }

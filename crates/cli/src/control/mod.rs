@@ -14,9 +14,10 @@
 //!   `[[faults]]` entry with that action does, now; answers with the node's state.
 //! * `POST /api/burst?count=N`: queues N requests at once (1 to 10,000).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -75,23 +76,38 @@ pub struct TimelineFault {
 pub struct ControlState {
     cluster: ClusterView,
     started: Instant,
-    history: Mutex<Vec<(f64, f64)>>,
+    history: Mutex<VecDeque<(f64, f64)>>,
     faults: Mutex<Vec<TimelineFault>>,
-    burst: Option<Burst>,
+    /// Set once the workload exists (after the mesh formed).
+    burst: OnceLock<Burst>,
     burst_numbers: AtomicU64,
+    /// Cancelled when the run is over: actions are refused, event streams end.
+    over: CancellationToken,
 }
 
 impl ControlState {
-    /// State for a run's cluster; `burst` lets the page queue work.
-    pub fn new(cluster: ClusterView, burst: Option<Burst>) -> Arc<Self> {
+    /// State for a run's cluster.
+    pub fn new(cluster: ClusterView) -> Arc<Self> {
         Arc::new(Self {
             cluster,
             started: Instant::now(),
-            history: Mutex::new(Vec::new()),
+            history: Mutex::new(VecDeque::new()),
             faults: Mutex::new(Vec::new()),
-            burst,
+            burst: OnceLock::new(),
             burst_numbers: AtomicU64::new(1_000_000_000),
+            over: CancellationToken::new(),
         })
+    }
+
+    /// Lets the page queue work from now on.
+    pub fn enable_burst(&self, burst: Burst) {
+        let _ = self.burst.set(burst);
+    }
+
+    /// The run is over: from now on actions answer 409 and event streams end,
+    /// so nothing is queued or started after the run has counted its requests.
+    pub fn close(&self) {
+        self.over.cancel();
     }
 
     /// Puts a fault on the timeline (scenario faults and the API's alike).
@@ -118,7 +134,7 @@ impl ControlState {
                 .into_iter()
                 .map(|(name, states)| AgentRow { name, states })
                 .collect(),
-            history: lock(&self.history).clone(),
+            history: lock(&self.history).iter().copied().collect(),
             faults: lock(&self.faults).clone(),
         }
     }
@@ -129,6 +145,7 @@ impl ControlState {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = self.over.cancelled() => break,
                 _ = ticks.tick() => {}
             }
             let point = (
@@ -137,9 +154,9 @@ impl ControlState {
             );
             let mut history = lock(&self.history);
             if history.len() == HISTORY {
-                history.remove(0);
+                history.pop_front();
             }
-            history.push(point);
+            history.push_back(point);
         }
     }
 }
@@ -226,10 +243,11 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
 }
 
 async fn page(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
-    // `</` escaped so no value can close the script element.
+    // Every `<` escaped (only strings can hold one), so no value can end or
+    // confuse the script element it is embedded in.
     let initial = serde_json::to_string(&state.snapshot())
         .unwrap_or_else(|_| "null".into())
-        .replace("</", "<\\/");
+        .replace('<', "\\u003c");
     let page = PAGE.replacen("/*INITIAL_STATE*/null", &initial, 1);
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page)
 }
@@ -243,7 +261,11 @@ async fn events(
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     let ticks = tokio::time::interval(Duration::from_secs(1));
     let stream = futures_util::stream::unfold((state, ticks), |(state, mut ticks)| async move {
-        ticks.tick().await;
+        tokio::select! {
+            // The run is over: end the stream, so the server can shut down.
+            _ = state.over.cancelled() => return None,
+            _ = ticks.tick() => {}
+        }
         let event = Event::default()
             .json_data(state.snapshot())
             .unwrap_or_else(|_| Event::default().comment("state did not serialize"));
@@ -264,6 +286,9 @@ async fn act(
     State(state): State<Arc<ControlState>>,
     Path((node, action)): Path<(String, String)>,
 ) -> Response {
+    if state.over.is_cancelled() {
+        return error(StatusCode::CONFLICT, "the run is over".into());
+    }
     let id = match node.strip_prefix("node-").unwrap_or(&node).parse::<u16>() {
         Ok(n) => NodeId(n),
         Err(_) => return error(StatusCode::NOT_FOUND, format!("no node {node:?}")),
@@ -301,11 +326,20 @@ async fn burst(
     State(state): State<Arc<ControlState>>,
     Query(query): Query<BurstQuery>,
 ) -> Response {
-    let Some(burst) = &state.burst else {
-        return error(StatusCode::CONFLICT, "this run queues no work".into());
+    if state.over.is_cancelled() {
+        return error(StatusCode::CONFLICT, "the run is over".into());
+    }
+    let Some(burst) = state.burst.get() else {
+        return error(
+            StatusCode::CONFLICT,
+            "the workload has not started yet".into(),
+        );
     };
+    if burst.machines.is_empty() {
+        return error(StatusCode::CONFLICT, "no agent is registered".into());
+    }
     let count = query.count.unwrap_or(50);
-    if !(1..=MAX_BURST).contains(&count) || burst.machines.is_empty() {
+    if !(1..=MAX_BURST).contains(&count) {
         return error(
             StatusCode::BAD_REQUEST,
             format!("count must be 1 to {MAX_BURST}, got {count}"),
@@ -394,7 +428,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = reqwest_free::Client(listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let state = ControlState::new(lab.cluster.view(), None);
+        let state = ControlState::new(lab.cluster.view());
         let serving = tokio::spawn(serve(
             listener,
             router(state, lab.network.as_ref()),
