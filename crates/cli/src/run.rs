@@ -16,7 +16,7 @@ const TASKS_BOUND: Duration = Duration::from_secs(10);
 
 use crate::control::{Burst, ControlState};
 use crate::lab::{Lab, LabConfig};
-use crate::progress::{Progress, Sample};
+use crate::progress::{NodeSample, Progress, Sample};
 use crate::report::{Report, RunFacts};
 use crate::scenario::fault::Fault;
 use crate::scenario::thresholds::Thresholds;
@@ -331,6 +331,7 @@ async fn drive(
                 started.elapsed(),
                 config.duration,
                 "running",
+                &config.faults,
             ));
             next_sample += Duration::from_secs(1);
         }
@@ -351,14 +352,19 @@ async fn drain(
         let (queued, completed, failed) = ledger.tally();
         queued > completed + failed
     };
+    let mut next_show = Instant::now();
     while outstanding() && Instant::now() < deadline {
-        progress.show(&sample(
-            lab,
-            ledger,
-            started.elapsed(),
-            config.duration,
-            "draining",
-        ));
+        if Instant::now() >= next_show {
+            progress.show(&sample(
+                lab,
+                ledger,
+                started.elapsed(),
+                config.duration,
+                "draining",
+                &config.faults,
+            ));
+            next_show += Duration::from_millis(500);
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -369,16 +375,49 @@ fn sample(
     elapsed: Duration,
     total: Duration,
     phase: &'static str,
+    faults: &[Fault],
 ) -> Sample {
     let (queued, completed, failed) = ledger.tally();
+    let per_node = ledger.per_node_tally();
+    let matrix = lab.coverage_matrix();
+    let next_fault = faults
+        .iter()
+        .flat_map(|f| {
+            let undo = f
+                .duration
+                .map(|d| (f.at + d, format!("undo {}", f.describe())));
+            std::iter::once((f.at, f.describe())).chain(undo)
+        })
+        .filter(|(at, _)| *at > elapsed)
+        .min_by_key(|(at, _)| *at)
+        .map(|(at, what)| format!("{what} (in {:.1}s)", (at - elapsed).as_secs_f64()));
     Sample {
         elapsed,
         total,
-        coverage: lab.coverage().ratio(),
+        coverage: matrix.coverage().ratio(),
         connections: lab.cluster.connections(),
         queued,
         completed,
         failed,
         phase,
+        pickup_p99_ms: ledger.pickup_p99_ms(),
+        next_fault,
+        nodes: lab
+            .cluster
+            .nodes()
+            .iter()
+            .map(|node| {
+                let stats = node.stats();
+                let (completed, failed) = per_node.get(&node.id()).copied().unwrap_or_default();
+                NodeSample {
+                    node: node.id().to_string(),
+                    up: node.is_running(),
+                    agents: stats.subscriptions,
+                    queue: stats.queued,
+                    completed,
+                    failed,
+                }
+            })
+            .collect(),
     }
 }

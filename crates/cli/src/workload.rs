@@ -225,6 +225,25 @@ impl Ledger {
         (counts.queued, counts.completed, counts.failed_total())
     }
 
+    /// Per node: (completed, failed) now, for the live view.
+    pub fn per_node_tally(&self) -> BTreeMap<NodeId, (u64, u64)> {
+        self.lock()
+            .per_node
+            .iter()
+            .map(|(node, c)| (*node, (c.completed, c.failed_total())))
+            .collect()
+    }
+
+    /// Pickup p99 so far in milliseconds (0 before any pickup), for the live view.
+    pub fn pickup_p99_ms(&self) -> f64 {
+        let counts = self.lock();
+        if counts.pickup_us.is_empty() {
+            0.0
+        } else {
+            counts.pickup_us.value_at_quantile(0.99) as f64 / 1000.0
+        }
+    }
+
     /// A snapshot.
     pub fn counts(&self) -> Counts {
         self.lock().clone()
