@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use crate::report::Report;
-use crate::timeline::Sample;
+use crate::timeline::{p99_ms, Sample};
 use crate::workload::Counts;
 
 const WIDTH: f64 = 900.0;
@@ -146,17 +146,6 @@ fn bars(title: &str, values: &[(String, u64)]) -> String {
     }
     svg.push_str("</svg></figure>");
     svg
-}
-
-/// The p99 of one second's pickups, in milliseconds.
-fn p99_ms(pickups_us: &[u32]) -> f64 {
-    if pickups_us.is_empty() {
-        return 0.0;
-    }
-    let mut sorted = pickups_us.to_vec();
-    sorted.sort_unstable();
-    let rank = ((sorted.len() as f64) * 0.99).ceil() as usize;
-    f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
 }
 
 /// The whole report as one HTML file.

@@ -189,6 +189,17 @@ pub fn analyse(span: &FaultSpan, samples: &[Sample], counts: &Counts) -> FaultRe
     }
 }
 
+/// The p99 of one second's pickups (microseconds), in milliseconds; 0 for none.
+pub fn p99_ms(pickups_us: &[u32]) -> f64 {
+    if pickups_us.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = pickups_us.to_vec();
+    sorted.sort_unstable();
+    let rank = ((sorted.len() as f64) * 0.99).ceil() as usize;
+    f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
+}
+
 /// The per-second CSV: connections per node, coverage, requests queued, completed
 /// and failed in that second, and the pickup p99 of the requests that ended in it.
 pub fn csv(samples: &[Sample], counts: &Counts, nodes: &[String]) -> String {
@@ -212,14 +223,7 @@ pub fn csv(samples: &[Sample], counts: &Counts, nodes: &[String]) -> String {
             let _ = write!(out, ",{held}");
         }
         let counted = counts.seconds.get(second).cloned().unwrap_or_default();
-        let mut pickups = counted.pickups_us.clone();
-        pickups.sort_unstable();
-        let p99 = if pickups.is_empty() {
-            0.0
-        } else {
-            let rank = ((pickups.len() as f64) * 0.99).ceil() as usize;
-            f64::from(pickups[rank.clamp(1, pickups.len()) - 1]) / 1000.0
-        };
+        let p99 = p99_ms(&counted.pickups_us);
         let _ = writeln!(
             out,
             ",{:.4},{},{},{},{p99:.3}",

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use octopoll_node::registry::Machine;
-use octopoll_node::{ClusterView, Node, NodeId, NodeSender, NodeStats, PairState};
+use octopoll_node::{ClusterView, CoverageMatrix, Node, NodeSender, NodeStats, PairState};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::faults::node_action;
 use crate::network::Network;
-use crate::scenario::fault::NodeAction;
+use crate::scenario::fault::{Action, NodeAction, Target};
 use crate::workload::{request_for, spawn_request, Ledger, Shape};
 
 /// The dashboard page.
@@ -117,7 +117,23 @@ impl ControlState {
     }
 
     fn snapshot(&self) -> ClusterState {
-        let matrix = self.cluster.coverage_matrix();
+        // One pass over the (agent, node) pairs: the grid, and the matrix from it.
+        let grid: Vec<AgentRow> = self
+            .cluster
+            .pair_states()
+            .into_iter()
+            .map(|(name, states)| AgentRow { name, states })
+            .collect();
+        let mut matrix = CoverageMatrix::new(
+            self.cluster
+                .nodes()
+                .iter()
+                .map(|n| n.id().to_string())
+                .collect(),
+        );
+        for row in &grid {
+            matrix.add_agent(row.states.iter().copied());
+        }
         ClusterState {
             elapsed_s: self.started.elapsed().as_secs_f64(),
             nodes: self
@@ -128,12 +144,7 @@ impl ControlState {
                 .collect(),
             coverage: matrix.coverage().ratio(),
             coverage_matrix: matrix,
-            grid: self
-                .cluster
-                .pair_states()
-                .into_iter()
-                .map(|(name, states)| AgentRow { name, states })
-                .collect(),
+            grid,
             history: lock(&self.history).iter().copied().collect(),
             faults: lock(&self.faults).clone(),
         }
@@ -175,7 +186,7 @@ pub struct ClusterState {
     /// Polling pairs / all pairs.
     pub coverage: f64,
     /// Agents per pair state and node.
-    pub coverage_matrix: octopoll_node::CoverageMatrix,
+    pub coverage_matrix: CoverageMatrix,
     /// Every agent's state with every node, in name order.
     pub grid: Vec<AgentRow>,
     /// Coverage once a second: (seconds, coverage).
@@ -289,27 +300,21 @@ async fn act(
     if state.over.is_cancelled() {
         return error(StatusCode::CONFLICT, "the run is over".into());
     }
-    let id = match node.strip_prefix("node-").unwrap_or(&node).parse::<u16>() {
-        Ok(n) => NodeId(n),
-        Err(_) => return error(StatusCode::NOT_FOUND, format!("no node {node:?}")),
+    let Ok(Target::Node(id)) = Target::parse(&node) else {
+        return error(StatusCode::NOT_FOUND, format!("no node {node:?}"));
     };
     let Some(target) = state.cluster.node(id).cloned() else {
         return error(StatusCode::NOT_FOUND, format!("{id} does not exist"));
     };
-    let action = match action.as_str() {
-        "kill" => NodeAction::Kill,
-        "stop" => NodeAction::Stop,
-        "start" => NodeAction::Start,
-        "restart" => NodeAction::Restart,
-        other => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("unknown action {other:?}: kill, stop, start or restart"),
-            )
-        }
+    let Some(action) = NodeAction::from_name(&action) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown action {action:?}: kill, stop, start or restart"),
+        );
     };
-    tracing::info!(node = %id, ?action, "fault from the control API");
-    state.record_fault(format!("{} {id}", format!("{action:?}").to_lowercase()));
+    let fault = Action::Node(action);
+    tracing::info!(node = %id, action = fault.name(), "fault from the control API");
+    state.record_fault(format!("{} {id}", fault.name()));
     match node_action(&target, action, false).await {
         Ok(()) => Json(NodeState::of(&target)).into_response(),
         Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, message),

@@ -60,6 +60,19 @@ pub enum NodeAction {
     Restart,
 }
 
+impl NodeAction {
+    /// `kill`, `stop`, `start` or `restart`; `None` for any other name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "kill" => Some(NodeAction::Kill),
+            "stop" => Some(NodeAction::Stop),
+            "start" => Some(NodeAction::Start),
+            "restart" => Some(NodeAction::Restart),
+            _ => None,
+        }
+    }
+}
+
 /// A toxiproxy toxic, with its attributes.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -343,11 +356,10 @@ pub fn action_of(keys: &FaultKeys) -> Result<Action, (&'static str, String)> {
     }
     let need =
         |value: Option<u64>, key: &'static str| value.ok_or((key, format!("{name} needs {key}")));
+    if let Some(action) = NodeAction::from_name(name) {
+        return Ok(Action::Node(action));
+    }
     let toxic = match name {
-        "kill" => return Ok(Action::Node(NodeAction::Kill)),
-        "stop" => return Ok(Action::Node(NodeAction::Stop)),
-        "start" => return Ok(Action::Node(NodeAction::Start)),
-        "restart" => return Ok(Action::Node(NodeAction::Restart)),
         "down" => return Ok(Action::Network(NetworkAction::Down)),
         "partition" => return Ok(Action::Network(NetworkAction::Partition)),
         "latency" => Toxic::Latency {
