@@ -37,7 +37,7 @@ fn start_node_with(
 }
 
 /// A machine written straight into the registry (no API), as the HA database would hold it.
-fn register_directly(registry: &MachineRegistry, name: &str) -> (Identity, SubscriptionId) {
+async fn register_directly(registry: &MachineRegistry, name: &str) -> (Identity, SubscriptionId) {
     let identity = Identity::generate(name, KeyType::EcdsaP256).unwrap();
     let subscription = SubscriptionId::random(&mut rand::rng());
     let machine = NewMachine {
@@ -47,7 +47,7 @@ fn register_directly(registry: &MachineRegistry, name: &str) -> (Identity, Subsc
         roles: vec![],
         environments: vec![],
     };
-    registry.register(machine).unwrap();
+    registry.register(machine).await.unwrap();
     (identity, subscription)
 }
 
@@ -59,7 +59,7 @@ async fn an_agent_reconnects_after_its_node_restarts() {
     let node = start_node(&server, &registry, "127.0.0.1:0".parse().unwrap());
     let address = node.comms_addr();
 
-    let (identity, subscription) = register_directly(&registry, "agent");
+    let (identity, subscription) = register_directly(&registry, "agent").await;
     let mut config = AgentConfig::default();
     config.polling.backoff = BackoffConfig::FAST;
     let agent = Agent {
@@ -138,7 +138,7 @@ async fn stopping_ends_a_request_stuck_on_a_silent_peer_once_the_drain_bound_exp
     let mut config = NodeConfig::new(NodeId(1), ApiKey::random());
     config.drain = Duration::from_millis(100);
     let node = start_node_with(config, &server, &registry, "127.0.0.1:0".parse().unwrap());
-    let (identity, subscription) = register_directly(&registry, "silent");
+    let (identity, subscription) = register_directly(&registry, "silent").await;
     let mut peer = common::identify_raw(&node, &identity, &subscription).await;
 
     let request = common::echo(&subscription, "x");
@@ -178,8 +178,8 @@ async fn a_killed_node_fails_queued_and_in_flight_work_as_killed_and_starts_agai
     let registry = MachineRegistry::new();
     let node = start_node(&server, &registry, "127.0.0.1:0".parse().unwrap());
     let address = node.comms_addr();
-    let (identity, subscription) = register_directly(&registry, "victim");
-    let (_, idle_subscription) = register_directly(&registry, "absent");
+    let (identity, subscription) = register_directly(&registry, "victim").await;
+    let (_, idle_subscription) = register_directly(&registry, "absent").await;
     let mut peer = common::identify_raw(&node, &identity, &subscription).await;
 
     // One request in flight on the peer (it never answers), one queued for an

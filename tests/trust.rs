@@ -165,7 +165,11 @@ async fn a_deregistered_machine_is_refused_on_its_next_connection() {
     let (identity, subscription) = register_raw_agent(&lab, "leaver").await;
     let node = &lab.cluster.nodes()[0];
     drop(common::identify_raw(node, &identity, &subscription).await);
-    lab.cluster.registry().deregister(&identity.thumbprint());
+    lab.cluster
+        .registry()
+        .deregister(&identity.thumbprint())
+        .await
+        .unwrap();
     let mut exchange = connect_raw(node, &identity).await;
     exchange.write_preamble().await.unwrap();
     let _ = exchange

@@ -191,3 +191,18 @@ pub fn haproxy_available(test: &str) -> bool {
         }
     }
 }
+
+/// A redis-server of the test's own, if Redis is installed; under `CI=true` its
+/// absence fails the test instead of skipping it.
+pub async fn local_redis(test: &str) -> Option<octopoll_cli::processes::redis::LocalRedis> {
+    match octopoll_cli::processes::redis::LocalRedis::start(None).await {
+        Ok(redis) => Some(redis),
+        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test} needs redis-server in CI: {error}")
+        }
+        Err(error) => {
+            eprintln!("skipping {test}: {error}");
+            None
+        }
+    }
+}

@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use tokio::net::UnixDatagram;
-use tokio::process::{Child, Command};
-use tracing::{debug, info, warn};
+use tokio::process::Command;
+use tracing::{debug, info};
+
+use crate::processes::supervised::{find_program, tail_of, Supervised};
 
 /// How long HAProxy may take to bind its listeners.
 const READY_BOUND: Duration = Duration::from_secs(10);
@@ -186,25 +187,16 @@ impl BalancerConfig {
 /// Finds the HAProxy binary: `explicit` if given, else `haproxy` on PATH or in the
 /// usual sbin directories.
 pub fn find_binary(explicit: Option<&Path>) -> Result<PathBuf, BalancerError> {
-    if let Some(path) = explicit {
-        return if path.is_file() {
-            Ok(path.to_owned())
-        } else {
-            Err(BalancerError::Missing(path.to_owned()))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(SEARCH_PATH.iter().map(PathBuf::from))
-        .map(|dir| dir.join("haproxy"))
-        .find(|candidate| candidate.is_file())
-        .ok_or(BalancerError::NotInstalled)
+    find_program("haproxy", explicit, &SEARCH_PATH).ok_or_else(|| match explicit {
+        Some(path) => BalancerError::Missing(path.to_owned()),
+        None => BalancerError::NotInstalled,
+    })
 }
 
 /// A running HAProxy.
 #[derive(Debug)]
 pub struct Haproxy {
-    child: Child,
+    child: Supervised,
     frontends: Vec<SocketAddr>,
     dir: tempfile::TempDir,
 }
@@ -230,20 +222,19 @@ impl Haproxy {
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).map_err(prepare)?;
 
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("-Ws")
             .arg("-f")
             .arg(&config_path)
             .env("NOTIFY_SOCKET", &notify_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            // Its own process group, so stopping signals the master and its worker
-            // together, and a Ctrl-C at the terminal is left to octopoll.
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| BalancerError::Spawn {
+            .stderr(stderr);
+        // Its own process group, so stopping signals the master and its worker
+        // together, and a Ctrl-C at the terminal is left to octopoll.
+        let mut child =
+            Supervised::spawn("HAProxy", command).map_err(|source| BalancerError::Spawn {
                 binary: binary.to_owned(),
                 source,
             })?;
@@ -269,12 +260,11 @@ impl Haproxy {
             },
             status = child.wait() => Err(BalancerError::Exited {
                 status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
-                stderr: read_trimmed(&stderr_path),
+                stderr: tail_of(&stderr_path),
             }),
         };
         if let Err(error) = outcome {
-            signal_group(&child, Signal::SIGKILL);
-            let _ = child.wait().await;
+            child.kill().await;
             return Err(error);
         }
         let frontends = config.frontends.iter().map(|f| f.bind).collect();
@@ -296,48 +286,10 @@ impl Haproxy {
         self.dir.path()
     }
 
-    /// Stops HAProxy: SIGTERM to its process group, then SIGKILL after a bound.
-    pub async fn stop(mut self) {
-        signal_group(&self.child, Signal::SIGTERM);
-        if tokio::time::timeout(STOP_BOUND, self.child.wait())
-            .await
-            .is_err()
-        {
-            warn!("HAProxy did not stop within {STOP_BOUND:?}; killing it");
-            signal_group(&self.child, Signal::SIGKILL);
-            let _ = self.child.wait().await;
-        }
-    }
-}
-
-impl Drop for Haproxy {
-    /// Not stopped (an error path, a panic, Ctrl-C): kill the whole group now,
-    /// worker included, so no HAProxy outlives the run holding its ports.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            signal_group(&self.child, Signal::SIGKILL);
-        }
-    }
-}
-
-/// Sends `signal` to the process group HAProxy leads (master and worker).
-fn signal_group(child: &Child, signal: Signal) {
-    let Some(pid) = child.id() else { return };
-    let Ok(pid) = i32::try_from(pid) else { return };
-    if let Err(error) = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal) {
-        debug!(%error, ?signal, "could not signal HAProxy's process group");
-    }
-}
-
-/// The last lines of a file, for an error message.
-fn read_trimmed(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = &lines[lines.len().saturating_sub(6)..];
-    if tail.is_empty() {
-        "(it printed nothing)".into()
-    } else {
-        tail.join(" | ")
+    /// Stops HAProxy: SIGTERM to its process group (master and worker), then
+    /// SIGKILL after a bound. Dropped unstopped, the group is killed.
+    pub async fn stop(self) {
+        self.child.stop(STOP_BOUND).await;
     }
 }
 

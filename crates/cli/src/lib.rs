@@ -10,6 +10,7 @@ pub mod haproxy;
 pub mod html;
 pub mod lab;
 pub mod network;
+pub mod processes;
 pub mod progress;
 pub mod report;
 pub mod run;

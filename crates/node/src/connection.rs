@@ -79,6 +79,9 @@ pub enum ConnectionError {
     /// The peer was not a Halibut client.
     #[error("peer is not a Halibut client; answered with the probe page")]
     Probe,
+    /// The shared machine registry could not be asked about the certificate.
+    #[error("could not look the certificate up in the machine registry")]
+    Registry(#[source] crate::StoreError),
 }
 
 impl From<octopoll_wire::Error> for ConnectionError {
@@ -98,6 +101,7 @@ impl ConnectionError {
             ConnectionError::Untrusted { .. } => Ending::Untrusted,
             ConnectionError::WrongSubscription { .. } => Ending::Subscription,
             ConnectionError::Handshake(_)
+            | ConnectionError::Registry(_)
             | ConnectionError::NoClientCertificate
             | ConnectionError::Timeout(_) => Ending::Handshake,
             ConnectionError::Stalled(_)
@@ -251,9 +255,11 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
     }
 }
 
-/// TLS, preamble and identity; then the registry check. Untrusted certificates are
-/// refused in the TLS handshake already (the verifier reads the same registry); the
-/// registry is read again here so a machine deregistered meanwhile is refused too.
+/// TLS, the registry check, then preamble and identity. Untrusted certificates are
+/// refused in the TLS handshake already (the verifier reads the same registry), or
+/// right after it when the registry is shared with other processes and this
+/// node's copy has not heard of the certificate yet; the registry is read again
+/// here so a machine deregistered meanwhile is refused too.
 async fn accept(shared: &NodeShared, tcp: TcpStream) -> Result<(TlsExchange, SubscriptionId)> {
     let tls = shared
         .acceptor
@@ -267,14 +273,16 @@ async fn accept(shared: &NodeShared, tcp: TcpStream) -> Result<(TlsExchange, Sub
         })?;
     let thumbprint = peer_thumbprint(&tls).ok_or(ConnectionError::NoClientCertificate)?;
     tracing::Span::current().record("thumbprint", field::display(thumbprint));
+    let machine = shared
+        .registry
+        .resolve(&thumbprint)
+        .await
+        .map_err(ConnectionError::Registry)?
+        .ok_or(ConnectionError::Untrusted { thumbprint })?;
 
     let mut exchange = Exchange::new(tls, shared.config.limits);
     let subscription = identify(&mut exchange).await?;
     tracing::Span::current().record("subscription", field::display(&subscription));
-    let machine = shared
-        .registry
-        .by_thumbprint(&thumbprint)
-        .ok_or(ConnectionError::Untrusted { thumbprint })?;
     if machine.subscription != subscription {
         return Err(ConnectionError::WrongSubscription {
             thumbprint,

@@ -31,4 +31,6 @@ pub use error::{Error, Result};
 pub use metrics::NodeStats;
 pub use node::{Node, NodeSender, QueueSource};
 pub use queue::{FailReason, Outcome, QueueMode, Reply, RequestQueue};
-pub use registry::{Machine, MachineRegistry};
+pub use registry::{
+    Conflict, Machine, MachineRegistry, NewMachine, RegisterError, Registered, StoreError,
+};

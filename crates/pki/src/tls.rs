@@ -162,6 +162,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_deferring_set_leaves_unknown_agents_to_its_owner() {
+        let (node, agent) = ids();
+        let trusted = TrustedThumbprints::deferring();
+        let server = polling_server_config(&node, trusted.clone()).unwrap();
+        let client = polling_client_config(&agent, node.thumbprint()).unwrap();
+        let (s, c) = handshake(server, client).await;
+        s.unwrap();
+        c.unwrap();
+        assert!(!trusted.contains(&agent.thumbprint()));
+    }
+
+    #[tokio::test]
     async fn wrong_pin_names_both_thumbprints() {
         let (node, agent) = ids();
         let other = Identity::generate("other", KeyType::EcdsaP256).unwrap();

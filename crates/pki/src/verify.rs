@@ -49,12 +49,32 @@ macro_rules! signature_checks {
 /// A node shares one set between its registry and its TLS acceptor, so a machine
 /// registered a moment ago is accepted on its very next handshake.
 #[derive(Clone, Debug, Default)]
-pub struct TrustedThumbprints(Arc<RwLock<HashSet<Thumbprint>>>);
+pub struct TrustedThumbprints {
+    set: Arc<RwLock<HashSet<Thumbprint>>>,
+    defer_unknown: bool,
+}
 
 impl TrustedThumbprints {
-    /// An empty set.
+    /// An empty set; the verifier refuses every thumbprint it does not hold.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty set that only caches a store shared with other processes: the
+    /// verifier lets a thumbprint it does not hold through the handshake (the
+    /// signatures are still checked), and its owner must look it up in the store
+    /// before serving the connection. A machine registered through another process
+    /// a moment ago is then accepted even before this cache has heard of it.
+    pub fn deferring() -> Self {
+        Self {
+            set: Arc::default(),
+            defer_unknown: true,
+        }
+    }
+
+    /// Whether unknown thumbprints pass the handshake, to be checked by the owner.
+    pub fn defers_unknown(&self) -> bool {
+        self.defer_unknown
     }
 
     /// Trusts `thumbprint`; returns false if it already was.
@@ -70,7 +90,7 @@ impl TrustedThumbprints {
     /// Whether `thumbprint` is trusted.
     pub fn contains(&self, thumbprint: &Thumbprint) -> bool {
         // A poisoned lock only means a writer panicked mid-insert; the set is still valid.
-        self.0
+        self.set
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains(thumbprint)
@@ -78,7 +98,7 @@ impl TrustedThumbprints {
 
     /// How many thumbprints are trusted.
     pub fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.set.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Whether no thumbprint is trusted.
@@ -86,8 +106,13 @@ impl TrustedThumbprints {
         self.len() == 0
     }
 
+    /// Makes the set hold exactly `thumbprints` (a cache reloaded from its store).
+    pub fn replace_all(&self, thumbprints: impl IntoIterator<Item = Thumbprint>) {
+        *self.write() = thumbprints.into_iter().collect();
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<Thumbprint>> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
+        self.set.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -142,7 +167,8 @@ impl PeerRejected {
     }
 }
 
-/// Accepts a client only if its certificate's thumbprint is in a [`TrustedThumbprints`].
+/// Accepts a client only if its certificate's thumbprint is in a [`TrustedThumbprints`]
+/// (or, for a [`TrustedThumbprints::deferring`] set, leaves unknown ones to its owner).
 #[derive(Debug)]
 pub struct ThumbprintClientVerifier {
     trusted: TrustedThumbprints,
@@ -171,7 +197,7 @@ impl ClientCertVerifier for ThumbprintClientVerifier {
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let thumbprint = Thumbprint::of(end_entity);
-        if self.trusted.contains(&thumbprint) {
+        if self.trusted.contains(&thumbprint) || self.trusted.defers_unknown() {
             Ok(ClientCertVerified::assertion())
         } else {
             Err(PeerRejected::Untrusted { thumbprint }.into_rustls())

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The registration conflicts with an existing machine.
     #[error("{0}")]
     Conflict(String),
+    /// The shared machine registry could not be reached: try again.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -32,6 +35,7 @@ impl ApiError {
             ApiError::MissingKey | ApiError::WrongKey => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

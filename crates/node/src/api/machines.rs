@@ -12,7 +12,7 @@ use octopoll_wire::SubscriptionId;
 
 use super::error::authorize;
 use super::{ApiError, ApiState};
-use crate::registry::{NewMachine, Registered};
+use crate::registry::{NewMachine, RegisterError, Registered};
 use crate::Machine;
 
 pub(super) async fn register(
@@ -23,13 +23,16 @@ pub(super) async fn register(
     authorize(&state, &headers)?;
     let Json(resource) = body.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let new = validate(resource)?;
-    let (status, machine) = match state.registry.register(new) {
+    let (status, machine) = match state.registry.register(new).await {
         Ok(Registered::Created(machine)) => {
             tracing::info!(node = %state.node, machine = %machine.name, thumbprint = %machine.thumbprint, "machine registered");
             (StatusCode::CREATED, machine)
         }
         Ok(Registered::Unchanged(machine)) => (StatusCode::OK, machine),
-        Err(conflict) => return Err(ApiError::Conflict(conflict.to_string())),
+        Err(RegisterError::Conflict(conflict)) => {
+            return Err(ApiError::Conflict(conflict.to_string()))
+        }
+        Err(error) => return Err(ApiError::Unavailable(error.to_string())),
     };
     Ok((status, Json(resource_of(&machine))))
 }

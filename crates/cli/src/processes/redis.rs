@@ -1,0 +1,149 @@
+//! A Redis server of octopoll's own, for runs whose nodes share their machine
+//! registry across processes and none was given (`--redis URL`): Debian's
+//! `redis-server`, on a Unix socket in a temporary directory (no port to collide
+//! on), with persistence off, stopped with the run.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tracing::info;
+
+use super::supervised::{find_program, tail_of, Supervised};
+
+/// How long redis-server may take to accept connections.
+const READY_BOUND: Duration = Duration::from_secs(10);
+/// How long a stopping redis-server may take before it is killed.
+const STOP_BOUND: Duration = Duration::from_secs(5);
+
+/// What can go wrong starting Redis.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// No redis-server binary.
+    #[error("redis-server is not installed (looked on PATH and in /usr/bin, /usr/sbin): install it with `sudo apt-get install redis-server`, or pass --redis redis://HOST:PORT for a Redis server of your own")]
+    NotInstalled,
+    /// The temporary directory or the process could not be made.
+    #[error("starting redis-server in {dir}")]
+    Spawn {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// redis-server exited before it was ready.
+    #[error("redis-server exited before it was ready ({status}): {log}")]
+    Exited {
+        /// Its exit status.
+        status: String,
+        /// The end of its log.
+        log: String,
+    },
+    /// It did not answer in time.
+    #[error("redis-server did not answer within {0:?}: {1}")]
+    NotReady(Duration, String),
+}
+
+/// A running redis-server of octopoll's own.
+#[derive(Debug)]
+pub struct LocalRedis {
+    child: Supervised,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRedis {
+    /// Starts `redis-server` (`binary`, or found on PATH) and waits until it answers.
+    pub async fn start(binary: Option<&Path>) -> Result<Self, RedisError> {
+        let binary = find_program("redis-server", binary, &["/usr/bin", "/usr/sbin"])
+            .ok_or(RedisError::NotInstalled)?;
+        let dir = tempfile::Builder::new()
+            .prefix("octopoll-redis-")
+            .tempdir()
+            .map_err(|source| RedisError::Spawn {
+                dir: std::env::temp_dir(),
+                source,
+            })?;
+        let socket = dir.path().join("redis.sock");
+        let log = dir.path().join("redis.log");
+        let mut command = Command::new(&binary);
+        command
+            .args(["--port", "0", "--unixsocketperm", "700", "--save", ""])
+            .args([
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child =
+            Supervised::spawn("redis-server", command).map_err(|source| RedisError::Spawn {
+                dir: dir.path().to_owned(),
+                source,
+            })?;
+        let url = url_of(&socket);
+        let answers = async {
+            loop {
+                if ping(&url).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        };
+        let outcome = tokio::select! {
+            ready = tokio::time::timeout(READY_BOUND, answers) => {
+                ready.map_err(|_| RedisError::NotReady(READY_BOUND, tail_of(&log)))
+            }
+            status = child.wait() => Err(RedisError::Exited {
+                status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                log: tail_of(&log),
+            }),
+        };
+        if let Err(error) = outcome {
+            child.kill().await;
+            return Err(error);
+        }
+        info!(%url, "redis-server ready");
+        Ok(Self {
+            child,
+            socket,
+            _dir: dir,
+        })
+    }
+
+    /// The URL clients connect to (`redis+unix:///…/redis.sock`).
+    pub fn url(&self) -> String {
+        url_of(&self.socket)
+    }
+
+    /// Stops it (SIGTERM, then SIGKILL after a bound).
+    pub async fn stop(self) {
+        self.child.stop(STOP_BOUND).await;
+    }
+}
+
+fn url_of(socket: &Path) -> String {
+    format!("redis+unix://{}", socket.display())
+}
+
+/// Sends PING to `url`.
+pub async fn ping(url: &str) -> redis::RedisResult<()> {
+    let client = redis::Client::open(url)?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut connection)
+        .await
+        .map(drop)
+}

@@ -1,0 +1,360 @@
+//! The registry shared through Redis, for nodes in separate processes (or
+//! containers), as Octopus HA nodes share their SQL database.
+//!
+//! Keys, under `octopoll:<namespace>:`:
+//! * `machines`: a hash, thumbprint → the machine as JSON;
+//! * `names`: a hash, name → thumbprint (names are unique);
+//! * `next-id`: the counter behind `Machines-<n>`;
+//! * `events`: the pub/sub channel every change is announced on.
+//!
+//! Registering and deregistering are Lua scripts, so two nodes registering at
+//! once cannot both take a name. Each process keeps a local copy: loaded at
+//! connect, kept current by the channel, reloaded whole after the channel drops,
+//! and asked of Redis directly on a miss (`fetch`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use octopoll_pki::Thumbprint;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use serde::Deserialize;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{debug, info, warn};
+
+use super::cache::{same_or_conflict, Machines};
+use super::{Conflict, Machine, NewMachine, RegisterError, Registered};
+
+/// Why the shared store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Redis could not be reached, or refused a command.
+    #[error("the machine registry at {url} is unreachable or refused a command")]
+    Redis {
+        /// Where the store is.
+        url: String,
+        /// redis-rs's reason.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// Redis held something that is not a machine.
+    #[error("the machine registry at {url} holds a malformed machine: {reason}")]
+    Malformed {
+        /// Where the store is.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Registers atomically; answers `{created, json}`, `{exists, json}` or `{name, thumbprint}`.
+/// The machine JSON comes with `"id":""` first; the script puts the new id there.
+const REGISTER: &str = r#"
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then return {'exists', existing} end
+local owner = redis.call('HGET', KEYS[2], ARGV[2])
+if owner then return {'name', owner} end
+local id = redis.call('INCR', KEYS[3])
+local text = '{"id":"Machines-' .. id .. '"' .. string.sub(ARGV[3], 9)
+redis.call('HSET', KEYS[1], ARGV[1], text)
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+redis.call('PUBLISH', KEYS[4], '{"registered":' .. text .. '}')
+return {'created', text}
+"#;
+
+/// Deregisters atomically; answers the removed machine's JSON, or nil.
+const DEREGISTER: &str = r#"
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if not existing then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], cjson.decode(existing)['name'])
+redis.call('PUBLISH', KEYS[4], '{"deregistered":"' .. ARGV[1] .. '"}')
+return existing
+"#;
+
+/// How long the follower waits before reconnecting after the channel dropped.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
+
+/// One change, as announced on the channel.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Event {
+    Registered(Machine),
+    Deregistered(String),
+}
+
+#[derive(Clone, Debug)]
+struct Keys {
+    machines: String,
+    names: String,
+    next_id: String,
+    events: String,
+}
+
+impl Keys {
+    fn new(namespace: &str) -> Self {
+        let key = |name: &str| format!("octopoll:{namespace}:{name}");
+        Self {
+            machines: key("machines"),
+            names: key("names"),
+            next_id: key("next-id"),
+            events: key("events"),
+        }
+    }
+}
+
+/// A connection to the shared store, and the task that keeps the local copy current.
+#[derive(Debug)]
+pub(super) struct RedisStore {
+    link: Arc<Link>,
+    /// Stops the follower when the last registry clone goes.
+    _follower: DropGuard,
+}
+
+/// What the store and its follower share.
+#[derive(Debug)]
+pub(super) struct Link {
+    url: String,
+    keys: Keys,
+    connection: ConnectionManager,
+    machines: Machines,
+}
+
+impl std::ops::Deref for RedisStore {
+    type Target = Link;
+
+    fn deref(&self) -> &Link {
+        &self.link
+    }
+}
+
+impl RedisStore {
+    /// Connects, subscribes to the changes, loads every machine into `machines`,
+    /// and follows the changes from then on.
+    pub(super) async fn connect(
+        url: &str,
+        namespace: &str,
+        machines: Machines,
+    ) -> Result<Self, StoreError> {
+        let error = redis_error(url);
+        let client = redis::Client::open(url).map_err(&error)?;
+        let connection = ConnectionManager::new_with_config(client.clone(), manager_config())
+            .await
+            .map_err(&error)?;
+        let link = Arc::new(Link {
+            url: url.to_owned(),
+            keys: Keys::new(namespace),
+            connection,
+            machines,
+        });
+        // Subscribed before loading, so no change falls between the two.
+        let pubsub = subscribe(&client, &link.keys.events)
+            .await
+            .map_err(&error)?;
+        link.reload().await?;
+        let stop = CancellationToken::new();
+        let follower = Follower {
+            client,
+            link: link.clone(),
+        };
+        tokio::spawn(follower.run(pubsub, stop.clone()));
+        info!(
+            url,
+            namespace,
+            machines = link.machines.len(),
+            "machine registry shared through Redis"
+        );
+        Ok(Self {
+            link,
+            _follower: stop.drop_guard(),
+        })
+    }
+
+    pub(super) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(super) async fn register(&self, new: NewMachine) -> Result<Registered, RegisterError> {
+        // `{"id":""` first: the script puts the new id there.
+        let body = serde_json::to_string(&new.clone().with_id(String::new()))
+            .map_err(|e| self.malformed(e.to_string()))?;
+        debug_assert!(body.starts_with(r#"{"id":"""#));
+        let answer: Vec<String> = Script::new(REGISTER)
+            .key(&self.keys.machines)
+            .key(&self.keys.names)
+            .key(&self.keys.next_id)
+            .key(&self.keys.events)
+            .arg(new.thumbprint.to_string())
+            .arg(&new.name)
+            .arg(body)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(redis_error(&self.url))?;
+        match answer.as_slice() {
+            [kind, text] if kind == "created" => {
+                let machine = self.parse(text)?;
+                // Ours at once: the announcement may come a moment later.
+                self.machines.insert(machine.clone());
+                Ok(Registered::Created(machine))
+            }
+            [kind, text] if kind == "exists" => {
+                let existing = self.parse(text)?;
+                same_or_conflict(&existing, &new)?;
+                self.machines.insert(existing.clone());
+                Ok(Registered::Unchanged(existing))
+            }
+            [kind, _] if kind == "name" => Err(Conflict::Name { name: new.name }.into()),
+            other => Err(self
+                .malformed(format!("register answered {other:?}"))
+                .into()),
+        }
+    }
+
+    pub(super) async fn deregister(
+        &self,
+        thumbprint: &Thumbprint,
+    ) -> Result<Option<Machine>, StoreError> {
+        let removed: Option<String> = Script::new(DEREGISTER)
+            .key(&self.keys.machines)
+            .key(&self.keys.names)
+            .key(&self.keys.next_id)
+            .key(&self.keys.events)
+            .arg(thumbprint.to_string())
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(redis_error(&self.url))?;
+        self.machines.remove(thumbprint);
+        removed.map(|text| self.parse(&text)).transpose()
+    }
+
+    /// Looks `thumbprint` up in Redis itself, and keeps what it finds.
+    pub(super) async fn fetch(
+        &self,
+        thumbprint: &Thumbprint,
+    ) -> Result<Option<Machine>, StoreError> {
+        let text: Option<String> = self
+            .connection
+            .clone()
+            .hget(&self.keys.machines, thumbprint.to_string())
+            .await
+            .map_err(redis_error(&self.url))?;
+        let machine = text.map(|text| self.parse(&text)).transpose()?;
+        if let Some(machine) = &machine {
+            self.machines.insert(machine.clone());
+        }
+        Ok(machine)
+    }
+}
+
+impl Link {
+    /// Replaces the local copy with every machine in Redis.
+    async fn reload(&self) -> Result<(), StoreError> {
+        let all: Vec<(String, String)> = self
+            .connection
+            .clone()
+            .hgetall(&self.keys.machines)
+            .await
+            .map_err(redis_error(&self.url))?;
+        let machines = all
+            .iter()
+            .map(|(_, text)| self.parse(text))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.machines.replace_all(machines);
+        Ok(())
+    }
+
+    fn apply(&self, payload: &str) {
+        match serde_json::from_str::<Event>(payload) {
+            Ok(Event::Registered(machine)) => self.machines.insert(machine),
+            Ok(Event::Deregistered(thumbprint)) => match thumbprint.parse() {
+                Ok(thumbprint) => {
+                    self.machines.remove(&thumbprint);
+                }
+                Err(error) => warn!(%error, "registry event names a malformed thumbprint"),
+            },
+            Err(error) => warn!(%error, payload, "malformed registry event ignored"),
+        }
+    }
+
+    fn parse(&self, text: &str) -> Result<Machine, StoreError> {
+        serde_json::from_str(text).map_err(|e| self.malformed(format!("{e}: {text}")))
+    }
+
+    fn malformed(&self, reason: String) -> StoreError {
+        StoreError::Malformed {
+            url: self.url.clone(),
+            reason,
+        }
+    }
+}
+
+/// Bounded waits, so a registration while Redis is gone fails within seconds
+/// (the API answers 503) instead of hanging the caller.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
+}
+
+fn redis_error(url: &str) -> impl Fn(redis::RedisError) -> StoreError + '_ {
+    move |source| StoreError::Redis {
+        url: url.to_owned(),
+        source,
+    }
+}
+
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+) -> redis::RedisResult<redis::aio::PubSub> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub)
+}
+
+/// Applies the announced changes to the local copy until stopped; after the
+/// channel drops, subscribes again and reloads everything (changes may have been
+/// missed in between).
+struct Follower {
+    client: redis::Client,
+    link: Arc<Link>,
+}
+
+impl Follower {
+    async fn run(self, mut pubsub: redis::aio::PubSub, stop: CancellationToken) {
+        loop {
+            {
+                let mut messages = pubsub.on_message();
+                loop {
+                    let message = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        message = messages.next() => message,
+                    };
+                    let Some(message) = message else { break };
+                    match message.get_payload::<String>() {
+                        Ok(payload) => self.link.apply(&payload),
+                        Err(error) => warn!(%error, "unreadable registry event ignored"),
+                    }
+                }
+            }
+            warn!(url = %self.link.url, "lost the registry's change channel; subscribing again");
+            pubsub = loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
+                }
+                match subscribe(&self.client, &self.link.keys.events).await {
+                    Ok(pubsub) => match self.link.reload().await {
+                        Ok(()) => break pubsub,
+                        Err(error) => debug!(%error, "reloading the registry failed"),
+                    },
+                    Err(error) => debug!(%error, "subscribing to the registry failed"),
+                }
+            };
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The machine registry shared through a real Redis, as nodes in separate
+//! processes share it: what one registers the others trust at once, conflicts
+//! hold across them, and a store that goes away is a clear error, not a hang.
+//!
+//! Each registry here connects on its own, exactly as a node process does; they
+//! share only the Redis server. Skipped without `redis-server` on a developer's
+//! machine; a failure under `CI=true`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use octopoll_agent::swarm::{machine_resource, trusted_servers};
+use octopoll_agent::{Agent, AgentConfig, BackoffConfig, RegistrationClient, RegistrationTrust};
+use octopoll_node::{
+    Conflict, MachineRegistry, NewMachine, Node, NodeConfig, NodeId, RegisterError, Registered,
+};
+use octopoll_pki::{ApiKey, Identity, KeyType};
+use octopoll_wire::SubscriptionId;
+
+use common::{local_redis, wait_until};
+
+fn machine(name: &str) -> (NewMachine, Identity) {
+    let identity = Identity::generate(name, KeyType::EcdsaP256).unwrap();
+    let machine = NewMachine {
+        name: name.into(),
+        thumbprint: identity.thumbprint(),
+        subscription: SubscriptionId::random(&mut rand::rng()),
+        roles: vec!["web".into()],
+        environments: vec![],
+    };
+    (machine, identity)
+}
+
+async fn pair(url: &str, namespace: &str) -> (MachineRegistry, MachineRegistry) {
+    (
+        MachineRegistry::connect(url, namespace).await.unwrap(),
+        MachineRegistry::connect(url, namespace).await.unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_process_registers_another_resolves_at_once_and_learns_by_itself() {
+    common::init_logging();
+    let Some(redis) = local_redis("registry sharing").await else {
+        return;
+    };
+    let (a, b) = pair(&redis.url(), "share").await;
+    assert!(a.is_shared() && a.trusted().defers_unknown());
+    let (new, _) = machine("web-01");
+    let thumbprint = new.thumbprint;
+    let Registered::Created(created) = a.register(new.clone()).await.unwrap() else {
+        panic!("a new machine is created");
+    };
+    // Asked directly, before any announcement could be relied on.
+    assert_eq!(b.resolve(&thumbprint).await.unwrap(), Some(created.clone()));
+    let c = MachineRegistry::connect(&redis.url(), "share")
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the announcement to reach the third copy",
+        || c.by_thumbprint(&thumbprint),
+        Option::is_some,
+    )
+    .await;
+    assert!(c.trusted().contains(&thumbprint));
+    assert_eq!(c.machines(), vec![created.clone()]);
+    // A repeat through another process is the same machine.
+    assert_eq!(
+        b.register(new).await.unwrap(),
+        Registered::Unchanged(created)
+    );
+    // Deregistered in one, gone from the others' copies (a moment later: the
+    // copies follow the store, they do not lock it).
+    a.deregister(&thumbprint).await.unwrap();
+    for other in [&b, &c] {
+        wait_until(
+            Duration::from_secs(5),
+            "the deregistration to reach the other copies",
+            || other.trusted().contains(&thumbprint),
+            |trusted| !trusted,
+        )
+        .await;
+    }
+    assert_eq!(b.resolve(&thumbprint).await.unwrap(), None);
+    redis.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_hold_across_processes_and_ids_stay_unique() {
+    let Some(redis) = local_redis("registry conflicts").await else {
+        return;
+    };
+    let (a, b) = pair(&redis.url(), "conflicts").await;
+    let (first, _) = machine("db-01");
+    a.register(first.clone()).await.unwrap();
+    let (mut same_name, _) = machine("db-01");
+    same_name.subscription = SubscriptionId::random(&mut rand::rng());
+    assert!(matches!(
+        b.register(same_name).await,
+        Err(RegisterError::Conflict(Conflict::Name { .. }))
+    ));
+    let renamed = NewMachine {
+        name: "db-02".into(),
+        ..first
+    };
+    assert!(matches!(
+        b.register(renamed).await,
+        Err(RegisterError::Conflict(Conflict::Thumbprint { .. }))
+    ));
+    // Forty registrations racing through two processes: forty distinct ids.
+    let mut racing = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let registry = if i % 2 == 0 { a.clone() } else { b.clone() };
+        racing.spawn(async move {
+            let (new, _) = machine(&format!("race-{i}"));
+            match registry.register(new).await.unwrap() {
+                Registered::Created(m) => m.id,
+                other => panic!("expected a new machine, got {other:?}"),
+            }
+        });
+    }
+    let ids: HashSet<String> = racing.join_all().await.into_iter().collect();
+    assert_eq!(ids.len(), 40);
+    // Another cluster's namespace sees none of it.
+    let other = MachineRegistry::connect(&redis.url(), "elsewhere")
+        .await
+        .unwrap();
+    assert!(other.is_empty());
+    redis.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_goes_away_is_a_clear_error() {
+    let Some(redis) = local_redis("registry outage").await else {
+        return;
+    };
+    let url = redis.url();
+    let registry = MachineRegistry::connect(&url, "outage").await.unwrap();
+    let (kept, _) = machine("kept");
+    registry.register(kept.clone()).await.unwrap();
+    redis.stop().await;
+    let (new, _) = machine("late");
+    let error = tokio::time::timeout(Duration::from_secs(10), registry.register(new))
+        .await
+        .expect("no hang while the store is gone")
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, RegisterError::Store(_)), "{error:?}");
+    assert!(
+        text.contains(&url) && text.contains("unreachable"),
+        "{text}"
+    );
+    // What this process knew is still served from its copy.
+    assert!(registry.by_thumbprint(&kept.thumbprint).is_some());
+    let refused = MachineRegistry::connect("redis://127.0.0.1:1", "x")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("redis://127.0.0.1:1"),
+        "{refused}"
+    );
+}
+
+/// Two nodes that share nothing but Redis, as two node processes do.
+async fn node(n: u16, identity: &Identity, key: &ApiKey, url: &str) -> Node {
+    let registry = MachineRegistry::connect(url, "nodes").await.unwrap();
+    let bind = || octopoll_node::tcp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    Node::start(
+        NodeConfig::new(NodeId(n), key.clone()),
+        identity,
+        registry,
+        bind(),
+        bind(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_through_one_node_an_agent_polls_the_other_at_once() {
+    common::init_logging();
+    let Some(redis) = local_redis("nodes sharing a registry").await else {
+        return;
+    };
+    let server = Identity::generate("server", KeyType::EcdsaP256).unwrap();
+    let key = ApiKey::random();
+    let one = node(1, &server, &key, &redis.url()).await;
+    let two = node(2, &server, &key, &redis.url()).await;
+    let client = RegistrationClient::new(&RegistrationTrust::Pinned(server.thumbprint())).unwrap();
+
+    // Register through node 1 and poll node 2 right away, many times over: node 2
+    // may not have heard of the machine yet, and must ask Redis rather than refuse.
+    let mut agents = Vec::new();
+    for i in 0..20 {
+        let name = format!("agent-{i:02}");
+        let identity = Identity::generate(&name, KeyType::EcdsaP256).unwrap();
+        let subscription = SubscriptionId::random(&mut rand::rng());
+        client
+            .register(
+                &one.api_url(),
+                &key,
+                &machine_resource(&name, identity.thumbprint(), &subscription),
+            )
+            .await
+            .unwrap();
+        let mut config = AgentConfig::default();
+        // A refusal would show as a retry much later: keep retries slow.
+        config.polling.backoff = BackoffConfig::default();
+        let agent = Agent {
+            name,
+            servers: trusted_servers(
+                &[two.comms_addr().into(), one.comms_addr().into()],
+                server.thumbprint(),
+                &subscription,
+            ),
+            identity,
+            subscription,
+            config,
+        };
+        agents.push(agent.start().unwrap());
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "every agent identified with both nodes at the first attempt",
+        || agents.iter().map(|a| a.connections()).sum::<usize>(),
+        |&n| n == 40,
+    )
+    .await;
+    assert!(agents.iter().all(|a| a.failures() == 0));
+    assert_eq!(two.stats().refused_untrusted, 0);
+
+    // A machine whose announcement node 2 never got (written straight into Redis,
+    // as if the message were still on its way): node 2 looks it up and accepts it.
+    let (unannounced, identity) = machine("unannounced");
+    let record = octopoll_node::Machine {
+        id: "Machines-900".into(),
+        name: unannounced.name.clone(),
+        thumbprint: unannounced.thumbprint,
+        subscription: unannounced.subscription.clone(),
+        roles: vec![],
+        environments: vec![],
+    };
+    let mut redis_connection = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("HSET")
+        .arg("octopoll:nodes:machines")
+        .arg(record.thumbprint.to_string())
+        .arg(serde_json::to_string(&record).unwrap())
+        .query_async::<()>(&mut redis_connection)
+        .await
+        .unwrap();
+    assert_eq!(two.stats().subscriptions, 20);
+    drop(common::identify_raw(&two, &identity, &unannounced.subscription).await);
+
+    // A certificate nobody registered passes the handshake of the deferring node,
+    // and is refused right after it, before the protocol.
+    let stranger = Identity::generate("stranger", KeyType::EcdsaP256).unwrap();
+    let mut exchange = common::connect_raw(&two, &stranger).await;
+    exchange.write_preamble().await.ok();
+    assert!(exchange.read_identity().await.is_err());
+    wait_until(
+        Duration::from_secs(5),
+        "the stranger counted as untrusted",
+        || two.stats().refused_untrusted,
+        |&n| n == 1,
+    )
+    .await;
+    for agent in agents {
+        agent.stop().await;
+    }
+    one.stop().await;
+    two.stop().await;
+    redis.stop().await;
+}
