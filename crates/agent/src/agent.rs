@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use octopoll_pki::Identity;
 use octopoll_wire::SubscriptionId;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -88,6 +88,19 @@ impl Agent {
         shutdown: &CancellationToken,
         rng: &mut impl Rng,
     ) -> Result<AgentHandle> {
+        let jitter = rng.random::<f64>();
+        self.spawn_with_jitter(tracker, shutdown, jitter)
+    }
+
+    /// [`Agent::spawn`] with the backoff jitter in `[0, 1)` given: every link of
+    /// the agent draws its own from it, reproducibly.
+    pub fn spawn_with_jitter(
+        self,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+        jitter: f64,
+    ) -> Result<AgentHandle> {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(jitter.to_bits());
         let services = Arc::new(Services::new(self.config.services.clone()));
         let mut links = Vec::new();
         for server in &self.servers {

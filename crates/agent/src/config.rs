@@ -7,7 +7,7 @@ use std::time::Duration;
 use octopoll_pki::Thumbprint;
 use octopoll_wire::{Limits, SubscriptionId};
 
-use crate::{BackoffConfig, Error};
+use crate::{BackoffConfig, Error, Ramp};
 
 /// Where a node's comms port is: the `Address` of a trusted server entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -114,6 +114,8 @@ pub struct PollingConfig {
     pub io_timeout: Duration,
     /// Decoder limits.
     pub limits: Limits,
+    /// Paces the first connection of every link sharing it; `None`: connect at once.
+    pub ramp: Option<Ramp>,
 }
 
 impl Default for PollingConfig {
@@ -125,6 +127,7 @@ impl Default for PollingConfig {
             receive_request_timeout: DEFAULT_RECEIVE_REQUEST_TIMEOUT,
             io_timeout: DEFAULT_IO_TIMEOUT,
             limits: Limits::default(),
+            ramp: None,
         }
     }
 }

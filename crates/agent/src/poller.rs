@@ -134,6 +134,12 @@ pub(crate) struct Poller {
 impl Poller {
     /// Polls until `shutdown`, reconnecting with backoff.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
+        if let Some(ramp) = &self.config.ramp {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ramp.wait() => {}
+            }
+        }
         let mut backoff = Backoff::new(self.config.backoff, self.jitter);
         while !shutdown.is_cancelled() {
             let result = self.connect_and_poll(&mut backoff, &shutdown).await;

@@ -1,4 +1,9 @@
 //! Many agents in one process: make identities, register each over HTTPS, then poll.
+//!
+//! A swarm may be one share of a larger one spread over processes: agent *i*
+//! (from [`SwarmConfig::first`]) gets its name, subscription and jitter from the
+//! seed and *i* alone, so the same seed gives the same agents however the whole
+//! is split.
 
 use std::sync::Arc;
 
@@ -6,7 +11,7 @@ use octopoll_pki::{ApiKey, Identity, KeyType, Thumbprint};
 use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_ACTIVE};
 use octopoll_wire::SubscriptionId;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,7 +27,9 @@ use crate::{
 pub struct SwarmConfig {
     /// How many agents.
     pub agents: usize,
-    /// Names are `<prefix>-0001`, …
+    /// The index of the first one in the whole swarm (0 unless this is a share).
+    pub first: usize,
+    /// Names are `<prefix>-0001`, … (five digits past 9,999 agents).
     pub name_prefix: String,
     /// Certificate key type.
     pub key_type: KeyType,
@@ -39,6 +46,7 @@ impl SwarmConfig {
     pub fn new(agents: usize) -> Self {
         Self {
             agents,
+            first: 0,
             name_prefix: "agent".into(),
             key_type: KeyType::EcdsaP256,
             seed: 0,
@@ -59,6 +67,40 @@ pub struct RegistrationTarget {
     pub trust: RegistrationTrust,
 }
 
+/// A swarm whose agents are registered but not polling yet.
+pub struct RegisteredSwarm {
+    agents: Vec<(Agent, f64)>,
+}
+
+impl RegisteredSwarm {
+    /// How many agents.
+    pub fn len(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Whether it has no agents.
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+
+    /// Starts every agent polling every node it was given.
+    pub fn poll(self) -> Result<Swarm> {
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let handles = self
+            .agents
+            .into_iter()
+            .map(|(agent, jitter)| agent.spawn_with_jitter(&tracker, &shutdown, jitter))
+            .collect::<Result<Vec<_>>>()?;
+        info!(agents = handles.len(), "swarm polling");
+        Ok(Swarm {
+            agents: handles,
+            tracker,
+            shutdown,
+        })
+    }
+}
+
 /// A running swarm.
 pub struct Swarm {
     agents: Vec<AgentHandle>,
@@ -74,40 +116,45 @@ impl Swarm {
         target: &RegistrationTarget,
         nodes: &[ServerAddress],
     ) -> Result<Self> {
+        Self::register(config, target, nodes).await?.poll()
+    }
+
+    /// Makes the agents and registers them with `target`, each trusting the
+    /// thumbprint its API reports for every node in `nodes`; none polls yet.
+    pub async fn register(
+        config: SwarmConfig,
+        target: &RegistrationTarget,
+        nodes: &[ServerAddress],
+    ) -> Result<RegisteredSwarm> {
         let client = RegistrationClient::new(&target.trust)?;
         let server_thumbprint = client
             .server_thumbprint(&target.api_url, &target.api_key)
             .await?;
-        let mut rng = StdRng::seed_from_u64(config.seed);
         let identities = generate(config.agents, config.key_type).await?;
-        let agents: Vec<Agent> = identities
+        let width = if config.first + config.agents > 9_999 {
+            5
+        } else {
+            4
+        };
+        let agents: Vec<(Agent, f64)> = identities
             .into_iter()
             .enumerate()
             .map(|(i, identity)| {
+                let index = config.first + i;
+                let mut rng = agent_rng(config.seed, index);
                 let subscription = SubscriptionId::random(&mut rng);
-                Agent {
-                    name: format!("{}-{:04}", config.name_prefix, i + 1),
+                let agent = Agent {
+                    name: format!("{}-{:0width$}", config.name_prefix, index + 1),
                     servers: trusted_servers(nodes, server_thumbprint, &subscription),
                     identity,
                     subscription,
                     config: config.agent.clone(),
-                }
+                };
+                (agent, rng.random::<f64>())
             })
             .collect();
         register_all(&client, target, &agents, config.register_concurrency).await?;
-
-        let tracker = TaskTracker::new();
-        let shutdown = CancellationToken::new();
-        let handles = agents
-            .into_iter()
-            .map(|agent| agent.spawn(&tracker, &shutdown, &mut rng))
-            .collect::<Result<Vec<_>>>()?;
-        info!(agents = handles.len(), nodes = nodes.len(), "swarm polling");
-        Ok(Self {
-            agents: handles,
-            tracker,
-            shutdown,
-        })
+        Ok(RegisteredSwarm { agents })
     }
 
     /// The running agents.
@@ -189,16 +236,22 @@ async fn generate(count: usize, key_type: KeyType) -> Result<Vec<Identity>> {
     Ok(identities)
 }
 
+/// Agent `index`'s own generator: its subscription and jitter depend on the seed
+/// and its index only.
+fn agent_rng(seed: u64, index: usize) -> StdRng {
+    StdRng::seed_from_u64(seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
 async fn register_all(
     client: &RegistrationClient,
     target: &RegistrationTarget,
-    agents: &[Agent],
+    agents: &[(Agent, f64)],
     concurrency: usize,
 ) -> Result<()> {
     let target = Arc::new(target.clone());
     for chunk in agents.chunks(concurrency.max(1)) {
         let mut calls = JoinSet::new();
-        for agent in chunk {
+        for (agent, _) in chunk {
             let (client, target, body) = (
                 client.clone(),
                 target.clone(),
