@@ -10,6 +10,7 @@ use octopoll_cli::lab::LabConfig;
 use octopoll_cli::progress::Progress;
 use octopoll_cli::report::{Report, RunFacts};
 use octopoll_cli::run::{execute, RunConfig};
+use octopoll_cli::testbed::Dispatcher;
 use octopoll_cli::workload::{spawn_request, Ledger};
 use octopoll_wire::contracts::echo;
 use octopoll_wire::{RequestMessage, ServiceEndPoint};
@@ -55,10 +56,11 @@ async fn twenty_agents_poll_three_nodes_and_every_node_reaches_every_agent() {
             spawn_request(
                 &tracker,
                 &ledger,
-                node.sender(),
+                Dispatcher::Local(node.sender()),
                 machine.subscription.clone(),
                 (request, Vec::new()),
                 run_ended.clone(),
+                tokio::time::Instant::now(),
             );
         }
     }
@@ -67,7 +69,7 @@ async fn twenty_agents_poll_three_nodes_and_every_node_reaches_every_agent() {
         .await
         .expect("all 60 requests end");
     let counts = ledger.counts();
-    let facts = RunFacts::measure(&lab, 0, 0.0, None);
+    let facts = RunFacts::measure(&lab, 0, 0.0, None).await;
     let answered: Vec<u64> = lab
         .swarm
         .agents()

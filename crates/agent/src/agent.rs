@@ -103,9 +103,21 @@ impl Agent {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(jitter.to_bits());
         let services = Arc::new(Services::new(self.config.services.clone()));
         let mut links = Vec::new();
+        // One TLS config per pinned thumbprint, not per server: HA nodes share theirs.
+        let mut connectors: Vec<(octopoll_pki::Thumbprint, TlsConnector)> = Vec::new();
         for server in &self.servers {
-            let tls = octopoll_pki::tls::polling_client_config(&self.identity, server.thumbprint)?;
-            let connector = TlsConnector::from(Arc::new(tls));
+            let connector = match connectors.iter().find(|(t, _)| *t == server.thumbprint) {
+                Some((_, connector)) => connector.clone(),
+                None => {
+                    let tls = octopoll_pki::tls::polling_client_config(
+                        &self.identity,
+                        server.thumbprint,
+                    )?;
+                    let connector = TlsConnector::from(Arc::new(tls));
+                    connectors.push((server.thumbprint, connector.clone()));
+                    connector
+                }
+            };
             for connection in 0..self.config.polling.connections_per_node.max(1) {
                 let state = Arc::new(LinkState::default());
                 let poller = Poller {

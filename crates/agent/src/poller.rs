@@ -120,6 +120,15 @@ pub enum PollError {
     Timeout(&'static str),
 }
 
+/// Whether a polling loop goes on after a turn.
+#[derive(Debug, PartialEq, Eq)]
+enum Turn {
+    /// `PROCEED` came: wait for the next message.
+    Again,
+    /// Stopping: `END` was sent.
+    Ended,
+}
+
 /// One polling loop.
 pub(crate) struct Poller {
     pub(crate) server: TrustedServer,
@@ -180,7 +189,9 @@ impl Poller {
         // Nothing is in hand while connecting, so a stop need not wait for it.
         let mut exchange = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            established = self.establish() => established?,
+            // Boxed: a connection is made once and then held for hours; its
+            // memory is not held by every idle link (nor is an answer's, below).
+            established = Box::pin(self.establish()) => established?,
         };
         backoff.identified();
         self.state.identified.store(true, Ordering::Relaxed);
@@ -313,57 +324,66 @@ impl Poller {
                 }
                 .into());
             }
-            let message = timeout(self.config.io_timeout, exchange.read_message())
-                .await
-                .map_err(|_| PollError::Timeout("the rest of a message"))??
-                .ok_or(octopoll_wire::Error::Truncated {
-                    during: "a message",
-                })?;
-            match message.envelope {
-                Envelope::Null => {}
-                Envelope::Request(request) => {
-                    debug!(request_id = %request.id, service = %request.service, method = %request.method, "request");
-                    let (response, streams) = self.answer(request, message.streams).await;
-                    // Counted before the write: once the node has the answer, so does the count.
-                    self.state.requests.fetch_add(1, Ordering::Relaxed);
-                    self.write(exchange.write_message(&Envelope::Response(response), &streams))
-                        .await?;
-                }
-                Envelope::Response(_) => {
-                    return Err(octopoll_wire::Error::Envelope {
-                        reason: "a node sent a response on a polling connection".into(),
-                    }
-                    .into())
-                }
-            }
-            if shutdown.is_cancelled() {
-                let _ = self
-                    .write(exchange.write_control(ControlMessage::End))
-                    .await;
-                let _ = timeout(self.config.io_timeout, exchange.shutdown()).await;
+            // Boxed: an idle link holds only what waiting needs.
+            if Box::pin(self.turn(exchange, shutdown)).await? == Turn::Ended {
                 return Ok(());
             }
-            self.write(exchange.write_control(ControlMessage::Next))
-                .await?;
-            let proceed = timeout(self.config.io_timeout, exchange.read_control())
-                .await
-                .map_err(|_| PollError::Timeout("PROCEED"))??;
-            match proceed {
-                Some(ControlMessage::Proceed) => {}
-                None => {
-                    return Err(octopoll_wire::Error::Truncated {
-                        during: "waiting for PROCEED",
-                    }
-                    .into())
-                }
-                Some(other) => {
-                    return Err(octopoll_wire::Error::UnexpectedControl {
-                        line: other.to_string(),
-                        expected: "PROCEED",
-                    }
-                    .into())
-                }
+        }
+    }
+
+    /// One turn after the node sent something: read the message, answer it if it
+    /// is a request, then `NEXT` and `PROCEED` (or `END` when stopping).
+    async fn turn(
+        &self,
+        exchange: &mut Exchange<TlsStream<TcpStream>>,
+        shutdown: &CancellationToken,
+    ) -> Result<Turn, PollError> {
+        let message = timeout(self.config.io_timeout, exchange.read_message())
+            .await
+            .map_err(|_| PollError::Timeout("the rest of a message"))??
+            .ok_or(octopoll_wire::Error::Truncated {
+                during: "a message",
+            })?;
+        match message.envelope {
+            Envelope::Null => {}
+            Envelope::Request(request) => {
+                debug!(request_id = %request.id, service = %request.service, method = %request.method, "request");
+                let (response, streams) = self.answer(request, message.streams).await;
+                // Counted before the write: once the node has the answer, so does the count.
+                self.state.requests.fetch_add(1, Ordering::Relaxed);
+                self.write(exchange.write_message(&Envelope::Response(response), &streams))
+                    .await?;
             }
+            Envelope::Response(_) => {
+                return Err(octopoll_wire::Error::Envelope {
+                    reason: "a node sent a response on a polling connection".into(),
+                }
+                .into())
+            }
+        }
+        if shutdown.is_cancelled() {
+            let _ = self
+                .write(exchange.write_control(ControlMessage::End))
+                .await;
+            let _ = timeout(self.config.io_timeout, exchange.shutdown()).await;
+            return Ok(Turn::Ended);
+        }
+        self.write(exchange.write_control(ControlMessage::Next))
+            .await?;
+        let proceed = timeout(self.config.io_timeout, exchange.read_control())
+            .await
+            .map_err(|_| PollError::Timeout("PROCEED"))??;
+        match proceed {
+            Some(ControlMessage::Proceed) => Ok(Turn::Again),
+            None => Err(octopoll_wire::Error::Truncated {
+                during: "waiting for PROCEED",
+            }
+            .into()),
+            Some(other) => Err(octopoll_wire::Error::UnexpectedControl {
+                line: other.to_string(),
+                expected: "PROCEED",
+            }
+            .into()),
         }
     }
 

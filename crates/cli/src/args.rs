@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use octopoll_agent::BackoffStrategy;
+pub use octopoll_cli::processes::args::{NodeArgs, SwarmArgs};
 use octopoll_cli::scenario::{KeyTypeName, ScenarioFile};
 use octopoll_cli::topology::Topology;
 use octopoll_node::QueueMode;
@@ -26,12 +27,19 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run an in-process HA cluster with a swarm of polling agents, queue work, report.
+    /// Run an HA cluster with a swarm of polling agents, queue work, report (in this
+    /// process, or split over node and agent processes when it is too large for one).
     Run(Box<RunArgs>),
     /// Write a node and an agent development certificate as PEM files.
     Certs(CertsArgs),
     /// Run the chaos (fault) proxy on its own, driven by its toxiproxy-shaped HTTP API.
     Proxy(ProxyArgs),
+    /// Run one node of a cluster as its own process (the cluster file says where
+    /// every node listens; the nodes share their registry through Redis).
+    Node(NodeArgs),
+    /// Run a swarm of polling agents (or one share of one) as its own process:
+    /// register them with a node's API, then poll every node given.
+    Swarm(Box<SwarmArgs>),
 }
 
 /// `octopoll proxy`.
@@ -68,6 +76,13 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 500ms, 2m)"))
 }
 
+fn non_negative_number(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value >= 0.0 && value.is_finite() => Ok(value),
+        _ => Err("expected a number of 0 or more".into()),
+    }
+}
+
 fn positive_number(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(value) if value > 0.0 && value.is_finite() => Ok(value),
@@ -94,8 +109,21 @@ pub struct RunArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub nodes: Option<u16>,
     /// Polling agents (simulated Tentacles) [agents.count; 100].
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=9_000))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub agents: Option<u64>,
+    /// Agent processes; 0 keeps the run in this process. Left out, a run larger
+    /// than one process holds puts each node in a process of its own and splits the
+    /// agents over as many as they need [processes].
+    #[arg(long)]
+    pub processes: Option<usize>,
+    /// The Redis that node processes share their registry through, in a run split
+    /// over processes; left out, octopoll starts its own [cluster.redis].
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// First polling connections per second over the whole swarm; 0 opens them
+    /// all at once [agents.ramp; 0].
+    #[arg(long, value_parser = non_negative_number)]
+    pub ramp: Option<f64>,
     /// How long to queue work [duration; 30s].
     #[arg(long, value_parser = duration)]
     pub duration: Option<Duration>,
@@ -198,6 +226,7 @@ impl RunArgs {
             drain: self.drain,
             mesh_timeout: self.mesh_timeout,
             time_scale: self.time_scale,
+            processes: self.processes,
             ..ScenarioFile::default()
         };
         let cluster = &mut layer.cluster;
@@ -211,6 +240,7 @@ impl RunArgs {
         cluster.pickup_timeout = self.pickup_timeout;
         cluster.haproxy = self.haproxy.clone();
         cluster.chaos = self.chaos.then_some(true);
+        cluster.redis = self.redis.clone();
         let agents = &mut layer.agents;
         agents.count = self.agents.map(|n| n as usize);
         agents.key_type = self.key_type;
@@ -218,6 +248,7 @@ impl RunArgs {
         agents.backoff = self.backoff;
         agents.backoff_min = self.backoff_min;
         agents.backoff_max = self.backoff_max;
+        agents.ramp = self.ramp;
         layer.output.json = self.json.clone();
         layer.output.csv = self.csv.clone();
         layer.output.html = self.html.clone();

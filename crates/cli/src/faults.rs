@@ -2,7 +2,6 @@
 //! stops, starts and restarts, and network faults through the chaos proxy in front
 //! of each node. A fault with a `duration` is undone when it runs out.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use octopoll_node::{Node, NodeId};
@@ -11,8 +10,8 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::control::ControlState;
-use crate::lab::{Lab, Network};
 use crate::scenario::fault::{Action, Fault, NodeAction};
+use crate::testbed::Testbed;
 use crate::timeline::FaultSpan;
 
 /// How often starting a node again is tried when its port is not free yet.
@@ -37,7 +36,7 @@ pub struct Executed {
 /// returns once every one (and every undo) is done. Each action runs in its own
 /// task, so a slow graceful stop never delays the next fault.
 pub async fn run(
-    lab: &Lab,
+    lab: &impl Testbed,
     faults: &[Fault],
     started: Instant,
     timeline: Option<&ControlState>,
@@ -60,19 +59,10 @@ pub async fn run(
             let what = if undo { "undo " } else { "" };
             timeline.record_fault(format!("{what}{} {}", fault.action, nodes.join(",")));
         }
-        let nodes: Vec<Arc<Node>> = fault
-            .nodes
-            .iter()
-            .filter_map(|id| lab.cluster.node(*id).cloned())
-            .collect();
-        let action = fault.action.clone();
-        let network = lab.network();
-        let node_ids = fault.nodes.clone();
         let when = started.elapsed();
+        let work = carry_out(lab, &fault.action, undo, &fault.nodes, index);
         running.spawn(async move {
-            let error = carry_out(&action, undo, nodes, &node_ids, network, index)
-                .await
-                .err();
+            let error = work.await.err();
             if let Some(error) = &error {
                 warn!(%error, "fault could not be carried out");
             }
@@ -96,43 +86,50 @@ pub async fn run(
     done
 }
 
-async fn carry_out(
+/// The work of one fault or undo, ready to run in a task of its own: every node
+/// acted on at once.
+fn carry_out(
+    lab: &impl Testbed,
     action: &Action,
     undo: bool,
-    nodes: Vec<Arc<Node>>,
     ids: &[NodeId],
-    network: Option<Network>,
     tag: usize,
-) -> Result<(), String> {
+) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+    let mut nodes = JoinSet::new();
+    let mut network = None;
     match action {
         Action::Node(action) => {
-            let mut tasks = JoinSet::new();
-            for node in nodes {
-                let action = *action;
-                tasks.spawn(async move { node_action(&node, action, undo).await });
+            for id in ids {
+                let work = lab.act(*id, *action, undo);
+                let id = *id;
+                nodes.spawn(async move { work.await.map_err(|e| format!("{id}: {e}")) });
             }
-            let mut first_error = None;
-            while let Some(result) = tasks.join_next().await {
-                let result = result.map_err(|e| e.to_string()).and_then(|r| r);
-                if let Err(error) = result {
-                    first_error.get_or_insert(error);
-                }
-            }
-            first_error.map_or(Ok(()), Err)
         }
-        Action::Network(action) => {
+        Action::Network(action) => network = Some((lab.network(), action.clone())),
+    }
+    let ids = ids.to_vec();
+    async move {
+        if let Some((network, action)) = network {
             let network =
                 network.ok_or("network faults need the chaos proxy in front of the nodes")?;
             for id in ids {
                 let result = if undo {
-                    network.lift(*id, action, tag).await
+                    network.lift(id, &action, tag).await
                 } else {
-                    network.apply(*id, action, tag).await
+                    network.apply(id, &action, tag).await
                 };
                 result.map_err(|e| format!("{id}: {e}"))?;
             }
-            Ok(())
+            return Ok(());
         }
+        let mut first_error = None;
+        while let Some(result) = nodes.join_next().await {
+            let result = result.map_err(|e| e.to_string()).and_then(|r| r);
+            if let Err(error) = result {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod telemetry;
+pub mod testbed;
 pub mod timeline;
 pub mod topology;
 pub mod workload;

@@ -35,28 +35,36 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Certs(args) => commands::certs::certs(args).map(|()| ExitCode::SUCCESS),
-        Command::Proxy(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(commands::proxy::proxy(args, async {
-                interrupted().await;
-            }))?;
-            Ok(ExitCode::SUCCESS)
+        Command::Proxy(args) => block_on(commands::proxy::proxy(args, async {
+            interrupted().await;
+        }))
+        .map(|()| ExitCode::SUCCESS),
+        Command::Node(args) => {
+            block_on(commands::node::node(args, interrupted())).map(|()| ExitCode::SUCCESS)
         }
-        Command::Run(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                tokio::select! {
-                    result = commands::run::run(*args) => result,
-                    // Returning drops the run: its HAProxy, nodes and agents go with it.
-                    signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
-                }
-            })
+        Command::Swarm(args) => {
+            block_on(commands::swarm::swarm(*args, interrupted())).map(|()| ExitCode::SUCCESS)
         }
+        Command::Run(args) => block_on(async {
+            tokio::select! {
+                result = commands::run::run(*args) => result,
+                // Returning drops the run: its HAProxy, nodes and agents go with it.
+                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+            }
+        }),
     }
+}
+
+/// Runs `work` on a multi-threaded runtime. The runtime is not waited on once
+/// `work` is done: a task blocked reading stdin (a child watching its parent)
+/// must not keep the process alive.
+fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(work);
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }
 
 /// Waits for Ctrl-C or SIGTERM (a CI job cancelled, `timeout`, `kill`).

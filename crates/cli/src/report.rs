@@ -8,8 +8,9 @@ use hdrhistogram::Histogram;
 use octopoll_node::{CoverageMatrix, FailReason, NodeId, NodeStats, PairState, QueueMode};
 use serde::Serialize;
 
-use crate::lab::{unfinished, Lab};
+use crate::lab::unfinished;
 use crate::scenario::thresholds::Verdict;
+use crate::testbed::Testbed;
 use crate::timeline::FaultReport;
 use crate::topology::Topology;
 use crate::workload::Counts;
@@ -38,9 +39,28 @@ pub struct Report {
     pub faults: Vec<FaultReport>,
     /// Each threshold set and whether it held.
     pub thresholds: Vec<Verdict>,
+    /// Queue → collected latency counted from when each request was scheduled:
+    /// pickup plus however late the workload queued it (coordinated omission).
+    pub pickup_from_schedule_ms: Pickup,
+    /// What each process cost (node and agent processes in a multi-process run;
+    /// empty for an in-process one).
+    pub processes: Vec<crate::testbed::ProcessFigures>,
 }
 
 impl Report {
+    /// Memory the mesh cost per held connection, both ends counted: the growth of
+    /// every process's RSS from before the agents connected to the mesh formed,
+    /// over the connections held. `None` without process figures.
+    pub fn rss_per_connection_kib(&self) -> Option<f64> {
+        let grew: i64 = self
+            .processes
+            .iter()
+            .map(|p| p.rss_at_mesh_kib as i64 - p.rss_before_mesh_kib as i64)
+            .sum();
+        (self.run.connections > 0 && self.processes.iter().any(|p| p.rss_at_mesh_kib > 0))
+            .then(|| grew.max(0) as f64 / self.run.connections as f64)
+    }
+
     /// The thresholds that did not hold.
     pub fn breaches(&self) -> impl Iterator<Item = &Verdict> {
         self.thresholds.iter().filter(|v| !v.passed)
@@ -87,6 +107,8 @@ pub struct Pickup {
     pub p50: f64,
     /// 99th percentile.
     pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
     /// Maximum.
     pub max: f64,
 }
@@ -98,6 +120,7 @@ impl Pickup {
             return Self {
                 p50: 0.0,
                 p99: 0.0,
+                p999: 0.0,
                 max: 0.0,
             };
         }
@@ -105,6 +128,7 @@ impl Pickup {
         Self {
             p50: ms(histogram.value_at_quantile(0.5)),
             p99: ms(histogram.value_at_quantile(0.99)),
+            p999: ms(histogram.value_at_quantile(0.999)),
             max: ms(histogram.max()),
         }
     }
@@ -162,16 +186,21 @@ pub struct RunFacts {
 impl RunFacts {
     /// The lab's shape and its mesh now; `full_coverage` is when every agent first
     /// polled every node, if it did.
-    pub fn measure(lab: &Lab, seed: u64, duration_s: f64, full_coverage: Option<Duration>) -> Self {
-        let coverage_matrix = lab.coverage_matrix();
+    pub async fn measure(
+        lab: &impl Testbed,
+        seed: u64,
+        duration_s: f64,
+        full_coverage: Option<Duration>,
+    ) -> Self {
+        let coverage_matrix = lab.coverage_matrix().await;
         Self {
-            nodes: lab.cluster.nodes().len() as u16,
-            agents: lab.swarm.agents().len(),
-            topology: lab.topology,
-            queue: lab.cluster.queue_mode(),
+            nodes: lab.node_ids().len() as u16,
+            agents: lab.agents(),
+            topology: lab.topology(),
+            queue: lab.queue_mode(),
             seed,
             duration_s,
-            connections: lab.cluster.connections(),
+            connections: lab.snapshot().await.connections(),
             coverage: coverage_matrix.coverage().ratio(),
             full_coverage_ms: full_coverage.map(|d| d.as_millis() as u64),
             coverage_matrix,
@@ -243,6 +272,8 @@ impl Report {
                 skipped: counts.skipped,
             },
             pickup_ms: Pickup::of(&counts.pickup_us),
+            pickup_from_schedule_ms: Pickup::of(&counts.pickup_from_schedule_us),
+            processes: Vec::new(),
             failures_by_reason: reasons(&counts.failed),
             per_node,
             findings,
@@ -318,10 +349,11 @@ impl fmt::Display for Report {
         }
         writeln!(f)?;
         let p = &self.pickup_ms;
+        let s = &self.pickup_from_schedule_ms;
         writeln!(
             f,
-            "  pickup ms    p50 {:.2}  p99 {:.2}  max {:.2}",
-            p.p50, p.p99, p.max
+            "  pickup ms    p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}   (from schedule: p99 {:.2}  p99.9 {:.2})",
+            p.p50, p.p99, p.p999, p.max, s.p99, s.p999
         )?;
         if !self.failures_by_reason.is_empty() {
             writeln!(
@@ -359,6 +391,25 @@ impl fmt::Display for Report {
             "  connections  {} handshakes, {} refused; agents saw {} failed connections or attempts",
             churn.handshakes, churn.refused, churn.agent_failures
         )?;
+        for process in &self.processes {
+            writeln!(
+                f,
+                "  process      {:<12} pid {:<7} cpu {:.1} s (peak {:.0} %)  rss {} MiB at the mesh (peak {} MiB)",
+                process.role,
+                process.pid,
+                process.cpu_s,
+                process.peak_cpu_percent,
+                process.rss_at_mesh_kib / 1024,
+                process.peak_rss_kib / 1024
+            )?;
+        }
+        if let Some(per) = self.rss_per_connection_kib() {
+            writeln!(
+                f,
+                "  memory       {per:.1} KiB per held connection, both ends (RSS at the mesh minus before it, over {} connections)",
+                self.run.connections
+            )?;
+        }
         if !self.faults.is_empty() {
             writeln!(
                 f,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use octopoll_node::NodeSender;
+use octopoll_node::Machine;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -16,11 +16,14 @@ const TASKS_BOUND: Duration = Duration::from_secs(10);
 
 use crate::control::{Burst, ControlState};
 use crate::lab::{Lab, LabConfig};
+use crate::processes::lab::ProcessLab;
+use crate::processes::plan::Plan;
 use crate::progress::{NodeSample, Progress, Sample};
 use crate::report::{Report, RunFacts};
 use crate::scenario::fault::Fault;
 use crate::scenario::thresholds::Thresholds;
 use crate::telemetry::Telemetry;
+use crate::testbed::{wait_for_full_coverage, wait_for_mesh, Dispatcher, Testbed};
 use crate::workload::{request_for, spawn_request, Ledger, Mix, Shape};
 use crate::{control, faults, timeline};
 
@@ -60,6 +63,14 @@ pub struct RunConfig {
     pub control: Option<std::net::SocketAddr>,
     /// Serve Prometheus metrics on `/metrics` here during the run.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Agent processes: `Some(0)` keeps everything in this process, `Some(n)` uses
+    /// n (and a process per node), `None` decides by the open-file limit.
+    pub processes: Option<usize>,
+    /// The Redis the node processes share their registry through; `None` starts
+    /// one of octopoll's own.
+    pub redis: Option<String>,
+    /// The `octopoll` binary the node and agent processes run; `None`: this one.
+    pub program: Option<std::path::PathBuf>,
 }
 
 impl RunConfig {
@@ -82,7 +93,59 @@ impl RunConfig {
             name: None,
             control: None,
             metrics: None,
+            processes: None,
+            redis: None,
+            program: None,
         }
+    }
+
+    /// Where the run's parts will live, or why the run cannot be split the way
+    /// it must be (what multi-process runs do not do yet).
+    pub fn plan(&self) -> anyhow::Result<Plan> {
+        let polling = &self.lab.swarm.agent.polling;
+        let plan = Plan::choose(
+            self.lab.swarm.agents as u64,
+            u64::from(self.lab.cluster.nodes),
+            polling.connections_per_node.max(1) as u64,
+            self.processes,
+            crate::processes::plan::open_file_limit(),
+        )?;
+        if let Plan::Processes { .. } = plan {
+            let why = |what: String| {
+                anyhow::anyhow!(
+                    "{what} in a run split over processes ({plan}); {} agents × {} nodes is more than one process holds, so run fewer agents, or pass --processes 0 to try in one process",
+                    self.lab.swarm.agents,
+                    self.lab.cluster.nodes
+                )
+            };
+            let topology = self.lab.topology;
+            if topology.balancing() != crate::topology::Balancing::Direct {
+                return Err(why(format!(
+                    "the {topology} topology puts every connection through one HAProxy process, which cannot hold them; use unique-port-direct or unique-address"
+                )));
+            }
+            if self.lab.cluster.queue != octopoll_node::QueueMode::PerNode {
+                return Err(why(
+                    "the shared queue lives in one process: it is not available".into(),
+                ));
+            }
+            if self.lab.chaos
+                || self
+                    .faults
+                    .iter()
+                    .any(|f| matches!(f.action, crate::scenario::fault::Action::Network(_)))
+            {
+                return Err(why(
+                    "the chaos proxy (network faults) is not available".into()
+                ));
+            }
+            if self.control.is_some() || self.metrics.is_some() {
+                return Err(why(
+                    "the dashboard, control API and metrics are not available".into(),
+                ));
+            }
+        }
+        Ok(plan)
     }
 
     /// How each request is shaped.
@@ -108,12 +171,34 @@ pub struct Finished {
     pub html: String,
 }
 
-/// Runs the whole scenario and returns its report.
+/// Runs the whole scenario and returns its report: in this process when it fits
+/// the open-file limit (or `processes` is 0), else with each node in a process of
+/// its own and the agents split over as many as they need.
 pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::Result<Finished> {
     config.lab.swarm.seed = config.seed;
-    let lab = Lab::start(config.lab.clone()).await?;
-    let api_stop = CancellationToken::new();
-    let _api_stop = api_stop.clone().drop_guard();
+    match config.plan()? {
+        Plan::InProcess => {
+            let lab = Lab::start(config.lab.clone()).await?;
+            run_on(lab, &config, progress).await
+        }
+        Plan::Processes { swarms } => {
+            info!(
+                swarms,
+                "the run is larger than one process holds; using node and agent processes"
+            );
+            let lab = ProcessLab::start(&config, swarms).await?;
+            run_on(lab, &config, progress).await
+        }
+    }
+}
+
+/// Serves the control API and metrics of an in-process run, as asked.
+async fn serve_views(
+    lab: &Lab,
+    config: &RunConfig,
+    telemetry: Option<&Arc<Telemetry>>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Arc<ControlState>>> {
     let bind = |addr: std::net::SocketAddr, flag: &'static str| async move {
         tokio::net::TcpListener::bind(addr).await.map_err(|error| {
             anyhow::Error::new(error).context(format!(
@@ -121,15 +206,8 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
             ))
         })
     };
-    let telemetry = config.metrics.map(|_| Telemetry::new());
-    if let (Some(addr), Some(telemetry)) = (config.metrics, &telemetry) {
-        let listener = match bind(addr, "metrics").await {
-            Ok(listener) => listener,
-            Err(error) => {
-                lab.stop().await;
-                return Err(error);
-            }
-        };
+    if let (Some(addr), Some(telemetry)) = (config.metrics, telemetry) {
+        let listener = bind(addr, "metrics").await?;
         eprintln!(
             "Prometheus metrics on http://{}/metrics",
             listener.local_addr()?
@@ -139,46 +217,71 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
             lab.cluster.view(),
             lab.swarm.agents().to_vec(),
         );
-        tokio::spawn(control::serve(listener, router, api_stop.clone()));
+        tokio::spawn(control::serve(listener, router, stop.clone()));
     }
-    let dashboard = config
-        .control
-        .map(|_| ControlState::new(lab.cluster.view()));
-    if let (Some(addr), Some(dashboard)) = (config.control, &dashboard) {
-        let listener = match bind(addr, "control").await {
-            Ok(listener) => listener,
-            Err(error) => {
-                lab.stop().await;
-                return Err(error);
+    let Some(addr) = config.control else {
+        return Ok(None);
+    };
+    let dashboard = ControlState::new(lab.cluster.view());
+    let listener = bind(addr, "control").await?;
+    let proxies = if lab.network.is_some() {
+        " and the chaos proxies' /proxies"
+    } else {
+        ""
+    };
+    eprintln!(
+        "dashboard on http://{0}/ (control API: GET /api/cluster, POST /api/nodes/{{n}}/kill|stop|start|restart{proxies})",
+        listener.local_addr()?
+    );
+    let router = control::router(dashboard.clone(), lab.network.as_ref());
+    tokio::spawn(control::serve(listener, router, stop.clone()));
+    tokio::spawn(dashboard.clone().keep_history(stop.clone()));
+    Ok(Some(dashboard))
+}
+
+/// Runs the scenario on a started lab, wherever its parts live.
+async fn run_on<T: Testbed>(
+    lab: T,
+    config: &RunConfig,
+    progress: &mut Progress,
+) -> anyhow::Result<Finished> {
+    let api_stop = CancellationToken::new();
+    let _api_stop = api_stop.clone().drop_guard();
+    let telemetry = config.metrics.map(|_| Telemetry::new());
+    let dashboard = match lab.in_process() {
+        Some(in_process) => {
+            match serve_views(in_process, config, telemetry.as_ref(), &api_stop).await {
+                Ok(dashboard) => dashboard,
+                Err(error) => {
+                    lab.stop().await;
+                    return Err(error);
+                }
             }
-        };
-        let proxies = if lab.network.is_some() {
-            " and the chaos proxies' /proxies"
-        } else {
-            ""
-        };
-        eprintln!(
-            "dashboard on http://{0}/ (control API: GET /api/cluster, POST /api/nodes/{{n}}/kill|stop|start|restart{proxies})",
-            listener.local_addr()?
-        );
-        let router = control::router(dashboard.clone(), lab.network.as_ref());
-        tokio::spawn(control::serve(listener, router, api_stop.clone()));
-        tokio::spawn(dashboard.clone().keep_history(api_stop.clone()));
-    }
-    let mesh = lab.wait_for_mesh(config.mesh_timeout).await;
+        }
+        None => None,
+    };
+    lab.mesh_starting().await;
+    let mesh = wait_for_mesh(&lab, config.mesh_timeout).await;
     match mesh.settled_after {
         Some(after) => info!(
             ?after,
             full = mesh.full_coverage_after.is_some(),
             "mesh ready"
         ),
-        None => warn!(
-            connected = lab.swarm.connections(),
-            links = lab.swarm.links(),
-            "not every polling link connected within the mesh timeout; running anyway"
-        ),
+        None => {
+            let swarm = lab.swarm().await;
+            warn!(
+                connected = swarm.connections,
+                links = swarm.links,
+                "not every polling link connected within the mesh timeout; running anyway"
+            )
+        }
     }
+    lab.mesh_formed().await;
 
+    // In name order. Read before the clock starts: with thousands of agents in
+    // other processes the list takes a moment, which no request should wait for.
+    let machines = lab.machines().await;
     // The run's clock starts now, with the mesh formed: fault times count from here.
     let ledger = Arc::new(match &telemetry {
         Some(telemetry) => Ledger::with_telemetry(telemetry.clone()),
@@ -188,13 +291,11 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
     let tracker = TaskTracker::new();
     let run_ended = CancellationToken::new();
     if let Some(dashboard) = &dashboard {
-        let mut machines = lab.cluster.registry().machines();
-        machines.sort_by(|a, b| a.name.cmp(&b.name));
         dashboard.enable_burst(Burst {
             ledger: ledger.clone(),
             tracker: tracker.clone(),
             run_ended: run_ended.clone(),
-            machines,
+            machines: machines.clone(),
             shape: config.shape(),
             seed: config.seed,
         });
@@ -203,17 +304,33 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
     // The workload, the faults and the sampler run side by side. Sampling goes on
     // until the drain is over, every fault has been carried out (undos included),
     // and the mesh has healed or the recovery bound has passed.
-    let recovery_bound = recovery_bound(&config);
+    let recovery_bound = recovery_bound(config);
     let (facts, executed, samples) = tokio::join!(
         async {
-            drive(&lab, &config, &ledger, &tracker, &run_ended, progress).await;
+            let workload = Workload {
+                lab: &lab,
+                config,
+                ledger: &ledger,
+                machines: &machines,
+            };
+            // Progress is sampled beside the workload, never inside its loop: a slow
+            // sample must not make requests late.
+            let driving = CancellationToken::new();
+            tokio::join!(
+                async {
+                    workload.drive(&tracker, &run_ended).await;
+                    driving.cancel();
+                },
+                workload.show_progress(&mut *progress, &driving),
+            );
             let facts = RunFacts::measure(
                 &lab,
                 config.seed,
                 started.elapsed().as_secs_f64(),
                 mesh.full_coverage_after,
-            );
-            drain(&lab, &config, &ledger, progress, started).await;
+            )
+            .await;
+            workload.drain(progress).await;
             workload_done.cancel();
             facts
         },
@@ -226,7 +343,7 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
             workload_done.cancelled().await;
             faults_done.cancelled().await;
             if !config.faults.is_empty() {
-                let _ = lab.wait_for_full_coverage(recovery_bound).await;
+                let _ = wait_for_full_coverage(&lab, recovery_bound).await;
             }
         }),
     );
@@ -248,18 +365,13 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
         );
     }
     progress.finish();
-    let agent_failures = lab.swarm.agents().iter().map(|a| a.failures()).sum();
-    let node_names: Vec<String> = lab
-        .cluster
-        .nodes()
-        .iter()
-        .map(|n| n.id().to_string())
-        .collect();
-    let node_stats = lab.stop().await;
+    let node_names: Vec<String> = lab.node_ids().iter().map(ToString::to_string).collect();
+    let stopped = lab.stop().await;
     let counts = ledger.counts();
-    let mut report = Report::new(facts, &counts, &node_stats);
+    let mut report = Report::new(facts, &counts, &stopped.nodes);
     report.name = config.name.clone();
-    report.churn.agent_failures = agent_failures;
+    report.churn.agent_failures = stopped.swarm.failures;
+    report.processes = stopped.processes;
     report.faults = faults::spans(&config.faults, &executed, run_end)
         .iter()
         .map(|span| timeline::analyse(span, &samples, &counts))
@@ -276,148 +388,136 @@ fn recovery_bound(config: &RunConfig) -> Duration {
     config.lab.swarm.agent.polling.backoff.max + Duration::from_secs(10)
 }
 
-async fn drive(
-    lab: &Lab,
-    config: &RunConfig,
-    ledger: &Arc<Ledger>,
-    tracker: &TaskTracker,
-    run_ended: &CancellationToken,
-    progress: &mut Progress,
-) {
-    let nodes = lab.cluster.nodes();
-    let senders: Vec<NodeSender> = nodes.iter().map(|n| n.sender()).collect();
-    // In name order (agent-0001, …): registration order varies from run to run.
-    let mut machines = lab.cluster.registry().machines();
-    machines.sort_by(|a, b| a.name.cmp(&b.name));
-    let shape = config.shape();
-    let started = ledger.started();
-    let mut next_sample = Duration::ZERO;
-    let mut queued = 0u64;
-    let period = Duration::from_secs_f64(1.0 / config.rate.max(0.001));
-    while started.elapsed() < config.duration && !machines.is_empty() {
-        // Catch up to the rate: every request due by now is queued now.
-        let due = (started.elapsed().as_secs_f64() * config.rate) as u64 + 1;
-        while queued < due {
-            queued += 1;
-            // Each request draws from its own generator, so the same seed gives the
-            // same requests whatever a fault did to the ones before.
-            let mut rng =
-                StdRng::seed_from_u64(config.seed ^ queued.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let machine = &machines[rng.random_range(0..machines.len())];
-            // Work starts on a node that runs, as Octopus starts a task on a live node.
-            let running: Vec<usize> = (0..nodes.len())
-                .filter(|&i| nodes[i].is_running())
-                .collect();
-            if running.is_empty() {
-                ledger.skipped();
-                continue;
-            }
-            let node = senders[running[rng.random_range(0..running.len())]].clone();
-            let thumbprint = machine.thumbprint.to_string();
-            let request = request_for(&mut rng, &shape, &machine.subscription, &thumbprint, queued);
-            spawn_request(
-                tracker,
-                ledger,
-                node,
-                machine.subscription.clone(),
-                request,
-                run_ended.clone(),
-            );
-        }
-        if started.elapsed() >= next_sample {
-            progress.show(&sample(
-                lab,
-                ledger,
-                started.elapsed(),
-                config.duration,
-                "running",
-                &config.faults,
-            ));
-            next_sample += Duration::from_secs(1);
-        }
-        let until_next = period.min(config.duration.saturating_sub(started.elapsed()));
-        tokio::time::sleep(until_next.max(Duration::from_millis(1))).await;
-    }
+/// The run's requests: queued on schedule, each counted once.
+struct Workload<'a, T> {
+    lab: &'a T,
+    config: &'a RunConfig,
+    ledger: &'a Arc<Ledger>,
+    /// The agents, in name order (registration order varies from run to run).
+    machines: &'a [Machine],
 }
 
-async fn drain(
-    lab: &Lab,
-    config: &RunConfig,
-    ledger: &Ledger,
-    progress: &mut Progress,
-    started: Instant,
-) {
-    let deadline = Instant::now() + config.drain;
-    let outstanding = || {
-        let (queued, completed, failed) = ledger.tally();
-        queued > completed + failed
-    };
-    let mut next_show = Instant::now();
-    while outstanding() && Instant::now() < deadline {
-        if Instant::now() >= next_show {
-            progress.show(&sample(
-                lab,
-                ledger,
-                started.elapsed(),
-                config.duration,
-                "draining",
-                &config.faults,
-            ));
-            next_show += Duration::from_millis(500);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn sample(
-    lab: &Lab,
-    ledger: &Ledger,
-    elapsed: Duration,
-    total: Duration,
-    phase: &'static str,
-    faults: &[Fault],
-) -> Sample {
-    let (queued, completed, failed) = ledger.tally();
-    let per_node = ledger.per_node_tally();
-    let matrix = lab.coverage_matrix();
-    let next_fault = faults
-        .iter()
-        .flat_map(|f| {
-            let undo = f
-                .duration
-                .map(|d| (f.at + d, format!("undo {}", f.describe())));
-            std::iter::once((f.at, f.describe())).chain(undo)
-        })
-        .filter(|(at, _)| *at > elapsed)
-        .min_by_key(|(at, _)| *at)
-        .map(|(at, what)| format!("{what} (in {:.1}s)", (at - elapsed).as_secs_f64()));
-    Sample {
-        elapsed,
-        total,
-        coverage: matrix.coverage().ratio(),
-        connections: lab.cluster.connections(),
-        queued,
-        completed,
-        failed,
-        phase,
-        pickup_p99_ms: ledger.pickup_p99_ms(),
-        next_fault,
-        nodes: lab
-            .cluster
-            .nodes()
-            .iter()
-            .map(|node| {
-                let stats = node.stats();
-                let (completed, failed) = per_node.get(&node.id()).copied().unwrap_or_default();
-                NodeSample {
-                    node: node.id().to_string(),
-                    up: node.is_running(),
-                    agents: stats.subscriptions,
-                    queue: stats.queued,
-                    completed,
-                    failed,
+impl<T: Testbed> Workload<'_, T> {
+    async fn drive(&self, tracker: &TaskTracker, run_ended: &CancellationToken) {
+        let (lab, config, machines) = (self.lab, self.config, self.machines);
+        let nodes = lab.node_ids();
+        let dispatchers: Vec<Dispatcher> =
+            nodes.iter().filter_map(|&n| lab.dispatcher(n)).collect();
+        let shape = config.shape();
+        let started = self.ledger.started();
+        let mut queued = 0u64;
+        let period = Duration::from_secs_f64(1.0 / config.rate.max(0.001));
+        while started.elapsed() < config.duration && !machines.is_empty() {
+            // Catch up to the rate: every request due by now is queued now.
+            let due = (started.elapsed().as_secs_f64() * config.rate) as u64 + 1;
+            while queued < due {
+                queued += 1;
+                let scheduled =
+                    started + Duration::from_secs_f64((queued - 1) as f64 / config.rate);
+                // Each request draws from its own generator, so the same seed gives the
+                // same requests whatever a fault did to the ones before.
+                let mut rng =
+                    StdRng::seed_from_u64(config.seed ^ queued.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let machine = &machines[rng.random_range(0..machines.len())];
+                // Work starts on a node that runs, as Octopus starts a task on a live node.
+                let running: Vec<&Dispatcher> = dispatchers
+                    .iter()
+                    .filter(|d| lab.is_running(d.node()))
+                    .collect();
+                if running.is_empty() {
+                    self.ledger.skipped();
+                    continue;
                 }
+                let node = running[rng.random_range(0..running.len())].clone();
+                let thumbprint = machine.thumbprint.to_string();
+                let request =
+                    request_for(&mut rng, &shape, &machine.subscription, &thumbprint, queued);
+                spawn_request(
+                    tracker,
+                    self.ledger,
+                    node,
+                    machine.subscription.clone(),
+                    request,
+                    run_ended.clone(),
+                    scheduled,
+                );
+            }
+            let until_next = period.min(config.duration.saturating_sub(started.elapsed()));
+            tokio::time::sleep(until_next.max(Duration::from_millis(1))).await;
+        }
+    }
+
+    /// Shows a sample a second until `driving` is cancelled.
+    async fn show_progress(&self, progress: &mut Progress, driving: &CancellationToken) {
+        loop {
+            progress.show(&self.sample("running").await);
+            tokio::select! {
+                _ = driving.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn drain(&self, progress: &mut Progress) {
+        let deadline = Instant::now() + self.config.drain;
+        let outstanding = || {
+            let (queued, completed, failed) = self.ledger.tally();
+            queued > completed + failed
+        };
+        let mut next_show = Instant::now();
+        while outstanding() && Instant::now() < deadline {
+            if Instant::now() >= next_show {
+                progress.show(&self.sample("draining").await);
+                next_show += Duration::from_millis(500);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn sample(&self, phase: &'static str) -> Sample {
+        let (ledger, config) = (self.ledger, self.config);
+        let elapsed = ledger.started().elapsed();
+        let (queued, completed, failed) = ledger.tally();
+        let per_node = ledger.per_node_tally();
+        let snapshot = self.lab.snapshot().await;
+        let next_fault = config
+            .faults
+            .iter()
+            .flat_map(|f| {
+                let undo = f
+                    .duration
+                    .map(|d| (f.at + d, format!("undo {}", f.describe())));
+                std::iter::once((f.at, f.describe())).chain(undo)
             })
-            .collect(),
+            .filter(|(at, _)| *at > elapsed)
+            .min_by_key(|(at, _)| *at)
+            .map(|(at, what)| format!("{what} (in {:.1}s)", (at - elapsed).as_secs_f64()));
+        Sample {
+            elapsed,
+            total: config.duration,
+            coverage: snapshot.coverage.ratio(),
+            connections: snapshot.connections(),
+            queued,
+            completed,
+            failed,
+            phase,
+            pickup_p99_ms: ledger.pickup_p99_ms(),
+            next_fault,
+            nodes: snapshot
+                .nodes
+                .iter()
+                .map(|node| {
+                    let (completed, failed) = per_node.get(&node.id).copied().unwrap_or_default();
+                    NodeSample {
+                        node: node.id.to_string(),
+                        up: node.up,
+                        agents: node.stats.subscriptions,
+                        queue: node.stats.queued,
+                        completed,
+                        failed,
+                    }
+                })
+                .collect(),
+        }
     }
 }

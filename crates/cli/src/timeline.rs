@@ -10,7 +10,7 @@ use std::future::Future;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::lab::Lab;
+use crate::testbed::Testbed;
 use crate::workload::Counts;
 
 /// How often coverage is sampled.
@@ -40,7 +40,11 @@ impl Sample {
 }
 
 /// Samples `lab` every [`SAMPLE_EVERY`] from `started` until `stop` completes.
-pub async fn sample(lab: &Lab, started: Instant, stop: impl Future<Output = ()>) -> Vec<Sample> {
+pub async fn sample(
+    lab: &impl Testbed,
+    started: Instant,
+    stop: impl Future<Output = ()>,
+) -> Vec<Sample> {
     let mut samples = Vec::new();
     let mut ticks = tokio::time::interval_at(started, SAMPLE_EVERY);
     // A stalled sampler takes the next sample on time, not a burst of late ones.
@@ -51,17 +55,12 @@ pub async fn sample(lab: &Lab, started: Instant, stop: impl Future<Output = ()>)
             _ = &mut stop => break,
             _ = ticks.tick() => {}
         }
-        let coverage = lab.coverage();
+        let snapshot = lab.snapshot().await;
         samples.push(Sample {
             t: started.elapsed(),
-            polling: coverage.polling_pairs,
-            total: coverage.total_pairs,
-            connections: lab
-                .cluster
-                .nodes()
-                .iter()
-                .map(|n| n.stats().connections)
-                .collect(),
+            polling: snapshot.coverage.polling_pairs,
+            total: snapshot.coverage.total_pairs,
+            connections: snapshot.nodes.iter().map(|n| n.stats.connections).collect(),
         });
     }
     samples
@@ -272,7 +271,7 @@ mod tests {
         };
         let ledger = Ledger::default();
         ledger.queued(NodeId(2));
-        ledger.ended(NodeId(2), Err(FailReason::NodeKilled), None);
+        ledger.ended(NodeId(2), Err(FailReason::NodeKilled), None, Duration::ZERO);
         let mut counts = ledger.counts();
         counts.failures_at = vec![
             (Duration::from_millis(1100), FailReason::NodeKilled),
@@ -342,7 +341,12 @@ mod tests {
         let samples = vec![sample(0, 30), sample(900, 30), sample(1500, 21)];
         let ledger = Ledger::default();
         ledger.queued(NodeId(1));
-        ledger.ended(NodeId(1), Ok(()), Some(Duration::from_millis(2)));
+        ledger.ended(
+            NodeId(1),
+            Ok(()),
+            Some(Duration::from_millis(2)),
+            Duration::ZERO,
+        );
         let text = csv(
             &samples,
             &ledger.counts(),

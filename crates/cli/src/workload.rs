@@ -14,7 +14,9 @@ use tokio::time::Instant;
 
 use bson::Bson;
 use hdrhistogram::Histogram;
-use octopoll_node::{FailReason, NodeId, NodeSender};
+use octopoll_node::{FailReason, NodeId};
+
+use crate::testbed::Dispatcher;
 use octopoll_wire::contracts::{capabilities, echo, script};
 use octopoll_wire::{DataStream, RequestMessage, ServiceEndPoint, SubscriptionId};
 use rand::rngs::StdRng;
@@ -57,6 +59,10 @@ pub struct Counts {
     pub skipped: u64,
     /// Queue → collected, in microseconds.
     pub pickup_us: Histogram<u64>,
+    /// Scheduled → collected, in microseconds: the pickup plus however late the
+    /// workload queued the request, so a stalled generator cannot hide latency
+    /// (coordinated omission).
+    pub pickup_from_schedule_us: Histogram<u64>,
     /// The same, per node the requests were queued on.
     pub per_node: BTreeMap<NodeId, NodeCounts>,
     /// Per second since the ledger started.
@@ -126,6 +132,7 @@ impl Default for Ledger {
                 failed: BTreeMap::new(),
                 skipped: 0,
                 pickup_us: pickup_histogram(),
+                pickup_from_schedule_us: pickup_histogram(),
                 per_node: BTreeMap::new(),
                 seconds: Vec::new(),
                 failures_at: Vec::new(),
@@ -176,8 +183,15 @@ impl Ledger {
         self.lock().skipped += 1;
     }
 
-    /// Counts how a request on `node` ended.
-    pub fn ended(&self, node: NodeId, result: Result<(), FailReason>, pickup: Option<Duration>) {
+    /// Counts how a request on `node` ended; `late` is how long after its
+    /// scheduled time it was queued.
+    pub fn ended(
+        &self,
+        node: NodeId,
+        result: Result<(), FailReason>,
+        pickup: Option<Duration>,
+        late: Duration,
+    ) {
         let at = self.started.elapsed();
         if let Some(telemetry) = &self.telemetry {
             if let Some(pickup) = pickup {
@@ -194,6 +208,10 @@ impl Ledger {
         if let Some(micros) = micros {
             counts.pickup_us.saturating_record(micros);
             on_node.pickup_us.saturating_record(micros);
+            let late = late.as_micros() as u64;
+            counts
+                .pickup_from_schedule_us
+                .saturating_record(micros.saturating_add(late));
         }
         match result {
             Ok(()) => {
@@ -369,23 +387,27 @@ pub fn request_for(
     }
 }
 
-/// Sends one request and records how it ended; `run_ended` cuts it short as `run-ended`.
+/// Sends one request and records how it ended; `run_ended` cuts it short as
+/// `run-ended`. `scheduled` is when the workload meant to queue it: the time it
+/// queues late counts into its pickup from schedule (coordinated omission).
 pub fn spawn_request(
     tracker: &TaskTracker,
     ledger: &Arc<Ledger>,
-    node: NodeSender,
+    node: Dispatcher,
     agent: SubscriptionId,
-    (request, streams): (RequestMessage, Vec<DataStream>),
+    request: (RequestMessage, Vec<DataStream>),
     run_ended: CancellationToken,
+    scheduled: Instant,
 ) {
     ledger.queued(node.node());
     let ledger = ledger.clone();
+    let late = scheduled.elapsed();
     tracker.spawn(async move {
         let (result, pickup) = tokio::select! {
-            outcome = node.send(&agent, request, streams) => (outcome.result.map(drop), outcome.pickup),
+            ended = node.send(&agent, request) => ended,
             _ = run_ended.cancelled() => (Err(FailReason::RunEnded), None),
         };
-        ledger.ended(node.node(), result, pickup);
+        ledger.ended(node.node(), result, pickup, late);
     });
 }
 
@@ -399,8 +421,18 @@ mod tests {
         ledger.queued(NodeId(1));
         ledger.queued(NodeId(2));
         ledger.queued(NodeId(2));
-        ledger.ended(NodeId(1), Ok(()), Some(Duration::from_millis(3)));
-        ledger.ended(NodeId(2), Err(FailReason::PickupTimeout), None);
+        ledger.ended(
+            NodeId(1),
+            Ok(()),
+            Some(Duration::from_millis(3)),
+            Duration::from_millis(2),
+        );
+        ledger.ended(
+            NodeId(2),
+            Err(FailReason::PickupTimeout),
+            None,
+            Duration::ZERO,
+        );
         let counts = ledger.counts();
         assert_eq!(
             (counts.queued, counts.completed, counts.failed_total()),
@@ -408,8 +440,8 @@ mod tests {
         );
         assert_eq!(counts.unaccounted(), 1);
         assert_eq!(ledger.tally(), (3, 1, 1));
-        ledger.ended(NodeId(1), Ok(()), None);
-        ledger.ended(NodeId(1), Ok(()), None);
+        ledger.ended(NodeId(1), Ok(()), None, Duration::ZERO);
+        ledger.ended(NodeId(1), Ok(()), None, Duration::ZERO);
         assert_eq!(
             ledger.counts().unaccounted(),
             -1,
@@ -422,6 +454,7 @@ mod tests {
         );
         assert_eq!(node_2.failed[&FailReason::PickupTimeout], 1);
         assert_eq!(counts.pickup_us.len(), 1);
+        assert!(counts.pickup_from_schedule_us.max().abs_diff(5_000) < 10);
         assert_eq!(counts.per_node[&NodeId(1)].pickup_us.len(), 1);
         assert_eq!(counts.seconds[0].queued, 3);
         assert_eq!(counts.seconds[0].pickups_us, vec![3000]);

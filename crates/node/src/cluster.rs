@@ -62,8 +62,9 @@ impl ClusterConfig {
         }
     }
 
-    /// The address node `n` binds for a listener whose node-1 port is `port`.
-    fn addr(&self, n: u16, port: u16) -> Result<SocketAddr> {
+    /// The address node `n` (from 1) binds for a listener whose node-1 port is
+    /// `port` (0 stays 0: a free port).
+    pub fn node_addr(&self, n: u16, port: u16) -> Result<SocketAddr> {
         match self.addressing {
             Addressing::UniquePort => {
                 let port = if port == 0 { 0 } else { port + (n - 1) };
@@ -105,7 +106,7 @@ impl ClusterConfig {
                 }
             }
         }
-        self.addr(self.nodes, 0).map(drop)
+        self.node_addr(self.nodes, 0).map(drop)
     }
 }
 
@@ -315,7 +316,7 @@ fn bind_once(
     let mut listeners = Vec::with_capacity(usize::from(config.nodes));
     for n in 1..=config.nodes {
         let node = NodeId(n);
-        let addr = config.addr(n, port)?;
+        let addr = config.node_addr(n, port)?;
         let listener = crate::tcp::bind(addr).map_err(|source| Error::Bind {
             what,
             node,
@@ -350,7 +351,7 @@ mod tests {
         let mut c = config(Addressing::UniquePort, 3);
         c.comms_port = 10943;
         assert_eq!(
-            c.addr(3, 10943).unwrap(),
+            c.node_addr(3, 10943).unwrap(),
             "127.0.0.1:10945".parse().unwrap()
         );
         c.comms_port = 65534;
@@ -361,7 +362,7 @@ mod tests {
     fn unique_address_counts_up_addresses_on_one_port() {
         let c = config(Addressing::UniqueAddress, 3);
         assert_eq!(
-            c.addr(3, 10943).unwrap(),
+            c.node_addr(3, 10943).unwrap(),
             "127.0.0.3:10943".parse().unwrap()
         );
         let mut edge = config(Addressing::UniqueAddress, 3);

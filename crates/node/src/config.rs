@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use octopoll_pki::ApiKey;
 use octopoll_wire::Limits;
+use serde::{Deserialize, Serialize};
 
 /// A node's number in its cluster, from 1. Displays as `node-1`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct NodeId(pub u16);
 
 impl fmt::Display for NodeId {
@@ -31,6 +33,13 @@ pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping node lets connection tasks finish.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
+/// Most TLS handshakes (with preamble and identity) a node runs at once: a
+/// reconnect storm of thousands is served a few hundred at a time, each finishing
+/// quickly, instead of all crawling together past their deadlines.
+pub const DEFAULT_MAX_CONCURRENT_HANDSHAKES: usize = 256;
+/// How long an accepted connection may wait for its turn to handshake: Tentacle's
+/// `TcpClientConnectTimeout`, the most a client waits for a connection anyway.
+pub const DEFAULT_HANDSHAKE_QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything one node needs besides its identity, registry and listeners.
 #[derive(Clone, Debug)]
@@ -49,8 +58,12 @@ pub struct NodeConfig {
     pub io_timeout: Duration,
     /// Wait for `NEXT` or `END` after an exchange.
     pub heartbeat_timeout: Duration,
-    /// Bound on TLS handshake + preamble + identity.
+    /// Bound on TLS handshake + preamble + identity, from the connection's turn.
     pub handshake_timeout: Duration,
+    /// Most handshakes at once; the rest wait their turn.
+    pub max_concurrent_handshakes: usize,
+    /// Bound on waiting for that turn.
+    pub handshake_queue_timeout: Duration,
     /// How long stopping waits for connection tasks.
     pub drain: Duration,
     /// Decoder limits for polling connections.
@@ -69,6 +82,8 @@ impl NodeConfig {
             io_timeout: DEFAULT_IO_TIMEOUT,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_concurrent_handshakes: DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+            handshake_queue_timeout: DEFAULT_HANDSHAKE_QUEUE_TIMEOUT,
             drain: DEFAULT_DRAIN,
             limits: Limits::default(),
         }

@@ -19,7 +19,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, field, info_span, warn, Instrument};
 
-use crate::metrics::Ending;
+use crate::metrics::{ConnectionGuard, Ending};
 use crate::node::NodeShared;
 use crate::queue::{FailReason, PendingRequest, Reply};
 
@@ -176,9 +176,20 @@ pub(crate) async fn serve(
 
 async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken) -> Result<()> {
     let config = &shared.config;
-    let (mut exchange, subscription) = timeout(config.handshake_timeout, accept(shared, tcp))
+    // A storm is served a few hundred handshakes at a time; the deadline of each
+    // runs from its turn to handshake.
+    let handshake_turn = timeout(config.handshake_queue_timeout, shared.handshakes.acquire())
         .await
-        .map_err(|_| ConnectionError::Timeout("the TLS handshake, preamble and identity"))??;
+        .map_err(|_| ConnectionError::Timeout("a turn to handshake"))?
+        .map_err(|_| ConnectionError::Aborted)?;
+    // Boxed, here and for each exchange below: a connection task lives for hours
+    // but handshakes once and carries a request now and then, so the memory those
+    // steps need is taken while they run, not held by every idle connection.
+    let (mut exchange, subscription) =
+        timeout(config.handshake_timeout, Box::pin(accept(shared, tcp)))
+            .await
+            .map_err(|_| ConnectionError::Timeout("the TLS handshake, preamble and identity"))??;
+    drop(handshake_turn);
     // Counted before MX-SERVER goes out, so a peer that read it finds itself counted.
     let counted = shared.metrics.open(&subscription);
     within(
@@ -197,7 +208,7 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
             closed = exchange.wait_for_peer() => match closed {
                 // An idle Tentacle sends nothing: it closed, went away, or is ending with END.
                 Ok(true) => return Ok(()),
-                Ok(false) => return end_while_idle(&mut exchange, config.heartbeat_timeout).await,
+                Ok(false) => return Box::pin(end_while_idle(&mut exchange, config.heartbeat_timeout)).await,
                 Err(error) => {
                     debug!(%error, "idle polling connection dropped");
                     return Ok(());
@@ -210,48 +221,71 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
         };
         // A poll ends here with work or the null request; the pair counts as polling.
         counted.polled();
-        match next {
-            None => {
-                within(
-                    config.io_timeout,
-                    "keep-alive write",
-                    exchange.write_message(&Envelope::Null, &[]),
-                )
-                .await?
-            }
-            Some(pending) => {
-                shared.metrics.collected();
-                let in_flight = InFlight { pending, shared };
-                let result = exchange_request(shared, &mut exchange, &in_flight.pending).await;
-                if let Err(error) = &result {
-                    in_flight.pending.finish(Err(error.fail_reason()));
-                }
-                result?;
-            }
+        // Boxed: an idle connection holds only what waiting needs.
+        if Box::pin(turn(shared, &mut exchange, &counted, next)).await? == Turn::Ended {
+            return Ok(());
         }
-        let control = timeout(config.heartbeat_timeout, exchange.read_control())
-            .await
-            .map_err(|_| ConnectionError::Stalled("NEXT"))??;
-        match control {
-            Some(ControlMessage::Next) => {
-                within(
-                    config.io_timeout,
-                    "PROCEED write",
-                    exchange.write_control(ControlMessage::Proceed),
-                )
-                .await?;
-                // The next poll starts.
-                counted.polled();
-            }
-            Some(ControlMessage::End) | None => return Ok(()),
-            Some(other) => {
-                return Err(octopoll_wire::Error::UnexpectedControl {
-                    line: other.to_string(),
-                    expected: "NEXT or END",
-                }
-                .into())
-            }
+    }
+}
+
+/// Whether a connection goes on after a turn.
+#[derive(Debug, PartialEq, Eq)]
+enum Turn {
+    /// `NEXT` came and `PROCEED` went: wait for the next poll.
+    Again,
+    /// The agent said `END` or closed.
+    Ended,
+}
+
+/// One turn after a poll ended: hand over the request (or the null keep-alive),
+/// then wait for `NEXT` and answer `PROCEED`.
+async fn turn(
+    shared: &NodeShared,
+    exchange: &mut TlsExchange,
+    counted: &ConnectionGuard,
+    next: Option<Arc<PendingRequest>>,
+) -> Result<Turn> {
+    let config = &shared.config;
+    match next {
+        None => {
+            within(
+                config.io_timeout,
+                "keep-alive write",
+                exchange.write_message(&Envelope::Null, &[]),
+            )
+            .await?
         }
+        Some(pending) => {
+            shared.metrics.collected();
+            let in_flight = InFlight { pending, shared };
+            let result = exchange_request(shared, exchange, &in_flight.pending).await;
+            if let Err(error) = &result {
+                in_flight.pending.finish(Err(error.fail_reason()));
+            }
+            result?;
+        }
+    }
+    let control = timeout(config.heartbeat_timeout, exchange.read_control())
+        .await
+        .map_err(|_| ConnectionError::Stalled("NEXT"))??;
+    match control {
+        Some(ControlMessage::Next) => {
+            within(
+                config.io_timeout,
+                "PROCEED write",
+                exchange.write_control(ControlMessage::Proceed),
+            )
+            .await?;
+            // The next poll starts.
+            counted.polled();
+            Ok(Turn::Again)
+        }
+        Some(ControlMessage::End) | None => Ok(Turn::Ended),
+        Some(other) => Err(octopoll_wire::Error::UnexpectedControl {
+            line: other.to_string(),
+            expected: "NEXT or END",
+        }
+        .into()),
     }
 }
 

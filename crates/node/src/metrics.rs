@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use octopoll_wire::SubscriptionId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::coverage::PairState;
@@ -63,6 +63,30 @@ struct PairCell {
     last_poll: AtomicU64,
 }
 
+impl PairCell {
+    /// Lost without a connection; polling when waiting now or polled within
+    /// `interval` before `now`; stale otherwise.
+    fn state(&self, epoch: Instant, now: Instant, interval: Duration) -> PairState {
+        if self.connections.load(Ordering::Acquire) == 0 {
+            return PairState::Lost;
+        }
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            return PairState::Polling;
+        }
+        match self.last_poll.load(Ordering::Acquire).checked_sub(1) {
+            Some(micros) => {
+                let polled = epoch + Duration::from_micros(micros);
+                if now.saturating_duration_since(polled) <= interval {
+                    PairState::Polling
+                } else {
+                    PairState::Stale
+                }
+            }
+            None => PairState::Stale,
+        }
+    }
+}
+
 /// How a polling connection ended, for counting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -85,7 +109,7 @@ pub enum Ending {
 }
 
 /// A snapshot of a node's counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStats {
     /// Polling connections identified and held now.
     pub connections: usize,
@@ -181,23 +205,17 @@ impl NodeMetrics {
         let Some(pair) = self.lock().get(subscription).cloned() else {
             return PairState::Never;
         };
-        if pair.connections.load(Ordering::Acquire) == 0 {
-            return PairState::Lost;
-        }
-        if pair.waiting.load(Ordering::Acquire) > 0 {
-            return PairState::Polling;
-        }
-        match pair.last_poll.load(Ordering::Acquire).checked_sub(1) {
-            Some(micros) => {
-                let polled = self.epoch + Duration::from_micros(micros);
-                if Instant::now().saturating_duration_since(polled) <= interval {
-                    PairState::Polling
-                } else {
-                    PairState::Stale
-                }
-            }
-            None => PairState::Stale,
-        }
+        pair.state(self.epoch, Instant::now(), interval)
+    }
+
+    /// How many subscriptions are polling this node now (see [`NodeMetrics::pair_state`]):
+    /// one pass over the pairs, for a cheap coverage figure.
+    pub fn polling_pairs(&self, interval: Duration) -> usize {
+        let now = Instant::now();
+        self.lock()
+            .values()
+            .filter(|pair| pair.state(self.epoch, now, interval) == PairState::Polling)
+            .count()
     }
 
     /// A snapshot; queue and request figures are filled by the node.

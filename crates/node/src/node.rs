@@ -36,6 +36,8 @@ pub(crate) struct NodeShared {
     /// Set by a kill, before `abort`: requests the dropped tasks held fail with
     /// `node-killed` rather than `connection-lost-in-flight`.
     pub(crate) killed: AtomicBool,
+    /// Turns at the TLS handshake (`max_concurrent_handshakes`).
+    pub(crate) handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 impl NodeShared {
@@ -263,6 +265,19 @@ impl Node {
             .pair_state(subscription, self.inner.config.long_poll)
     }
 
+    /// How many subscriptions poll this node now: [`Node::pair_state`] counted
+    /// over every subscription that ever connected, in one pass.
+    pub fn polling_pairs(&self) -> usize {
+        self.inner
+            .metrics
+            .polling_pairs(self.inner.config.long_poll)
+    }
+
+    /// The registry the node serves.
+    pub fn registry(&self) -> &MachineRegistry {
+        &self.inner.registry
+    }
+
     /// A snapshot of the node's counters, over all its runs.
     pub fn stats(&self) -> NodeStats {
         let (created, completed, failed) = self.inner.counters.snapshot();
@@ -358,6 +373,9 @@ fn run(inner: &NodeInner, comms: TcpListener, api: TcpListener) -> Result<Runnin
         acceptor: TlsAcceptor::from(Arc::new(polling_tls)),
         abort: CancellationToken::new(),
         killed: AtomicBool::new(false),
+        handshakes: Arc::new(tokio::sync::Semaphore::new(
+            config.max_concurrent_handshakes.max(1),
+        )),
     });
     let tracker = TaskTracker::new();
     let shutdown = CancellationToken::new();

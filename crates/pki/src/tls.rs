@@ -16,9 +16,13 @@ use rustls::{ClientConfig, ServerConfig};
 use crate::verify::{PinnedServerVerifier, ThumbprintClientVerifier};
 use crate::{Identity, Result, Thumbprint, TrustedThumbprints};
 
-/// The one crypto provider octopoll uses: aws-lc-rs.
+/// The one crypto provider octopoll uses: aws-lc-rs. Made once and shared (it
+/// never changes), so ten thousand agents' configs do not each hold a copy.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
 }
 
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
@@ -32,10 +36,15 @@ pub fn polling_server_config(
     let provider = provider();
     let verifier =
         ThumbprintClientVerifier::new(trusted, provider.signature_verification_algorithms);
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(vec![identity.cert().clone()], identity.private_key())?;
+    // No session resumption: every reconnect is a full mutual-TLS handshake, the
+    // worst case a reconnect storm can cost a node, and what a restarted node (with
+    // no sessions to resume) sees anyway. Agents then hold no tickets either.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(config)
 }
 
@@ -43,11 +52,15 @@ pub fn polling_server_config(
 pub fn polling_client_config(identity: &Identity, server: Thumbprint) -> Result<ClientConfig> {
     let provider = provider();
     let verifier = PinnedServerVerifier::new(server, provider.signature_verification_algorithms);
-    let config = ClientConfig::builder_with_provider(provider)
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)?
         .dangerous() // a custom verifier; it pins rather than skips
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(vec![identity.cert().clone()], identity.private_key())?;
+    // Every polling connection is a full handshake (see `polling_server_config`).
+    // rustls's default store would also allocate room for 256 servers up front,
+    // some 30 KiB per agent.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
 

@@ -14,6 +14,12 @@ use crate::{
     ControlMessage, DataStream, DataStreamRef, Envelope, Error, Limits, RemoteIdentity, Result,
 };
 
+/// Room a read asks for with nothing buffered (enough for a control line): an
+/// idle connection holds this much.
+const IDLE_READ_BYTES: usize = 64;
+/// Room a read asks for in the middle of a message or stream.
+const BUSY_READ_BYTES: usize = 16 * 1024;
+
 /// A message read from the peer, with the data streams that followed it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Message {
@@ -180,13 +186,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
                 started = true;
                 match inflater.feed(&self.buffer)? {
                     Feed::Done { consumed } => {
-                        self.buffer.advance(consumed);
+                        self.consume(consumed);
                         return Ok(Some(inflater.into_output()));
                     }
                     Feed::NeedMore => self.buffer.clear(),
                 }
             }
-            if self.fill("a message").await? == 0 {
+            if self.fill_for("a message", started).await? == 0 {
                 return if started {
                     Err(Error::Truncated {
                         during: "a message",
@@ -207,7 +213,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
             if let Some(header) = decode_header(&self.buffer, max)? {
                 break header;
             }
-            if self.fill("a data stream").await? == 0 {
+            if self.fill_for("a data stream", true).await? == 0 {
                 return Err(Error::Truncated {
                     during: "a data stream",
                 });
@@ -241,7 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
     ) -> Result<Option<T>> {
         loop {
             if let Some((value, consumed)) = decode(&self.buffer)? {
-                self.buffer.advance(consumed);
+                self.consume(consumed);
                 return Ok(Some(value));
             }
             if self.fill(during).await? == 0 {
@@ -255,8 +261,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         }
     }
 
+    /// Drops `n` decoded bytes; an empty buffer gives back the room a large item
+    /// took, so a connection between messages holds little.
+    fn consume(&mut self, n: usize) {
+        self.buffer.advance(n);
+        if self.buffer.is_empty() && self.buffer.capacity() > IDLE_READ_BYTES {
+            self.buffer = BytesMut::new();
+        }
+    }
+
+    /// Reads more into the buffer. Between items with nothing buffered (a
+    /// connection waiting for the peer, which thousands do at once) it asks for
+    /// little; in the middle of an item (`mid_item`, or bytes buffered) for more.
     async fn fill(&mut self, during: &'static str) -> Result<usize> {
-        self.buffer.reserve(8 * 1024);
+        self.fill_for(during, false).await
+    }
+
+    async fn fill_for(&mut self, during: &'static str, mid_item: bool) -> Result<usize> {
+        let want = if mid_item {
+            BUSY_READ_BYTES
+        } else if self.buffer.is_empty() {
+            IDLE_READ_BYTES
+        } else {
+            BUSY_READ_BYTES
+        };
+        self.buffer.reserve(want);
         self.io
             .read_buf(&mut self.buffer)
             .await
@@ -395,6 +424,41 @@ mod tests {
         );
         drop(a);
         assert!(node.wait_for_peer().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_idle_exchange_gives_back_the_room_a_large_message_took() {
+        let (mut a, mut b) = pair();
+        // Letters that do not compress, so the message is large on the wire too.
+        let mut state = 1u32;
+        let text: String = (0..200_000)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                char::from(b'a' + (state >> 16) as u8 % 26)
+            })
+            .collect();
+        let big = Envelope::Request(crate::RequestMessage::call(
+            "IEchoService",
+            "SayHello",
+            vec![bson::Bson::String(text)],
+            crate::ServiceEndPoint::new("poll://a/", ""),
+            1,
+        ));
+        let writer = async {
+            a.write_message(&big, &[]).await.unwrap();
+            a.write_control(ControlMessage::Next).await.unwrap();
+        };
+        let reader = async {
+            b.read_message().await.unwrap().unwrap();
+            assert_eq!(b.read_control().await.unwrap(), Some(ControlMessage::Next));
+            assert!(
+                b.buffer.capacity() <= 2 * IDLE_READ_BYTES,
+                "back to {} bytes of room between messages, holding {}",
+                IDLE_READ_BYTES,
+                b.buffer.capacity()
+            );
+        };
+        tokio::join!(writer, reader);
     }
 
     #[tokio::test]

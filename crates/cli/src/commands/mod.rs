@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
 pub mod certs;
+pub mod node;
 pub mod proxy;
 pub mod run;
+pub mod swarm;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use octopoll_cli::haproxy::BalancerError;
+use octopoll_cli::processes::plan::Plan;
 use octopoll_cli::progress::Progress;
 use octopoll_cli::run::{execute, RunConfig};
 use octopoll_cli::scenario::{self, OutputKeys, ScenarioFile};
@@ -23,8 +24,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (mut config, output) = config_of(&args)?;
     let (json, csv, html) = (output.json, output.csv, output.html);
     let quiet = output.quiet.unwrap_or(false);
-    // On a terminal the dashboard is on unless asked otherwise, where it is free.
-    if config.control.is_none() && !quiet && std::io::stderr().is_terminal() {
+    // On a terminal the dashboard is on unless asked otherwise, where it is free
+    // (and where the run stays in this process: the page reads the nodes directly).
+    let in_process = matches!(config.plan(), Ok(Plan::InProcess));
+    if config.control.is_none() && !quiet && std::io::stderr().is_terminal() && in_process {
         let default: std::net::SocketAddr = ([127, 0, 0, 1], DEFAULT_DASHBOARD_PORT).into();
         if std::net::TcpListener::bind(default).is_ok() {
             config.control = Some(default);

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use octopoll_node::registry::Machine;
-use octopoll_node::{ClusterView, CoverageMatrix, Node, NodeSender, NodeStats, PairState};
+use octopoll_node::{ClusterView, CoverageMatrix, Node, NodeStats, PairState};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use crate::faults::node_action;
 use crate::network::Network;
 use crate::scenario::fault::{Action, NodeAction, Target};
+use crate::testbed::Dispatcher;
 use crate::workload::{request_for, spawn_request, Ledger, Shape};
 
 /// The dashboard page.
@@ -285,7 +286,8 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-fn error(status: StatusCode, message: String) -> Response {
+/// A JSON error: `{"error": message, "status": code}`.
+pub(crate) fn error(status: StatusCode, message: String) -> Response {
     (
         status,
         Json(serde_json::json!({ "error": message, "status": status.as_u16() })),
@@ -350,12 +352,12 @@ async fn burst(
             format!("count must be 1 to {MAX_BURST}, got {count}"),
         );
     }
-    let nodes: Vec<NodeSender> = state
+    let nodes: Vec<Dispatcher> = state
         .cluster
         .nodes()
         .iter()
         .filter(|n| n.is_running())
-        .map(|n| n.sender())
+        .map(|n| Dispatcher::Local(n.sender()))
         .collect();
     if nodes.is_empty() {
         return error(StatusCode::CONFLICT, "every node is down".into());
@@ -381,6 +383,7 @@ async fn burst(
             machine.subscription.clone(),
             request,
             burst.run_ended.clone(),
+            Instant::now(),
         );
     }
     state.record_fault(format!("burst {count}"));

@@ -47,7 +47,7 @@ pub struct FaultKeys {
 }
 
 /// Something done to a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NodeAction {
     /// Abrupt: connections dropped, in-memory queue lost.

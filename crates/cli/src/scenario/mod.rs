@@ -31,9 +31,10 @@ use thresholds::Thresholds;
 /// The built-in default scenario: what `octopoll run` runs with no file.
 pub const DEFAULT_SCENARIO: &str = include_str!("../../../../scenarios/default.toml");
 
-/// Most agents one process holds (each polling connection costs a descriptor on
-/// both ends, and a process may hold 20,000).
-pub const MAX_AGENTS: usize = 9_000;
+/// Most agents a run has. Past what one process holds (each polling connection
+/// costs a descriptor at both ends, and a process may hold 20,000 here), a run
+/// splits itself over processes; past what one node process holds, it is refused.
+pub const MAX_AGENTS: usize = 100_000;
 /// Most nodes.
 pub const MAX_NODES: u16 = 64;
 
@@ -59,6 +60,9 @@ pub struct ScenarioFile {
     /// Multiplies `duration` and every fault's `at` and `duration` (0.25 runs a
     /// scenario in a quarter of the time).
     pub time_scale: Option<f64>,
+    /// Agent processes: 0 keeps the run in this process; absent, the run decides
+    /// by the open-file limit.
+    pub processes: Option<usize>,
     /// The nodes.
     #[serde(default)]
     pub cluster: ClusterKeys,
@@ -126,6 +130,11 @@ pub struct ClusterKeys {
     /// Put the fault proxy between the agents and every node even without network
     /// faults (network faults imply it).
     pub chaos: Option<bool>,
+    /// Most TLS handshakes each node runs at once.
+    pub max_concurrent_handshakes: Option<usize>,
+    /// The Redis that node processes share their registry through (runs split
+    /// over processes); absent, octopoll starts its own.
+    pub redis: Option<String>,
 }
 
 /// `[agents]`.
@@ -146,6 +155,8 @@ pub struct AgentKeys {
     /// Longest reconnect delay.
     #[serde(default, with = "humantime_serde::option")]
     pub backoff_max: Option<Duration>,
+    /// First connections per second over the whole swarm (0: all at once).
+    pub ramp: Option<f64>,
 }
 
 /// `[workload]`.
@@ -276,6 +287,7 @@ impl ScenarioFile {
             drain: over.drain.or(self.drain),
             mesh_timeout: over.mesh_timeout.or(self.mesh_timeout),
             time_scale: over.time_scale.or(self.time_scale),
+            processes: over.processes.or(self.processes),
             cluster: ClusterKeys {
                 nodes: o.nodes.or(c.nodes),
                 topology: o.topology.or(c.topology),
@@ -288,6 +300,10 @@ impl ScenarioFile {
                 node_drain: o.node_drain.or(c.node_drain),
                 haproxy: o.haproxy.or(c.haproxy),
                 chaos: o.chaos.or(c.chaos),
+                max_concurrent_handshakes: o
+                    .max_concurrent_handshakes
+                    .or(c.max_concurrent_handshakes),
+                redis: o.redis.or(c.redis),
             },
             agents: AgentKeys {
                 count: oa.count.or(a.count),
@@ -296,6 +312,7 @@ impl ScenarioFile {
                 backoff: oa.backoff.or(a.backoff),
                 backoff_min: oa.backoff_min.or(a.backoff_min),
                 backoff_max: oa.backoff_max.or(a.backoff_max),
+                ramp: oa.ramp.or(a.ramp),
             },
             workload: WorkloadKeys {
                 rate: ow.rate.or(w.rate),
@@ -360,7 +377,7 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
             Some("agents"),
             "count",
             None,
-            format!("{agents} agents: one run holds 1 to {MAX_AGENTS}"),
+            format!("{agents} agents: a run has 1 to {MAX_AGENTS}"),
         ));
     }
     let scale = merged.time_scale.unwrap_or(1.0);
@@ -546,6 +563,17 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
     if let Some(drain) = c.node_drain {
         cluster.node.drain = drain;
     }
+    if let Some(handshakes) = c.max_concurrent_handshakes {
+        if handshakes == 0 {
+            return Err(refuse(
+                Some("cluster"),
+                "max_concurrent_handshakes",
+                None,
+                "must be at least 1".into(),
+            ));
+        }
+        cluster.node.max_concurrent_handshakes = handshakes;
+    }
     let key_type = merged.agents.key_type.unwrap_or(KeyTypeName::Ecdsa).into();
     lab.swarm.key_type = key_type;
     lab.server_key_type = key_type;
@@ -557,6 +585,18 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
         min: merged.agents.backoff_min.unwrap_or(BackoffConfig::FAST.min),
         max: merged.agents.backoff_max.unwrap_or(BackoffConfig::FAST.max),
     };
+    let ramp = merged.agents.ramp.unwrap_or(0.0);
+    if !(ramp.is_finite() && ramp >= 0.0) {
+        return Err(refuse(
+            Some("agents"),
+            "ramp",
+            None,
+            format!(
+                "must be 0 (no ramp) or a positive number of connections per second, got {ramp}"
+            ),
+        ));
+    }
+    polling.ramp = octopoll_agent::Ramp::per_second(ramp);
     if polling.backoff.max < polling.backoff.min {
         return Err(refuse(
             Some("agents"),
@@ -630,6 +670,8 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
     config.thresholds = merged.thresholds.clone();
     config.control = merged.output.control;
     config.metrics = merged.output.metrics;
+    config.processes = merged.processes;
+    config.redis = c.redis.clone();
     Ok(config)
 }
 

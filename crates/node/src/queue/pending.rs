@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use octopoll_wire::{DataStream, RequestMessage, ResponseMessage};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::NodeId;
 
 /// Why a request failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum FailReason {
@@ -38,6 +38,9 @@ pub enum FailReason {
     ProtocolError,
     /// The run ended (after draining) before it finished.
     RunEnded,
+    /// The node's process went away, or could not be reached, while the request
+    /// was queued or in flight there (a node in another process or container).
+    NodeLost,
 }
 
 impl FailReason {
@@ -52,6 +55,7 @@ impl FailReason {
             FailReason::AgentError => "agent-error",
             FailReason::ProtocolError => "protocol-error",
             FailReason::RunEnded => "run-ended",
+            FailReason::NodeLost => "node-lost",
         }
     }
 }

@@ -1,0 +1,29 @@
+//! `octopoll node`: one node of a cluster as its own process.
+
+use std::future::Future;
+
+use octopoll_cli::processes::{child, node_process};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::NodeArgs;
+
+/// Runs node `--node` of `--cluster-file` until `interrupted` (or, with
+/// `--parent-watch`, until stdin closes).
+pub async fn node(
+    args: NodeArgs,
+    interrupted: impl Future<Output = &'static str> + Send + 'static,
+) -> anyhow::Result<()> {
+    octopoll_cli::processes::plan::open_file_limit();
+    let settings = node_process::settings(&args.cluster_file, args.node)?;
+    let stop = CancellationToken::new();
+    if args.parent_watch {
+        child::watch_parent(stop.clone());
+    }
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        let signal = interrupted.await;
+        tracing::info!(signal, "stopping");
+        on_signal.cancel();
+    });
+    node_process::run(settings, stop).await.map(drop)
+}

@@ -1,0 +1,306 @@
+//! The cluster file: what every node process of one cluster shares — its name
+//! (the registry's namespace), the shared registry, the API key, the server
+//! certificate every node presents, the timeouts — and where each node listens.
+//! `octopoll run` writes one for the node processes it starts; for containers or
+//! hosts of your own, write it by hand:
+//!
+//! ```toml
+//! name = "octopoll"
+//! registry = "redis://redis:6379"     # env OCTOPOLL_REGISTRY wins
+//! api_key = "API-…"                   # env OCTOPOLL_API_KEY wins; better kept there
+//! certificate = "certs/node.crt.pem"  # relative to this file
+//! private_key = "certs/node.key.pem"
+//! long_poll = "30s"
+//! pickup_timeout = "2m"
+//!
+//! [[nodes]]                           # node 1
+//! comms = "0.0.0.0:10943"
+//! api = "0.0.0.0:443"
+//! control = "0.0.0.0:8080"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use octopoll_node::{NodeConfig, NodeId};
+use octopoll_pki::ApiKey;
+use serde::{Deserialize, Serialize};
+
+/// The environment variable whose value replaces `api_key`.
+pub const API_KEY_ENV: &str = "OCTOPOLL_API_KEY";
+/// The environment variable whose value replaces `registry`.
+pub const REGISTRY_ENV: &str = "OCTOPOLL_REGISTRY";
+
+/// A cluster file as written.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// The cluster's name: its keys' namespace in the registry.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// The shared machine registry, `redis://host:port` (or `redis+unix:///path`).
+    /// Required for more than one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// The key `POST /api/machines` requires (or set `OCTOPOLL_API_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// The server certificate (PEM) every node presents.
+    pub certificate: PathBuf,
+    /// Its private key (PEM, PKCS#8).
+    pub private_key: PathBuf,
+    /// Long-poll wait before the null request.
+    #[serde(default = "default_long_poll", with = "humantime_serde")]
+    pub long_poll: Duration,
+    /// A request nobody collects fails after this.
+    #[serde(default = "default_pickup_timeout", with = "humantime_serde")]
+    pub pickup_timeout: Duration,
+    /// How long a stopping node lets exchanges in flight finish.
+    #[serde(default = "default_drain", with = "humantime_serde")]
+    pub drain: Duration,
+    /// Most TLS handshakes a node runs at once; more wait their turn.
+    #[serde(default = "default_handshakes")]
+    pub max_concurrent_handshakes: usize,
+    /// The nodes, node 1 first.
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// Where one node listens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// The comms (polling) port; port 0 picks a free one.
+    pub comms: SocketAddr,
+    /// The HTTPS registration API; port 0 picks a free one.
+    pub api: SocketAddr,
+    /// The node process's control API (plain HTTP: status, faults, requests);
+    /// loopback only unless the network is yours. Port 0 picks a free one.
+    #[serde(default = "default_control")]
+    pub control: SocketAddr,
+}
+
+fn default_name() -> String {
+    "octopoll".into()
+}
+fn default_long_poll() -> Duration {
+    octopoll_node::config::DEFAULT_LONG_POLL
+}
+fn default_pickup_timeout() -> Duration {
+    octopoll_node::config::DEFAULT_PICKUP_TIMEOUT
+}
+fn default_drain() -> Duration {
+    octopoll_node::config::DEFAULT_DRAIN
+}
+fn default_handshakes() -> usize {
+    octopoll_node::config::DEFAULT_MAX_CONCURRENT_HANDSHAKES
+}
+fn default_control() -> SocketAddr {
+    ([127, 0, 0, 1], 0).into()
+}
+
+/// A cluster file that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterFileError {
+    /// It could not be read.
+    #[error("cannot read the cluster file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not a cluster file.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with the line and column.
+        message: String,
+    },
+    /// It parsed but cannot work.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+/// One node's settings, resolved from a cluster file and the environment.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The shared registry, if any.
+    pub registry: Option<String>,
+    /// Node settings, with this node's id.
+    pub config: NodeConfig,
+    /// The server certificate and key, resolved against the file's directory.
+    pub certificate: PathBuf,
+    /// The key.
+    pub private_key: PathBuf,
+    /// Where this node listens.
+    pub listen: NodeEntry,
+    /// How many nodes the cluster has.
+    pub nodes: u16,
+}
+
+impl ClusterFile {
+    /// Reads and parses `path`.
+    pub fn read(path: &Path) -> Result<Self, ClusterFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ClusterFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ClusterFileError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// The file's text.
+    pub fn render(&self) -> String {
+        toml::to_string(self).expect("a cluster file always serializes")
+    }
+
+    /// Node `n`'s settings: the file's values, `OCTOPOLL_API_KEY` and
+    /// `OCTOPOLL_REGISTRY` over them (when `env` holds them), paths resolved
+    /// against `path`'s directory.
+    pub fn node(
+        &self,
+        path: &Path,
+        n: u16,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<NodeSettings, ClusterFileError> {
+        let invalid = |message: String| ClusterFileError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let count =
+            u16::try_from(self.nodes.len()).map_err(|_| invalid("more than 65535 nodes".into()))?;
+        if count == 0 {
+            return Err(invalid("no [[nodes]]: a cluster needs at least one".into()));
+        }
+        let listen = usize::from(n)
+            .checked_sub(1)
+            .and_then(|i| self.nodes.get(i))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "--node {n} does not exist: the file has {count} [[nodes]] (1 to {count})"
+                ))
+            })?
+            .clone();
+        let api_key = env(API_KEY_ENV)
+            .or_else(|| self.api_key.clone())
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "no API key: set api_key in the file or {API_KEY_ENV}"
+                ))
+            })?;
+        let registry = env(REGISTRY_ENV).or_else(|| self.registry.clone());
+        if registry.is_none() && count > 1 {
+            return Err(invalid(format!(
+                "{count} nodes need a shared registry to agree on the machines: set registry = \"redis://HOST:PORT\" or {REGISTRY_ENV}"
+            )));
+        }
+        if self.max_concurrent_handshakes == 0 {
+            return Err(invalid(
+                "max_concurrent_handshakes must be at least 1".into(),
+            ));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut config = NodeConfig::new(NodeId(n), ApiKey::new(api_key));
+        config.long_poll = self.long_poll;
+        config.pickup_timeout = self.pickup_timeout;
+        config.drain = self.drain;
+        config.max_concurrent_handshakes = self.max_concurrent_handshakes;
+        Ok(NodeSettings {
+            cluster: self.name.clone(),
+            registry,
+            config,
+            certificate: base.join(&self.certificate),
+            private_key: base.join(&self.private_key),
+            listen,
+            nodes: count,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+name = "lab"
+registry = "redis://redis:6379"
+certificate = "certs/node.crt.pem"
+private_key = "certs/node.key.pem"
+long_poll = "10s"
+
+[[nodes]]
+comms = "0.0.0.0:10943"
+api = "0.0.0.0:443"
+
+[[nodes]]
+comms = "0.0.0.0:10944"
+api = "0.0.0.0:444"
+control = "0.0.0.0:8080"
+"#;
+
+    fn parse(text: &str) -> ClusterFile {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_node_takes_its_entry_and_the_environment_wins() {
+        let file = parse(FILE);
+        let path = Path::new("/etc/octopoll/cluster.toml");
+        let env = |name: &str| (name == API_KEY_ENV).then(|| "API-FROMENV".to_string());
+        let two = file.node(path, 2, env).unwrap();
+        assert_eq!(two.config.id, NodeId(2));
+        assert!(two.config.api_key.matches("API-FROMENV"));
+        assert_eq!(two.config.long_poll, Duration::from_secs(10));
+        assert_eq!(two.listen.control, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(
+            two.certificate,
+            Path::new("/etc/octopoll/certs/node.crt.pem")
+        );
+        assert_eq!(two.nodes, 2);
+        let one = file.node(path, 1, env).unwrap();
+        assert_eq!(one.listen.control, default_control());
+        // Round trip: what octopoll writes, it reads.
+        let again = parse(&file.render());
+        assert_eq!(again.nodes.len(), 2);
+    }
+
+    #[test]
+    fn what_cannot_work_is_refused_saying_what_to_do() {
+        let file = parse(FILE);
+        let path = Path::new("c.toml");
+        let none = |_: &str| None;
+        let error = file.node(path, 3, none).unwrap_err().to_string();
+        assert!(
+            error.contains("--node 3 does not exist") && error.contains("(1 to 2)"),
+            "{error}"
+        );
+        let error = file.node(path, 1, none).unwrap_err().to_string();
+        assert!(error.contains(API_KEY_ENV), "{error}");
+        let mut lonely = file.clone();
+        lonely.api_key = Some("k".into());
+        lonely.registry = None;
+        let error = lonely.node(path, 1, none).unwrap_err().to_string();
+        assert!(error.contains("need a shared registry"), "{error}");
+        lonely.nodes.truncate(1);
+        assert!(
+            lonely.node(path, 1, none).is_ok(),
+            "one node needs no registry"
+        );
+        let unknown = toml::from_str::<ClusterFile>(&format!("{FILE}\nextra = 1"));
+        assert!(unknown.unwrap_err().to_string().contains("unknown field"));
+    }
+}
