@@ -154,3 +154,58 @@ async fn a_response_for_another_request_is_an_anomaly_not_a_completion() {
     common::swarm_still_works(&lab).await;
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_holding_the_only_handshake_turn_holds_up_newcomers_not_the_swarm() {
+    common::init_logging();
+    let mut config = LabConfig::new(1, 2);
+    config.cluster.node.max_concurrent_handshakes = 1;
+    config.cluster.node.handshake_queue_timeout = Duration::from_millis(300);
+    let lab = Lab::start(config).await.unwrap();
+    common::ready(&lab).await;
+    let (identity, subscription) = register_raw_agent(&lab, "newcomer").await;
+    let node = &lab.cluster.nodes()[0];
+    // Connected, and silent: it holds the node's one turn at the handshake.
+    let silent = tokio::net::TcpStream::connect(node.comms_addr())
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the silent peer to take the turn",
+        || node.stats().handshaking,
+        |&n| n == 1,
+    )
+    .await;
+    let tls = octopoll_pki::tls::polling_client_config(&identity, node.thumbprint()).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(node.comms_addr())
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+        .await
+        .expect("the node answers within its queue bound");
+    assert!(
+        refused.is_err(),
+        "no turn at the handshake within 300 ms: the newcomer is closed"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the newcomer's wait to be counted as a failed handshake",
+        || node.stats().refused_other,
+        |&n| n >= 1,
+    )
+    .await;
+    // Connections that had identified were never in the queue.
+    common::swarm_still_works(&lab).await;
+    // The turn comes free when the silent peer goes.
+    drop(silent);
+    let exchange = tokio::time::timeout(
+        Duration::from_secs(5),
+        common::identify_raw(node, &identity, &subscription),
+    )
+    .await
+    .expect("a free turn: the newcomer identifies");
+    drop(exchange);
+    lab.stop().await;
+}

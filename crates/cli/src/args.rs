@@ -40,6 +40,48 @@ pub enum Command {
     /// Run a swarm of polling agents (or one share of one) as its own process:
     /// register them with a node's API, then poll every node given.
     Swarm(Box<SwarmArgs>),
+    /// Measure handshake rate (vs bare rustls), full-mesh time, memory per
+    /// connection, dispatch latency and a restart storm; print a Markdown table.
+    Bench(BenchArgs),
+}
+
+/// Which benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchWhat {
+    /// Identified polling connections a second, beside bare rustls.
+    Handshake,
+    /// Cold start to full mesh, and memory per held connection (measures the
+    /// handshake rate first, for the bound).
+    Mesh,
+    /// Pickup latency at a fixed request rate.
+    Dispatch,
+    /// Every node restarted at once: recovery time and peak node CPU.
+    Storm,
+    /// All of them.
+    All,
+}
+
+/// `octopoll bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum, default_value = "all")]
+    pub what: BenchWhat,
+    /// Agents in the mesh, dispatch and storm runs (× 3 nodes).
+    #[arg(long, default_value_t = 10_000)]
+    pub agents: usize,
+    /// Key type of every certificate.
+    #[arg(long, value_enum, default_value_t = KeyTypeName::Ecdsa)]
+    pub key_type: KeyTypeName,
+    /// Clients connecting at once in the handshake benchmark.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Requests a second in the dispatch benchmark.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Also write the figures as JSON here.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
 }
 
 /// `octopoll proxy`.

@@ -19,7 +19,7 @@ use tokio::net::UnixDatagram;
 use tokio::process::Command;
 use tracing::{debug, info};
 
-use crate::processes::supervised::{find_program, tail_of, Supervised};
+use crate::processes::supervised::{find_program, tail_of, NotReady, Supervised};
 
 /// How long HAProxy may take to bind its listeners.
 const READY_BOUND: Duration = Duration::from_secs(10);
@@ -252,21 +252,17 @@ impl Haproxy {
                 }
             }
         };
-        let outcome = tokio::select! {
-            ready = tokio::time::timeout(READY_BOUND, ready) => match ready {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(source)) => Err(prepare(source)),
-                Err(_) => Err(BalancerError::NotReady(READY_BOUND)),
-            },
-            status = child.wait() => Err(BalancerError::Exited {
-                status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
-                stderr: tail_of(&stderr_path),
-            }),
-        };
-        if let Err(error) = outcome {
-            child.kill().await;
-            return Err(error);
-        }
+        child
+            .until_ready(ready, READY_BOUND)
+            .await
+            .map_err(|not_ready| match not_ready {
+                NotReady::Failed(source) => prepare(source),
+                NotReady::TimedOut => BalancerError::NotReady(READY_BOUND),
+                NotReady::Exited(status) => BalancerError::Exited {
+                    status,
+                    stderr: tail_of(&stderr_path),
+                },
+            })?;
         let frontends = config.frontends.iter().map(|f| f.bind).collect();
         info!(?frontends, "HAProxy ready");
         Ok(Self {

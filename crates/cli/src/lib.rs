@@ -4,6 +4,7 @@
 //! queues requests on it with exact accounting, and the [`report`] a run ends
 //! with. The end-to-end tests use the same pieces the CLI does.
 
+pub mod bench;
 pub mod control;
 pub mod faults;
 pub mod haproxy;

@@ -18,10 +18,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("octopoll: {error:#}");
-            // A bad scenario file is a usage error, like a bad flag (clap exits 2).
+            // A bad scenario or cluster file, or a run no split of processes can
+            // hold, is a usage error, like a bad flag (clap exits 2).
             let usage = error.chain().any(|cause| {
                 cause.is::<octopoll_cli::scenario::ScenarioError>()
                     || cause.is::<octopoll_cli::scenario::ReadError>()
+                    || cause.is::<octopoll_cli::processes::plan::PlanError>()
+                    || cause.is::<octopoll_cli::processes::cluster_file::ClusterFileError>()
             });
             if usage {
                 ExitCode::from(2)
@@ -44,6 +47,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Swarm(args) => {
             block_on(commands::swarm::swarm(*args, interrupted())).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            octopoll_cli::processes::plan::open_file_limit();
+            block_on(commands::bench::bench(args)).map(|()| ExitCode::SUCCESS)
         }
         Command::Run(args) => block_on(async {
             tokio::select! {

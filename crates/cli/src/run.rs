@@ -17,7 +17,7 @@ const TASKS_BOUND: Duration = Duration::from_secs(10);
 use crate::control::{Burst, ControlState};
 use crate::lab::{Lab, LabConfig};
 use crate::processes::lab::ProcessLab;
-use crate::processes::plan::Plan;
+use crate::processes::plan::{Plan, PlanError};
 use crate::progress::{NodeSample, Progress, Sample};
 use crate::report::{Report, RunFacts};
 use crate::scenario::fault::Fault;
@@ -101,7 +101,7 @@ impl RunConfig {
 
     /// Where the run's parts will live, or why the run cannot be split the way
     /// it must be (what multi-process runs do not do yet).
-    pub fn plan(&self) -> anyhow::Result<Plan> {
+    pub fn plan(&self) -> Result<Plan, PlanError> {
         let polling = &self.lab.swarm.agent.polling;
         let plan = Plan::choose(
             self.lab.swarm.agents as u64,
@@ -111,17 +111,15 @@ impl RunConfig {
             crate::processes::plan::open_file_limit(),
         )?;
         if let Plan::Processes { .. } = plan {
-            let why = |what: String| {
-                anyhow::anyhow!(
-                    "{what} in a run split over processes ({plan}); {} agents × {} nodes is more than one process holds, so run fewer agents, or pass --processes 0 to try in one process",
-                    self.lab.swarm.agents,
-                    self.lab.cluster.nodes
-                )
+            let why = |what: String| PlanError::Unsupported {
+                what,
+                agents: self.lab.swarm.agents as u64,
+                nodes: u64::from(self.lab.cluster.nodes),
             };
             let topology = self.lab.topology;
             if topology.balancing() != crate::topology::Balancing::Direct {
                 return Err(why(format!(
-                    "the {topology} topology puts every connection through one HAProxy process, which cannot hold them; use unique-port-direct or unique-address"
+                    "the {topology} topology puts every connection through one HAProxy process, which cannot hold them (use unique-port-direct or unique-address)"
                 )));
             }
             if self.lab.cluster.queue != octopoll_node::QueueMode::PerNode {
@@ -129,12 +127,7 @@ impl RunConfig {
                     "the shared queue lives in one process: it is not available".into(),
                 ));
             }
-            if self.lab.chaos
-                || self
-                    .faults
-                    .iter()
-                    .any(|f| matches!(f.action, crate::scenario::fault::Action::Network(_)))
-            {
+            if self.lab.chaos || self.faults.iter().any(|f| f.action.is_network()) {
                 return Err(why(
                     "the chaos proxy (network faults) is not available".into()
                 ));

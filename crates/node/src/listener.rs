@@ -2,12 +2,11 @@
 //! task, TLS handshake included, so a slow peer never stalls `accept`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::connection;
 use crate::node::NodeShared;
@@ -20,27 +19,19 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     info!(node = %shared.config.id, addr = ?listener.local_addr().ok(), "polling listener started");
+    let what = format!("polling listener of {}", shared.config.id);
     loop {
-        let accepted = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = crate::tcp::accept(&listener, &what) => accepted,
         };
-        match accepted {
-            Ok((tcp, peer)) => {
-                crate::tcp::tune(&tcp);
-                tracker.spawn(connection::serve(
-                    shared.clone(),
-                    tcp,
-                    peer,
-                    shutdown.child_token(),
-                ));
-            }
-            Err(error) => {
-                // Out of descriptors, usually: back off instead of spinning.
-                warn!(node = %shared.config.id, %error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        crate::tcp::tune(&tcp);
+        tracker.spawn(connection::serve(
+            shared.clone(),
+            tcp,
+            peer,
+            shutdown.child_token(),
+        ));
     }
     info!(node = %shared.config.id, "polling listener stopped");
 }

@@ -140,6 +140,8 @@ pub struct NodeStats {
     pub collected: u64,
     /// Requests waiting in the queue now.
     pub queued: usize,
+    /// Connections in their TLS handshake (or preamble and identity) now.
+    pub handshaking: usize,
     /// Requests created on this node.
     pub requests_created: u64,
     /// Requests that completed with a response.

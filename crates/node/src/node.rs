@@ -281,8 +281,12 @@ impl Node {
     /// A snapshot of the node's counters, over all its runs.
     pub fn stats(&self) -> NodeStats {
         let (created, completed, failed) = self.inner.counters.snapshot();
+        let running = self.inner.running();
         NodeStats {
-            queued: self.inner.running().map_or(0, |s| s.queue.depth()),
+            queued: running.as_ref().map_or(0, |s| s.queue.depth()),
+            handshaking: running.as_ref().map_or(0, |s| {
+                s.config.max_concurrent_handshakes.max(1) - s.handshakes.available_permits()
+            }),
             requests_created: created,
             requests_completed: completed,
             requests_failed: failed,

@@ -28,6 +28,23 @@ pub fn reserve(addr: SocketAddr) -> std::io::Result<TcpSocket> {
     Ok(socket)
 }
 
+/// How long accepting pauses after an error (out of descriptors, usually).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
+/// The next connection on `listener`. An accept error (out of descriptors,
+/// usually) is logged with `what` and followed by a short pause instead of a spin.
+pub async fn accept(listener: &TcpListener, what: &str) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!(%error, what, "accept failed");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+            }
+        }
+    }
+}
+
 /// Applies Halibut's socket options: no Nagle, keepalive 15 s idle / 5 s interval / 10 probes.
 pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);

@@ -3,7 +3,6 @@
 use std::future::Future;
 
 use octopoll_cli::processes::{child, node_process};
-use tokio_util::sync::CancellationToken;
 
 use crate::args::NodeArgs;
 
@@ -15,15 +14,6 @@ pub async fn node(
 ) -> anyhow::Result<()> {
     octopoll_cli::processes::plan::open_file_limit();
     let settings = node_process::settings(&args.cluster_file, args.node)?;
-    let stop = CancellationToken::new();
-    if args.parent_watch {
-        child::watch_parent(stop.clone());
-    }
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        let signal = interrupted.await;
-        tracing::info!(signal, "stopping");
-        on_signal.cancel();
-    });
+    let stop = child::stop_token(args.parent_watch, interrupted);
     node_process::run(settings, stop).await.map(drop)
 }

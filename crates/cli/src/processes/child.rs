@@ -54,8 +54,27 @@ pub fn announce<R: Serialize, S: Serialize>(what: &Announcement<R, S>) -> anyhow
     Ok(())
 }
 
+/// What stops a child process: `interrupted` (a signal), and with `parent_watch`
+/// its stdin ending.
+pub fn stop_token(
+    parent_watch: bool,
+    interrupted: impl std::future::Future<Output = &'static str> + Send + 'static,
+) -> CancellationToken {
+    let stop = CancellationToken::new();
+    if parent_watch {
+        watch_parent(stop.clone());
+    }
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        let signal = interrupted.await;
+        tracing::info!(signal, "stopping");
+        on_signal.cancel();
+    });
+    stop
+}
+
 /// Cancels `stop` once stdin ends (the parent closed it or died).
-pub fn watch_parent(stop: CancellationToken) {
+fn watch_parent(stop: CancellationToken) {
     tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let mut buf = [0u8; 64];

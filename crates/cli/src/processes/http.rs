@@ -27,14 +27,7 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    debug!(%error, "control API accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = octopoll_node::tcp::accept(&listener, "control API") => accepted,
         };
         let _ = tcp.set_nodelay(true);
         let router = router.clone();

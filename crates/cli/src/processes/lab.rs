@@ -32,8 +32,17 @@ use crate::topology::Topology;
 
 /// How long a node process may take to be ready.
 const NODE_READY: Duration = Duration::from_secs(30);
-/// How long a swarm process may take to make and register its agents.
-const SWARM_READY: Duration = Duration::from_secs(300);
+/// How long a swarm process may take to make and register its agents: a minute,
+/// and for each agent of its share a generous guess at making its key (RSA-2048
+/// keys take tens of milliseconds each, on a core shared with everything else)
+/// and registering it.
+fn swarm_ready_bound(agents: usize, key_type: octopoll_pki::KeyType) -> Duration {
+    let per_agent = match key_type {
+        octopoll_pki::KeyType::Rsa2048 => Duration::from_millis(150),
+        _ => Duration::from_millis(10),
+    };
+    Duration::from_secs(60) + per_agent * agents as u32
+}
 
 /// A node process and the parent's handle on its control API.
 struct NodeChild {
@@ -273,16 +282,13 @@ async fn start_swarms(
             parent_watch: false,
         };
         let name = format!("agents {}", args.shard);
+        let share = super::plan::share(swarm.agents, i, swarms).len();
+        let bound = swarm_ready_bound(share, swarm.key_type);
         async move {
             let env = [(API_KEY_ENV, api_key)];
-            let (process, ready) = ChildProcess::start::<Listening>(
-                &name,
-                program,
-                &args.to_args(),
-                &env,
-                SWARM_READY,
-            )
-            .await?;
+            let (process, ready) =
+                ChildProcess::start::<Listening>(&name, program, &args.to_args(), &env, bound)
+                    .await?;
             Ok::<_, anyhow::Error>(SwarmChild {
                 remote: RemoteSwarm::new(ready.control),
                 process,

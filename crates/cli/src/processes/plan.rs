@@ -82,6 +82,16 @@ pub enum PlanError {
         /// Agents.
         agents: u64,
     },
+    /// Something the run asks for lives in one process only.
+    #[error("{what} in a run split over processes, and {agents} agents × {nodes} nodes is more than one process holds: run fewer agents, or pass --processes 0 to try it in one process")]
+    Unsupported {
+        /// What, and what to use instead.
+        what: String,
+        /// Agents.
+        agents: u64,
+        /// Nodes.
+        nodes: u64,
+    },
     /// The share asked for does not fit one process.
     #[error("{swarms} agent process(es) would hold {per_process} connections each, more than one process can under this machine's limit of {limit} open files per process: leave --processes out to size it, or ask for at least {needed}")]
     SharesTooBig {

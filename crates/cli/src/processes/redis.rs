@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::process::Command;
 use tracing::info;
 
-use super::supervised::{find_program, tail_of, Supervised};
+use super::supervised::{find_program, tail_of, NotReady, Supervised};
 
 /// How long redis-server may take to accept connections.
 const READY_BOUND: Duration = Duration::from_secs(10);
@@ -95,26 +95,21 @@ impl LocalRedis {
             })?;
         let url = url_of(&socket);
         let answers = async {
-            loop {
-                if ping(&url).await.is_ok() {
-                    return;
-                }
+            while ping(&url).await.is_err() {
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
+            Ok::<_, std::convert::Infallible>(())
         };
-        let outcome = tokio::select! {
-            ready = tokio::time::timeout(READY_BOUND, answers) => {
-                ready.map_err(|_| RedisError::NotReady(READY_BOUND, tail_of(&log)))
-            }
-            status = child.wait() => Err(RedisError::Exited {
-                status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
-                log: tail_of(&log),
-            }),
-        };
-        if let Err(error) = outcome {
-            child.kill().await;
-            return Err(error);
-        }
+        child
+            .until_ready(answers, READY_BOUND)
+            .await
+            .map_err(|not_ready| match not_ready {
+                NotReady::Exited(status) => RedisError::Exited {
+                    status,
+                    log: tail_of(&log),
+                },
+                _ => RedisError::NotReady(READY_BOUND, tail_of(&log)),
+            })?;
         info!(%url, "redis-server ready");
         Ok(Self {
             child,

@@ -55,6 +55,29 @@ impl Supervised {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Waits up to `bound` for `ready`, unless the child exits first; kills it
+    /// (group and all) if it does not become ready.
+    pub async fn until_ready<E>(
+        &mut self,
+        ready: impl std::future::Future<Output = Result<(), E>>,
+        bound: Duration,
+    ) -> Result<(), NotReady<E>> {
+        let outcome = tokio::select! {
+            ready = tokio::time::timeout(bound, ready) => match ready {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(NotReady::Failed(error)),
+                Err(_) => Err(NotReady::TimedOut),
+            },
+            status = self.child.wait() => Err(NotReady::Exited(
+                status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+            )),
+        };
+        if outcome.is_err() {
+            self.kill().await;
+        }
+        outcome
+    }
+
     /// Sends `signal` to its whole process group.
     pub fn signal(&self, signal: Signal) {
         let Some(pid) = self.child.id() else { return };
@@ -91,6 +114,17 @@ impl Drop for Supervised {
             self.signal(Signal::SIGKILL);
         }
     }
+}
+
+/// Why a child did not become ready.
+#[derive(Debug)]
+pub enum NotReady<E> {
+    /// Waiting for it failed.
+    Failed(E),
+    /// It exited first, with this status.
+    Exited(String),
+    /// It was not ready in time.
+    TimedOut,
 }
 
 /// Finds a program: `explicit` if given (it must exist), else `name` on PATH or in

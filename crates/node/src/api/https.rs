@@ -31,14 +31,7 @@ pub async fn serve(
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    debug!(%error, "API accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = crate::tcp::accept(&listener, "registration API") => accepted,
         };
         let acceptor = acceptor.clone();
         let router = router.clone();
