@@ -129,6 +129,14 @@ async fn conflicts_hold_across_processes_and_ids_stay_unique() {
         .await
         .unwrap();
     assert!(other.is_empty());
+    // A finished cluster forgotten: a new one of that name starts empty.
+    MachineRegistry::forget(&redis.url(), "conflicts")
+        .await
+        .unwrap();
+    let again = MachineRegistry::connect(&redis.url(), "conflicts")
+        .await
+        .unwrap();
+    assert!(again.is_empty());
     redis.stop().await;
 }
 

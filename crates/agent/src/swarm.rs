@@ -29,6 +29,8 @@ pub struct SwarmConfig {
     pub agents: usize,
     /// The index of the first one in the whole swarm (0 unless this is a share).
     pub first: usize,
+    /// Agents in the whole swarm, for the width of the names (0: this is all of it).
+    pub total: usize,
     /// Names are `<prefix>-0001`, … (five digits past 9,999 agents).
     pub name_prefix: String,
     /// Certificate key type.
@@ -47,6 +49,7 @@ impl SwarmConfig {
         Self {
             agents,
             first: 0,
+            total: 0,
             name_prefix: "agent".into(),
             key_type: KeyType::EcdsaP256,
             seed: 0,
@@ -131,11 +134,8 @@ impl Swarm {
             .server_thumbprint(&target.api_url, &target.api_key)
             .await?;
         let identities = generate(config.agents, config.key_type).await?;
-        let width = if config.first + config.agents > 9_999 {
-            5
-        } else {
-            4
-        };
+        let total = config.total.max(config.first + config.agents);
+        let width = if total > 9_999 { 5 } else { 4 };
         let agents: Vec<(Agent, f64)> = identities
             .into_iter()
             .enumerate()

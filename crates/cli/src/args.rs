@@ -40,6 +40,13 @@ pub enum Command {
     /// Run a swarm of polling agents (or one share of one) as its own process:
     /// register them with a node's API, then poll every node given.
     Swarm(Box<SwarmArgs>),
+    /// Run PROGRAM until it exits or this process's stdin closes (how octopoll
+    /// keeps a program that cannot watch its parent from outliving it).
+    #[command(hide = true)]
+    Guard(GuardArgs),
+    /// Exit 0 if a node's or swarm's control API answers 2xx at URL (a container
+    /// health check), 1 otherwise, saying why.
+    Health(HealthArgs),
     /// Measure handshake rate (vs bare rustls), full-mesh time, memory per
     /// connection, dispatch latency and a restart storm; print a Markdown table.
     Bench(BenchArgs),
@@ -317,6 +324,28 @@ pub struct CertsArgs {
     #[arg(long, value_enum, default_value_t = KeyTypeName::Ecdsa)]
     pub key_type: KeyTypeName,
     /// Replace existing files.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "keep")]
     pub force: bool,
+    /// Leave existing files as they are and succeed (a container that runs on
+    /// every start keeps the cluster's certificate).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// `octopoll guard`.
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// The program, then its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `octopoll health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The control API URL to ask, e.g. `http://127.0.0.1:8080/api/node`.
+    pub url: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub timeout: Duration,
 }

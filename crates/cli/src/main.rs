@@ -48,6 +48,23 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Swarm(args) => {
             block_on(commands::swarm::swarm(*args, interrupted())).map(|()| ExitCode::SUCCESS)
         }
+        Command::Guard(args) => {
+            let (program, rest) = args
+                .command
+                .split_first()
+                .ok_or_else(|| anyhow::anyhow!("guard: no program given"))?;
+            let status = block_on(octopoll_cli::processes::guard::run(
+                program,
+                rest,
+                interrupted(),
+            ))?;
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
+        }
+        Command::Health(args) => {
+            block_on(commands::health::health(args)).map(|()| ExitCode::SUCCESS)
+        }
         Command::Bench(args) => {
             octopoll_cli::processes::plan::open_file_limit();
             block_on(commands::bench::bench(args)).map(|()| ExitCode::SUCCESS)

@@ -60,6 +60,9 @@ pub struct HandshakeFigures {
     pub rounds: Vec<(f64, f64)>,
 }
 
+/// The longest one benchmark connection may take before it counts as failed.
+const CONNECTION_BOUND: Duration = Duration::from_secs(10);
+
 /// Identities registered with the node, each used by many connections.
 const CLIENT_IDENTITIES: usize = 64;
 
@@ -174,12 +177,12 @@ async fn measure(
             while Instant::now() < deadline {
                 let peer = &peers[i % peers.len()];
                 i += bench.concurrency;
-                match once(peer, target).await {
-                    Ok(negotiated) => {
+                match tokio::time::timeout(CONNECTION_BOUND, once(peer, target)).await {
+                    Ok(Ok(negotiated)) => {
                         done.fetch_add(1, Ordering::Relaxed);
                         seen = seen.or(Some(negotiated));
                     }
-                    Err(_) => {
+                    Ok(Err(_)) | Err(_) => {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod certs;
+pub mod health;
 pub mod node;
 pub mod proxy;
 pub mod run;

@@ -87,8 +87,12 @@ pub struct SwarmArgs {
     #[arg(long, env = API_KEY_ENV, hide_env_values = true)]
     pub api_key: String,
     /// The server certificate's thumbprint, to pin the registration API.
-    #[arg(long, value_name = "THUMBPRINT", conflicts_with = "insecure")]
+    #[arg(long, value_name = "THUMBPRINT", conflicts_with_all = ["insecure", "server_certificate"])]
     pub server_thumbprint: Option<String>,
+    /// The server certificate (PEM) to pin the registration API to, instead of
+    /// its thumbprint (a container reads it from the cluster's certificate volume).
+    #[arg(long, value_name = "PATH", conflicts_with = "insecure")]
+    pub server_certificate: Option<PathBuf>,
     /// Accept any certificate on the registration API (the comms connections are
     /// still pinned to the thumbprint the API reports).
     #[arg(long)]
@@ -156,14 +160,19 @@ impl SwarmArgs {
                     .with_context(|| format!("--poll {a}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let trust = match (&self.server_thumbprint, self.insecure) {
-            (Some(text), _) => RegistrationTrust::Pinned(
+        let trust = match (&self.server_thumbprint, &self.server_certificate, self.insecure) {
+            (Some(text), _, _) => RegistrationTrust::Pinned(
                 text.parse::<Thumbprint>()
                     .map_err(|e| anyhow::anyhow!("--server-thumbprint {text}: {e}"))?,
             ),
-            (None, true) => RegistrationTrust::DangerousAcceptAny,
-            (None, false) => bail!(
-                "give --server-thumbprint THUMBPRINT to pin the registration API, or --insecure to accept any certificate on it"
+            (None, Some(path), _) => {
+                let cert = octopoll_pki::pem::load_cert(path)
+                    .with_context(|| format!("--server-certificate {}", path.display()))?;
+                RegistrationTrust::Pinned(Thumbprint::of(&cert))
+            }
+            (None, None, true) => RegistrationTrust::DangerousAcceptAny,
+            (None, None, false) => bail!(
+                "give --server-thumbprint THUMBPRINT or --server-certificate PEM to pin the registration API, or --insecure to accept any certificate on it"
             ),
         };
         if self.backoff_min > self.backoff_max {
@@ -179,6 +188,7 @@ impl SwarmArgs {
         };
         let mut swarm = SwarmConfig::new(range.len());
         swarm.first = range.start;
+        swarm.total = total;
         swarm.key_type = self.key_type.into();
         // Replicas with their own prefixes get subscriptions of their own too.
         swarm.seed = self.seed ^ fnv1a(prefix.as_bytes());
@@ -233,10 +243,11 @@ impl SwarmArgs {
             format!("--ramp={}", self.ramp),
             format!("--control={}", self.control),
         ];
-        match &self.server_thumbprint {
-            Some(thumbprint) => args.push(format!("--server-thumbprint={thumbprint}")),
-            None if self.insecure => args.push("--insecure".into()),
-            None => {}
+        match (&self.server_thumbprint, &self.server_certificate) {
+            (Some(thumbprint), _) => args.push(format!("--server-thumbprint={thumbprint}")),
+            (None, Some(path)) => args.push(format!("--server-certificate={}", path.display())),
+            (None, None) if self.insecure => args.push("--insecure".into()),
+            (None, None) => {}
         }
         args.extend(self.poll.iter().map(|a| format!("--poll={a}")));
         if self.hold {
@@ -302,6 +313,7 @@ mod tests {
         assert_eq!(again.to_args(), args.to_args());
         let settings = again.settings().unwrap();
         assert_eq!((settings.swarm.first, settings.swarm.agents), (3, 3));
+        assert_eq!(settings.swarm.total, 10);
         assert_eq!(settings.nodes.len(), 2);
         assert_eq!(
             settings.swarm.agent.polling.backoff.min,

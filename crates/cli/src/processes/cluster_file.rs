@@ -162,9 +162,9 @@ impl ClusterFile {
         })
     }
 
-    /// The file's text.
-    pub fn render(&self) -> String {
-        toml::to_string(self).expect("a cluster file always serializes")
+    /// The file's text; an error for a path TOML cannot hold (not UTF-8).
+    pub fn render(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
     }
 
     /// Node `n`'s settings: the file's values, `OCTOPOLL_API_KEY` and
@@ -274,7 +274,7 @@ control = "0.0.0.0:8080"
         let one = file.node(path, 1, env).unwrap();
         assert_eq!(one.listen.control, default_control());
         // Round trip: what octopoll writes, it reads.
-        let again = parse(&file.render());
+        let again = parse(&file.render().unwrap());
         assert_eq!(again.nodes.len(), 2);
     }
 

@@ -61,9 +61,13 @@ pub struct ProcessLab {
     nodes: Vec<NodeChild>,
     swarms: Vec<SwarmChild>,
     redis: Option<LocalRedis>,
+    /// The registry's URL and this run's namespace in it, deleted at the end.
+    registry: (String, String),
     usage: UsageSampler,
     topology: Topology,
     agents: usize,
+    /// Polling links the agents hold when every one is up.
+    links: usize,
     /// The cluster file and certificate the nodes read.
     _dir: tempfile::TempDir,
 }
@@ -79,7 +83,7 @@ impl ProcessLab {
         let (redis, registry) = match &config.redis {
             Some(url) => (None, url.clone()),
             None => {
-                let redis = LocalRedis::start(None)
+                let redis = LocalRedis::start_guarded(None, &program)
                     .await
                     .context("starting the Redis server the node processes share")?;
                 let url = redis.url();
@@ -95,7 +99,9 @@ impl ProcessLab {
             tokio::task::spawn_blocking(move || Identity::generate("octopoll-server", key_type))
                 .await?
                 .context("generating the server certificate")?;
-        let cluster_file = write_cluster(config, &identity, &registry, dir.path())?;
+        // A namespace of this run's own: a Redis of the user's may hold other runs.
+        let namespace = format!("run-{}", uuid::Uuid::new_v4().simple());
+        let cluster_file = write_cluster(config, &identity, (&registry, &namespace), dir.path())?;
         let api_key = config.lab.cluster.node.api_key.expose().to_owned();
 
         let nodes = start_nodes(config, &program, &cluster_file, &api_key).await?;
@@ -104,7 +110,11 @@ impl ProcessLab {
             .into_iter()
             .enumerate()
             .map(|(i, (process, ready))| NodeChild {
-                remote: RemoteNode::new(NodeId(i as u16 + 1), ready.control),
+                remote: RemoteNode::new(
+                    NodeId(i as u16 + 1),
+                    ready.control,
+                    config.lab.cluster.node.api_key.clone(),
+                ),
                 process,
             })
             .collect();
@@ -135,9 +145,13 @@ impl ProcessLab {
             nodes: node_children,
             swarms: swarm_children,
             redis,
+            registry: (registry, namespace),
             usage: UsageSampler::start(watched),
             topology: config.lab.topology,
             agents: config.lab.swarm.agents,
+            links: config.lab.swarm.agents
+                * usize::from(config.lab.cluster.nodes)
+                * config.lab.swarm.agent.polling.connections_per_node.max(1),
             _dir: dir,
         })
     }
@@ -160,7 +174,7 @@ fn comms_of(listening: &Listening) -> String {
 fn write_cluster(
     config: &RunConfig,
     identity: &Identity,
-    registry: &str,
+    (registry, namespace): (&str, &str),
     dir: &std::path::Path,
 ) -> anyhow::Result<PathBuf> {
     let (certificate, private_key) = octopoll_pki::pem::paths(dir, "node");
@@ -191,7 +205,7 @@ fn write_cluster(
         .collect::<Result<Vec<_>, octopoll_node::Error>>()?;
     let node = &cluster.node;
     let file = ClusterFile {
-        name: format!("run-{}", std::process::id()),
+        name: namespace.to_owned(),
         registry: Some(registry.to_owned()),
         api_key: None,
         certificate,
@@ -203,7 +217,8 @@ fn write_cluster(
         nodes,
     };
     let path = dir.join("cluster.toml");
-    std::fs::write(&path, file.render()).context("writing the cluster file")?;
+    let text = file.render().context("writing the cluster file")?;
+    std::fs::write(&path, text).context("writing the cluster file")?;
     Ok(path)
 }
 
@@ -266,6 +281,7 @@ async fn start_swarms(
             register: apis[i % apis.len()].clone(),
             api_key: String::new(),
             server_thumbprint: Some(identity.thumbprint().to_string()),
+            server_certificate: None,
             insecure: false,
             poll: comms.to_vec(),
             name_prefix: swarm.name_prefix.clone(),
@@ -290,7 +306,7 @@ async fn start_swarms(
                 ChildProcess::start::<Listening>(&name, program, &args.to_args(), &env, bound)
                     .await?;
             Ok::<_, anyhow::Error>(SwarmChild {
-                remote: RemoteSwarm::new(ready.control),
+                remote: RemoteSwarm::new(ready.control, config.lab.cluster.node.api_key.clone()),
                 process,
             })
         }
@@ -397,14 +413,19 @@ impl Testbed for ProcessLab {
 
     async fn swarm(&self) -> SwarmTally {
         let statuses = join_all(self.swarms.iter().map(|s| s.remote.status())).await;
-        statuses
-            .into_iter()
-            .flatten()
-            .fold(SwarmTally::default(), |tally, s| SwarmTally {
-                links: tally.links + s.links,
+        // Links counted from what the run asked for: a share that does not answer,
+        // or never started polling, leaves its links unconnected, not uncounted.
+        statuses.into_iter().flatten().fold(
+            SwarmTally {
+                links: self.links,
+                ..SwarmTally::default()
+            },
+            |tally, s| SwarmTally {
                 connections: tally.connections + s.connections,
                 failures: tally.failures + s.failures,
-            })
+                ..tally
+            },
+        )
     }
 
     fn act(
@@ -473,6 +494,10 @@ impl Testbed for ProcessLab {
                 (id, stats)
             })
             .collect();
+        let (url, namespace) = &self.registry;
+        if let Err(error) = octopoll_node::MachineRegistry::forget(url, namespace).await {
+            warn!(%error, "could not delete the run's machines from the registry");
+        }
         if let Some(redis) = self.redis {
             redis.stop().await;
         }

@@ -5,6 +5,7 @@
 pub mod args;
 pub mod child;
 pub mod cluster_file;
+pub mod guard;
 pub mod http;
 pub mod lab;
 pub mod node_api;

@@ -9,6 +9,10 @@
 //! * `POST /api/requests`: queue one request and answer with its outcome once
 //!   it ends (a workload's request; dropping the call withdraws it).
 //!
+//! Every `POST` needs the cluster's API key in `X-Octopus-ApiKey` (compared in
+//! constant time): whoever can reach the port could otherwise stop the node or
+//! send work to its agents. Reads need none (a health check reads `/api/node`).
+//!
 //! The types are shared with the client in [`super::remote`].
 
 use std::net::SocketAddr;
@@ -168,14 +172,40 @@ impl SendOutcome {
 
 /// The routes over `node`, apart from serving them.
 pub fn router(node: Arc<Node>) -> Router {
+    let key = node.config().api_key.clone();
+    let writes = Router::new()
+        .route("/api/node/{action}", post(act))
+        .route("/api/requests", post(send))
+        .route_layer(axum::middleware::from_fn(move |request, next| {
+            require_key(key.clone(), request, next)
+        }));
     Router::new()
         .route("/api/node", get(status))
         .route("/api/node/pairs", get(pairs))
-        .route("/api/node/{action}", post(act))
         .route("/api/machines", get(machines))
-        .route("/api/requests", post(send))
+        .merge(writes)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(node)
+}
+
+/// Lets a request through only with the API key in `X-Octopus-ApiKey`.
+pub async fn require_key(
+    key: octopoll_pki::ApiKey,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(octopoll_wire::api::API_KEY_HEADER)
+        .and_then(|v| v.to_str().ok());
+    match presented {
+        Some(presented) if key.matches(presented) => next.run(request).await,
+        Some(_) => error(StatusCode::UNAUTHORIZED, "invalid API key".into()),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            format!("missing {} header", octopoll_wire::api::API_KEY_HEADER),
+        ),
+    }
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<NodeStatus> {

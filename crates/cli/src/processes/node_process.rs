@@ -61,7 +61,7 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         super::node_api::router(node.clone()),
         serving.clone(),
     ));
-    info!(node = %id, comms = %node.comms_addr(), api = %node.api_addr(), control = %control_addr, registry = settings.registry.as_deref().unwrap_or("in this process"), "node process ready");
+    info!(node = %id, comms = %node.comms_addr(), api = %node.api_addr(), control = %control_addr, registry = node.registry().store_url().unwrap_or("in this process"), "node process ready");
     announce::<_, ()>(&Announcement::Ready(Listening {
         control: control_addr,
         comms: Some(node.comms_addr()),

@@ -51,12 +51,25 @@ pub enum RedisError {
 pub struct LocalRedis {
     child: Supervised,
     socket: PathBuf,
+    /// Held open: a guard (see [`LocalRedis::start_guarded`]) stops Redis when it closes.
+    _guard_stdin: Option<tokio::process::ChildStdin>,
     _dir: tempfile::TempDir,
 }
 
 impl LocalRedis {
     /// Starts `redis-server` (`binary`, or found on PATH) and waits until it answers.
     pub async fn start(binary: Option<&Path>) -> Result<Self, RedisError> {
+        Self::start_with(binary, None).await
+    }
+
+    /// [`LocalRedis::start`], with redis-server run under `octopoll guard` (the
+    /// `octopoll` binary at `guard`): it then stops even when this process is
+    /// killed outright, with no chance to stop it.
+    pub async fn start_guarded(binary: Option<&Path>, guard: &Path) -> Result<Self, RedisError> {
+        Self::start_with(binary, Some(guard)).await
+    }
+
+    async fn start_with(binary: Option<&Path>, guard: Option<&Path>) -> Result<Self, RedisError> {
         let binary = find_program("redis-server", binary, &["/usr/bin", "/usr/sbin"])
             .ok_or(RedisError::NotInstalled)?;
         let dir = tempfile::Builder::new()
@@ -68,7 +81,14 @@ impl LocalRedis {
             })?;
         let socket = dir.path().join("redis.sock");
         let log = dir.path().join("redis.log");
-        let mut command = Command::new(&binary);
+        let mut command = match guard {
+            Some(guard) => {
+                let mut command = Command::new(guard);
+                command.arg("guard").arg("--").arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
         command
             .args(["--port", "0", "--unixsocketperm", "700", "--save", ""])
             .args([
@@ -85,7 +105,11 @@ impl LocalRedis {
             .arg(dir.path())
             .arg("--logfile")
             .arg(&log)
-            .stdin(Stdio::null())
+            .stdin(if guard.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut child =
@@ -93,6 +117,7 @@ impl LocalRedis {
                 dir: dir.path().to_owned(),
                 source,
             })?;
+        let guard_stdin = child.child_mut().stdin.take();
         let url = url_of(&socket);
         let answers = async {
             while ping(&url).await.is_err() {
@@ -114,6 +139,7 @@ impl LocalRedis {
         Ok(Self {
             child,
             socket,
+            _guard_stdin: guard_stdin,
             _dir: dir,
         })
     }

@@ -4,11 +4,13 @@
 //! however many requests wait on a node at once.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use octopoll_node::{FailReason, Machine, NodeId};
+use octopoll_pki::ApiKey;
+use octopoll_wire::api::API_KEY_HEADER;
 use octopoll_wire::{DataStream, RequestMessage, SubscriptionId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -51,12 +53,14 @@ pub enum RemoteError {
 pub struct ControlClient {
     http: reqwest::Client,
     base: String,
+    /// Sent with every write.
+    key: ApiKey,
 }
 
 impl ControlClient {
     /// A client of the API at `addr`, over HTTP/2 without TLS (loopback, or the
-    /// private network of a container run).
-    pub fn new(addr: SocketAddr) -> Self {
+    /// private network of a container run), writing with `key`.
+    pub fn new(addr: SocketAddr, key: ApiKey) -> Self {
         let http = reqwest::Client::builder()
             .http2_prior_knowledge()
             .no_proxy()
@@ -66,6 +70,7 @@ impl ControlClient {
         Self {
             http,
             base: format!("http://{addr}"),
+            key,
         }
     }
 
@@ -112,7 +117,11 @@ impl ControlClient {
         timeout: Option<Duration>,
     ) -> Result<T, RemoteError> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.post(&url).json(body);
+        let mut request = self
+            .http
+            .post(&url)
+            .header(API_KEY_HEADER, self.key.expose())
+            .json(body);
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
@@ -128,15 +137,18 @@ pub struct RemoteNode {
     /// Whether it runs, as the parent last saw or made it: the workload queues
     /// only on running nodes, without asking first.
     running: Arc<AtomicBool>,
+    /// Faults asked for so far: a status read from before the last one is stale.
+    acts: Arc<AtomicU64>,
 }
 
 impl RemoteNode {
-    /// Node `id` whose control API is at `control`.
-    pub fn new(id: NodeId, control: SocketAddr) -> Self {
+    /// Node `id` whose control API is at `control`; `key` is the cluster's API key.
+    pub fn new(id: NodeId, control: SocketAddr, key: ApiKey) -> Self {
         Self {
             id,
-            client: ControlClient::new(control),
+            client: ControlClient::new(control, key),
             running: Arc::new(AtomicBool::new(true)),
+            acts: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -150,11 +162,16 @@ impl RemoteNode {
         self.running.load(Ordering::Acquire)
     }
 
-    /// Its status now.
+    /// Its status now. A node process that does not answer counts as down.
     pub async fn status(&self) -> Result<NodeStatus, RemoteError> {
-        let status: NodeStatus = self.client.get("/api/node").await?;
-        self.running.store(status.running, Ordering::Release);
-        Ok(status)
+        let acts = self.acts.load(Ordering::Acquire);
+        let status = self.client.get::<NodeStatus>("/api/node").await;
+        // A fault asked for meanwhile knows better than this answer.
+        if self.acts.load(Ordering::Acquire) == acts {
+            let running = status.as_ref().is_ok_and(|s| s.running);
+            self.running.store(running, Ordering::Release);
+        }
+        status
     }
 
     /// Every registered machine's state with it, by name.
@@ -176,6 +193,7 @@ impl RemoteNode {
         let path = format!("/api/node/{name}?undo={undo}");
         // Marked down before a kill or stop is asked for, so no request is
         // queued on a node going away.
+        self.acts.fetch_add(1, Ordering::AcqRel);
         if matches!(action, NodeAction::Kill | NodeAction::Stop) && !undo {
             self.running.store(false, Ordering::Release);
         }
@@ -221,10 +239,10 @@ pub struct RemoteSwarm {
 }
 
 impl RemoteSwarm {
-    /// The swarm whose control API is at `control`.
-    pub fn new(control: SocketAddr) -> Self {
+    /// The swarm whose control API is at `control`; `key` is the cluster's API key.
+    pub fn new(control: SocketAddr, key: ApiKey) -> Self {
         Self {
-            client: ControlClient::new(control),
+            client: ControlClient::new(control, key),
         }
     }
 

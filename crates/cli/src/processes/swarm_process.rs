@@ -4,7 +4,8 @@
 //! it was given. Its control API:
 //!
 //! * `GET /api/swarm`: agents, polling links, identified connections, failures;
-//! * `POST /api/swarm/poll`: start polling (a swarm started with `--hold`).
+//! * `POST /api/swarm/poll`: start polling (a swarm started with `--hold`); it
+//!   needs the API key in `X-Octopus-ApiKey`, as the node's writes do.
 //!
 //! SIGTERM, Ctrl-C or its parent going away stop every agent gracefully.
 
@@ -113,10 +114,15 @@ impl Share {
     }
 }
 
-fn router(share: Arc<Share>) -> Router {
+fn router(share: Arc<Share>, key: octopoll_pki::ApiKey) -> Router {
+    let writes = Router::new()
+        .route("/api/swarm/poll", post(poll))
+        .route_layer(axum::middleware::from_fn(move |request, next| {
+            super::node_api::require_key(key.clone(), request, next)
+        }));
     Router::new()
         .route("/api/swarm", get(status))
-        .route("/api/swarm/poll", post(poll))
+        .merge(writes)
         .with_state(share)
 }
 
@@ -136,6 +142,7 @@ async fn poll(State(share): State<Arc<Share>>) -> Response {
 pub async fn run(settings: SwarmSettings, stop: CancellationToken) -> anyhow::Result<SwarmStatus> {
     let agents = settings.swarm.agents;
     let first = settings.swarm.first;
+    let key = settings.target.api_key.clone();
     let control = octopoll_node::tcp::bind(settings.control).with_context(|| {
         format!(
             "the swarm's control API could not bind {}",
@@ -165,7 +172,7 @@ pub async fn run(settings: SwarmSettings, stop: CancellationToken) -> anyhow::Re
     let serving = CancellationToken::new();
     let server = tokio::spawn(super::http::serve(
         control,
-        router(share.clone()),
+        router(share.clone(), key),
         serving.clone(),
     ));
     info!(agents, first = first + 1, nodes = settings.nodes.len(), control = %control_addr, "swarm process ready");

@@ -14,6 +14,9 @@ struct Inner {
     by_thumbprint: HashMap<Thumbprint, Machine>,
     /// The last id handed out, when this copy is the store.
     next_id: u64,
+    /// Removals and reloads so far: a machine read from the store before one of
+    /// them may be stale, and must not be put back (see [`Machines::insert_read`]).
+    removals: u64,
 }
 
 /// Machines by thumbprint, and their thumbprints trusted. Clones share state.
@@ -47,30 +50,53 @@ impl Machines {
         }
         inner.next_id += 1;
         let machine = new.with_id(format!("Machines-{}", inner.next_id));
+        // The trusted set changes under the map's lock, so the two never disagree.
+        self.trusted.insert(machine.thumbprint);
         inner
             .by_thumbprint
             .insert(machine.thumbprint, machine.clone());
-        self.trusted.insert(machine.thumbprint);
         Ok(Registered::Created(machine))
     }
 
-    /// Adds or replaces `machine` (the store registered it).
+    /// Adds or replaces `machine`, as the store's change stream announced it.
     pub(super) fn insert(&self, machine: Machine) {
-        let thumbprint = machine.thumbprint;
-        self.write().by_thumbprint.insert(thumbprint, machine);
-        self.trusted.insert(thumbprint);
+        let mut inner = self.write();
+        self.trusted.insert(machine.thumbprint);
+        inner.by_thumbprint.insert(machine.thumbprint, machine);
+    }
+
+    /// How many removals and reloads this copy has seen: take it before reading
+    /// the store, and give it to [`Machines::insert_read`].
+    pub(super) fn removals(&self) -> u64 {
+        self.read().removals
+    }
+
+    /// Adds `machine`, read from the store when [`Machines::removals`] was
+    /// `before`, unless a removal or reload came since (the machine may have been
+    /// deregistered in between: putting it back would trust it for good).
+    /// Returns whether it was added.
+    pub(super) fn insert_read(&self, machine: Machine, before: u64) -> bool {
+        let mut inner = self.write();
+        if inner.removals != before {
+            return false;
+        }
+        self.trusted.insert(machine.thumbprint);
+        inner.by_thumbprint.insert(machine.thumbprint, machine);
+        true
     }
 
     /// Removes the machine with `thumbprint`.
     pub(super) fn remove(&self, thumbprint: &Thumbprint) -> Option<Machine> {
-        let removed = self.write().by_thumbprint.remove(thumbprint);
+        let mut inner = self.write();
+        inner.removals += 1;
         self.trusted.remove(thumbprint);
-        removed
+        inner.by_thumbprint.remove(thumbprint)
     }
 
     /// Makes this copy hold exactly `machines` (reloaded from the store).
     pub(super) fn replace_all(&self, machines: Vec<Machine>) {
         let mut inner = self.write();
+        inner.removals += 1;
         inner.by_thumbprint = machines.into_iter().map(|m| (m.thumbprint, m)).collect();
         self.trusted
             .replace_all(inner.by_thumbprint.keys().copied());
@@ -111,5 +137,32 @@ pub(super) fn same_or_conflict(existing: &Machine, new: &NewMachine) -> Result<(
             thumbprint: new.thumbprint,
             existing: existing.name.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::tests::new_machine;
+
+    #[test]
+    fn a_read_that_a_removal_overtook_is_not_put_back() {
+        let machines = Machines::new(TrustedThumbprints::deferring());
+        let machine = new_machine("a", 1, "poll://a/").with_id("Machines-1".into());
+        let thumbprint = machine.thumbprint;
+        // Read from the store, then deregistered before the read is kept.
+        let before = machines.removals();
+        machines.remove(&thumbprint);
+        assert!(!machines.insert_read(machine.clone(), before));
+        assert!(machines.get(&thumbprint).is_none());
+        assert!(!machines.trusted().contains(&thumbprint));
+        // A read after the removal is kept.
+        let before = machines.removals();
+        assert!(machines.insert_read(machine, before));
+        assert!(machines.trusted().contains(&thumbprint));
+        // A reload counts as a removal.
+        let before = machines.removals();
+        machines.replace_all(Vec::new());
+        assert_ne!(machines.removals(), before);
     }
 }

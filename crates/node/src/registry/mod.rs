@@ -172,6 +172,12 @@ impl MachineRegistry {
         })
     }
 
+    /// Deletes every machine of the cluster `namespace` from the Redis server at
+    /// `url`: for a cluster that will not run again (a finished run's).
+    pub async fn forget(url: &str, namespace: &str) -> Result<(), StoreError> {
+        RedisStore::forget(url, namespace).await
+    }
+
     /// Whether the registry is shared with other processes (so the local copy can
     /// trail it by a moment).
     pub fn is_shared(&self) -> bool {

@@ -74,6 +74,9 @@ redis.call('PUBLISH', KEYS[4], '{"deregistered":"' .. ARGV[1] .. '"}')
 return existing
 "#;
 
+/// How often a lookup is asked again when removals keep landing during it.
+const FETCH_ATTEMPTS: usize = 3;
+
 /// How long the follower waits before reconnecting after the channel dropped.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
 
@@ -138,13 +141,14 @@ impl RedisStore {
         namespace: &str,
         machines: Machines,
     ) -> Result<Self, StoreError> {
-        let error = redis_error(url);
+        let shown = redacted(url);
+        let error = redis_error(&shown);
         let client = redis::Client::open(url).map_err(&error)?;
         let connection = ConnectionManager::new_with_config(client.clone(), manager_config())
             .await
             .map_err(&error)?;
         let link = Arc::new(Link {
-            url: url.to_owned(),
+            url: shown.clone(),
             keys: Keys::new(namespace),
             connection,
             machines,
@@ -161,7 +165,7 @@ impl RedisStore {
         };
         tokio::spawn(follower.run(pubsub, stop.clone()));
         info!(
-            url,
+            url = %shown,
             namespace,
             machines = link.machines.len(),
             "machine registry shared through Redis"
@@ -172,11 +176,31 @@ impl RedisStore {
         })
     }
 
+    /// Deletes every key of `namespace` at `url`: a cluster that is gone for good.
+    pub(super) async fn forget(url: &str, namespace: &str) -> Result<(), StoreError> {
+        let shown = redacted(url);
+        let error = redis_error(&shown);
+        let client = redis::Client::open(url).map_err(&error)?;
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(&error)?;
+        let keys = Keys::new(namespace);
+        redis::cmd("DEL")
+            .arg(&keys.machines)
+            .arg(&keys.names)
+            .arg(&keys.next_id)
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(&error)
+    }
+
     pub(super) fn url(&self) -> &str {
         &self.url
     }
 
     pub(super) async fn register(&self, new: NewMachine) -> Result<Registered, RegisterError> {
+        let before = self.machines.removals();
         // `{"id":""` first: the script puts the new id there.
         let body = serde_json::to_string(&new.clone().with_id(String::new()))
             .map_err(|e| self.malformed(e.to_string()))?;
@@ -195,14 +219,15 @@ impl RedisStore {
         match answer.as_slice() {
             [kind, text] if kind == "created" => {
                 let machine = self.parse(text)?;
-                // Ours at once: the announcement may come a moment later.
-                self.machines.insert(machine.clone());
+                // Ours at once (the announcement may come a moment later), unless
+                // a deregistration overtook this answer.
+                self.machines.insert_read(machine.clone(), before);
                 Ok(Registered::Created(machine))
             }
             [kind, text] if kind == "exists" => {
                 let existing = self.parse(text)?;
                 same_or_conflict(&existing, &new)?;
-                self.machines.insert(existing.clone());
+                self.machines.insert_read(existing.clone(), before);
                 Ok(Registered::Unchanged(existing))
             }
             [kind, _] if kind == "name" => Err(Conflict::Name { name: new.name }.into()),
@@ -229,20 +254,28 @@ impl RedisStore {
         removed.map(|text| self.parse(&text)).transpose()
     }
 
-    /// Looks `thumbprint` up in Redis itself, and keeps what it finds.
+    /// Looks `thumbprint` up in Redis itself, and keeps what it finds. A removal
+    /// that lands while Redis is being asked means the answer may be stale: it is
+    /// asked again (and the answer not kept if that keeps happening).
     pub(super) async fn fetch(
         &self,
         thumbprint: &Thumbprint,
     ) -> Result<Option<Machine>, StoreError> {
-        let text: Option<String> = self
-            .connection
-            .clone()
-            .hget(&self.keys.machines, thumbprint.to_string())
-            .await
-            .map_err(redis_error(&self.url))?;
-        let machine = text.map(|text| self.parse(&text)).transpose()?;
-        if let Some(machine) = &machine {
-            self.machines.insert(machine.clone());
+        let mut machine = None;
+        for _ in 0..FETCH_ATTEMPTS {
+            let before = self.machines.removals();
+            let text: Option<String> = self
+                .connection
+                .clone()
+                .hget(&self.keys.machines, thumbprint.to_string())
+                .await
+                .map_err(redis_error(&self.url))?;
+            machine = text.map(|text| self.parse(&text)).transpose()?;
+            match &machine {
+                None => return Ok(None),
+                Some(found) if self.machines.insert_read(found.clone(), before) => break,
+                Some(_) => continue,
+            }
         }
         Ok(machine)
     }
@@ -298,6 +331,19 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_response_timeout(Some(Duration::from_secs(5)))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(500))
+}
+
+/// `url` with its user name and password hidden: it goes into logs and into the
+/// registration API's error answers.
+pub(crate) fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 fn redis_error(url: &str) -> impl Fn(redis::RedisError) -> StoreError + '_ {
@@ -356,5 +402,24 @@ impl Follower {
                 }
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn credentials_never_leave_the_url() {
+        assert_eq!(
+            redacted("redis://user:s3cret@redis:6379/0"),
+            "redis://***@redis:6379/0"
+        );
+        assert_eq!(redacted("redis://:s3cret@redis"), "redis://***@redis");
+        assert_eq!(redacted("redis://redis:6379"), "redis://redis:6379");
+        assert_eq!(
+            redacted("redis+unix:///tmp/a@b/redis.sock"),
+            "redis+unix:///tmp/a@b/redis.sock"
+        );
     }
 }
