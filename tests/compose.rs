@@ -50,6 +50,33 @@ fn compose_program() -> Option<Vec<String>> {
     }
 }
 
+/// Whether the images the compose file names can be had: the variables point
+/// somewhere (a local base image), or the public images are here or can be pulled.
+fn images_available() -> Result<(), String> {
+    if std::env::var_os("OCTOPOLL_BASE_IMAGE").is_some() {
+        return Ok(());
+    }
+    for image in ["debian:bookworm-slim", "haproxy:2.6", "redis:7"] {
+        let here = Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let pulled = here
+            || Command::new("docker")
+                .args(["pull", "-q", image])
+                .output()
+                .is_ok_and(|o| o.status.success());
+        if !pulled {
+            return Err(format!(
+                "{image} cannot be pulled (no image registry?): build the local base image with \
+                 `export OCTOPOLL_BASE_IMAGE=$(.ci/docker-base) HAPROXY_IMAGE=$OCTOPOLL_BASE_IMAGE \
+                 REDIS_IMAGE=$OCTOPOLL_BASE_IMAGE`"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether Docker and compose are here; under `CI=true` their absence fails.
 fn docker_available() -> Option<Vec<String>> {
     let daemon = Command::new("docker")
@@ -57,13 +84,16 @@ fn docker_available() -> Option<Vec<String>> {
         .output()
         .is_ok_and(|o| o.status.success());
     let compose = compose_program();
-    match (daemon, compose) {
-        (true, Some(compose)) => Some(compose),
-        (daemon, compose) => {
+    let images = if daemon { images_available() } else { Ok(()) };
+    match (daemon, compose, images) {
+        (true, Some(compose), Ok(())) => Some(compose),
+        (daemon, compose, images) => {
             let why = if !daemon {
-                "no Docker daemon answers `docker info`"
+                "no Docker daemon answers `docker info`".to_string()
+            } else if compose.is_none() {
+                "neither docker-compose nor `docker compose` is installed".to_string()
             } else {
-                "neither docker-compose nor `docker compose` is installed"
+                images.err().unwrap_or_default()
             };
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("the compose test needs Docker in CI: {why} (compose: {compose:?})");
