@@ -430,22 +430,21 @@ mod by_hand {
     const KEY: &str = "API-BYHAND0123456789";
     const WITHIN: Duration = Duration::from_secs(30);
 
-    async fn start_node(n: u16, file: &std::path::Path) -> (ChildProcess, RemoteNode, SocketAddr) {
+    /// `octopoll ARGS` as a child with the cluster's key, once it is ready.
+    async fn start_child(name: &str, args: &[String]) -> (ChildProcess, Listening) {
         let program = std::path::Path::new(env!("CARGO_BIN_EXE_octopoll"));
+        ChildProcess::start::<Listening>(name, program, args, &[(API_KEY_ENV, KEY)], WITHIN)
+            .await
+            .unwrap()
+    }
+
+    async fn start_node(n: u16, file: &std::path::Path) -> (ChildProcess, RemoteNode, SocketAddr) {
         let args = vec![
             "node".to_string(),
             format!("--cluster-file={}", file.display()),
             format!("--node={n}"),
         ];
-        let (child, ready) = ChildProcess::start::<Listening>(
-            &format!("node-{n}"),
-            program,
-            &args,
-            &[(API_KEY_ENV, KEY)],
-            WITHIN,
-        )
-        .await
-        .unwrap();
+        let (child, ready) = start_child(&format!("node-{n}"), &args).await;
         let remote = RemoteNode::new(NodeId(n), ready.control, ApiKey::new(KEY));
         (child, remote, ready.control)
     }
@@ -501,7 +500,6 @@ mod by_hand {
         let (mut two, node_two, two_control) = start_node(2, &file).await;
         let api = format!("https://{}", node_one.status().await.unwrap().api);
 
-        let program = std::path::Path::new(env!("CARGO_BIN_EXE_octopoll"));
         let mut args = vec![
             "swarm".to_string(),
             "--agents=30".into(),
@@ -511,15 +509,7 @@ mod by_hand {
             "--backoff-max=500ms".into(),
         ];
         args.extend(comms.iter().map(|c| format!("--poll={c}")));
-        let (swarm, ready) = ChildProcess::start::<Listening>(
-            "swarm",
-            program,
-            &args,
-            &[(API_KEY_ENV, KEY)],
-            WITHIN,
-        )
-        .await
-        .unwrap();
+        let (swarm, ready) = start_child("swarm", &args).await;
         let swarm_api = RemoteSwarm::new(ready.control, ApiKey::new(KEY));
         // Registered through node 1 only, polling node 2 as well: the registry is shared.
         wait_polling(&node_one, 30).await;
