@@ -12,7 +12,6 @@ use octopoll_agent::{
 };
 use octopoll_node::{Cluster, ClusterConfig, Coverage, CoverageMatrix, NodeId, NodeStats};
 use octopoll_pki::{ApiKey, Identity, KeyType};
-use tokio::time::Instant;
 
 use crate::haproxy::{self, BalancerConfig, Haproxy};
 pub use crate::network::Network;
@@ -214,55 +213,6 @@ impl Lab {
     /// Every agent's state with every node, now.
     pub fn coverage_matrix(&self) -> CoverageMatrix {
         self.cluster.coverage_matrix()
-    }
-
-    /// Waits until every polling link of every agent has identified, or `within`
-    /// passes; says when, and whether every agent then polled every node.
-    pub async fn wait_for_mesh(&self, within: Duration) -> Mesh {
-        let started = Instant::now();
-        let links = self.swarm.links();
-        let settled = loop {
-            if self.swarm.connections() >= links {
-                break Some(started.elapsed());
-            }
-            if started.elapsed() >= within {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        // Node-side counts trail the agents' by a moment: give them one.
-        let full_coverage_after = match settled {
-            Some(_) => {
-                let grace = Instant::now() + Duration::from_secs(1);
-                loop {
-                    if self.coverage().is_full() {
-                        break Some(started.elapsed());
-                    }
-                    if Instant::now() >= grace {
-                        break None;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            None => None,
-        };
-        Mesh {
-            settled_after: settled,
-            full_coverage_after,
-        }
-    }
-
-    /// Waits until every agent polls every node, or `within` passes; returns how
-    /// long it took, or `None` if coverage never became full.
-    pub async fn wait_for_full_coverage(&self, within: Duration) -> Option<Duration> {
-        let started = Instant::now();
-        while started.elapsed() < within {
-            if self.coverage().is_full() {
-                return Some(started.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.coverage().is_full().then(|| started.elapsed())
     }
 
     /// Stops the agents (they send `END`), then the nodes, then the balancer;

@@ -218,7 +218,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_connection_gauge_is_the_number_of_connected_pairs() {
         let lab = Lab::start(LabConfig::new(3, 5)).await.unwrap();
-        lab.wait_for_full_coverage(Duration::from_secs(10))
+        crate::testbed::wait_for_full_coverage(&lab, Duration::from_secs(10))
             .await
             .expect("full mesh");
         let telemetry = Telemetry::new();

@@ -430,7 +430,7 @@ mod tests {
         let mut config = LabConfig::new(3, 4);
         config.chaos = true;
         let lab = Lab::start(config).await.unwrap();
-        lab.wait_for_full_coverage(Duration::from_secs(10))
+        crate::testbed::wait_for_full_coverage(&lab, Duration::from_secs(10))
             .await
             .expect("full mesh");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -460,7 +460,7 @@ mod tests {
         let (status, started) = client.call("POST", "/api/nodes/node-2/start").await;
         assert_eq!(status, 200, "{started}");
         assert_eq!(started["running"], true);
-        lab.wait_for_full_coverage(Duration::from_secs(10))
+        crate::testbed::wait_for_full_coverage(&lab, Duration::from_secs(10))
             .await
             .expect("the agents come back to node 2");
 
