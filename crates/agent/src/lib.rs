@@ -7,6 +7,8 @@
 //! answering requests with simulated [`services`], and reconnecting with Halibut's
 //! [`backoff`] after a drop.
 //!
+//! [`tentacle`] reads and writes a real Tentacle's `Tentacle.config`.
+//!
 //! This crate knows nothing of nodes: it speaks `octopoll-wire` over TLS configured
 //! by `octopoll-pki`, as a real Tentacle would to a real server.
 
@@ -19,6 +21,7 @@ pub mod ramp;
 pub mod register;
 pub mod services;
 pub mod swarm;
+pub mod tentacle;
 
 pub use agent::{Agent, AgentHandle, RunningAgent};
 pub use backoff::{Backoff, BackoffConfig, BackoffStrategy};

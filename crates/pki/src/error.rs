@@ -45,6 +45,45 @@ pub enum Error {
         /// What was given.
         input: String,
     },
+    /// The PFX's MAC or encryption did not match the password.
+    #[error("the PFX could not be opened with the password given: check --pfx-password")]
+    PfxPassword,
+    /// The PFX opened but held no private key (or none with its certificate).
+    #[error("the PFX holds no private key: export it with its private key")]
+    PfxNoPrivateKey,
+    /// The PFX held a private key but no certificate for it.
+    #[error("the PFX holds a private key but no certificate for it: export the certificate with its key")]
+    PfxNoCertificate,
+    /// The bytes are not a PKCS#12 file.
+    #[error("not a PFX (PKCS#12) file: give a .pfx or .p12 file exported with its private key")]
+    PfxInvalid {
+        /// The parser's reason.
+        #[source]
+        source: p12_keystore::error::Error,
+    },
+    /// The PFX is a PKCS#12 file but uses something that cannot be read.
+    #[error("the PFX could not be read (an unsupported algorithm or a damaged file)")]
+    PfxUnreadable {
+        /// The parser's reason.
+        #[source]
+        source: p12_keystore::error::Error,
+    },
+    /// The PFX's key cannot be used with its certificate.
+    #[error(
+        "the PFX's private key does not fit its certificate or is not an ECDSA, Ed25519 or RSA key"
+    )]
+    PfxKey {
+        /// rustls's reason.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The certificate and key could not be written as a PFX.
+    #[error("could not write the certificate and key as a PFX")]
+    PfxExport {
+        /// The writer's reason.
+        #[source]
+        source: p12_keystore::error::Error,
+    },
     /// rustls refused the certificate or key when building a config.
     #[error("rustls refused the certificate or key")]
     Tls(#[from] rustls::Error),

@@ -6,13 +6,15 @@
 //! chain building; the TLS signature checks stay with rustls.
 //!
 //! This crate does no network I/O. It makes identities ([`Identity::generate`]),
-//! reads and writes them as PEM ([`pem`]), and builds rustls configurations that
-//! pin peers ([`tls`]). aws-lc-rs is the only crypto provider.
+//! reads and writes them as PEM ([`pem`]) and PKCS#12 ([`pfx`]), and builds
+//! rustls configurations that pin peers ([`tls`]). aws-lc-rs is the only TLS
+//! crypto provider; PKCS#12 files use p12-keystore's own (RustCrypto) ciphers.
 
 pub mod api_key;
 pub mod error;
 pub mod generate;
 pub mod pem;
+pub mod pfx;
 pub mod thumbprint;
 pub mod tls;
 pub mod verify;
