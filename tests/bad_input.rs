@@ -79,18 +79,8 @@ async fn a_non_halibut_probe_gets_the_html_page() {
 
 /// A peer that identifies, takes a request and answers it with `answer`.
 async fn answer_with(lab: &Lab, name: &str, answer: impl FnOnce(String) -> Envelope) -> FailReason {
-    let (identity, subscription) = register_raw_agent(lab, name).await;
-    let node = &lab.cluster.nodes()[0];
-    let mut exchange = common::identify_raw(node, &identity, &subscription).await;
-
-    let request = common::echo(&subscription, "x");
-    let sender = node.sender();
-    let call = tokio::spawn(async move { sender.send(&subscription, request, vec![]).await });
-    let message = exchange.read_message().await.unwrap().unwrap();
-    let Envelope::Request(request) = message.envelope else {
-        panic!("a request")
-    };
-    let _ = exchange.write_message(&answer(request.id), &[]).await;
+    let (mut exchange, id, call) = common::collect_a_request(lab, name).await;
+    let _ = exchange.write_message(&answer(id), &[]).await;
     let outcome = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .unwrap()

@@ -102,14 +102,45 @@ pub async fn register_raw_agent(lab: &Lab, name: &str) -> (Identity, Subscriptio
 
 /// A hand-driven polling peer: TLS to `node` with `identity`, pinning the node.
 pub async fn connect_raw(node: &Node, identity: &Identity) -> Exchange<TlsStream<TcpStream>> {
-    let tls = octopoll_pki::tls::polling_client_config(identity, node.thumbprint()).unwrap();
-    let tcp = TcpStream::connect(node.comms_addr()).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let stream = TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
+    connect_raw_with_sni(node, identity, "localhost")
         .await
-        .unwrap();
-    Exchange::new(stream, Limits::default())
+        .unwrap()
+}
+
+/// [`connect_raw`] sending `sni` as the server name; the node may refuse it.
+pub async fn connect_raw_with_sni(
+    node: &Node,
+    identity: &Identity,
+    sni: &str,
+) -> std::io::Result<Exchange<TlsStream<TcpStream>>> {
+    let tls = octopoll_pki::tls::polling_client_config(identity, node.thumbprint()).unwrap();
+    let tcp = TcpStream::connect(node.comms_addr()).await?;
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    let stream = TlsConnector::from(Arc::new(tls)).connect(name, tcp).await?;
+    Ok(Exchange::new(stream, Limits::default()))
+}
+
+/// A raw peer, registered and identified, that has collected one echo request
+/// queued on node 1: the exchange, the request's id, and the call awaiting it.
+pub async fn collect_a_request(
+    lab: &Lab,
+    name: &str,
+) -> (
+    Exchange<TlsStream<TcpStream>>,
+    String,
+    tokio::task::JoinHandle<octopoll_node::Outcome>,
+) {
+    let (identity, subscription) = register_raw_agent(lab, name).await;
+    let node = &lab.cluster.nodes()[0];
+    let mut exchange = identify_raw(node, &identity, &subscription).await;
+    let request = echo(&subscription, "x");
+    let sender = node.sender();
+    let call = tokio::spawn(async move { sender.send(&subscription, request, vec![]).await });
+    let message = exchange.read_message().await.unwrap().unwrap();
+    let octopoll_wire::Envelope::Request(request) = message.envelope else {
+        panic!("a request")
+    };
+    (exchange, request.id, call)
 }
 
 /// A hand-driven peer that has identified as `subscription` and been answered `MX-SERVER`.

@@ -1,5 +1,7 @@
 //! Errors of the agent crate.
 
+use std::time::Duration;
+
 use octopoll_pki::Thumbprint;
 
 /// What can go wrong registering or polling.
@@ -20,6 +22,16 @@ pub enum Error {
     Unauthorized {
         /// What was called.
         url: String,
+        /// The server's reason.
+        message: String,
+    },
+    /// The server rate-limited the call (429) and kept doing so through every retry.
+    #[error("{url} rate-limited the registration (429) through every retry: {message}")]
+    RateLimited {
+        /// What was called.
+        url: String,
+        /// The server's `Retry-After`, or 1 s.
+        retry_after: Duration,
         /// The server's reason.
         message: String,
     },

@@ -31,6 +31,12 @@ pub struct RegistrationClient {
 
 /// Bound on each registration call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a call the server rate-limited (429) is tried again.
+const RATE_LIMIT_RETRIES: u32 = 20;
+/// How many times a registration whose connection failed is tried again.
+const RECONNECTS: u32 = 2;
+/// The longest `Retry-After` honoured; a longer one is waited this long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 impl RegistrationClient {
     /// A client that checks servers as `trust` says.
@@ -81,8 +87,50 @@ impl RegistrationClient {
         machine: &MachineResource,
     ) -> Result<MachineResource> {
         let url = join(server_url, MACHINES_PATH);
-        self.call(self.http.post(&url).json(machine), &url, api_key)
+        let (mut retries, mut reconnects) = (0, 0);
+        loop {
+            match self
+                .call(self.http.post(&url).json(machine), &url, api_key)
+                .await
+            {
+                // A pooled connection the server closed as it was reused (its idle
+                // bound is the header timeout): registration is idempotent (a repeat
+                // answers 200 with the same machine), so try again on a new one.
+                Err(Error::Unreachable { .. }) if reconnects < RECONNECTS => {
+                    reconnects += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(Error::RateLimited { retry_after, .. }) if retries < RATE_LIMIT_RETRIES => {
+                    retries += 1;
+                    tracing::debug!(%url, ?retry_after, retries, "registration rate-limited; waiting");
+                    tokio::time::sleep(retry_after.min(MAX_RETRY_AFTER)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Every machine the server has (`GET /api/machines`).
+    pub async fn machines(
+        &self,
+        server_url: &str,
+        api_key: &ApiKey,
+    ) -> Result<Vec<MachineResource>> {
+        let url = join(server_url, MACHINES_PATH);
+        self.call(self.http.get(&url), &url, api_key).await
+    }
+
+    /// Deletes the machine `id` (`DELETE /api/machines/{id}`).
+    pub async fn delete_machine(&self, server_url: &str, api_key: &ApiKey, id: &str) -> Result<()> {
+        let url = join(server_url, &format!("{MACHINES_PATH}/{id}"));
+        self.call::<serde::de::IgnoredAny>(self.http.delete(&url), &url, api_key)
             .await
+            .map(|_| ())
+            .or_else(|error| match error {
+                // An empty 200 body is not JSON; the status said it all.
+                Error::BadAnswer { .. } => Ok(()),
+                other => Err(other),
+            })
     }
 
     /// Sends `request` with the API key and reads its JSON answer or error.
@@ -109,6 +157,12 @@ impl RegistrationClient {
             .await
             .map_err(unreachable)?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(Duration::from_secs(1), Duration::from_secs);
         let body = response.bytes().await.map_err(unreachable)?;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|e| Error::BadAnswer {
@@ -122,6 +176,12 @@ impl RegistrationClient {
         Err(if status == StatusCode::UNAUTHORIZED {
             Error::Unauthorized {
                 url: url.to_owned(),
+                message,
+            }
+        } else if status == StatusCode::TOO_MANY_REQUESTS {
+            Error::RateLimited {
+                url: url.to_owned(),
+                retry_after,
                 message,
             }
         } else {

@@ -150,12 +150,19 @@ impl Telemetry {
                 ("dropped", stats.dropped),
                 ("stalled", stats.stalled),
                 ("probe", stats.probes),
+                ("limit", stats.refused_limit),
             ] {
                 self.counter(
                     "octopoll_connections_closed_total",
                     at(&[("reason", reason)]),
                     value,
                 );
+            }
+            // The specific reasons, by their codes (`docs/LIMITS.md`).
+            for (reason, value) in &stats.close_reasons {
+                let mut labels = at(&[]);
+                labels.push(Label::new("reason", reason.clone()));
+                self.counter("octopoll_connection_endings_total", labels, *value);
             }
             for (state, value) in [
                 ("created", stats.requests_created),

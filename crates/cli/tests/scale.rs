@@ -493,6 +493,7 @@ mod by_hand {
             pickup_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(2),
             max_concurrent_handshakes: 64,
+            limits: Default::default(),
             nodes,
         };
         std::fs::write(&file, cluster.render().unwrap()).unwrap();

@@ -52,7 +52,25 @@ pub enum ConnectionError {
     NoClientCertificate,
     /// The handshake, preamble or identity did not arrive in time.
     #[error("timed out waiting for {0}")]
-    Timeout(&'static str),
+    Timeout(Deadline),
+    /// The node holds its most unauthenticated connections already.
+    #[error("refused: {0} connections are waiting to identify already (max_unauthenticated_connections)")]
+    TooManyUnauthenticated(usize),
+    /// The subscription holds its most connections to this node already.
+    #[error("refused: {subscription} holds {max} connections already (max_connections_per_subscription)")]
+    TooManyForSubscription {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// The cap.
+        max: usize,
+    },
+    /// A message (not a control line) came where `NEXT` or `END` was due: a
+    /// response sent twice, or one nobody asked for.
+    #[error("the peer sent a message where {0} was due")]
+    MessageInsteadOfControl(&'static str),
+    /// A control line came where the response to a request was due.
+    #[error("the peer sent the control line {0:?} where a response was due")]
+    ControlInsteadOfResponse(String),
     /// An identified peer stopped responding.
     #[error("peer stopped responding: no {0} in time")]
     Stalled(&'static str),
@@ -95,7 +113,57 @@ impl From<octopoll_wire::Error> for ConnectionError {
     }
 }
 
+/// Which deadline of a new connection passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deadline {
+    /// Waiting for a turn to handshake (`handshake_queue_timeout`).
+    HandshakeTurn,
+    /// The TLS handshake (`handshake_timeout`).
+    Tls,
+    /// The preamble and identity line after it (`identification_timeout`).
+    Identification,
+}
+
+impl std::fmt::Display for Deadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Deadline::HandshakeTurn => "a turn to handshake",
+            Deadline::Tls => "the TLS handshake",
+            Deadline::Identification => "the MX preamble and identity line",
+        })
+    }
+}
+
 impl ConnectionError {
+    /// A short, stable, kebab-case name for why the connection ended: the key of
+    /// [`crate::NodeStats::close_reasons`].
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConnectionError::Untrusted { .. } => "untrusted-certificate",
+            ConnectionError::WrongSubscription { .. } => "wrong-subscription",
+            ConnectionError::Handshake(error) if no_certificate(error) => "no-client-certificate",
+            ConnectionError::Handshake(_) => "tls-handshake-failed",
+            ConnectionError::NoClientCertificate => "no-client-certificate",
+            ConnectionError::Timeout(Deadline::HandshakeTurn) => "handshake-queue-timeout",
+            ConnectionError::Timeout(Deadline::Tls) => "handshake-timeout",
+            ConnectionError::Timeout(Deadline::Identification) => "identification-timeout",
+            ConnectionError::TooManyUnauthenticated(_) => "unauthenticated-limit",
+            ConnectionError::TooManyForSubscription { .. } => "subscription-connection-limit",
+            ConnectionError::MessageInsteadOfControl("NEXT") => "message-instead-of-next",
+            ConnectionError::MessageInsteadOfControl(_) => "unsolicited-message",
+            ConnectionError::ControlInsteadOfResponse(_) => "control-line-instead-of-response",
+            ConnectionError::Stalled("NEXT") => "heartbeat-timeout",
+            ConnectionError::Stalled(_) => "io-timeout",
+            ConnectionError::Aborted => "node-stopping",
+            ConnectionError::NoResponse => "response-timeout",
+            ConnectionError::Protocol(error) => error.code(),
+            ConnectionError::Dropped(_) => "dropped",
+            ConnectionError::Anomaly { .. } => "response-id-mismatch",
+            ConnectionError::Probe => "probe",
+            ConnectionError::Registry(_) => "registry-unavailable",
+        }
+    }
+
     fn ending(&self) -> Ending {
         match self {
             ConnectionError::Untrusted { .. } => Ending::Untrusted,
@@ -104,6 +172,10 @@ impl ConnectionError {
             | ConnectionError::Registry(_)
             | ConnectionError::NoClientCertificate
             | ConnectionError::Timeout(_) => Ending::Handshake,
+            ConnectionError::TooManyUnauthenticated(_)
+            | ConnectionError::TooManyForSubscription { .. } => Ending::Limit,
+            ConnectionError::MessageInsteadOfControl(_)
+            | ConnectionError::ControlInsteadOfResponse(_) => Ending::Protocol,
             ConnectionError::Stalled(_)
             | ConnectionError::NoResponse
             | ConnectionError::Aborted => Ending::Stalled,
@@ -152,21 +224,24 @@ pub(crate) async fn serve(
         match result {
             Ok(()) => {
                 debug!("polling connection closed");
-                shared.metrics.ended(Ending::Clean);
+                shared.metrics.ended(Ending::Clean, "clean");
             }
             Err(error) => {
                 let cause = std::error::Error::source(&error).map(ToString::to_string);
                 // Dropped by this node's own stop or kill, or by a peer going away:
                 // expected in a fault scenario. The rest is a misbehaving peer.
+                // A flood over the unauthenticated cap is counted, not logged per connection.
                 if matches!(
                     error,
-                    ConnectionError::Aborted | ConnectionError::Dropped(_)
+                    ConnectionError::Aborted
+                        | ConnectionError::Dropped(_)
+                        | ConnectionError::TooManyUnauthenticated(_)
                 ) {
                     debug!(%error, ?cause, "polling connection ended");
                 } else {
-                    warn!(%error, ?cause, "polling connection ended");
+                    warn!(%error, ?cause, reason = error.reason(), "polling connection ended");
                 }
-                shared.metrics.ended(error.ending());
+                shared.metrics.ended(error.ending(), error.reason());
             }
         }
     }
@@ -176,22 +251,34 @@ pub(crate) async fn serve(
 
 async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken) -> Result<()> {
     let config = &shared.config;
+    // Counted from accept until identified; over the cap, closed at once.
+    let unauthenticated = shared
+        .metrics
+        .try_unauthenticated(config.max_unauthenticated_connections)
+        .ok_or(ConnectionError::TooManyUnauthenticated(
+            config.max_unauthenticated_connections,
+        ))?;
     // A storm is served a few hundred handshakes at a time; the deadline of each
     // runs from its turn to handshake.
     let handshake_turn = timeout(config.handshake_queue_timeout, shared.handshakes.acquire())
         .await
-        .map_err(|_| ConnectionError::Timeout("a turn to handshake"))?
+        .map_err(|_| ConnectionError::Timeout(Deadline::HandshakeTurn))?
         .map_err(|_| ConnectionError::Aborted)?;
     // Boxed, here and for each exchange below: a connection task lives for hours
     // but handshakes once and carries a request now and then, so the memory those
     // steps need is taken while they run, not held by every idle connection.
-    let (mut exchange, subscription) =
-        timeout(config.handshake_timeout, Box::pin(accept(shared, tcp)))
-            .await
-            .map_err(|_| ConnectionError::Timeout("the TLS handshake, preamble and identity"))??;
+    let (mut exchange, subscription) = Box::pin(accept(shared, tcp)).await?;
     drop(handshake_turn);
+    drop(unauthenticated);
     // Counted before MX-SERVER goes out, so a peer that read it finds itself counted.
-    let counted = shared.metrics.open(&subscription);
+    // Over the per-subscription cap, closed before MX-SERVER, as Halibut does.
+    let max = config.max_connections_per_subscription;
+    let counted = shared.metrics.try_open(&subscription, max).ok_or_else(|| {
+        ConnectionError::TooManyForSubscription {
+            subscription: subscription.clone(),
+            max,
+        }
+    })?;
     within(
         config.io_timeout,
         "MX-SERVER write",
@@ -265,7 +352,7 @@ async fn turn(
             result?;
         }
     }
-    let control = timeout(config.heartbeat_timeout, exchange.read_control())
+    let control = timeout(config.heartbeat_timeout, read_control(exchange, "NEXT"))
         .await
         .map_err(|_| ConnectionError::Stalled("NEXT"))??;
     match control {
@@ -295,10 +382,10 @@ async fn turn(
 /// node's copy has not heard of the certificate yet; the registry is read again
 /// here so a machine deregistered meanwhile is refused too.
 async fn accept(shared: &NodeShared, tcp: TcpStream) -> Result<(TlsExchange, SubscriptionId)> {
-    let tls = shared
-        .acceptor
-        .accept(tcp)
+    let config = &shared.config;
+    let tls = timeout(config.handshake_timeout, shared.acceptor.accept(tcp))
         .await
+        .map_err(|_| ConnectionError::Timeout(Deadline::Tls))?
         .map_err(|e| match PeerRejected::find_in(&e) {
             Some(PeerRejected::Untrusted { thumbprint }) => {
                 ConnectionError::Untrusted { thumbprint }
@@ -314,8 +401,10 @@ async fn accept(shared: &NodeShared, tcp: TcpStream) -> Result<(TlsExchange, Sub
         .map_err(ConnectionError::Registry)?
         .ok_or(ConnectionError::Untrusted { thumbprint })?;
 
-    let mut exchange = Exchange::new(tls, shared.config.limits);
-    let subscription = identify(&mut exchange).await?;
+    let mut exchange = Exchange::new(tls, config.limits);
+    let subscription = timeout(config.identification_timeout, identify(&mut exchange))
+        .await
+        .map_err(|_| ConnectionError::Timeout(Deadline::Identification))??;
     tracing::Span::current().record("subscription", field::display(&subscription));
     if machine.subscription != subscription {
         return Err(ConnectionError::WrongSubscription {
@@ -329,7 +418,7 @@ async fn accept(shared: &NodeShared, tcp: TcpStream) -> Result<(TlsExchange, Sub
 
 /// The peer sent something while idle: only `END` (or a close) is acceptable.
 async fn end_while_idle(exchange: &mut TlsExchange, limit: Duration) -> Result<()> {
-    match timeout(limit, exchange.read_control()).await {
+    match timeout(limit, read_control(exchange, "nothing or END")).await {
         Err(_) => Err(ConnectionError::Stalled("whole control line")),
         Ok(Ok(Some(ControlMessage::End)) | Ok(None)) => Ok(()),
         Ok(Ok(Some(other))) => Err(octopoll_wire::Error::UnexpectedControl {
@@ -337,7 +426,7 @@ async fn end_while_idle(exchange: &mut TlsExchange, limit: Duration) -> Result<(
             expected: "nothing while idle, or END",
         }
         .into()),
-        Ok(Err(e)) => Err(e.into()),
+        Ok(Err(e)) => Err(e),
     }
 }
 
@@ -387,6 +476,17 @@ async fn exchange_request(
             during: "awaiting a response",
         }
         .into());
+    }
+    if certainly_control_line(exchange.buffered()) {
+        let line = match within(config.io_timeout, "control line", exchange.read_control()).await {
+            Ok(Some(control)) => control.to_string(),
+            Ok(None) => String::new(),
+            Err(_) => String::from_utf8_lossy(exchange.buffered())
+                .chars()
+                .take(16)
+                .collect(),
+        };
+        return Err(ConnectionError::ControlInsteadOfResponse(line));
     }
     let message = within(
         config.io_timeout,
@@ -449,6 +549,46 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.pending.finish(Err(self.shared.dropped_reason()));
     }
+}
+
+/// Reads a control line where `expected` is due; bytes that cannot start one (a
+/// message: raw DEFLATE) are [`ConnectionError::MessageInsteadOfControl`].
+async fn read_control(
+    exchange: &mut TlsExchange,
+    expected: &'static str,
+) -> Result<Option<ControlMessage>> {
+    if exchange.wait_for_peer().await? {
+        return Ok(None);
+    }
+    if !starts_like_control_line(exchange.buffered()) {
+        return Err(ConnectionError::MessageInsteadOfControl(expected));
+    }
+    Ok(exchange.read_control().await?)
+}
+
+/// Whether buffered bytes can start a control line (`NEXT`, `PROCEED`, `END`, or
+/// the blank lines before one). Anything else is read as a message sent out of
+/// turn, without reading further.
+fn starts_like_control_line(buffered: &[u8]) -> bool {
+    matches!(
+        buffered.first(),
+        None | Some(b'N' | b'P' | b'E' | b'\r' | b'\n')
+    )
+}
+
+/// Whether buffered bytes cannot be a message: an `N` (`NEXT`) is a DEFLATE block
+/// header of the reserved type 3, which no inflater accepts, so a valid response
+/// never starts with it.
+fn certainly_control_line(buffered: &[u8]) -> bool {
+    buffered.first() == Some(&b'N')
+}
+
+/// Whether a failed handshake failed for want of a client certificate.
+fn no_certificate(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::NoCertificatesPresented))
 }
 
 fn peer_thumbprint(tls: &TlsStream<TcpStream>) -> Option<Thumbprint> {

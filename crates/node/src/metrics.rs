@@ -1,7 +1,7 @@
 //! Counters a node keeps, and which subscriptions hold a connection to it and
 //! when each last polled.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,9 +25,14 @@ pub struct NodeMetrics {
     dropped: AtomicU64,
     stalled: AtomicU64,
     probes: AtomicU64,
+    refused_limit: AtomicU64,
     anomalies: AtomicU64,
     closed: AtomicU64,
     collected: AtomicU64,
+    /// Connections accepted and not identified yet (or closed) now.
+    unauthenticated: AtomicUsize,
+    /// How many connections ended for each reason (see `ConnectionError::reason`).
+    reasons: Mutex<BTreeMap<&'static str, u64>>,
     /// Every subscription that ever identified here (entries are never removed:
     /// one small cell per machine).
     pairs: Mutex<HashMap<SubscriptionId, Arc<PairCell>>>,
@@ -45,9 +50,12 @@ impl Default for NodeMetrics {
             dropped: AtomicU64::default(),
             stalled: AtomicU64::default(),
             probes: AtomicU64::default(),
+            refused_limit: AtomicU64::default(),
             anomalies: AtomicU64::default(),
             closed: AtomicU64::default(),
             collected: AtomicU64::default(),
+            unauthenticated: AtomicUsize::default(),
+            reasons: Mutex::default(),
             pairs: Mutex::default(),
         }
     }
@@ -106,6 +114,9 @@ pub enum Ending {
     Stalled,
     /// The peer was not a Halibut client (a browser or scanner).
     Probe,
+    /// Closed for a limit: too many unauthenticated connections, or too many for
+    /// its subscription.
+    Limit,
 }
 
 /// A snapshot of a node's counters.
@@ -131,6 +142,9 @@ pub struct NodeStats {
     pub stalled: u64,
     /// Non-Halibut probes answered with the HTML page.
     pub probes: u64,
+    /// Connections closed for a limit (unauthenticated connections, connections
+    /// per subscription).
+    pub refused_limit: u64,
     /// Responses that matched no request in flight.
     pub anomalies: u64,
     /// Connections that ended, for any reason, after being counted above.
@@ -142,6 +156,13 @@ pub struct NodeStats {
     pub queued: usize,
     /// Connections in their TLS handshake (or preamble and identity) now.
     pub handshaking: usize,
+    /// Connections accepted and not identified yet now.
+    pub unauthenticated: usize,
+    /// How many connections ended for each reason, by its kebab-case code
+    /// (`clean`, `untrusted-certificate`, `identification-timeout`,
+    /// `message-instead-of-next`, `stream-length-mismatch`, …; the full list is in
+    /// `docs/LIMITS.md`).
+    pub close_reasons: BTreeMap<String, u64>,
     /// Requests created on this node.
     pub requests_created: u64,
     /// Requests that completed with a response.
@@ -151,8 +172,25 @@ pub struct NodeStats {
 }
 
 impl NodeMetrics {
-    /// Counts how a connection ended; `closed` last, so a reader who sees it sees the rest.
-    pub fn ended(&self, how: Ending) {
+    /// Counts an API connection that ended badly, by `reason` (`api-…`), in the
+    /// same table as the polling connections' reasons.
+    pub fn api_ended(&self, reason: &'static str) {
+        self.count_reason(reason);
+    }
+
+    fn count_reason(&self, reason: &'static str) {
+        *self
+            .reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Counts how a connection ended and the specific `reason`; `closed` last, so
+    /// a reader who sees it sees the rest.
+    pub fn ended(&self, how: Ending, reason: &'static str) {
+        self.count_reason(reason);
         let counter = match how {
             Ending::Clean => None,
             Ending::Untrusted => Some(&self.refused_untrusted),
@@ -162,6 +200,7 @@ impl NodeMetrics {
             Ending::Dropped => Some(&self.dropped),
             Ending::Stalled => Some(&self.stalled),
             Ending::Probe => Some(&self.probes),
+            Ending::Limit => Some(&self.refused_limit),
         };
         if let Some(counter) = counter {
             counter.fetch_add(1, Ordering::Relaxed);
@@ -179,19 +218,45 @@ impl NodeMetrics {
         self.collected.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records an identified connection for `subscription` until the guard drops;
-    /// it counts as polling from now.
-    pub fn open(self: &Arc<Self>, subscription: &SubscriptionId) -> ConnectionGuard {
+    /// Records an identified connection for `subscription` until the guard drops
+    /// (it counts as polling from now), unless `subscription` holds `max`
+    /// connections already: then `None`, and nothing is counted. Checked and
+    /// counted under one lock, so racing connections cannot overshoot.
+    pub fn try_open(
+        self: &Arc<Self>,
+        subscription: &SubscriptionId,
+        max: usize,
+    ) -> Option<ConnectionGuard> {
+        let pair = {
+            let mut pairs = self.lock();
+            let pair = pairs.entry(subscription.clone()).or_default();
+            if pair.connections.load(Ordering::Acquire) >= max {
+                return None;
+            }
+            pair.connections.fetch_add(1, Ordering::AcqRel);
+            pair.clone()
+        };
         self.handshakes_ok.fetch_add(1, Ordering::Relaxed);
-        let pair = self.lock().entry(subscription.clone()).or_default().clone();
         let guard = ConnectionGuard {
             metrics: self.clone(),
             pair,
         };
-        // The poll time first, so no reader sees the new connection with an old one.
         guard.polled();
-        guard.pair.connections.fetch_add(1, Ordering::AcqRel);
-        guard
+        Some(guard)
+    }
+
+    /// Counts a connection as unauthenticated until the guard drops, unless `max`
+    /// are already: then `None`, and the caller closes it.
+    pub fn try_unauthenticated(self: &Arc<Self>, max: usize) -> Option<UnauthenticatedGuard> {
+        let admitted = self
+            .unauthenticated
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        admitted.then(|| UnauthenticatedGuard {
+            metrics: self.clone(),
+        })
     }
 
     /// How many connections `subscription` holds to this node now.
@@ -240,9 +305,18 @@ impl NodeMetrics {
             dropped: load(&self.dropped),
             stalled: load(&self.stalled),
             probes: load(&self.probes),
+            refused_limit: load(&self.refused_limit),
             anomalies: load(&self.anomalies),
             closed: self.closed.load(Ordering::Acquire),
             collected: load(&self.collected),
+            unauthenticated: self.unauthenticated.load(Ordering::Acquire),
+            close_reasons: self
+                .reasons
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(reason, n)| ((*reason).to_owned(), *n))
+                .collect(),
             ..NodeStats::default()
         }
     }
@@ -276,6 +350,18 @@ impl ConnectionGuard {
     }
 }
 
+/// Counts a connection as not identified yet while it lives.
+#[derive(Debug)]
+pub struct UnauthenticatedGuard {
+    metrics: Arc<NodeMetrics>,
+}
+
+impl Drop for UnauthenticatedGuard {
+    fn drop(&mut self) {
+        self.metrics.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Counts a connection as inside a long-poll wait while it lives.
 #[derive(Debug)]
 pub struct WaitingGuard<'a> {
@@ -302,8 +388,8 @@ mod tests {
     fn guards_count_connections_per_subscription() {
         let metrics = Arc::new(NodeMetrics::default());
         let sub: SubscriptionId = "poll://a/".parse().unwrap();
-        let a = metrics.open(&sub);
-        let b = metrics.open(&sub);
+        let a = metrics.try_open(&sub, usize::MAX).unwrap();
+        let b = metrics.try_open(&sub, usize::MAX).unwrap();
         assert_eq!(metrics.connections_of(&sub), 2);
         drop(a);
         assert_eq!(metrics.snapshot().connections, 1);
@@ -312,13 +398,52 @@ mod tests {
         assert_eq!(metrics.snapshot().handshakes_ok, 2);
     }
 
+    #[test]
+    fn caps_admit_up_to_their_limit_and_free_a_place_on_drop() {
+        let metrics = Arc::new(NodeMetrics::default());
+        let sub: SubscriptionId = "poll://a/".parse().unwrap();
+        let a = metrics.try_open(&sub, 2).unwrap();
+        let _b = metrics.try_open(&sub, 2).unwrap();
+        assert!(
+            metrics.try_open(&sub, 2).is_none(),
+            "a third over a cap of 2"
+        );
+        assert_eq!(
+            metrics.snapshot().handshakes_ok,
+            2,
+            "the refused one is not counted"
+        );
+        drop(a);
+        assert!(metrics.try_open(&sub, 2).is_some());
+
+        let one = metrics.try_unauthenticated(1).unwrap();
+        assert!(metrics.try_unauthenticated(1).is_none());
+        assert_eq!(metrics.snapshot().unauthenticated, 1);
+        drop(one);
+        assert_eq!(metrics.snapshot().unauthenticated, 0);
+        assert!(metrics.try_unauthenticated(1).is_some());
+    }
+
+    #[test]
+    fn endings_are_counted_by_reason() {
+        let metrics = NodeMetrics::default();
+        metrics.ended(Ending::Protocol, "bad-deflate");
+        metrics.ended(Ending::Protocol, "bad-deflate");
+        metrics.api_ended("api-header-timeout");
+        let stats = metrics.snapshot();
+        assert_eq!(stats.close_reasons["bad-deflate"], 2);
+        assert_eq!(stats.close_reasons["api-header-timeout"], 1);
+        assert_eq!(stats.protocol_errors, 2);
+        assert_eq!(stats.closed, 2, "API connections are not polling closes");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_pair_is_polling_until_a_long_poll_interval_passes_without_a_poll() {
         let metrics = Arc::new(NodeMetrics::default());
         let sub: SubscriptionId = "poll://a/".parse().unwrap();
         let interval = Duration::from_secs(30);
         assert_eq!(metrics.pair_state(&sub, interval), PairState::Never);
-        let guard = metrics.open(&sub);
+        let guard = metrics.try_open(&sub, usize::MAX).unwrap();
         assert_eq!(metrics.pair_state(&sub, interval), PairState::Polling);
         tokio::time::advance(interval).await;
         assert_eq!(metrics.pair_state(&sub, interval), PairState::Polling);

@@ -94,6 +94,8 @@ struct NodeInner {
     /// Kept across restarts, so a node's figures cover the whole run.
     metrics: Arc<NodeMetrics>,
     counters: Arc<RequestCounters>,
+    /// The registration rate limit, kept across restarts.
+    registrations: Arc<api::RegistrationLimiter>,
     state: Mutex<Result<Running, Down>>,
     /// The comms and API ports, held (bound, not listening) while the node is down.
     reserved: Mutex<Option<(TcpSocket, TcpSocket)>>,
@@ -147,6 +149,10 @@ impl Node {
         };
         let comms_addr = local(&comms, "polling listener")?;
         let api_addr = local(&api, "registration API")?;
+        let registrations = Arc::new(api::RegistrationLimiter::new(
+            config.registrations_per_second,
+            config.registration_burst,
+        ));
         let inner = Arc::new(NodeInner {
             config,
             identity: identity.clone(),
@@ -156,6 +162,7 @@ impl Node {
             api_addr,
             metrics: Arc::new(NodeMetrics::default()),
             counters: Arc::default(),
+            registrations,
             state: Mutex::new(Err(Down::Stopped)),
             reserved: Mutex::new(None),
         });
@@ -394,10 +401,17 @@ fn run(inner: &NodeInner, comms: TcpListener, api: TcpListener) -> Result<Runnin
         api_key: config.api_key.clone(),
         thumbprint: identity.thumbprint(),
         registry: inner.registry.clone(),
+        registrations: inner.registrations.clone(),
+        max_body_bytes: config.max_api_body_bytes,
+        request_timeout: config.api_request_timeout,
     });
     tracker.spawn(api::https::serve(
         api,
         router,
+        api::https::ApiGuards {
+            header_timeout: config.api_header_timeout,
+            metrics: inner.metrics.clone(),
+        },
         Arc::new(https_tls),
         tracker.clone(),
         shutdown.child_token(),

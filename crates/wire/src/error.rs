@@ -139,6 +139,37 @@ pub enum Error {
 }
 
 impl Error {
+    /// A short, stable, kebab-case name for what went wrong, for counting (the
+    /// node's `close_reasons`, Prometheus labels) and for tests to assert on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::EmptyPreamble => "empty-preamble",
+            Error::NotMx { .. } => "not-mx",
+            Error::TooLong { what, .. } => match *what {
+                "preamble" => "preamble-too-long",
+                "message" => "message-too-large",
+                "data stream" | "data streams of one message" => "stream-too-large",
+                _ => "line-too-long",
+            },
+            Error::BareCr { .. } => "bare-cr",
+            Error::NotAscii { .. } => "not-ascii",
+            Error::BadIdentity { .. } => "bad-identity",
+            Error::BadSubscription { .. } => "bad-subscription",
+            Error::UnexpectedIdentity { .. } => "unexpected-identity",
+            Error::UnexpectedControl { .. } => "unexpected-control-line",
+            Error::Deflate { .. } => "bad-deflate",
+            Error::Bson { .. } => "bad-bson",
+            Error::Envelope { .. } => "bad-envelope",
+            Error::UnknownStream { .. } => "unknown-stream",
+            Error::StreamNotAsAnnounced { .. } => "stream-not-as-announced",
+            Error::MissingStream { .. } => "missing-stream",
+            Error::StreamLengthMismatch { .. } => "stream-length-mismatch",
+            Error::NegativeStreamLength { .. } => "negative-stream-length",
+            Error::Truncated { .. } => "truncated",
+            Error::Io { .. } => "io",
+        }
+    }
+
     pub(crate) fn envelope(reason: impl Into<String>) -> Self {
         Error::Envelope {
             reason: reason.into(),

@@ -56,6 +56,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         &mut self.io
     }
 
+    /// Bytes received and not read yet (what [`Exchange::wait_for_peer`] kept).
+    pub fn buffered(&self) -> &[u8] {
+        &self.buffer
+    }
+
     /// Writes bytes already encoded (e.g. preamble and identity in one write).
     pub async fn write_raw(&mut self, bytes: &[u8], during: &'static str) -> Result<()> {
         self.write_all(bytes, during).await

@@ -62,6 +62,10 @@ pub struct ClusterFile {
     /// Most TLS handshakes a node runs at once; more wait their turn.
     #[serde(default = "default_handshakes")]
     pub max_concurrent_handshakes: usize,
+    /// Bounds on what a peer can make a node hold or do (`[limits]`, as in
+    /// scenario files).
+    #[serde(default)]
+    pub limits: crate::scenario::limits::LimitKeys,
     /// The nodes, node 1 first.
     pub nodes: Vec<NodeEntry>,
 }
@@ -219,6 +223,9 @@ impl ClusterFile {
         config.pickup_timeout = self.pickup_timeout;
         config.drain = self.drain;
         config.max_concurrent_handshakes = self.max_concurrent_handshakes;
+        self.limits
+            .apply(&mut config)
+            .map_err(|bad| invalid(format!("[limits] {}: {}", bad.key, bad.message)))?;
         Ok(NodeSettings {
             cluster: self.name.clone(),
             registry,

@@ -214,6 +214,7 @@ fn write_cluster(
         pickup_timeout: node.pickup_timeout,
         drain: node.drain,
         max_concurrent_handshakes: node.max_concurrent_handshakes,
+        limits: crate::scenario::limits::LimitKeys::of(node),
         nodes,
     };
     let path = dir.join("cluster.toml");

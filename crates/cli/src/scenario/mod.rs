@@ -8,6 +8,7 @@
 //! the file, line and key.
 
 pub mod fault;
+pub mod limits;
 pub mod thresholds;
 
 use std::net::IpAddr;
@@ -66,6 +67,9 @@ pub struct ScenarioFile {
     /// The nodes.
     #[serde(default)]
     pub cluster: ClusterKeys,
+    /// Bounds on what a peer can make a node hold or do.
+    #[serde(default)]
+    pub limits: limits::LimitKeys,
     /// The agents.
     #[serde(default)]
     pub agents: AgentKeys,
@@ -305,6 +309,7 @@ impl ScenarioFile {
                     .or(c.max_concurrent_handshakes),
                 redis: o.redis.or(c.redis),
             },
+            limits: self.limits.overlay(over.limits),
             agents: AgentKeys {
                 count: oa.count.or(a.count),
                 key_type: oa.key_type.or(a.key_type),
@@ -574,6 +579,10 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
         }
         cluster.node.max_concurrent_handshakes = handshakes;
     }
+    merged
+        .limits
+        .apply(&mut cluster.node)
+        .map_err(|bad| refuse(Some("limits"), bad.key, None, bad.message))?;
     let key_type = merged.agents.key_type.unwrap_or(KeyTypeName::Ecdsa).into();
     lab.swarm.key_type = key_type;
     lab.server_key_type = key_type;

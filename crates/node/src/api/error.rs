@@ -21,12 +21,30 @@ pub enum ApiError {
     /// The body is malformed; names the bad field.
     #[error("{0}")]
     BadRequest(String),
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The body is larger than `max_api_body_bytes`.
+    #[error("{0}")]
+    TooLarge(String),
     /// The registration conflicts with an existing machine.
     #[error("{0}")]
     Conflict(String),
     /// The shared machine registry could not be reached: try again.
     #[error("{0}")]
     Unavailable(String),
+    /// Registrations arrive faster than `registrations_per_second`: try again after
+    /// the delay (sent as `Retry-After`, whole seconds, at least 1).
+    #[error("too many registrations: this node accepts {per_second} per second; retry after {retry_after_secs} s")]
+    TooManyRequests {
+        /// The configured rate.
+        per_second: u32,
+        /// When to try again.
+        retry_after_secs: u64,
+    },
+    /// The request took longer than `api_request_timeout`.
+    #[error("the request took longer than {0:?}")]
+    RequestTimeout(std::time::Duration),
 }
 
 impl ApiError {
@@ -34,8 +52,12 @@ impl ApiError {
         match self {
             ApiError::MissingKey | ApiError::WrongKey => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }
@@ -47,7 +69,17 @@ impl IntoResponse for ApiError {
             error_message: self.to_string(),
             errors: vec![],
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_secs),
+            );
+        }
+        response
     }
 }
 

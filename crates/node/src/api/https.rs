@@ -13,14 +13,28 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
+use crate::metrics::NodeMetrics;
+
 /// Bound on a client's TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The bounds and counters of an API listener.
+#[derive(Clone, Debug)]
+pub struct ApiGuards {
+    /// A client that takes longer to send a request's headers is disconnected.
+    pub header_timeout: Duration,
+    /// Where failed API connections are counted, by reason.
+    pub metrics: Arc<NodeMetrics>,
+}
+
 /// Serves `router` on `listener` with `tls` until `shutdown`; open connections
-/// then finish their request within a bound, or end at once on `abort`.
+/// then finish their request within a bound, or end at once on `abort`. A client
+/// that takes longer than the guards' `header_timeout` to send a request's headers (slowloris)
+/// is disconnected.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    guards: ApiGuards,
     tls: Arc<rustls::ServerConfig>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -36,18 +50,31 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let router = router.clone();
         let (shutdown, abort) = (shutdown.clone(), abort.clone());
+        let (metrics, header_timeout) = (guards.metrics.clone(), guards.header_timeout);
         tracker.spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => return debug!(%peer, %error, "API TLS handshake failed"),
-                Err(_) => return debug!(%peer, "API TLS handshake timed out"),
+                Ok(Err(error)) => {
+                    metrics.api_ended("api-tls-handshake-failed");
+                    return debug!(%peer, %error, "API TLS handshake failed");
+                }
+                Err(_) => {
+                    metrics.api_ended("api-handshake-timeout");
+                    return debug!(%peer, "API TLS handshake timed out");
+                }
             };
             let service = TowerToHyperService::new(router);
-            let builder = hyper::server::conn::http1::Builder::new();
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
             let connection = builder.serve_connection(TokioIo::new(tls), service);
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
-                result = connection.as_mut() => if let Err(error) = result { debug!(%peer, %error, "API connection error") },
+                result = connection.as_mut() => if let Err(error) = result {
+                    metrics.api_ended(if error.is_timeout() { "api-header-timeout" } else { "api-connection-error" });
+                    debug!(%peer, %error, "API connection error");
+                },
                 _ = abort.cancelled() => {}
                 _ = shutdown.cancelled() => {
                     connection.as_mut().graceful_shutdown();

@@ -21,7 +21,14 @@ pub(super) async fn register(
     body: Result<Json<MachineResource>, JsonRejection>,
 ) -> Result<(StatusCode, Json<MachineResource>), ApiError> {
     authorize(&state, &headers)?;
-    let Json(resource) = body.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    state.registrations.check()?;
+    let Json(resource) = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(rejection.body_text())
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    })?;
     let new = validate(resource)?;
     let (status, machine) = match state.registry.register(new).await {
         Ok(Registered::Created(machine)) => {
@@ -35,6 +42,27 @@ pub(super) async fn register(
         Err(error) => return Err(ApiError::Unavailable(error.to_string())),
     };
     Ok((status, Json(resource_of(&machine))))
+}
+
+pub(super) async fn delete(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    let machine = state
+        .registry
+        .machines()
+        .into_iter()
+        .find(|m| m.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("no machine {id:?}")))?;
+    state
+        .registry
+        .deregister(&machine.thumbprint)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    tracing::info!(node = %state.node, machine = %machine.name, "machine deregistered");
+    Ok(StatusCode::OK)
 }
 
 pub(super) async fn list(

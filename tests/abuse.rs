@@ -1,0 +1,595 @@
+//! The abuse suite: hostile peers against a real node on loopback. Each case
+//! shows the offending connection closed with its specific reason counted in the
+//! node's `close_reasons`, no panic, the memory it took given back, and the swarm's
+//! agents still answering on every node.
+//!
+//! Memory is counted by the allocator of this test binary (`cap`), so the cases
+//! run one at a time (`SERIAL`): each compares the bytes allocated before and
+//! after its abuse, with the swarm warmed up first.
+
+mod common;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::Bson;
+use octopoll_cli::lab::{Lab, LabConfig};
+use octopoll_node::{FailReason, Node, NodeConfig};
+use octopoll_wire::{DataStream, DataStreamRef, Envelope, Limits, ResponseMessage};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use common::{connect_raw, register_raw_agent, wait_until};
+
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+/// One case at a time: the allocator's count is the whole binary's.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Abusive connections per case: enough that a per-connection leak of a few KiB
+/// shows above [`MEMORY_SLACK`].
+const ABUSERS: usize = 50;
+/// What a case may leave allocated beyond its baseline (log buffers, the
+/// reason table, the swarm's own variation).
+const MEMORY_SLACK: usize = 512 * 1024;
+
+/// A one-node lab with two agents and short deadlines, `tweak`ed.
+async fn abuse_lab(tweak: impl FnOnce(&mut NodeConfig)) -> Lab {
+    common::init_logging();
+    let mut config = LabConfig::new(1, 2);
+    let node = &mut config.cluster.node;
+    node.handshake_timeout = Duration::from_secs(1);
+    node.identification_timeout = Duration::from_secs(1);
+    node.api_header_timeout = Duration::from_secs(1);
+    node.api_request_timeout = Duration::from_secs(2);
+    tweak(node);
+    let lab = Lab::start(config).await.expect("lab starts");
+    common::ready(&lab).await;
+    lab
+}
+
+/// Runs `abuse` against `lab` and checks the aftermath: the node counts
+/// `reason` at least `times`, holds no unauthenticated connection and only the
+/// swarm's connections, the swarm still answers, and memory is back within
+/// [`MEMORY_SLACK`] of where it was.
+async fn check_abuse<T>(lab: &Lab, reason: &str, times: u64, abuse: impl Future<Output = T>) -> T {
+    let node = &lab.cluster.nodes()[0];
+    let held = node.stats().connections;
+    common::swarm_still_works(lab).await;
+    let before = ALLOCATOR.allocated();
+    let out = abuse.await;
+    let stats = wait_until(
+        Duration::from_secs(10),
+        &format!("{times} × {reason} counted and the abusers gone"),
+        || node.stats(),
+        |s| {
+            s.close_reasons.get(reason).copied().unwrap_or(0) >= times
+                && s.unauthenticated == 0
+                && s.connections == held
+        },
+    )
+    .await;
+    common::swarm_still_works(lab).await;
+    let after = ALLOCATOR.allocated();
+    assert!(
+        after <= before + MEMORY_SLACK,
+        "memory after {reason}: {after} bytes, {} KiB over the baseline of {before} (slack {} KiB); reasons {:?}",
+        (after.saturating_sub(before)) / 1024,
+        MEMORY_SLACK / 1024,
+        stats.close_reasons
+    );
+    out
+}
+
+/// TLS to `node` without a client certificate, pinning the node.
+async fn tls_without_certificate(
+    node: &Node,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tls = octopoll_pki::tls::https_client_config(node.thumbprint()).unwrap();
+    let tcp = TcpStream::connect(node.comms_addr()).await?;
+    TlsConnector::from(Arc::new(tls))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+/// Reads until the peer closes (or 5 s pass, which fails the test).
+async fn closed_by_peer(stream: &mut (impl AsyncReadExt + Unpin)) {
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut sink)).await;
+    assert!(read.is_ok(), "the node closes the connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_on_the_comms_port_is_cut_off_at_the_handshake_deadline() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let node = &lab.cluster.nodes()[0];
+    check_abuse(&lab, "handshake-timeout", ABUSERS as u64, async {
+        // Each sends the start of a TLS record, a byte every 200 ms.
+        let mut abusers = Vec::new();
+        for _ in 0..ABUSERS {
+            abusers.push(TcpStream::connect(node.comms_addr()).await.unwrap());
+        }
+        let record = [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
+        for byte in record {
+            for abuser in &mut abusers {
+                let _ = abuser.write_all(&[byte]).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for abuser in &mut abusers {
+            closed_by_peer(abuser).await;
+        }
+    })
+    .await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_on_the_api_is_cut_off_at_the_header_deadline() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let node = &lab.cluster.nodes()[0];
+    check_abuse(&lab, "api-header-timeout", ABUSERS as u64, async {
+        let tls = octopoll_pki::tls::https_client_config(node.thumbprint()).unwrap();
+        let connector = TlsConnector::from(Arc::new(tls));
+        let mut abusers = Vec::new();
+        for _ in 0..ABUSERS {
+            let tcp = TcpStream::connect(node.api_addr()).await.unwrap();
+            let mut stream = connector
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap();
+            stream
+                .write_all(b"POST /api/machines HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+            abusers.push(stream);
+        }
+        for _ in 0..8 {
+            for abuser in &mut abusers {
+                let _ = abuser.write_all(b"X-A: b\r\n").await;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        for abuser in &mut abusers {
+            closed_by_peer(abuser).await;
+        }
+    })
+    .await;
+    // The API still answers a well-behaved caller.
+    common::register_raw_agent(&lab, "after-slowloris").await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bytes_fail_the_tls_handshake() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let node = &lab.cluster.nodes()[0];
+    check_abuse(&lab, "tls-handshake-failed", ABUSERS as u64, async {
+        for i in 0..ABUSERS {
+            let mut tcp = TcpStream::connect(node.comms_addr()).await.unwrap();
+            let garbage: Vec<u8> = (0..512).map(|j| (i * 31 + j * 7) as u8).collect();
+            let _ = tcp.write_all(&garbage).await;
+            closed_by_peer(&mut tcp).await;
+        }
+    })
+    .await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_without_a_certificate_is_refused() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let node = &lab.cluster.nodes()[0];
+    check_abuse(&lab, "no-client-certificate", ABUSERS as u64, async {
+        for _ in 0..ABUSERS {
+            // TLS 1.3: the client finishes first; the refusal comes as an alert.
+            if let Ok(mut stream) = tls_without_certificate(node).await {
+                let _ = stream.write_all(b"MX\r\n\r\n").await;
+                closed_by_peer(&mut stream).await;
+            }
+        }
+    })
+    .await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_silent_after_tls_is_cut_off_at_the_identification_deadline() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let (identity, _) = register_raw_agent(&lab, "mute").await;
+    let node = &lab.cluster.nodes()[0];
+    check_abuse(&lab, "identification-timeout", ABUSERS as u64, async {
+        let mut abusers = Vec::new();
+        for _ in 0..ABUSERS {
+            abusers.push(connect_raw(node, &identity).await);
+        }
+        for abuser in &mut abusers {
+            closed_by_peer(abuser.get_mut()).await;
+        }
+    })
+    .await;
+    lab.stop().await;
+}
+
+/// A peer that identifies and takes one request, then `misbehaves`; returns how
+/// the request ended.
+async fn take_a_request_then(
+    lab: &Lab,
+    name: &str,
+    misbehave: impl AsyncFnOnce(
+        &mut octopoll_wire::Exchange<tokio_rustls::client::TlsStream<TcpStream>>,
+        String,
+    ),
+) -> Result<(), FailReason> {
+    let (mut exchange, id, call) = common::collect_a_request(lab, name).await;
+    misbehave(&mut exchange, id).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the request ends in time")
+        .unwrap();
+    closed_by_peer(exchange.get_mut()).await;
+    outcome.result.map(|_| ())
+}
+
+fn echo_response(id: String) -> Envelope {
+    Envelope::Response(ResponseMessage {
+        id,
+        error: None,
+        result: Bson::from("x..."),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_without_a_response_fails_the_request_as_a_protocol_error() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let outcome = check_abuse(&lab, "control-line-instead-of-response", 1, async {
+        take_a_request_then(&lab, "skipper", async |exchange, _| {
+            exchange
+                .write_control(octopoll_wire::ControlMessage::Next)
+                .await
+                .unwrap();
+        })
+        .await
+    })
+    .await;
+    assert_eq!(outcome, Err(FailReason::ProtocolError));
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_nobody_asked_for_is_an_unsolicited_message() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let (identity, subscription) = register_raw_agent(&lab, "chatterbox").await;
+    let node = &lab.cluster.nodes()[0];
+    check_abuse(&lab, "unsolicited-message", 1, async {
+        let mut exchange = common::identify_raw(node, &identity, &subscription).await;
+        exchange
+            .write_message(&echo_response("never-sent".into()), &[])
+            .await
+            .unwrap();
+        closed_by_peer(exchange.get_mut()).await;
+    })
+    .await;
+    assert_eq!(
+        node.stats().anomalies,
+        0,
+        "nothing was in flight to mismatch"
+    );
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_for_an_id_never_sent_fails_the_request_in_flight() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let outcome = check_abuse(&lab, "response-id-mismatch", 1, async {
+        take_a_request_then(&lab, "impostor", async |exchange, _| {
+            let _ = exchange
+                .write_message(&echo_response("ISomething::Else[7] / never".into()), &[])
+                .await;
+        })
+        .await
+    })
+    .await;
+    assert_eq!(outcome, Err(FailReason::ProtocolError));
+    assert_eq!(lab.cluster.nodes()[0].stats().anomalies, 1);
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_sent_twice_completes_once_and_closes_the_connection() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let outcome = check_abuse(&lab, "message-instead-of-next", 1, async {
+        take_a_request_then(&lab, "stutterer", async |exchange, id| {
+            exchange
+                .write_message(&echo_response(id.clone()), &[])
+                .await
+                .unwrap();
+            let _ = exchange.write_message(&echo_response(id), &[]).await;
+        })
+        .await
+    })
+    .await;
+    assert_eq!(outcome, Ok(()), "the first response completes the request");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_stream_whose_trailer_differs_fails_the_request() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let outcome = check_abuse(&lab, "stream-length-mismatch", 1, async {
+        take_a_request_then(&lab, "fibber", async |exchange, id| {
+            let stream = DataStream::new(vec![7u8; 100]);
+            let response = Envelope::Response(ResponseMessage {
+                id,
+                error: None,
+                result: DataStreamRef::to_bson(stream.reference(), true),
+            });
+            let mut bytes = Vec::new();
+            octopoll_wire::deflate::compress(&response.to_bson_bytes().unwrap(), &mut bytes);
+            stream.encode(&mut bytes);
+            let trailer = bytes.len() - 8;
+            bytes[trailer..].copy_from_slice(&99i64.to_le_bytes());
+            let _ = exchange.write_raw(&bytes, "a lying stream").await;
+        })
+        .await
+    })
+    .await;
+    assert_eq!(outcome, Err(FailReason::ProtocolError));
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decompression_bomb_is_refused_at_the_message_limit() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|node| {
+        node.limits = Limits {
+            max_message_bytes: 1024 * 1024,
+            ..Limits::default()
+        }
+    })
+    .await;
+    let outcome = check_abuse(&lab, "message-too-large", 1, async {
+        take_a_request_then(&lab, "bomber", async |exchange, id| {
+            // 64 MiB of one letter: some 64 KiB on the wire.
+            let response = Envelope::Response(ResponseMessage {
+                id,
+                error: None,
+                result: Bson::String("a".repeat(64 * 1024 * 1024)),
+            });
+            let mut bytes = Vec::new();
+            octopoll_wire::deflate::compress(&response.to_bson_bytes().unwrap(), &mut bytes);
+            assert!(bytes.len() < 1024 * 1024, "a bomb: {} bytes", bytes.len());
+            let _ = exchange.write_raw(&bytes, "a bomb").await;
+        })
+        .await
+    })
+    .await;
+    assert_eq!(outcome, Err(FailReason::ProtocolError));
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_line_past_the_limit_is_refused() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let (identity, _) = register_raw_agent(&lab, "rambler").await;
+    let node = &lab.cluster.nodes()[0];
+    check_abuse(&lab, "line-too-long", 1, async {
+        let mut exchange = connect_raw(node, &identity).await;
+        exchange.write_preamble().await.unwrap();
+        let line = format!("MX-SUBSCRIBER 1.0 poll://{}/", "a".repeat(4096));
+        let _ = exchange
+            .write_raw(line.as_bytes(), "an endless identity")
+            .await;
+        closed_by_peer(exchange.get_mut()).await;
+    })
+    .await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_unauthenticated_cap_are_closed_at_once() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|node| node.max_unauthenticated_connections = 4).await;
+    let node = &lab.cluster.nodes()[0];
+    check_abuse(&lab, "unauthenticated-limit", 1, async {
+        let mut silent = Vec::new();
+        for _ in 0..4 {
+            silent.push(TcpStream::connect(node.comms_addr()).await.unwrap());
+        }
+        wait_until(
+            Duration::from_secs(5),
+            "4 unauthenticated connections",
+            || node.stats().unauthenticated,
+            |&n| n == 4,
+        )
+        .await;
+        let mut fifth = TcpStream::connect(node.comms_addr()).await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(500), fifth.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the fifth is closed at once, long before the 1 s handshake deadline: {read:?}"
+        );
+        // Identified connections are not counted against the cap.
+        common::swarm_still_works(&lab).await;
+    })
+    .await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_subscription_cap_are_closed_before_mx_server() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|node| node.max_connections_per_subscription = 2).await;
+    let (identity, subscription) = register_raw_agent(&lab, "greedy").await;
+    let node = &lab.cluster.nodes()[0];
+    check_abuse(&lab, "subscription-connection-limit", 1, async {
+        let first = common::identify_raw(node, &identity, &subscription).await;
+        let second = common::identify_raw(node, &identity, &subscription).await;
+        let mut third = connect_raw(node, &identity).await;
+        third.write_preamble().await.unwrap();
+        third
+            .write_identity(&octopoll_wire::RemoteIdentity::Subscriber(
+                subscription.clone(),
+            ))
+            .await
+            .unwrap();
+        assert!(
+            third.read_identity().await.is_err(),
+            "no MX-SERVER for the third"
+        );
+        assert_eq!(
+            node.stats().connections,
+            2 + 2,
+            "the swarm's two and the greedy two"
+        );
+        drop((first, second));
+    })
+    .await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_past_the_rate_get_429_and_the_client_waits_its_turn() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|node| {
+        node.registrations_per_second = 1;
+        node.registration_burst = 1;
+    })
+    .await;
+    let node = &lab.cluster.nodes()[0];
+    let url = format!("{}/api/machines", node.api_url());
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(
+            octopoll_pki::tls::https_client_config(node.thumbprint()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let key = common::api_key(&lab);
+    let post = || {
+        http.post(&url)
+            .header("X-Octopus-ApiKey", key.expose())
+            .json(&serde_json::json!({"Name": "flood", "Endpoint": {"CommunicationStyle": "TentacleActive", "Uri": "poll://floodfloodfloodfloodf/", "Thumbprint": "00"}}))
+            .send()
+    };
+    // The swarm's registrations spent the burst; a second later it is one again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A body past the limit is refused before it is parsed; it spends the burst of one.
+    let huge = http
+        .post(&url)
+        .header("X-Octopus-ApiKey", key.expose())
+        .header("content-type", "application/json")
+        .body(vec![b' '; 128 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    // The next within the second is refused, saying when to come back.
+    let refused = post().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    // The registration client honours Retry-After and gets through.
+    let started = std::time::Instant::now();
+    register_raw_agent(&lab, "patient").await;
+    assert!(started.elapsed() >= Duration::from_millis(200), "it waited");
+    common::swarm_still_works(&lab).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_stream_past_the_limit_is_refused_before_it_is_buffered() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|node| {
+        node.limits = Limits {
+            max_stream_bytes: 64 * 1024,
+            ..Limits::default()
+        }
+    })
+    .await;
+    let outcome = check_abuse(&lab, "stream-too-large", 1, async {
+        take_a_request_then(&lab, "hoarder", async |exchange, id| {
+            // Announces 1 GiB; sends only the header.
+            let stream = DataStreamRef {
+                id: DataStream::new(Vec::new()).id,
+                length: 1 << 30,
+            };
+            let response = Envelope::Response(ResponseMessage {
+                id,
+                error: None,
+                result: DataStreamRef::to_bson(stream, true),
+            });
+            let mut bytes = Vec::new();
+            octopoll_wire::deflate::compress(&response.to_bson_bytes().unwrap(), &mut bytes);
+            bytes.extend_from_slice(&stream.id.to_bytes_le());
+            bytes.extend_from_slice(&stream.length.to_le_bytes());
+            let _ = exchange.write_raw(&bytes, "a huge stream header").await;
+        })
+        .await
+    })
+    .await;
+    assert_eq!(outcome, Err(FailReason::ProtocolError));
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_body_trickled_past_the_request_deadline_gets_408() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let node = &lab.cluster.nodes()[0];
+    let tls = octopoll_pki::tls::https_client_config(node.thumbprint()).unwrap();
+    let tcp = TcpStream::connect(node.api_addr()).await.unwrap();
+    let mut stream = TlsConnector::from(Arc::new(tls))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let key = common::api_key(&lab);
+    let head = format!(
+        "POST /api/machines HTTP/1.1\r\nHost: x\r\nX-Octopus-ApiKey: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        key.expose()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // One byte of the hundred announced, then nothing: the 2 s request deadline passes.
+    let mut answer = Vec::new();
+    let reader = async {
+        let mut buf = [0u8; 512];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the node answers within its deadline");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    common::register_raw_agent(&lab, "after-trickle").await;
+    common::swarm_still_works(&lab).await;
+    lab.stop().await;
+}
