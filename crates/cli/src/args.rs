@@ -47,9 +47,23 @@ pub enum Command {
     /// Exit 0 if a node's or swarm's control API answers 2xx at URL (a container
     /// health check), 1 otherwise, saying why.
     Health(HealthArgs),
+    /// Tentacle.exe's commands (create-instance, new-certificate, import-certificate,
+    /// show-thumbprint, configure, register-with, poll-server, list-instances,
+    /// deregister-from, agent): the Octopus docs' commands, as written, against an
+    /// octopoll cluster. `octopoll tentacle help` lists them.
+    Tentacle(TentacleArgs),
     /// Measure handshake rate (vs bare rustls), full-mesh time, memory per
     /// connection, dispatch latency and a restart storm; print a Markdown table.
     Bench(BenchArgs),
+}
+
+/// `octopoll tentacle …`: passed whole to the Tentacle-style parser.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct TentacleArgs {
+    /// The Tentacle command and its options.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// Which benchmark.

@@ -17,6 +17,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod telemetry;
+pub mod tentacle;
 pub mod testbed;
 pub mod timeline;
 pub mod topology;

@@ -62,6 +62,17 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 status.code().unwrap_or(1).clamp(0, 255) as u8
             ))
         }
+        Command::Tentacle(args) => {
+            let cli = match octopoll_cli::tentacle::parse(args.args) {
+                Ok(cli) => cli,
+                Err(error) => error.exit(),
+            };
+            let mut out = std::io::stdout();
+            block_on(octopoll_cli::tentacle::run(cli.command, &mut out, async {
+                interrupted().await;
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Health(args) => {
             block_on(commands::health::health(args)).map(|()| ExitCode::SUCCESS)
         }

@@ -1,0 +1,592 @@
+//! What each `octopoll tentacle` command does. Every command that changes an
+//! instance loads its Tentacle.config, checks everything, and saves once
+//! (atomically): a command that fails writes nothing.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use octopoll_agent::swarm::machine_resource;
+use octopoll_agent::tentacle::{CommunicationStyle, TentacleConfig, TrustedOctopusServer};
+use octopoll_agent::{
+    Agent, AgentConfig, RegistrationClient, RegistrationTrust, ServerAddress, TrustedServer,
+};
+use octopoll_pki::{ApiKey, Identity, KeyType, Thumbprint};
+use octopoll_wire::SubscriptionId;
+
+use super::instances::{self, Instance, DEFAULT_INSTANCE};
+use super::options::{ApiArgs, CommsArgs, CommsStyle, Format, InstanceArgs, TentacleCommand};
+
+/// Runs `command`, writing what Tentacle would print to `out`; `agent` runs
+/// until `stop` resolves.
+pub async fn run(
+    command: TentacleCommand,
+    out: &mut impl Write,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    match command {
+        TentacleCommand::CreateInstance {
+            instance,
+            config,
+            home,
+        } => create_instance(instance, config, home, out),
+        TentacleCommand::NewCertificate {
+            instance,
+            if_blank,
+            export_pfx,
+            pfx_password,
+        } => new_certificate(&instance, if_blank, export_pfx, pfx_password, out),
+        TentacleCommand::ImportCertificate {
+            instance,
+            from_file,
+            pfx_password,
+        } => import_certificate(&instance, &from_file, &pfx_password, out),
+        TentacleCommand::ShowThumbprint { instance, format } => {
+            let (_, _, config) = load(&instance)?;
+            let thumbprint = config.thumbprint()?;
+            match format {
+                Format::Text => write!(
+                    out,
+                    "{}",
+                    thumbprint.map(|t| t.to_string()).unwrap_or_default()
+                )?,
+                Format::Json => write!(
+                    out,
+                    "{}",
+                    serde_json::json!({ "Thumbprint": thumbprint.map(|t| t.to_string()) })
+                )?,
+            }
+            Ok(())
+        }
+        TentacleCommand::Configure {
+            instance,
+            home,
+            app,
+            port,
+            no_listen,
+            listen_ip_address,
+            polling_connection_count,
+            trust,
+            remove_trust,
+            reset_trust,
+        } => {
+            let (_, path, mut config) = load(&instance)?;
+            let mut servers = config.trusted_servers()?;
+            if reset_trust {
+                writeln!(out, "Removing all trusted Octopus Servers...")?;
+                servers.clear();
+            }
+            if !remove_trust.is_empty() {
+                writeln!(
+                    out,
+                    "Removing {} trusted Octopus Servers",
+                    remove_trust.len()
+                )?;
+                servers.retain(|s| !remove_trust.contains(&s.thumbprint));
+            }
+            if !trust.is_empty() {
+                writeln!(out, "Adding {} trusted Octopus Servers", trust.len())?;
+                for thumbprint in &trust {
+                    let parsed: Thumbprint = thumbprint
+                        .trim()
+                        .parse()
+                        .with_context(|| format!("--trust {thumbprint:?}"))?;
+                    octopoll_agent::tentacle::trusted_servers::add_or_update(
+                        &mut servers,
+                        TrustedOctopusServer::listening(&parsed.to_string()),
+                    );
+                }
+            }
+            config.set_trusted_servers(&servers);
+            if let Some(home) = home {
+                let home = absolute(&home)?;
+                std::fs::create_dir_all(&home)
+                    .with_context(|| format!("creating {}", home.display()))?;
+                writeln!(out, "Home directory set to: {}", home.display())?;
+                config.set_home(&home);
+            }
+            if let Some(app) = app {
+                let app = absolute(&app)?;
+                std::fs::create_dir_all(&app)
+                    .with_context(|| format!("creating {}", app.display()))?;
+                writeln!(out, "Application directory set to: {}", app.display())?;
+                config.set_application_directory(&app);
+            }
+            if let Some(port) = port {
+                writeln!(out, "Services listen port: {port}")?;
+                config.set_port(port);
+            }
+            if let Some(no_listen) = no_listen {
+                writeln!(
+                    out,
+                    "{}",
+                    if no_listen {
+                        "Tentacle will not listen on a port"
+                    } else {
+                        "Tentacle will listen on a TCP port"
+                    }
+                )?;
+                config.set_no_listen(no_listen);
+            }
+            if let Some(ip) = listen_ip_address {
+                if ip.eq_ignore_ascii_case("any") {
+                    writeln!(out, "Listen on any IP address")?;
+                    config.set_listen_ip(None);
+                } else {
+                    let parsed = ip.parse().with_context(|| {
+                        format!("--listenIpAddress {ip:?} is not an IP address or `any`")
+                    })?;
+                    writeln!(out, "Listen on IP address: {ip}")?;
+                    config.set_listen_ip(Some(parsed));
+                }
+            }
+            if let Some(count) = polling_connection_count {
+                config.set_polling_connection_count(count);
+            }
+            save(&config, &path, out)
+        }
+        TentacleCommand::RegisterWith {
+            instance,
+            api,
+            comms,
+            comms_style,
+            name,
+            environment,
+            role,
+            force: _,
+            server_subscription_id,
+        } => {
+            if comms_style == CommsStyle::TentaclePassive {
+                bail!("octopoll simulates polling Tentacles only: register with --comms-style TentacleActive (listening Tentacles are not simulated yet)");
+            }
+            let (_, path, mut config) = load(&instance)?;
+            let identity = config.certificate()?.context(
+                "No certificate has been generated for this Tentacle. Please run the new-certificate command first.",
+            )?;
+            let address = comms_address(&api, &comms)?;
+            let servers = config.trusted_servers()?;
+            let subscription: SubscriptionId = match servers.iter().find(|s| {
+                s.communication_style == CommunicationStyle::TentacleActive
+                    && s.address
+                        .as_deref()
+                        .is_some_and(|a| same_address(a, &address))
+            }) {
+                Some(existing) => existing
+                    .subscription_id
+                    .as_deref()
+                    .unwrap_or_default()
+                    .parse()
+                    .context("the configured polling entry's SubscriptionId")?,
+                None => match server_subscription_id {
+                    Some(id) => id
+                        .parse()
+                        .context("The ServerSubscriptionId must start with poll://")?,
+                    None => SubscriptionId::random(&mut rand::rng()),
+                },
+            };
+            let name = name.unwrap_or_else(host_name);
+            writeln!(
+                out,
+                "Registering the tentacle with the server at {}",
+                api.server
+            )?;
+            let (client, key) = client(&api)?;
+            let server = client.server_thumbprint(&api.server, &key).await?;
+            let mut machine = machine_resource(&name, identity.thumbprint(), &subscription);
+            machine.roles = role;
+            machine.environment_ids = environment;
+            client.register(&api.server, &key, &machine).await?;
+            config.add_or_update_trusted_server(TrustedOctopusServer::polling(
+                &server.to_string(),
+                &address,
+                subscription.as_str(),
+            ))?;
+            if config
+                .get(octopoll_agent::tentacle::config::POLLING_CONNECTION_COUNT)
+                .is_none()
+            {
+                writeln!(out, "Setting the polling connection count to 1")?;
+                config.set_polling_connection_count(std::num::NonZeroUsize::MIN);
+            }
+            save(&config, &path, out)?;
+            writeln!(out, "Machine registered successfully")?;
+            Ok(())
+        }
+        TentacleCommand::PollServer {
+            instance,
+            api,
+            comms,
+        } => {
+            let (name, path, mut config) = load(&instance)?;
+            let address = comms_address(&api, &comms)?;
+            let (client, key) = client(&api)?;
+            let server = client.server_thumbprint(&api.server, &key).await?;
+            let servers = config.trusted_servers()?;
+            let trusted: Vec<&TrustedOctopusServer> = servers
+                .iter()
+                .filter(|s| s.thumbprint.eq_ignore_ascii_case(&server.to_string()))
+                .collect();
+            if trusted.is_empty() {
+                bail!("The Octopus Server with the thumbprint '{server}' is not yet trusted. Trust this Octopus Server using 'octopoll tentacle configure --trust=\"{server}\" --instance {name}', or register with it first (register-with --comms-style TentacleActive)");
+            }
+            let Some(subscription) = trusted
+                .iter()
+                .find(|s| s.communication_style == CommunicationStyle::TentacleActive)
+                .and_then(|s| s.subscription_id.clone())
+            else {
+                bail!("This Tentacle has not been configured to connect to the specified Octopus Server as a polling Tentacle: run register-with --comms-style TentacleActive against one node first");
+            };
+            config.add_or_update_trusted_server(TrustedOctopusServer::polling(
+                &server.to_string(),
+                &address,
+                &subscription,
+            ))?;
+            save(&config, &path, out)?;
+            writeln!(out, "Polling endpoint configured")?;
+            Ok(())
+        }
+        TentacleCommand::ListInstances { format } => {
+            let all = instances::list()?;
+            match format {
+                Format::Text if all.is_empty() => write!(out, "No instances installed")?,
+                Format::Text => {
+                    for i in &all {
+                        writeln!(
+                            out,
+                            "Instance '{}' uses configuration '{}'.",
+                            i.name,
+                            i.configuration_file_path.display()
+                        )?;
+                    }
+                }
+                Format::Json => {
+                    let list: Vec<_> = all
+                        .iter()
+                        .map(|i| serde_json::json!({"InstanceName": i.name, "ConfigurationFilePath": i.configuration_file_path}))
+                        .collect();
+                    write!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+                }
+            }
+            Ok(())
+        }
+        TentacleCommand::DeregisterFrom {
+            instance,
+            api,
+            multiple,
+        } => {
+            let (name, _, config) = load(&instance)?;
+            let thumbprint = config.thumbprint()?.context("This Tentacle does not have a thumbprint. The Tentacle must have a thumbprint in order to deregister it.")?;
+            let (client, key) = client(&api)?;
+            let matches: Vec<_> = client
+                .machines(&api.server, &key)
+                .await?
+                .into_iter()
+                .filter(|m| {
+                    m.endpoint
+                        .thumbprint
+                        .eq_ignore_ascii_case(&thumbprint.to_string())
+                })
+                .collect();
+            match matches.len() {
+                0 => bail!("No machine was found matching this Tentacle's thumbprint."),
+                n if n > 1 && !multiple => bail!("The Tentacle matches more than one machine on the server. To deregister all of these machines specify the --multiple flag."),
+                _ => {}
+            }
+            for machine in &matches {
+                writeln!(
+                    out,
+                    "Deleting machine '{}' from the Octopus Server...",
+                    machine.name
+                )?;
+                let id = machine.id.as_deref().unwrap_or_default();
+                client.delete_machine(&api.server, &key, id).await?;
+            }
+            let server = client.server_thumbprint(&api.server, &key).await?;
+            writeln!(out, "The Octopus Server is still trusted. If you wish to remove trust for this Octopus Server, use 'octopoll tentacle configure --remove-trust={server} --instance {name}'")?;
+            writeln!(out, "Machine deregistered successfully")?;
+            Ok(())
+        }
+        TentacleCommand::Agent { instance, .. } => agent(&instance, out, stop).await,
+    }
+}
+
+fn create_instance(
+    instance: Option<String>,
+    config: Option<PathBuf>,
+    home: Option<PathBuf>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let name = instance.unwrap_or_else(|| DEFAULT_INSTANCE.to_owned());
+    let home = match (&home, &config) {
+        (Some(home), _) => absolute(home)?,
+        (None, Some(config)) => absolute(config)?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        (None, None) => absolute(Path::new("."))?,
+    };
+    let path = match config {
+        Some(config) if config.is_absolute() => config,
+        Some(config) => home.join(config),
+        None => home.join("Tentacle.config"),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut settings = if path.exists() {
+        writeln!(
+            out,
+            "Configuration file at {} already exists.",
+            path.display()
+        )?;
+        TentacleConfig::load(&path).with_context(|| format!("reading {}", path.display()))?
+    } else {
+        writeln!(out, "Creating empty configuration file: {}", path.display())?;
+        TentacleConfig::new()
+    };
+    writeln!(out, "Saving instance: {name}")?;
+    writeln!(out, "Setting home directory to: {}", home.display())?;
+    settings.set_home(&home);
+    settings
+        .save(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    instances::save(&Instance {
+        name,
+        configuration_file_path: path,
+    })
+}
+
+fn new_certificate(
+    instance: &InstanceArgs,
+    if_blank: bool,
+    export_pfx: Option<PathBuf>,
+    pfx_password: Option<String>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    if if_blank && export_pfx.is_some() {
+        bail!("Invalid command: --if-blank and --export-pfx cannot be specified together");
+    }
+    if let Some(file) = export_pfx {
+        let password = pfx_password.unwrap_or_default();
+        let identity = Identity::generate("Octopus Tentacle", KeyType::Rsa2048)?;
+        let pfx = octopoll_pki::pfx::export(&identity, &password)?;
+        write_private(&file, &pfx).with_context(|| format!("writing {}", file.display()))?;
+        writeln!(
+            out,
+            "A new certificate has been generated and written to {}. Thumbprint:\n{}",
+            file.display(),
+            identity.thumbprint()
+        )?;
+        return Ok(());
+    }
+    let (_, path, mut config) = load(instance)?;
+    if if_blank && config.thumbprint()?.is_some() {
+        writeln!(
+            out,
+            "A certificate already exists, no changes will be applied."
+        )?;
+        return Ok(());
+    }
+    let identity = Identity::generate("Octopus Tentacle", KeyType::Rsa2048)?;
+    config.set_certificate(&identity)?;
+    save(&config, &path, out)?;
+    writeln!(
+        out,
+        "A new certificate has been generated and installed. Thumbprint:\n{}",
+        identity.thumbprint()
+    )?;
+    Ok(())
+}
+
+fn import_certificate(
+    instance: &InstanceArgs,
+    file: &Path,
+    password: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let (_, path, mut config) = load(instance)?;
+    let bytes = std::fs::read(file)
+        .with_context(|| format!("Certificate '{}' was not found.", file.display()))?;
+    let identity = octopoll_pki::pfx::import(&bytes, password)
+        .with_context(|| format!("importing {}", file.display()))?;
+    config.set_certificate(&identity)?;
+    save(&config, &path, out)?;
+    writeln!(
+        out,
+        "Certificate with thumbprint {} imported successfully.",
+        identity.thumbprint()
+    )?;
+    Ok(())
+}
+
+/// Runs the instance's polling loops until `stop`.
+async fn agent(
+    instance: &InstanceArgs,
+    out: &mut impl Write,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (name, path, mut config) = load(instance)?;
+    let identity = match config.certificate()? {
+        Some(identity) => identity,
+        None => {
+            let identity = Identity::generate("Octopus Tentacle", KeyType::Rsa2048)?;
+            config.set_certificate(&identity)?;
+            save(&config, &path, out)?;
+            writeln!(out, "A new certificate has been generated and installed as none were yet available. Thumbprint:\n{}", identity.thumbprint())?;
+            identity
+        }
+    };
+    let servers = trusted_polling_servers(&config)?;
+    let Some(first) = servers.first() else {
+        bail!("{} has no polling server: run register-with --comms-style TentacleActive (and poll-server for each further node), or add TentacleActive entries to Tentacle.Communication.TrustedOctopusServers", path.display());
+    };
+    let subscription = first.subscription.clone();
+    let mut agent_config = AgentConfig::default();
+    agent_config.polling.connections_per_node = config.polling_connection_count()?;
+    let agent = Agent {
+        name: if name.is_empty() {
+            DEFAULT_INSTANCE.to_owned()
+        } else {
+            name
+        },
+        servers,
+        identity,
+        subscription,
+        config: agent_config,
+    };
+    let handle = agent.start()?;
+    writeln!(
+        out,
+        "Running: polling {} server(s) as {}. Press Ctrl-C to shut down...",
+        handle.servers().len(),
+        handle.subscription()
+    )?;
+    out.flush()?;
+    stop.await;
+    handle.stop().await;
+    Ok(())
+}
+
+/// The TentacleActive entries as the agent's trusted servers; one subscription for all.
+fn trusted_polling_servers(config: &TentacleConfig) -> anyhow::Result<Vec<TrustedServer>> {
+    let mut servers = Vec::new();
+    for entry in config.trusted_servers()? {
+        if entry.communication_style != CommunicationStyle::TentacleActive {
+            continue;
+        }
+        let Some(address) = entry.address.as_deref() else {
+            tracing::warn!(thumbprint = %entry.thumbprint, "a polling entry without an Address is skipped");
+            continue;
+        };
+        let subscription: SubscriptionId = entry
+            .subscription_id
+            .as_deref()
+            .unwrap_or_default()
+            .parse()
+            .with_context(|| format!("the SubscriptionId of the entry for {address}"))?;
+        if let Some(first) = servers.first() {
+            let first: &TrustedServer = first;
+            if first.subscription != subscription {
+                bail!("the polling entries name two subscriptions ({} and {subscription}): one Tentacle polls every node with one", first.subscription);
+            }
+        }
+        servers.push(TrustedServer {
+            thumbprint: entry
+                .thumbprint
+                .parse()
+                .with_context(|| format!("the Thumbprint of the entry for {address}"))?,
+            address: address
+                .parse::<ServerAddress>()
+                .with_context(|| format!("the Address {address:?}"))?,
+            subscription,
+        });
+    }
+    Ok(servers)
+}
+
+/// The instance's name, config path and settings.
+fn load(instance: &InstanceArgs) -> anyhow::Result<(String, PathBuf, TentacleConfig)> {
+    let (name, path) = instances::select(instance.instance.as_deref(), instance.config.as_deref())?;
+    if !path.exists() {
+        bail!(
+            "The configuration file for instance {name} could not be located at the specified location {}. Run create-instance first.",
+            path.display()
+        );
+    }
+    let config =
+        TentacleConfig::load(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((name, path, config))
+}
+
+fn save(config: &TentacleConfig, path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    config
+        .save(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(out, "These changes require a restart of the Tentacle.")?;
+    Ok(())
+}
+
+/// A registration client for `api` and its key.
+fn client(api: &ApiArgs) -> anyhow::Result<(RegistrationClient, ApiKey)> {
+    let trust = match &api.server_thumbprint {
+        Some(t) => RegistrationTrust::Pinned(t.parse().context("--server-thumbprint")?),
+        None => RegistrationTrust::DangerousAcceptAny,
+    };
+    Ok((
+        RegistrationClient::new(&trust)?,
+        ApiKey::new(api.api_key.clone()),
+    ))
+}
+
+/// `https://host:port` of the comms port: the host of --server-comms-address or
+/// --server; the port of --server-comms-port, else the address's, else 10943.
+fn comms_address(api: &ApiArgs, comms: &CommsArgs) -> anyhow::Result<String> {
+    let source = comms.server_comms_address.as_deref().unwrap_or(&api.server);
+    let rest = source
+        .split_once("://")
+        .map_or(source, |(_, rest)| rest)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            (host, port.parse::<u16>().ok())
+        }
+        _ => (rest, None),
+    };
+    if host.is_empty() {
+        bail!("{source:?} has no host");
+    }
+    let port = comms
+        .server_comms_port
+        .or(comms.server_comms_address.as_ref().and(port))
+        .unwrap_or(10943);
+    Ok(format!("https://{host}:{port}"))
+}
+
+fn same_address(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "octopoll-tentacle".to_owned())
+}
+
+/// Writes `bytes` to `path` readable by its owner only (a PFX holds a private key).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}

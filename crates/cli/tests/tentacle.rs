@@ -1,0 +1,429 @@
+//! `octopoll tentacle …` as the Octopus docs use Tentacle.exe: the command
+//! sequences run against an in-process three-node cluster, then the configured
+//! instance polls every node for real.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use octopoll_agent::swarm::machine_resource;
+use octopoll_agent::tentacle::{CommunicationStyle, TentacleConfig};
+use octopoll_agent::{RegistrationClient, RegistrationTrust};
+use octopoll_cli::lab::{Lab, LabConfig};
+use octopoll_wire::contracts::echo;
+use octopoll_wire::{RequestMessage, ServiceEndPoint, SubscriptionId};
+
+/// A place of the test's own: the instance index and the config files.
+struct Machine {
+    dir: tempfile::TempDir,
+}
+
+impl Machine {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_octopoll"));
+        command
+            .arg("tentacle")
+            .args(args)
+            .env("OCTOPOLL_TENTACLE_INSTANCES", self.path("instances"))
+            .current_dir(self.dir.path())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs a command; returns its output whatever the exit.
+    async fn try_run(&self, args: &[&str]) -> Output {
+        self.command(args).output().await.unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    async fn run(&self, args: &[&str]) -> String {
+        let output = self.try_run(args).await;
+        assert!(
+            output.status.success(),
+            "tentacle {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+async fn lab() -> Lab {
+    Lab::start(LabConfig::new(3, 1)).await.unwrap()
+}
+
+fn key(lab: &Lab) -> String {
+    lab.cluster.nodes()[0].config().api_key.expose().to_owned()
+}
+
+/// Waits until every node holds the swarm's connection and one more, then sends
+/// an echo to `subscription` through each node.
+async fn polled_by_every_node(lab: &Lab, subscription: &SubscriptionId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let held: Vec<usize> = lab
+            .cluster
+            .nodes()
+            .iter()
+            .map(|n| n.stats().connections)
+            .collect();
+        if held.iter().all(|&n| n == 2) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Tentacle never polled every node: connections {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for node in lab.cluster.nodes() {
+        let request = RequestMessage::call(
+            echo::SERVICE,
+            echo::SAY_HELLO,
+            echo::params("from the docs"),
+            ServiceEndPoint::new(subscription.as_str(), ""),
+            1,
+        );
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            node.send(subscription, request, vec![]),
+        )
+        .await
+        .expect("answered in time");
+        let reply = outcome.result.expect("completed");
+        assert_eq!(reply.response.result, bson::Bson::from("from the docs..."));
+    }
+}
+
+fn config_at(path: &Path) -> TentacleConfig {
+    TentacleConfig::load(path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_ha_sequence_polls_all_three_nodes() {
+    let lab = lab().await;
+    let machine = Machine::new();
+    let config = machine.path("Tentacle.config");
+    let config_arg = config.to_str().unwrap();
+    let key = key(&lab);
+    let nodes = lab.cluster.nodes();
+
+    machine
+        .run(&[
+            "create-instance",
+            "--instance",
+            "Tentacle",
+            "--config",
+            config_arg,
+        ])
+        .await;
+    let printed = machine
+        .run(&["new-certificate", "--instance=Tentacle"])
+        .await;
+    assert!(
+        printed.contains("A new certificate has been generated and installed"),
+        "{printed}"
+    );
+    machine
+        .run(&["configure", "--instance", "Tentacle", "--noListen", "True"])
+        .await;
+    // Register with node 1 as a polling Tentacle, then poll-server once per further node.
+    let first = &nodes[0];
+    machine
+        .run(&[
+            "register-with",
+            "--instance=Tentacle",
+            &format!("--server={}", first.api_url()),
+            &format!("--apiKey={key}"),
+            "--comms-style",
+            "TentacleActive",
+            "--server-comms-port",
+            &first.comms_addr().port().to_string(),
+            "--name=docs-tentacle",
+            "--environment=Production",
+            "--role=web-server",
+        ])
+        .await;
+    for node in &nodes[1..] {
+        let printed = machine
+            .run(&[
+                "poll-server",
+                "--instance",
+                "Tentacle",
+                &format!("--server={}", node.api_url()),
+                &format!("--apikey={key}"),
+                "--server-comms-port",
+                &node.comms_addr().port().to_string(),
+            ])
+            .await;
+        assert!(printed.contains("Polling endpoint configured"), "{printed}");
+    }
+
+    // The config: one polling entry per node, one thumbprint, one subscription.
+    let settings = config_at(&config);
+    let servers = settings.trusted_servers().unwrap();
+    assert_eq!(servers.len(), 3, "{servers:?}");
+    let thumbprint = lab.cluster.identity().thumbprint().to_string();
+    for (entry, node) in servers.iter().zip(nodes) {
+        assert_eq!(entry.thumbprint, thumbprint);
+        assert_eq!(
+            entry.communication_style,
+            CommunicationStyle::TentacleActive
+        );
+        assert_eq!(
+            entry.address.as_deref(),
+            Some(format!("https://{}", node.comms_addr()).as_str())
+        );
+        assert_eq!(entry.subscription_id, servers[0].subscription_id);
+    }
+    assert!(settings.no_listen().unwrap());
+    let subscription: SubscriptionId = servers[0]
+        .subscription_id
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let machines = first.registry().machines();
+    let registered = machines
+        .iter()
+        .find(|m| m.name == "docs-tentacle")
+        .expect("registered");
+    assert_eq!(registered.subscription, subscription);
+    assert_eq!(registered.roles, ["web-server"]);
+    let shown = machine
+        .run(&["show-thumbprint", "--instance", "Tentacle"])
+        .await;
+    assert_eq!(shown.trim(), registered.thumbprint.to_string());
+    let listed = machine.run(&["list-instances"]).await;
+    assert!(
+        listed.contains(&format!(
+            "Instance 'Tentacle' uses configuration '{config_arg}'."
+        )),
+        "{listed}"
+    );
+
+    // The instance runs and is polled through every node.
+    let mut agent = machine
+        .command(&["agent", "--instance", "Tentacle"])
+        .spawn()
+        .unwrap();
+    polled_by_every_node(&lab, &subscription).await;
+    agent.kill().await.unwrap();
+
+    // deregister-from deletes the machine; the trust stays.
+    let printed = machine
+        .run(&[
+            "deregister-from",
+            "--instance",
+            "Tentacle",
+            &format!("--server={}", first.api_url()),
+            &format!("--apikey={key}"),
+        ])
+        .await;
+    assert!(
+        printed.contains("Machine deregistered successfully"),
+        "{printed}"
+    );
+    assert!(first
+        .registry()
+        .machines()
+        .iter()
+        .all(|m| m.name != "docs-tentacle"));
+    assert_eq!(config_at(&config).trusted_servers().unwrap().len(), 3);
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_one_clear_line_and_writes_nothing() {
+    let lab = lab().await;
+    let machine = Machine::new();
+    let config = machine.path("Tentacle.config");
+    let config_arg = config.to_str().unwrap();
+    machine
+        .run(&["create-instance", "--config", config_arg])
+        .await;
+    machine.run(&["new-certificate"]).await;
+    let before = std::fs::read(&config).unwrap();
+    let node = &lab.cluster.nodes()[0];
+    let register = |server: String, key: String| {
+        vec![
+            "register-with".to_owned(),
+            format!("--server={server}"),
+            format!("--apikey={key}"),
+            "--comms-style=TentacleActive".to_owned(),
+        ]
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            register(node.api_url(), "API-WRONG".into()),
+            "refused the API key",
+        ),
+        (
+            register("https://127.0.0.1:1".into(), key(&lab)),
+            "127.0.0.1:1",
+        ),
+        (
+            vec!["configure".into(), "--noListen".into(), "maybe".into()],
+            "True or False",
+        ),
+        (
+            vec!["show-thumbprint".into(), "--colour=red".into()],
+            "--colour",
+        ),
+        (
+            vec![
+                "import-certificate".into(),
+                "--from-file=missing.pfx".into(),
+            ],
+            "Certificate 'missing.pfx' was not found",
+        ),
+        (
+            vec![
+                "register-with".into(),
+                format!("--server={}", node.api_url()),
+                format!("--apikey={}", key(&lab)),
+            ],
+            "--comms-style TentacleActive",
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = machine.try_run(&args).await;
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let message = stderr(&output);
+        assert!(message.contains(expected), "{args:?}: {message}");
+        assert_eq!(
+            std::fs::read(&config).unwrap(),
+            before,
+            "{args:?} changed the config"
+        );
+    }
+    // A PFX opened with the wrong password.
+    let pfx = machine.path("cluster.pfx");
+    machine
+        .run(&[
+            "new-certificate",
+            &format!("--export-pfx={}", pfx.display()),
+            "--pfx-password=right",
+        ])
+        .await;
+    let output = machine
+        .try_run(&[
+            "import-certificate",
+            &format!("--from-file={}", pfx.display()),
+            "--pfx-password=wrong",
+        ])
+        .await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("check --pfx-password"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read(&config).unwrap(), before);
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_trusted_servers_example_polls_three_loopback_nodes() {
+    let lab = lab().await;
+    let machine = Machine::new();
+    let nodes = lab.cluster.nodes();
+    // The clustered-listening docs' certificate dance: export once, import into
+    // two instances; both then have one thumbprint.
+    let pfx = machine.path("TentacleClusterPrivateKey.pfx");
+    let printed = machine
+        .run(&[
+            "new-certificate",
+            &format!("--export-pfx={}", pfx.display()),
+            "--pfx-password=Yourpfxpassword",
+        ])
+        .await;
+    let exported = printed.lines().last().unwrap().trim().to_owned();
+    for name in ["one", "two"] {
+        let config = machine.path(&format!("{name}/Tentacle.config"));
+        machine
+            .run(&[
+                "create-instance",
+                "--instance",
+                name,
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .await;
+        machine
+            .run(&[
+                "import-certificate",
+                &format!("--instance={name}"),
+                &format!("--from-file={}", pfx.display()),
+                "--pfx-password=Yourpfxpassword",
+            ])
+            .await;
+        let shown = machine.run(&["show-thumbprint", "--instance", name]).await;
+        assert_eq!(shown.trim(), exported, "instance {name}");
+    }
+
+    // The docs' TrustedOctopusServers, with the nodes' loopback addresses and
+    // this cluster's thumbprint in place of theirs; by hand, as the docs show.
+    let docs = include_str!("../../../../shared/octopus-docs/polling-tentacles-with-ha.txt");
+    let start = docs
+        .find("<set key=\"Tentacle.Communication.TrustedOctopusServers\">")
+        .unwrap();
+    let end = docs[start..].find("</set>").unwrap() + start + "</set>".len();
+    let mut entry = docs[start..end].replace(
+        "77751F90F9EEDCEE0C0CD84F7A3CC726AD123FA6",
+        &lab.cluster.identity().thumbprint().to_string(),
+    );
+    for (n, node) in nodes.iter().enumerate() {
+        entry = entry.replace(
+            &format!("https://10.0.255.16{n}:10943"),
+            &format!("https://{}", node.comms_addr()),
+        );
+    }
+    let config = machine.path("one/Tentacle.config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        "</octopus-settings>",
+        &format!("{entry}\n</octopus-settings>"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let settings = config_at(&config);
+    let servers = settings.trusted_servers().unwrap();
+    assert_eq!(servers.len(), 3);
+    let subscription: SubscriptionId = "poll://g3662re9njtelsyfhm7t/".parse().unwrap();
+
+    // Registered under the docs' subscription, then run from the file alone.
+    let client = RegistrationClient::new(&RegistrationTrust::Pinned(
+        lab.cluster.identity().thumbprint(),
+    ))
+    .unwrap();
+    client
+        .register(
+            &nodes[0].api_url(),
+            &nodes[0].config().api_key,
+            &machine_resource("docs-example", exported.parse().unwrap(), &subscription),
+        )
+        .await
+        .unwrap();
+    let mut agent = machine
+        .command(&["run", "--instance", "one"])
+        .spawn()
+        .unwrap();
+    polled_by_every_node(&lab, &subscription).await;
+    agent.kill().await.unwrap();
+    lab.stop().await;
+}
