@@ -579,6 +579,18 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
         }
         cluster.node.max_concurrent_handshakes = handshakes;
     }
+    // A run's own swarm is never held back by the limits meant for strangers:
+    // unless set, the registration burst covers every agent at once, and the
+    // unauthenticated cap every connection a cold start opens to one node.
+    let own_connections = agents.saturating_mul(connections_per_node);
+    cluster.node.registration_burst = cluster
+        .node
+        .registration_burst
+        .max(u32::try_from(agents).unwrap_or(u32::MAX));
+    cluster.node.max_unauthenticated_connections = cluster
+        .node
+        .max_unauthenticated_connections
+        .max(own_connections.saturating_add(1024));
     merged
         .limits
         .apply(&mut cluster.node)
