@@ -233,16 +233,24 @@ impl NodeMetrics {
             if pair.connections.load(Ordering::Acquire) >= max {
                 return None;
             }
+            // The poll time first, so no reader sees the new connection with an old one.
+            self.mark_polled(pair);
             pair.connections.fetch_add(1, Ordering::AcqRel);
             pair.clone()
         };
         self.handshakes_ok.fetch_add(1, Ordering::Relaxed);
-        let guard = ConnectionGuard {
+        Some(ConnectionGuard {
             metrics: self.clone(),
             pair,
-        };
-        guard.polled();
-        Some(guard)
+        })
+    }
+
+    /// Records that `pair` polled now.
+    fn mark_polled(&self, pair: &PairCell) {
+        let micros = Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_micros() as u64;
+        pair.last_poll.store(micros + 1, Ordering::Release);
     }
 
     /// Counts a connection as unauthenticated until the guard drops, unless `max`
@@ -343,10 +351,7 @@ impl ConnectionGuard {
     /// The connection polled now: it was just handed work or the null request, or
     /// is about to wait for more.
     pub fn polled(&self) {
-        let micros = Instant::now()
-            .saturating_duration_since(self.metrics.epoch)
-            .as_micros() as u64;
-        self.pair.last_poll.store(micros + 1, Ordering::Release);
+        self.metrics.mark_polled(&self.pair);
     }
 }
 
