@@ -67,7 +67,7 @@ pub enum ConnectionError {
     /// A message (not a control line) came where `NEXT` or `END` was due: a
     /// response sent twice, or one nobody asked for.
     #[error("the peer sent a message where {0} was due")]
-    MessageInsteadOfControl(&'static str),
+    MessageInsteadOfControl(Awaiting),
     /// A control line came where the response to a request was due.
     #[error("the peer sent the control line {0:?} where a response was due")]
     ControlInsteadOfResponse(String),
@@ -134,6 +134,28 @@ impl std::fmt::Display for Deadline {
     }
 }
 
+/// What [`ConnectionError::Stalled`] names when `NEXT` did not come within the
+/// heartbeat timeout.
+const HEARTBEAT: &str = "NEXT";
+
+/// Which control line a connection was waiting for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Awaiting {
+    /// `NEXT` (or `END`) after an exchange.
+    Next,
+    /// Nothing, or `END`, while idle between polls.
+    IdleEnd,
+}
+
+impl std::fmt::Display for Awaiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Awaiting::Next => "NEXT",
+            Awaiting::IdleEnd => "nothing or END",
+        })
+    }
+}
+
 impl ConnectionError {
     /// A short, stable, kebab-case name for why the connection ended: the key of
     /// [`crate::NodeStats::close_reasons`].
@@ -149,10 +171,10 @@ impl ConnectionError {
             ConnectionError::Timeout(Deadline::Identification) => "identification-timeout",
             ConnectionError::TooManyUnauthenticated(_) => "unauthenticated-limit",
             ConnectionError::TooManyForSubscription { .. } => "subscription-connection-limit",
-            ConnectionError::MessageInsteadOfControl("NEXT") => "message-instead-of-next",
-            ConnectionError::MessageInsteadOfControl(_) => "unsolicited-message",
+            ConnectionError::MessageInsteadOfControl(Awaiting::Next) => "message-instead-of-next",
+            ConnectionError::MessageInsteadOfControl(Awaiting::IdleEnd) => "unsolicited-message",
             ConnectionError::ControlInsteadOfResponse(_) => "control-line-instead-of-response",
-            ConnectionError::Stalled("NEXT") => "heartbeat-timeout",
+            ConnectionError::Stalled(HEARTBEAT) => "heartbeat-timeout",
             ConnectionError::Stalled(_) => "io-timeout",
             ConnectionError::Aborted => "node-stopping",
             ConnectionError::NoResponse => "response-timeout",
@@ -352,9 +374,12 @@ async fn turn(
             result?;
         }
     }
-    let control = timeout(config.heartbeat_timeout, read_control(exchange, "NEXT"))
-        .await
-        .map_err(|_| ConnectionError::Stalled("NEXT"))??;
+    let control = timeout(
+        config.heartbeat_timeout,
+        read_control(exchange, Awaiting::Next),
+    )
+    .await
+    .map_err(|_| ConnectionError::Stalled(HEARTBEAT))??;
     match control {
         Some(ControlMessage::Next) => {
             within(
@@ -418,7 +443,7 @@ async fn accept(shared: &NodeShared, tcp: TcpStream) -> Result<(TlsExchange, Sub
 
 /// The peer sent something while idle: only `END` (or a close) is acceptable.
 async fn end_while_idle(exchange: &mut TlsExchange, limit: Duration) -> Result<()> {
-    match timeout(limit, read_control(exchange, "nothing or END")).await {
+    match timeout(limit, read_control(exchange, Awaiting::IdleEnd)).await {
         Err(_) => Err(ConnectionError::Stalled("whole control line")),
         Ok(Ok(Some(ControlMessage::End)) | Ok(None)) => Ok(()),
         Ok(Ok(Some(other))) => Err(octopoll_wire::Error::UnexpectedControl {
@@ -555,7 +580,7 @@ impl Drop for InFlight<'_> {
 /// message: raw DEFLATE) are [`ConnectionError::MessageInsteadOfControl`].
 async fn read_control(
     exchange: &mut TlsExchange,
-    expected: &'static str,
+    expected: Awaiting,
 ) -> Result<Option<ControlMessage>> {
     if exchange.wait_for_peer().await? {
         return Ok(None);
