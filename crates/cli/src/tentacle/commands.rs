@@ -100,16 +100,12 @@ pub async fn run(
             }
             config.set_trusted_servers(&servers);
             if let Some(home) = home {
-                let home = absolute(&home)?;
-                std::fs::create_dir_all(&home)
-                    .with_context(|| format!("creating {}", home.display()))?;
+                let home = created_directory(&home)?;
                 writeln!(out, "Home directory set to: {}", home.display())?;
                 config.set_home(&home);
             }
             if let Some(app) = app {
-                let app = absolute(&app)?;
-                std::fs::create_dir_all(&app)
-                    .with_context(|| format!("creating {}", app.display()))?;
+                let app = created_directory(&app)?;
                 writeln!(out, "Application directory set to: {}", app.display())?;
                 config.set_application_directory(&app);
             }
@@ -470,7 +466,7 @@ async fn agent(
 
 /// The TentacleActive entries as the agent's trusted servers; one subscription for all.
 fn trusted_polling_servers(config: &TentacleConfig) -> anyhow::Result<Vec<TrustedServer>> {
-    let mut servers = Vec::new();
+    let mut servers: Vec<TrustedServer> = Vec::new();
     for entry in config.trusted_servers()? {
         if entry.communication_style != CommunicationStyle::TentacleActive {
             continue;
@@ -486,7 +482,6 @@ fn trusted_polling_servers(config: &TentacleConfig) -> anyhow::Result<Vec<Truste
             .parse()
             .with_context(|| format!("the SubscriptionId of the entry for {address}"))?;
         if let Some(first) = servers.first() {
-            let first: &TrustedServer = first;
             if first.subscription != subscription {
                 bail!("the polling entries name two subscriptions ({} and {subscription}): one Tentacle polls every node with one", first.subscription);
             }
@@ -540,34 +535,35 @@ fn client(api: &ApiArgs) -> anyhow::Result<(RegistrationClient, ApiKey)> {
 }
 
 /// `https://host:port` of the comms port: the host of --server-comms-address or
-/// --server; the port of --server-comms-port, else the address's, else 10943.
+/// --server; the port of --server-comms-port, else the comms address's, else
+/// 10943 (never --server's: that is the API's).
 fn comms_address(api: &ApiArgs, comms: &CommsArgs) -> anyhow::Result<String> {
     let source = comms.server_comms_address.as_deref().unwrap_or(&api.server);
-    let rest = source
-        .split_once("://")
-        .map_or(source, |(_, rest)| rest)
-        .split(['/', '?'])
-        .next()
-        .unwrap_or_default();
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-            (host, port.parse::<u16>().ok())
-        }
-        _ => (rest, None),
-    };
-    if host.is_empty() {
-        bail!("{source:?} has no host");
+    let url = if source.contains("://") {
+        reqwest::Url::parse(source)
+    } else {
+        reqwest::Url::parse(&format!("https://{source}"))
     }
-    let port = comms
-        .server_comms_port
-        .or(comms.server_comms_address.as_ref().and(port))
-        .unwrap_or(10943);
+    .with_context(|| format!("{source:?} is not a server address"))?;
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .with_context(|| format!("{source:?} has no host"))?;
+    let from_address = comms.server_comms_address.as_ref().and(url.port());
+    let port = comms.server_comms_port.or(from_address).unwrap_or(10943);
     Ok(format!("https://{host}:{port}"))
 }
 
 fn same_address(a: &str, b: &str) -> bool {
     a.trim_end_matches('/')
         .eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
+/// `path` made absolute, created if it is not there.
+fn created_directory(path: &Path) -> anyhow::Result<PathBuf> {
+    let path = absolute(path)?;
+    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(path)
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -589,4 +585,61 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(server: &str, comms_at: Option<&str>, port: Option<u16>) -> String {
+        let api = ApiArgs {
+            server: server.into(),
+            api_key: "API-X".into(),
+            server_thumbprint: None,
+        };
+        let comms = CommsArgs {
+            server_comms_port: port,
+            server_comms_address: comms_at.map(Into::into),
+        };
+        comms_address(&api, &comms).unwrap()
+    }
+
+    #[test]
+    fn the_comms_address_takes_the_host_of_one_and_the_port_of_another() {
+        // --server's port is the API's, never the comms port.
+        assert_eq!(
+            address("https://octo:8443", None, None),
+            "https://octo:10943"
+        );
+        assert_eq!(
+            address("https://octo:8443/", None, Some(10944)),
+            "https://octo:10944"
+        );
+        assert_eq!(
+            address("https://octo", Some("https://node2:10945"), None),
+            "https://node2:10945"
+        );
+        assert_eq!(
+            address("https://octo", Some("node2:10945"), Some(10946)),
+            "https://node2:10946"
+        );
+        assert_eq!(
+            address("https://[::1]:8443", None, None),
+            "https://[::1]:10943"
+        );
+        assert_eq!(
+            address("https://[::1]", Some("[::1]"), None),
+            "https://[::1]:10943"
+        );
+        let api = ApiArgs {
+            server: "https://".into(),
+            api_key: "k".into(),
+            server_thumbprint: None,
+        };
+        let comms = CommsArgs {
+            server_comms_port: None,
+            server_comms_address: None,
+        };
+        assert!(comms_address(&api, &comms).is_err());
+    }
 }
