@@ -52,19 +52,10 @@ async fn no_sni_name_gets_an_unregistered_certificate_in_or_a_registered_one_ref
     // not route or trust by SNI.
     let (identity, subscription) = register_raw_agent(&lab, "named-oddly").await;
     for name in &names {
-        let mut exchange = common::connect_raw_with_sni(node, &identity, name)
+        let exchange = common::connect_raw_with_sni(node, &identity, name)
             .await
-            .unwrap();
-        exchange.write_preamble().await.unwrap();
-        exchange
-            .write_identity(&RemoteIdentity::Subscriber(subscription.clone()))
-            .await
-            .unwrap();
-        assert_eq!(
-            exchange.read_identity().await.unwrap(),
-            RemoteIdentity::Server,
-            "SNI {name:?}"
-        );
+            .unwrap_or_else(|e| panic!("SNI {name:?}: {e}"));
+        common::identify(exchange, &subscription).await;
     }
     common::swarm_still_works(&lab).await;
     lab.stop().await;

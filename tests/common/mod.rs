@@ -149,7 +149,14 @@ pub async fn identify_raw(
     identity: &Identity,
     subscription: &SubscriptionId,
 ) -> Exchange<TlsStream<TcpStream>> {
-    let mut exchange = connect_raw(node, identity).await;
+    identify(connect_raw(node, identity).await, subscription).await
+}
+
+/// Identifies `exchange` as `subscription` and checks the node answers `MX-SERVER`.
+pub async fn identify(
+    mut exchange: Exchange<TlsStream<TcpStream>>,
+    subscription: &SubscriptionId,
+) -> Exchange<TlsStream<TcpStream>> {
     exchange.write_preamble().await.unwrap();
     exchange
         .write_identity(&RemoteIdentity::Subscriber(subscription.clone()))
