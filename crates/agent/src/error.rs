@@ -76,6 +76,15 @@ pub enum Error {
     /// A certificate or TLS configuration problem.
     #[error(transparent)]
     Pki(#[from] octopoll_pki::Error),
+    /// A listener could not be set up.
+    #[error("{what}: could not read its listening address")]
+    Listen {
+        /// Which listener.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Key generation could not run.
     #[error("certificate generation task failed")]
     Join(#[from] tokio::task::JoinError),

@@ -7,6 +7,9 @@
 //! answering requests with simulated [`services`], and reconnecting with Halibut's
 //! [`backoff`] after a drop.
 //!
+//! A [`listening`] Tentacle is the other way round: it accepts the server's TLS
+//! connection on its port and answers its requests.
+//!
 //! [`tentacle`] reads and writes a real Tentacle's `Tentacle.config`.
 //!
 //! This crate knows nothing of nodes: it speaks `octopoll-wire` over TLS configured
@@ -16,6 +19,7 @@ pub mod agent;
 pub mod backoff;
 pub mod config;
 pub mod error;
+pub mod listening;
 pub mod poller;
 pub mod ramp;
 pub mod register;
@@ -27,6 +31,7 @@ pub use agent::{Agent, AgentHandle, RunningAgent};
 pub use backoff::{Backoff, BackoffConfig, BackoffStrategy};
 pub use config::{AgentConfig, PollingConfig, ServerAddress, ServiceConfig, TrustedServer};
 pub use error::{Error, Result};
+pub use listening::{ListeningConfig, ListeningTentacle};
 pub use ramp::Ramp;
 pub use register::{RegistrationClient, RegistrationTrust};
 pub use swarm::{RegistrationTarget, Swarm, SwarmConfig};

@@ -8,6 +8,9 @@
 //! does). A [`Cluster`] starts N nodes over one [`MachineRegistry`], the HA
 //! "database", and optionally one shared queue.
 //!
+//! Listening Tentacles are called the other way round, the node as TLS client
+//! ([`listening`]).
+//!
 //! This crate knows nothing of agents: it speaks the protocol of `octopoll-wire`
 //! and trusts by the thumbprints of `octopoll-pki`.
 
@@ -18,6 +21,7 @@ pub mod connection;
 pub mod coverage;
 pub mod error;
 pub mod listener;
+pub mod listening;
 pub mod metrics;
 pub mod node;
 pub mod queue;

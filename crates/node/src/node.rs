@@ -242,6 +242,53 @@ impl Node {
         &self.inner.config
     }
 
+    /// Calls the listening Tentacle at `address` (`host:port`), which must present
+    /// `thumbprint`, as this node: connect, identify, one request, `END`. The
+    /// connect timeout is Tentacle's 60 s; the response is due within the
+    /// node's response timeout.
+    pub async fn call_listening(
+        &self,
+        address: &str,
+        thumbprint: Thumbprint,
+        request: RequestMessage,
+        streams: Vec<DataStream>,
+    ) -> std::result::Result<crate::Reply, crate::listening::ListeningError> {
+        crate::listening::call(
+            &self.inner.identity,
+            address,
+            thumbprint,
+            request,
+            streams,
+            self.listening_bounds(),
+        )
+        .await
+    }
+
+    /// A health check of the listening Tentacle at `address`
+    /// (`GetCapabilities`): its capabilities, or why it is unhealthy.
+    pub async fn health_check_listening(
+        &self,
+        address: &str,
+        thumbprint: Thumbprint,
+    ) -> std::result::Result<Vec<String>, crate::listening::ListeningError> {
+        crate::listening::health_check(
+            &self.inner.identity,
+            address,
+            thumbprint,
+            self.listening_bounds(),
+        )
+        .await
+    }
+
+    fn listening_bounds(&self) -> crate::listening::CallLimits {
+        let config = &self.inner.config;
+        crate::listening::CallLimits {
+            connect_timeout: config.handshake_queue_timeout,
+            exchange_timeout: config.response_timeout,
+            limits: config.limits,
+        }
+    }
+
     /// A cheap, cloneable handle that queues requests on this node, whichever of
     /// its runs is current when it sends.
     pub fn sender(&self) -> NodeSender {

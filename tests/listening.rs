@@ -1,0 +1,241 @@
+//! Listening Tentacles: the node connects to the Tentacle (`MX-CLIENT`), and the
+//! clustered active/passive pair of the Octopus docs — two members sharing one
+//! certificate behind one address, a TCP forwarder pointing at the active one.
+
+mod common;
+
+use std::time::Duration;
+
+use octopoll_agent::{ListeningConfig, ListeningTentacle, ServiceConfig};
+use octopoll_chaos::{Chaos, ProxyConfig, ProxyUpdate};
+use octopoll_node::listening::ListeningError;
+use octopoll_pki::{Identity, KeyType, Thumbprint};
+use octopoll_wire::contracts::echo;
+use octopoll_wire::{Limits, RequestMessage, ServiceEndPoint};
+use tokio::net::TcpListener;
+
+use common::start_lab;
+
+/// A listening Tentacle as `identity` on a free loopback port, trusting `server`.
+async fn listening(identity: &Identity, name: &str, server: Thumbprint) -> ListeningTentacle {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    ListeningTentacle::start(
+        identity,
+        ListeningConfig {
+            name: name.into(),
+            trusted: vec![server],
+            services: ServiceConfig::default(),
+            limits: Limits::default(),
+        },
+        listener,
+    )
+    .unwrap()
+}
+
+fn echo_to(address: &str, text: &str) -> RequestMessage {
+    RequestMessage::call(
+        echo::SERVICE,
+        echo::SAY_HELLO,
+        echo::params(text),
+        ServiceEndPoint::new(format!("https://{address}/"), ""),
+        1,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_calls_a_listening_tentacle_and_health_checks_it() {
+    let lab = start_lab(1, 1).await;
+    let node = &lab.cluster.nodes()[0];
+    let identity = Identity::generate("listener", KeyType::EcdsaP256).unwrap();
+    let tentacle = listening(&identity, "listener", node.thumbprint()).await;
+    let address = tentacle.local_addr().to_string();
+
+    let capabilities = node
+        .health_check_listening(&address, identity.thumbprint())
+        .await
+        .expect("healthy");
+    assert!(
+        capabilities.iter().any(|c| c == "IScriptServiceV2"),
+        "{capabilities:?}"
+    );
+    let reply = node
+        .call_listening(
+            &address,
+            identity.thumbprint(),
+            echo_to(&address, "hi"),
+            vec![],
+        )
+        .await
+        .expect("answered");
+    assert_eq!(reply.response.result, bson::Bson::from("hi..."));
+
+    // A Tentacle that trusts another server refuses this node; the node says so.
+    let picky = listening(
+        &identity,
+        "picky",
+        Identity::generate("other-server", KeyType::EcdsaP256)
+            .unwrap()
+            .thumbprint(),
+    )
+    .await;
+    let error = node
+        .health_check_listening(&picky.local_addr().to_string(), identity.thumbprint())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ListeningError::Tls { .. } | ListeningError::Protocol { .. }
+        ),
+        "{error}"
+    );
+    // Nothing listening: a connect error naming the address.
+    let gone = tentacle.local_addr().to_string();
+    tentacle.stop().await;
+    let error = node
+        .health_check_listening(&gone, identity.thumbprint())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains(&gone), "{error}");
+    // The polling side never noticed.
+    common::swarm_still_works(&lab).await;
+    picky.stop().await;
+    lab.stop().await;
+}
+
+/// Two members behind a forwarder at one address; `passive` is given its own
+/// identity (a PFX export and import of the active one's, or another).
+struct ClusterPair {
+    chaos: Chaos,
+    address: String,
+    active: Option<ListeningTentacle>,
+    passive: ListeningTentacle,
+}
+
+async fn cluster_pair(active: &Identity, passive: &Identity, server: Thumbprint) -> ClusterPair {
+    let one = listening(active, "member-1", server).await;
+    let two = listening(passive, "member-2", server).await;
+    let chaos = Chaos::new();
+    let info = chaos
+        .create(ProxyConfig::new(
+            "tentacle-cluster",
+            "127.0.0.1:0".parse().unwrap(),
+            one.local_addr().to_string(),
+        ))
+        .await
+        .unwrap();
+    ClusterPair {
+        chaos,
+        address: info.listen.to_string(),
+        active: Some(one),
+        passive: two,
+    }
+}
+
+impl ClusterPair {
+    /// Kills the active member and points the cluster address at the passive one.
+    async fn fail_over(&mut self) {
+        if let Some(active) = self.active.take() {
+            active.stop().await;
+        }
+    }
+
+    async fn activate_passive(&self) {
+        self.chaos
+            .update(
+                "tentacle-cluster",
+                ProxyUpdate {
+                    upstream: Some(self.passive.local_addr().to_string()),
+                    ..ProxyUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_over_a_cluster_sharing_one_certificate_costs_at_most_one_health_check() {
+    let lab = start_lab(1, 1).await;
+    let node = &lab.cluster.nodes()[0];
+    // The docs' dance: new-certificate --export-pfx on one, import-certificate on the other.
+    let active = Identity::generate("Octopus Tentacle", KeyType::Rsa2048).unwrap();
+    let pfx = octopoll_pki::pfx::export(&active, "Yourpfxpassword").unwrap();
+    let passive = octopoll_pki::pfx::import(&pfx, "Yourpfxpassword").unwrap();
+    assert_eq!(passive.thumbprint(), active.thumbprint());
+    let mut pair = cluster_pair(&active, &passive, node.thumbprint()).await;
+    let registered = active.thumbprint();
+
+    node.health_check_listening(&pair.address, registered)
+        .await
+        .expect("the active member answers");
+    pair.fail_over().await;
+    // The check that runs while the cluster moves over may fail; that is the one.
+    let during = node.health_check_listening(&pair.address, registered).await;
+    pair.activate_passive().await;
+    let mut failures = usize::from(during.is_err());
+    for _ in 0..3 {
+        if node
+            .health_check_listening(&pair.address, registered)
+            .await
+            .is_err()
+        {
+            failures += 1;
+        }
+    }
+    assert!(
+        failures <= 1,
+        "{failures} failed health checks after failover: {during:?}"
+    );
+    let reply = node
+        .call_listening(
+            &pair.address,
+            registered,
+            echo_to(&pair.address, "after"),
+            vec![],
+        )
+        .await
+        .expect("the passive member answers as the target");
+    assert_eq!(reply.response.result, bson::Bson::from("after..."));
+    pair.passive.stop().await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_with_different_certificates_are_refused_after_failover_naming_both() {
+    let lab = start_lab(1, 1).await;
+    let node = &lab.cluster.nodes()[0];
+    let active = Identity::generate("member-1", KeyType::EcdsaP256).unwrap();
+    let other = Identity::generate("member-2", KeyType::EcdsaP256).unwrap();
+    let mut pair = cluster_pair(&active, &other, node.thumbprint()).await;
+    node.health_check_listening(&pair.address, active.thumbprint())
+        .await
+        .expect("the active member answers");
+    pair.fail_over().await;
+    pair.activate_passive().await;
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        node.health_check_listening(&pair.address, active.thumbprint()),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    let ListeningError::WrongCertificate {
+        expected, actual, ..
+    } = &error
+    else {
+        panic!("expected a certificate refusal, got {error}");
+    };
+    assert_eq!(
+        (*expected, *actual),
+        (active.thumbprint(), other.thumbprint())
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains(&active.thumbprint().to_string())
+            && text.contains(&other.thumbprint().to_string()),
+        "{text}"
+    );
+    pair.passive.stop().await;
+    lab.stop().await;
+}
