@@ -427,3 +427,96 @@ async fn the_docs_trusted_servers_example_polls_three_loopback_nodes() {
     agent.kill().await.unwrap();
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_listening_cluster_commands_make_a_tentacle_the_node_can_health_check() {
+    let lab = lab().await;
+    let node = &lab.cluster.nodes()[0];
+    let machine = Machine::new();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let pfx = machine.path("TentacleClusterPrivateKey.pfx");
+    let config = machine.path("Tentacle.config");
+    let (app, home) = (machine.path("Applications"), machine.path("Home"));
+    let server = node.thumbprint().to_string();
+    // clustered-listening-tentacles.md, in order (listening on loopback here).
+    machine
+        .run(&[
+            "create-instance",
+            "--instance",
+            "Tentacle",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .await;
+    machine
+        .run(&[
+            "configure",
+            "--instance",
+            "Tentacle",
+            "--app",
+            app.to_str().unwrap(),
+            "--home",
+            home.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--noListen",
+            "False",
+            "--listenIpAddress",
+            "127.0.0.1",
+        ])
+        .await;
+    machine
+        .run(&["configure", "--instance", "Tentacle", "--trust", &server])
+        .await;
+    let printed = machine
+        .run(&[
+            "new-certificate",
+            &format!("--export-pfx={}", pfx.display()),
+            "--pfx-password=Yourpfxpassword",
+        ])
+        .await;
+    let thumbprint = printed.lines().last().unwrap().trim().to_owned();
+    machine
+        .run(&[
+            "import-certificate",
+            "--instance=Tentacle",
+            &format!("--from-file={}", pfx.display()),
+            "--pfx-password=Yourpfxpassword",
+        ])
+        .await;
+    let settings = config_at(&config);
+    assert_eq!(settings.port().unwrap(), port);
+    assert!(!settings.no_listen().unwrap());
+    let trusted = settings.trusted_servers().unwrap();
+    assert_eq!(trusted.len(), 1);
+    assert_eq!(
+        trusted[0].communication_style,
+        CommunicationStyle::TentaclePassive
+    );
+    assert_eq!(trusted[0].thumbprint, server);
+
+    let mut agent = machine
+        .command(&["agent", "--instance", "Tentacle"])
+        .spawn()
+        .unwrap();
+    let address = format!("127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let capabilities = loop {
+        match node
+            .health_check_listening(&address, thumbprint.parse().unwrap())
+            .await
+        {
+            Ok(capabilities) => break capabilities,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("the listening Tentacle never answered: {error}"),
+        }
+    };
+    assert!(!capabilities.is_empty());
+    agent.kill().await.unwrap();
+    lab.stop().await;
+}

@@ -154,7 +154,7 @@ pub async fn run(
             server_subscription_id,
         } => {
             if comms_style == CommsStyle::TentaclePassive {
-                bail!("octopoll simulates polling Tentacles only: register with --comms-style TentacleActive (listening Tentacles are not simulated yet)");
+                bail!("octopoll's nodes register polling Tentacles only: register with --comms-style TentacleActive (a listening Tentacle runs with `configure --trust` and `agent`, but the node's registry cannot hold it yet)");
             }
             let (_, path, mut config) = load(&instance)?;
             let identity = config.certificate()?.context(
@@ -433,34 +433,94 @@ async fn agent(
             identity
         }
     };
+    let name = if name.is_empty() {
+        DEFAULT_INSTANCE.to_owned()
+    } else {
+        name
+    };
     let servers = trusted_polling_servers(&config)?;
-    let Some(first) = servers.first() else {
-        bail!("{} has no polling server: run register-with --comms-style TentacleActive (and poll-server for each further node), or add TentacleActive entries to Tentacle.Communication.TrustedOctopusServers", path.display());
+    // Listening, as Tentacle does unless NoListen: for the servers trusted as
+    // TentaclePassive (`configure --trust`), on ListenIP (all addresses if unset)
+    // and the configured port.
+    let listening_trust: Vec<Thumbprint> = if config.no_listen()? {
+        Vec::new()
+    } else {
+        config
+            .trusted_servers()?
+            .iter()
+            .filter(|s| s.communication_style == CommunicationStyle::TentaclePassive)
+            .map(|s| {
+                s.thumbprint
+                    .parse()
+                    .with_context(|| format!("the trusted thumbprint {:?}", s.thumbprint))
+            })
+            .collect::<anyhow::Result<_>>()?
     };
-    let subscription = first.subscription.clone();
-    let mut agent_config = AgentConfig::default();
-    agent_config.polling.connections_per_node = config.polling_connection_count()?;
-    let agent = Agent {
-        name: if name.is_empty() {
-            DEFAULT_INSTANCE.to_owned()
-        } else {
-            name
-        },
-        servers,
-        identity,
-        subscription,
-        config: agent_config,
+    if servers.is_empty() && listening_trust.is_empty() {
+        bail!("{} has no server to poll or listen for: run register-with --comms-style TentacleActive (and poll-server for each further node) to poll, or configure --trust=THUMBPRINT --noListen False to listen", path.display());
+    }
+    let listener = if listening_trust.is_empty() {
+        None
+    } else {
+        let ip = config
+            .listen_ip()?
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let addr = std::net::SocketAddr::new(ip, config.port()?);
+        let trusting = listening_trust.len();
+        let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "listening on {addr} (Tentacle.Services.PortNumber, Tentacle.Services.ListenIP)"
+            )
+        })?;
+        let tentacle = octopoll_agent::ListeningTentacle::start(
+            &identity,
+            octopoll_agent::ListeningConfig {
+                name: name.clone(),
+                trusted: listening_trust,
+                services: Default::default(),
+                limits: Default::default(),
+            },
+            tcp,
+        )?;
+        writeln!(
+            out,
+            "Listening on {} for {trusting} trusted server(s)",
+            tentacle.local_addr()
+        )?;
+        Some(tentacle)
     };
-    let handle = agent.start()?;
-    writeln!(
-        out,
-        "Running: polling {} server(s) as {}. Press Ctrl-C to shut down...",
-        handle.servers().len(),
-        handle.subscription()
-    )?;
+    let poller = match servers.first() {
+        None => None,
+        Some(first) => {
+            let subscription = first.subscription.clone();
+            let mut agent_config = AgentConfig::default();
+            agent_config.polling.connections_per_node = config.polling_connection_count()?;
+            let handle = Agent {
+                name,
+                servers,
+                identity,
+                subscription,
+                config: agent_config,
+            }
+            .start()?;
+            writeln!(
+                out,
+                "Polling {} server(s) as {}",
+                handle.servers().len(),
+                handle.subscription()
+            )?;
+            Some(handle)
+        }
+    };
+    writeln!(out, "Running. Press Ctrl-C to shut down...")?;
     out.flush()?;
     stop.await;
-    handle.stop().await;
+    if let Some(handle) = poller {
+        handle.stop().await;
+    }
+    if let Some(tentacle) = listener {
+        tentacle.stop().await;
+    }
     Ok(())
 }
 

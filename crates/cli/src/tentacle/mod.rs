@@ -6,8 +6,10 @@
 //! configured instance as a polling Tentacle until stopped.
 //!
 //! Where octopoll differs from Tentacle it says so in `--help`:
-//! * only polling (`TentacleActive`) registration; listening Tentacles are refused
-//!   with a clear error;
+//! * `agent` polls (`TentacleActive` entries) and listens (`TentaclePassive`
+//!   trusts, unless `NoListen`), but `register-with` registers polling machines
+//!   only: the node's registry does not hold listening machines yet, so
+//!   `--comms-style TentaclePassive` is refused with a clear error;
 //! * the registration API's HTTPS certificate is pinned with
 //!   `--server-thumbprint`, or else accepted as presented (the comms connection
 //!   is always pinned to the thumbprint the API reports), as `--ignoreSslErrors`;

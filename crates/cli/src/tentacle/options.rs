@@ -79,7 +79,7 @@ pub enum CommsStyle {
     /// Polling: the Tentacle connects to the server.
     #[value(name = "TentacleActive")]
     TentacleActive,
-    /// Listening: the server connects to the Tentacle (not simulated by octopoll yet).
+    /// Listening: the server connects to the Tentacle.
     #[value(name = "TentaclePassive")]
     TentaclePassive,
 }
@@ -194,7 +194,8 @@ pub enum TentacleCommand {
         /// Where the comms port is.
         #[command(flatten)]
         comms: CommsArgs,
-        /// TentacleActive (polling) or TentaclePassive (listening; not simulated by octopoll yet).
+        /// TentacleActive (polling) or TentaclePassive (listening; octopoll's nodes
+        /// do not register listening machines yet, so it is refused).
         #[arg(
             long = "comms-style",
             value_enum,
@@ -252,8 +253,10 @@ pub enum TentacleCommand {
         #[arg(long)]
         multiple: bool,
     },
-    /// Runs the instance in the foreground until Ctrl-C or SIGTERM. The config is
-    /// read once: edits to Tentacle.config take effect on the next start.
+    /// Runs the instance in the foreground until Ctrl-C or SIGTERM: polls its
+    /// TentacleActive servers and, unless NoListen, listens on its port for its
+    /// TentaclePassive ones. The config is read once: edits to Tentacle.config
+    /// take effect on the next start.
     #[command(alias = "run")]
     Agent {
         /// Which instance.
