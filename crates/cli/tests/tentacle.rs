@@ -520,3 +520,91 @@ async fn the_docs_listening_cluster_commands_make_a_tentacle_the_node_can_health
     agent.kill().await.unwrap();
     lab.stop().await;
 }
+
+/// Connections each node holds now.
+fn held(lab: &Lab) -> Vec<usize> {
+    lab.cluster
+        .nodes()
+        .iter()
+        .map(|n| n.stats().connections)
+        .collect()
+}
+
+async fn wait_for_held(lab: &Lab, want: &[usize]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while held(lab) != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections {:?}, want {want:?}",
+            held(lab)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_server_reaches_a_running_agent_at_once_and_a_hand_edit_waits_for_a_restart() {
+    let lab = lab().await;
+    let machine = Machine::new();
+    let config = machine.path("Tentacle.config");
+    let key = key(&lab);
+    let nodes = lab.cluster.nodes();
+    machine
+        .run(&["create-instance", "--config", config.to_str().unwrap()])
+        .await;
+    machine.run(&["new-certificate"]).await;
+    machine
+        .run(&[
+            "register-with",
+            &format!("--server={}", nodes[0].api_url()),
+            &format!("--apikey={key}"),
+            "--comms-style=TentacleActive",
+            &format!("--server-comms-port={}", nodes[0].comms_addr().port()),
+        ])
+        .await;
+    let mut agent = machine.command(&["agent"]).spawn().unwrap();
+    // The swarm's one agent everywhere, and this Tentacle on node 1.
+    wait_for_held(&lab, &[2, 1, 1]).await;
+    let pid_file = machine.path("Tentacle.config.agent.pid");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !pid_file.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "no pid file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // By hand, as the docs show: nothing happens until a restart.
+    let mut settings = config_at(&config);
+    let subscription = settings.trusted_servers().unwrap()[0]
+        .subscription_id
+        .clone()
+        .unwrap();
+    settings
+        .add_or_update_trusted_server(octopoll_agent::tentacle::TrustedOctopusServer::polling(
+            &lab.cluster.identity().thumbprint().to_string(),
+            &format!("https://{}", nodes[2].comms_addr()),
+            &subscription,
+        ))
+        .unwrap();
+    settings.save(&config).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        held(&lab),
+        [2, 1, 1],
+        "a hand edit took effect without a restart"
+    );
+
+    // poll-server tells the running agent: node 2 is polled at once.
+    let printed = machine
+        .run(&[
+            "poll-server",
+            &format!("--server={}", nodes[1].api_url()),
+            &format!("--apikey={key}"),
+            &format!("--server-comms-port={}", nodes[1].comms_addr().port()),
+        ])
+        .await;
+    assert!(printed.contains("The running agent (pid"), "{printed}");
+    // It applies the config as it is then, so the hand-added node 3 comes too.
+    wait_for_held(&lab, &[2, 2, 2]).await;
+    agent.kill().await.unwrap();
+    lab.stop().await;
+}

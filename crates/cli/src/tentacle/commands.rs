@@ -10,7 +10,8 @@ use anyhow::{bail, Context};
 use octopoll_agent::swarm::machine_resource;
 use octopoll_agent::tentacle::{CommunicationStyle, TentacleConfig, TrustedOctopusServer};
 use octopoll_agent::{
-    Agent, AgentConfig, RegistrationClient, RegistrationTrust, ServerAddress, TrustedServer,
+    Agent, AgentConfig, RegistrationClient, RegistrationTrust, RunningAgent, ServerAddress,
+    TrustedServer,
 };
 use octopoll_pki::{ApiKey, Identity, KeyType, Thumbprint};
 use octopoll_wire::SubscriptionId;
@@ -240,6 +241,9 @@ pub async fn run(
             ))?;
             save(&config, &path, out)?;
             writeln!(out, "Polling endpoint configured")?;
+            if let Some(pid) = tell_running_agent(&path) {
+                writeln!(out, "The running agent (pid {pid}) polls it now.")?;
+            }
             Ok(())
         }
         TentacleCommand::ListInstances { format } => {
@@ -489,6 +493,7 @@ async fn agent(
         )?;
         Some(tentacle)
     };
+    let (agent_name, agent_identity) = (name.clone(), identity.clone());
     let poller = match servers.first() {
         None => None,
         Some(first) => {
@@ -514,14 +519,121 @@ async fn agent(
     };
     writeln!(out, "Running. Press Ctrl-C to shut down...")?;
     out.flush()?;
-    stop.await;
-    if let Some(handle) = poller {
+    let _pid = PidFile::write(&path)?;
+    let mut pollers: Vec<RunningAgent> = poller.into_iter().collect();
+    let mut reloads = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP (how poll-server reaches a running agent)")?;
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = reloads.recv() => {
+                match added_polling_servers(&path, &pollers) {
+                    Ok(added) if added.is_empty() => {}
+                    Ok(added) => {
+                        let subscription = added[0].subscription.clone();
+                        let count = added.len();
+                        let mut agent_config = AgentConfig::default();
+                        agent_config.polling.connections_per_node = config.polling_connection_count()?;
+                        pollers.push(
+                            Agent {
+                                name: agent_name.clone(),
+                                servers: added,
+                                identity: agent_identity.clone(),
+                                subscription,
+                                config: agent_config,
+                            }
+                            .start()?,
+                        );
+                        writeln!(out, "Polling {count} more server(s)")?;
+                        out.flush()?;
+                    }
+                    Err(error) => tracing::warn!(error = %format!("{error:#}"), "poll-server's change could not be read; still polling as before"),
+                }
+            }
+        }
+    }
+    for handle in pollers {
         handle.stop().await;
     }
     if let Some(tentacle) = listener {
         tentacle.stop().await;
     }
     Ok(())
+}
+
+/// Polling entries the config at `path` has now that none of `running` polls, all
+/// with the subscription they already poll with.
+fn added_polling_servers(
+    path: &Path,
+    running: &[RunningAgent],
+) -> anyhow::Result<Vec<TrustedServer>> {
+    let config =
+        TentacleConfig::load(path).with_context(|| format!("reading {}", path.display()))?;
+    let polled: Vec<&TrustedServer> = running.iter().flat_map(|h| h.servers()).collect();
+    let mut added = Vec::new();
+    for server in trusted_polling_servers(&config)? {
+        if let Some(first) = polled.first() {
+            if first.subscription != server.subscription {
+                bail!("the new entry for {} names subscription {}, but this agent polls as {}: restart it", server.address, server.subscription, first.subscription);
+            }
+        }
+        if !polled.iter().any(|p| p.address == server.address) {
+            added.push(server);
+        }
+    }
+    Ok(added)
+}
+
+/// The pid file of a running `agent` for the config at a path: how
+/// `poll-server` finds it. Removed when the agent stops.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn path_for(config: &Path) -> PathBuf {
+        let mut name = config.as_os_str().to_owned();
+        name.push(".agent.pid");
+        PathBuf::from(name)
+    }
+
+    fn write(config: &Path) -> anyhow::Result<Self> {
+        let path = Self::path_for(config);
+        std::fs::write(&path, std::process::id().to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Asks the agent running the config at `config` (if any) to pick up new polling
+/// entries at once (SIGHUP); its pid if one was told. Only poll-server does
+/// this: a hand edit of Tentacle.config changes nothing until a restart, as with
+/// Tentacle.
+fn tell_running_agent(config: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(PidFile::path_for(config)).ok()?;
+    let raw: i32 = text.trim().parse().ok()?;
+    // A pid file a killed agent left behind may name a process that reused the
+    // pid: signal only an `octopoll tentacle agent|run`.
+    let cmdline = std::fs::read(format!("/proc/{raw}/cmdline")).ok()?;
+    let words: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let is_agent = words.iter().any(|w| w.ends_with(b"octopoll"))
+        && words.contains(&&b"tentacle"[..])
+        && words.iter().any(|w| {
+            let command = String::from_utf8_lossy(w);
+            let command = command.trim_start_matches(['-', '/']);
+            command.eq_ignore_ascii_case("agent") || command.eq_ignore_ascii_case("run")
+        });
+    if !is_agent {
+        return None;
+    }
+    let pid = nix::unistd::Pid::from_raw(raw);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).ok()?;
+    Some(raw)
 }
 
 /// The TentacleActive entries as the agent's trusted servers; one subscription for all.
