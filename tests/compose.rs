@@ -238,7 +238,7 @@ fn echo_to(machine: &octopoll_node::Machine, n: u64) -> RequestMessage {
         echo::SAY_HELLO,
         echo::params("in a container"),
         ServiceEndPoint::new(
-            machine.subscription.as_str(),
+            machine.subscription().expect("a polling machine").as_str(),
             machine.thumbprint.to_string(),
         ),
         n,
@@ -285,10 +285,16 @@ async fn a_three_node_cluster_in_containers_fails_over_and_heals() {
             script::SERVICE,
             script::START_SCRIPT,
             command.params(),
-            ServiceEndPoint::new(machine.subscription.as_str(), ""),
+            ServiceEndPoint::new(
+                machine.subscription().expect("a polling machine").as_str(),
+                "",
+            ),
             i as u64,
         );
-        let (node, subscription) = (nodes[1].clone(), machine.subscription.clone());
+        let (node, subscription) = (
+            nodes[1].clone(),
+            machine.subscription().expect("a polling machine").clone(),
+        );
         doomed.spawn(async move { node.send(&subscription, request, &[]).await });
     }
     let deadline = Instant::now() + WITHIN;
@@ -315,7 +321,11 @@ async fn a_three_node_cluster_in_containers_fails_over_and_heals() {
         assert_eq!(node.status().await.unwrap().polling, AGENTS);
         for (i, machine) in machines.iter().enumerate().step_by(40) {
             let (result, pickup) = node
-                .send(&machine.subscription, echo_to(machine, i as u64), &[])
+                .send(
+                    machine.subscription().expect("a polling machine"),
+                    echo_to(machine, i as u64),
+                    &[],
+                )
                 .await;
             assert_eq!(result, Ok(()), "{} while node 2 is gone", node.id());
             assert!(pickup.is_some());
@@ -323,7 +333,11 @@ async fn a_three_node_cluster_in_containers_fails_over_and_heals() {
     }
     // Work sent to the dead node fails at once, with a reason.
     let (result, _) = nodes[1]
-        .send(&machines[0].subscription, echo_to(&machines[0], 99), &[])
+        .send(
+            machines[0].subscription().expect("a polling machine"),
+            echo_to(&machines[0], 99),
+            &[],
+        )
         .await;
     assert_eq!(result, Err(FailReason::NodeLost));
     lap("failover checks", &mut timings);
@@ -338,7 +352,11 @@ async fn a_three_node_cluster_in_containers_fails_over_and_heals() {
     );
     lap("node 2 back, full coverage again", &mut timings);
     let (result, _) = nodes[1]
-        .send(&machines[1].subscription, echo_to(&machines[1], 100), &[])
+        .send(
+            machines[1].subscription().expect("a polling machine"),
+            echo_to(&machines[1], 100),
+            &[],
+        )
         .await;
     assert_eq!(result, Ok(()));
     drop(project);

@@ -43,7 +43,7 @@ async fn register_directly(registry: &MachineRegistry, name: &str) -> (Identity,
     let machine = NewMachine {
         name: name.into(),
         thumbprint: identity.thumbprint(),
-        subscription: subscription.clone(),
+        endpoint: subscription.clone().into(),
         roles: vec![],
         environments: vec![],
     };

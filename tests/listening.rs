@@ -9,12 +9,14 @@ use std::time::Duration;
 use octopoll_agent::{ListeningConfig, ListeningTentacle, ServiceConfig};
 use octopoll_chaos::{Chaos, ProxyConfig, ProxyUpdate};
 use octopoll_node::listening::ListeningError;
+use octopoll_node::{Endpoint, ListeningAddress};
 use octopoll_pki::{Identity, KeyType, Thumbprint};
+use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_PASSIVE};
 use octopoll_wire::contracts::echo;
-use octopoll_wire::{Limits, RequestMessage, ServiceEndPoint};
+use octopoll_wire::{Limits, RemoteIdentity, RequestMessage, ServiceEndPoint, SubscriptionId};
 use tokio::net::TcpListener;
 
-use common::start_lab;
+use common::{api_key, registration_client, start_lab};
 
 /// A listening Tentacle as `identity` on a free loopback port, trusting `server`.
 async fn listening(identity: &Identity, name: &str, server: Thumbprint) -> ListeningTentacle {
@@ -237,5 +239,93 @@ async fn members_with_different_certificates_are_refused_after_failover_naming_b
         "{text}"
     );
     pair.passive.stop().await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_machines_register_over_the_api_and_health_checks_reach_both_kinds() {
+    let lab = start_lab(2, 1).await;
+    let node = &lab.cluster.nodes()[1];
+    let identity = Identity::generate("listener", KeyType::EcdsaP256).unwrap();
+    let tentacle = listening(&identity, "listener", node.thumbprint()).await;
+    let address = ListeningAddress::new("127.0.0.1", tentacle.local_addr().port()).unwrap();
+    let client = registration_client(&lab);
+    let server = lab.cluster.nodes()[0].api_url();
+    let resource = MachineResource {
+        id: None,
+        name: "web-listening".into(),
+        endpoint: EndpointResource {
+            communication_style: TENTACLE_PASSIVE.into(),
+            uri: address.to_string(),
+            thumbprint: identity.thumbprint().to_string(),
+        },
+        roles: vec!["web".into()],
+        environment_ids: vec![],
+    };
+    let created = client
+        .register(&server, &api_key(&lab), &resource)
+        .await
+        .expect("a listening machine registers");
+    assert_eq!(created.endpoint, resource.endpoint);
+    // Listed as Octopus lists it, and held in the registry with its address.
+    let listed = client.machines(&server, &api_key(&lab)).await.unwrap();
+    assert!(
+        listed.iter().any(|m| m.endpoint == resource.endpoint),
+        "{listed:?}"
+    );
+    let machine = lab
+        .cluster
+        .registry()
+        .by_thumbprint(&identity.thumbprint())
+        .expect("registered");
+    assert_eq!(machine.endpoint, Endpoint::Listening(address.clone()));
+    // A listening machine never connects to a node: its certificate opens no
+    // polling connection, and it counts in no coverage.
+    assert!(!lab
+        .cluster
+        .registry()
+        .trusted()
+        .contains(&identity.thumbprint()));
+    let mut exchange = common::connect_raw(node, &identity).await;
+    exchange.write_preamble().await.unwrap();
+    let _ = exchange
+        .write_identity(&RemoteIdentity::Subscriber(SubscriptionId::random(
+            &mut rand::rng(),
+        )))
+        .await;
+    assert!(
+        exchange.read_identity().await.is_err(),
+        "a listening machine's certificate is never answered MX-SERVER"
+    );
+    common::wait_until(
+        Duration::from_secs(5),
+        "the refusal to be counted",
+        || node.stats(),
+        |s| s.refused_untrusted == 1,
+    )
+    .await;
+    assert!(lab.coverage().is_full());
+
+    // One health check from any node reaches both kinds.
+    let summary = node.health_check_all().await;
+    assert_eq!(
+        summary.by_kind().into_iter().collect::<Vec<_>>(),
+        [("listening", (1, 0)), ("polling", (1, 0))],
+        "{:?}",
+        summary.checks
+    );
+    tentacle.stop().await;
+    let summary = node.health_check_all().await;
+    assert_eq!(summary.by_kind()["listening"], (0, 1));
+    assert_eq!(summary.by_kind()["polling"], (1, 0));
+    let unhealthy: Vec<String> = summary
+        .unhealthy()
+        .map(|c| c.result.as_ref().unwrap_err().to_string())
+        .collect();
+    assert!(
+        unhealthy.len() == 1 && unhealthy[0].contains(&address.authority()),
+        "{unhealthy:?}"
+    );
+    common::swarm_still_works(&lab).await;
     lab.stop().await;
 }

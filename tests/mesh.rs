@@ -42,7 +42,7 @@ async fn twenty_agents_poll_three_nodes_and_every_node_reaches_every_agent() {
         for machine in &machines {
             number += 1;
             let endpoint = ServiceEndPoint::new(
-                machine.subscription.as_str(),
+                machine.subscription().expect("a polling machine").as_str(),
                 machine.thumbprint.to_string(),
             );
             let name = format!("{} via {}", machine.name, node.id());
@@ -57,7 +57,7 @@ async fn twenty_agents_poll_three_nodes_and_every_node_reaches_every_agent() {
                 &tracker,
                 &ledger,
                 Dispatcher::Local(node.sender()),
-                machine.subscription.clone(),
+                machine.subscription().expect("a polling machine").clone(),
                 (request, Vec::new()),
                 run_ended.clone(),
                 tokio::time::Instant::now(),

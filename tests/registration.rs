@@ -130,6 +130,15 @@ async fn malformed_bodies_get_400_naming_the_field() {
             serde_json::json!({"Name": "x", "Endpoint": {"CommunicationStyle": "Ssh", "Uri": "poll://abc/", "Thumbprint": "77751F90F9EEDCEE0C0CD84F7A3CC726AD123FA6"}}),
             "Endpoint.CommunicationStyle",
         ),
+        // A listening machine needs its address, not a subscription, and a bare one.
+        (
+            serde_json::json!({"Name": "x", "Endpoint": {"CommunicationStyle": "TentaclePassive", "Uri": "poll://abc/", "Thumbprint": "77751F90F9EEDCEE0C0CD84F7A3CC726AD123FA6"}}),
+            "TentaclePassive needs the Tentacle's address",
+        ),
+        (
+            serde_json::json!({"Name": "x", "Endpoint": {"CommunicationStyle": "TentaclePassive", "Uri": "https://host:10933/api", "Thumbprint": "77751F90F9EEDCEE0C0CD84F7A3CC726AD123FA6"}}),
+            "Endpoint.Uri",
+        ),
     ];
     for (body, field) in cases {
         let response = http

@@ -26,7 +26,7 @@ fn machine(name: &str) -> (NewMachine, Identity) {
     let machine = NewMachine {
         name: name.into(),
         thumbprint: identity.thumbprint(),
-        subscription: SubscriptionId::random(&mut rand::rng()),
+        endpoint: SubscriptionId::random(&mut rand::rng()).into(),
         roles: vec!["web".into()],
         environments: vec![],
     };
@@ -89,6 +89,38 @@ async fn what_one_process_registers_another_resolves_at_once_and_learns_by_itsel
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listening_machine_is_shared_with_its_address_and_never_trusted_to_poll() {
+    let Some(redis) = local_redis("listening machines in the registry").await else {
+        return;
+    };
+    let (a, b) = pair(&redis.url(), "listening").await;
+    let (mut new, _) = machine("listening-01");
+    new.endpoint = "https://10.0.0.5:10933/".parse().unwrap();
+    let thumbprint = new.thumbprint;
+    let Registered::Created(created) = a.register(new.clone()).await.unwrap() else {
+        panic!("a new machine is created");
+    };
+    let seen = b.resolve(&thumbprint).await.unwrap().expect("shared");
+    assert_eq!(seen, created);
+    assert_eq!(seen.endpoint.to_string(), "https://10.0.0.5:10933/");
+    assert!(seen.subscription().is_none());
+    assert!(!a.trusted().contains(&thumbprint));
+    assert!(!b.trusted().contains(&thumbprint));
+    // The same certificate as a polling machine is another machine: refused.
+    let mut polling = new.clone();
+    polling.endpoint = SubscriptionId::random(&mut rand::rng()).into();
+    assert!(matches!(
+        b.register(polling).await,
+        Err(RegisterError::Conflict(Conflict::Thumbprint { .. }))
+    ));
+    assert_eq!(
+        b.register(new).await.unwrap(),
+        Registered::Unchanged(created)
+    );
+    redis.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_hold_across_processes_and_ids_stay_unique() {
     let Some(redis) = local_redis("registry conflicts").await else {
         return;
@@ -97,7 +129,7 @@ async fn conflicts_hold_across_processes_and_ids_stay_unique() {
     let (first, _) = machine("db-01");
     a.register(first.clone()).await.unwrap();
     let (mut same_name, _) = machine("db-01");
-    same_name.subscription = SubscriptionId::random(&mut rand::rng());
+    same_name.endpoint = SubscriptionId::random(&mut rand::rng()).into();
     assert!(matches!(
         b.register(same_name).await,
         Err(RegisterError::Conflict(Conflict::Name { .. }))
@@ -246,7 +278,7 @@ async fn registered_through_one_node_an_agent_polls_the_other_at_once() {
         id: "Machines-900".into(),
         name: unannounced.name.clone(),
         thumbprint: unannounced.thumbprint,
-        subscription: unannounced.subscription.clone(),
+        endpoint: unannounced.endpoint.clone(),
         roles: vec![],
         environments: vec![],
     };
@@ -263,7 +295,7 @@ async fn registered_through_one_node_an_agent_polls_the_other_at_once() {
         .await
         .unwrap();
     assert_eq!(two.stats().subscriptions, 20);
-    drop(common::identify_raw(&two, &identity, &unannounced.subscription).await);
+    drop(common::identify_raw(&two, &identity, record.subscription().unwrap()).await);
 
     // A certificate nobody registered passes the handshake of the deferring node,
     // and is refused right after it, before the protocol.

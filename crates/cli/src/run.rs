@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use octopoll_node::Machine;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -24,7 +23,7 @@ use crate::scenario::fault::Fault;
 use crate::scenario::thresholds::Thresholds;
 use crate::telemetry::Telemetry;
 use crate::testbed::{wait_for_full_coverage, wait_for_mesh, Dispatcher, Testbed};
-use crate::workload::{request_for, spawn_request, Ledger, Mix, Shape};
+use crate::workload::{request_for, spawn_request, Ledger, Mix, Poller, Shape};
 use crate::{control, faults, timeline};
 
 /// Everything a run needs.
@@ -274,7 +273,7 @@ async fn run_on<T: Testbed>(
 
     // In name order. Read before the clock starts: with thousands of agents in
     // other processes the list takes a moment, which no request should wait for.
-    let machines = lab.machines().await;
+    let machines = Poller::all_in(&lab.machines().await);
     // The run's clock starts now, with the mesh formed: fault times count from here.
     let ledger = Arc::new(match &telemetry {
         Some(telemetry) => Ledger::with_telemetry(telemetry.clone()),
@@ -387,7 +386,7 @@ struct Workload<'a, T> {
     config: &'a RunConfig,
     ledger: &'a Arc<Ledger>,
     /// The agents, in name order (registration order varies from run to run).
-    machines: &'a [Machine],
+    machines: &'a [Poller],
 }
 
 impl<T: Testbed> Workload<'_, T> {
@@ -422,9 +421,13 @@ impl<T: Testbed> Workload<'_, T> {
                     continue;
                 }
                 let node = running[rng.random_range(0..running.len())].clone();
-                let thumbprint = machine.thumbprint.to_string();
-                let request =
-                    request_for(&mut rng, &shape, &machine.subscription, &thumbprint, queued);
+                let request = request_for(
+                    &mut rng,
+                    &shape,
+                    &machine.subscription,
+                    &machine.thumbprint,
+                    queued,
+                );
                 spawn_request(
                     tracker,
                     self.ledger,

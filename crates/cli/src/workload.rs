@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use bson::Bson;
 use hdrhistogram::Histogram;
-use octopoll_node::{FailReason, NodeId};
+use octopoll_node::{FailReason, Machine, NodeId};
 
 use crate::testbed::Dispatcher;
 use octopoll_wire::contracts::{capabilities, echo, script};
@@ -23,6 +23,31 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// A polling agent the workload sends requests to.
+#[derive(Clone, Debug)]
+pub struct Poller {
+    /// Its subscription.
+    pub subscription: SubscriptionId,
+    /// Its thumbprint, as the requests' endpoints name it.
+    pub thumbprint: String,
+}
+
+impl Poller {
+    /// The polling machines among `machines`, in their order. Listening
+    /// machines take no workload: the run health-checks them instead.
+    pub fn all_in(machines: &[Machine]) -> Vec<Poller> {
+        machines
+            .iter()
+            .filter_map(|m| {
+                Some(Poller {
+                    subscription: m.subscription()?.clone(),
+                    thumbprint: m.thumbprint.to_string(),
+                })
+            })
+            .collect()
+    }
+}
 
 /// Counts of one run's requests, in all and per second of the run.
 #[derive(Debug)]

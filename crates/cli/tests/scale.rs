@@ -524,10 +524,16 @@ mod by_hand {
                 echo::SERVICE,
                 echo::SAY_HELLO,
                 echo::params("across processes"),
-                ServiceEndPoint::new(m.subscription.as_str(), m.thumbprint.to_string()),
+                ServiceEndPoint::new(
+                    m.subscription().expect("a polling machine").as_str(),
+                    m.thumbprint.to_string(),
+                ),
                 i as u64,
             );
-            (m.subscription.clone(), request)
+            (
+                m.subscription().expect("a polling machine").clone(),
+                request,
+            )
         };
         for i in 0..10 {
             let (subscription, request) = echo_to(i);

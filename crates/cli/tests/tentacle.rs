@@ -202,7 +202,7 @@ async fn the_docs_ha_sequence_polls_all_three_nodes() {
         .iter()
         .find(|m| m.name == "docs-tentacle")
         .expect("registered");
-    assert_eq!(registered.subscription, subscription);
+    assert_eq!(registered.subscription(), Some(&subscription));
     assert_eq!(registered.roles, ["web-server"]);
     let shown = machine
         .run(&["show-thumbprint", "--instance", "Tentacle"])
@@ -296,8 +296,10 @@ async fn bad_input_is_one_clear_line_and_writes_nothing() {
                 "register-with".into(),
                 format!("--server={}", node.api_url()),
                 format!("--apikey={}", key(&lab)),
+                "--comms-style=TentaclePassive".into(),
+                "--publicHostName=bad host/".into(),
             ],
-            "--comms-style TentacleActive",
+            "--publicHostName \"bad host/\"",
         ),
     ];
     for (args, expected) in cases {
@@ -428,20 +430,19 @@ async fn the_docs_trusted_servers_example_polls_three_loopback_nodes() {
     lab.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_docs_listening_cluster_commands_make_a_tentacle_the_node_can_health_check() {
-    let lab = lab().await;
-    let node = &lab.cluster.nodes()[0];
+/// A free loopback port, for a Tentacle to listen on.
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+/// One member of the docs' active/passive pair: its own machine (instance
+/// index and Tentacle.config), configured to listen on `port` and trust `server`.
+async fn cluster_member(port: u16, server: &str) -> Machine {
     let machine = Machine::new();
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let pfx = machine.path("TentacleClusterPrivateKey.pfx");
     let config = machine.path("Tentacle.config");
     let (app, home) = (machine.path("Applications"), machine.path("Home"));
-    let server = node.thumbprint().to_string();
-    // clustered-listening-tentacles.md, in order (listening on loopback here).
+    // clustered-listening-tentacles.md, "Installation", in order (on loopback).
     machine
         .run(&[
             "create-instance",
@@ -469,9 +470,56 @@ async fn the_docs_listening_cluster_commands_make_a_tentacle_the_node_can_health
         ])
         .await;
     machine
-        .run(&["configure", "--instance", "Tentacle", "--trust", &server])
+        .run(&["configure", "--instance", "Tentacle", "--trust", server])
         .await;
-    let printed = machine
+    machine
+}
+
+/// Health-checks `machine` from `node` until it answers, for at most 30 s.
+async fn healthy_within(node: &octopoll_node::Node, machine: &octopoll_node::Machine) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match node.health_check(machine).await {
+            Ok(capabilities) => {
+                assert!(!capabilities.is_empty());
+                return;
+            }
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("the listening Tentacle never answered: {error}"),
+        }
+    }
+}
+
+async fn listens(port: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing listens on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_listening_cluster_dance_gives_one_target_that_survives_failover() {
+    let lab = lab().await;
+    let node = &lab.cluster.nodes()[0];
+    let server = node.thumbprint().to_string();
+    let (port_one, port_two) = (free_port(), free_port());
+    let one = cluster_member(port_one, &server).await;
+    let two = cluster_member(port_two, &server).await;
+
+    // "Generate an Octopus Tentacle PFX File" on the second member, onto the
+    // shared storage; import it there, then on the first member.
+    let shared = tempfile::tempdir().unwrap();
+    let pfx = shared.path().join("TentacleClusterPrivateKey.pfx");
+    let printed = two
         .run(&[
             "new-certificate",
             &format!("--export-pfx={}", pfx.display()),
@@ -479,45 +527,129 @@ async fn the_docs_listening_cluster_commands_make_a_tentacle_the_node_can_health
         ])
         .await;
     let thumbprint = printed.lines().last().unwrap().trim().to_owned();
-    machine
+    for member in [&two, &one] {
+        member
+            .run(&[
+                "import-certificate",
+                "--instance=Tentacle",
+                &format!("--from-file={}", pfx.display()),
+                "--pfx-password=Yourpfxpassword",
+            ])
+            .await;
+        let shown = member
+            .run(&["show-thumbprint", "--instance", "Tentacle"])
+            .await;
+        assert_eq!(
+            shown.trim(),
+            thumbprint,
+            "both members hold one certificate"
+        );
+        let settings = config_at(&member.path("Tentacle.config"));
+        assert!(!settings.no_listen().unwrap());
+        let trusted = settings.trusted_servers().unwrap();
+        assert_eq!(trusted.len(), 1);
+        assert_eq!(
+            trusted[0].communication_style,
+            CommunicationStyle::TentaclePassive
+        );
+        assert_eq!(trusted[0].thumbprint, server);
+    }
+
+    // The cluster's client access point: a forwarder to the active member.
+    let chaos = octopoll_chaos::Chaos::new();
+    let access_point = chaos
+        .create(octopoll_chaos::ProxyConfig::new(
+            "tentacle-cluster",
+            "127.0.0.1:0".parse().unwrap(),
+            format!("127.0.0.1:{port_one}"),
+        ))
+        .await
+        .unwrap()
+        .listen;
+    // Added to the server as one listening target at that address.
+    let printed = one
         .run(&[
-            "import-certificate",
-            "--instance=Tentacle",
-            &format!("--from-file={}", pfx.display()),
-            "--pfx-password=Yourpfxpassword",
+            "register-with",
+            "--instance",
+            "Tentacle",
+            &format!("--server={}", node.api_url()),
+            &format!("--apikey={}", key(&lab)),
+            "--comms-style",
+            "TentaclePassive",
+            "--publicHostName",
+            "127.0.0.1",
+            "--tentacle-comms-port",
+            &access_point.port().to_string(),
+            "--name",
+            "TentacleCluster",
+            "--role",
+            "clustered-web",
         ])
         .await;
-    let settings = config_at(&config);
-    assert_eq!(settings.port().unwrap(), port);
-    assert!(!settings.no_listen().unwrap());
-    let trusted = settings.trusted_servers().unwrap();
-    assert_eq!(trusted.len(), 1);
-    assert_eq!(
-        trusted[0].communication_style,
-        CommunicationStyle::TentaclePassive
+    assert!(
+        printed.contains("Machine registered successfully"),
+        "{printed}"
     );
-    assert_eq!(trusted[0].thumbprint, server);
+    let target = lab
+        .cluster
+        .registry()
+        .machines()
+        .into_iter()
+        .find(|m| m.name == "TentacleCluster")
+        .expect("registered");
+    assert_eq!(
+        target.endpoint.to_string(),
+        format!("https://127.0.0.1:{}/", access_point.port())
+    );
+    assert_eq!(target.thumbprint.to_string(), thumbprint);
 
-    let mut agent = machine
+    let mut active = one
         .command(&["agent", "--instance", "Tentacle"])
         .spawn()
         .unwrap();
-    let address = format!("127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let capabilities = loop {
-        match node
-            .health_check_listening(&address, thumbprint.parse().unwrap())
-            .await
-        {
-            Ok(capabilities) => break capabilities,
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => panic!("the listening Tentacle never answered: {error}"),
+    healthy_within(node, &target).await;
+    // One health check of everything the node knows: the swarm's poller and the
+    // cluster, each reached its own way.
+    let summary = node.health_check_all().await;
+    assert_eq!(
+        summary.by_kind().into_iter().collect::<Vec<_>>(),
+        [("listening", (1, 0)), ("polling", (1, 0))],
+        "{:?}",
+        summary.checks
+    );
+
+    // Failover: the active member dies, the passive one starts, the access
+    // point moves to it. The node sees one target, unhealthy at most once.
+    active.kill().await.unwrap();
+    let mut failures = usize::from(node.health_check(&target).await.is_err());
+    let mut passive = two
+        .command(&["agent", "--instance", "Tentacle"])
+        .spawn()
+        .unwrap();
+    listens(port_two).await;
+    chaos
+        .update(
+            "tentacle-cluster",
+            octopoll_chaos::ProxyUpdate {
+                upstream: Some(format!("127.0.0.1:{port_two}")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        if let Err(error) = node.health_check(&target).await {
+            eprintln!("failed health check after failover: {error}");
+            failures += 1;
         }
-    };
-    assert!(!capabilities.is_empty());
-    agent.kill().await.unwrap();
+    }
+    assert!(failures <= 1, "{failures} failed health checks");
+    assert_eq!(
+        lab.cluster.registry().len(),
+        2,
+        "the node never learns there are two"
+    );
+    passive.kill().await.unwrap();
     lab.stop().await;
 }
 

@@ -261,20 +261,21 @@ impl ClusterView {
         coverage_matrix(&self.nodes, &self.registry)
     }
 
-    /// Each registered machine by name, with its state with every node (node 1
-    /// first), in name order: the cells of a dashboard's grid.
+    /// Each registered polling machine by name, with its state with every node
+    /// (node 1 first), in name order: the cells of a dashboard's grid.
     pub fn pair_states(&self) -> Vec<(String, Vec<crate::PairState>)> {
         let mut machines = self.registry.machines();
         machines.sort_by(|a, b| a.name.cmp(&b.name));
         machines
             .into_iter()
-            .map(|m| {
+            .filter_map(|m| {
+                let subscription = m.subscription()?;
                 let states = self
                     .nodes
                     .iter()
-                    .map(|n| n.pair_state(&m.subscription))
+                    .map(|n| n.pair_state(subscription))
                     .collect();
-                (m.name, states)
+                Some((m.name, states))
             })
             .collect()
     }
@@ -282,8 +283,11 @@ impl ClusterView {
 
 fn coverage_matrix(nodes: &[Arc<Node>], registry: &MachineRegistry) -> CoverageMatrix {
     let mut matrix = CoverageMatrix::new(nodes.iter().map(|n| n.id().to_string()).collect());
+    // Listening machines hold no polling links: coverage is about the pollers.
     for machine in registry.machines() {
-        matrix.add_agent(nodes.iter().map(|n| n.pair_state(&machine.subscription)));
+        if let Some(subscription) = machine.subscription() {
+            matrix.add_agent(nodes.iter().map(|n| n.pair_state(subscription)));
+        }
     }
     matrix
 }

@@ -22,6 +22,7 @@ use tracing::{debug, field, info_span, warn, Instrument};
 use crate::metrics::{ConnectionGuard, Ending};
 use crate::node::NodeShared;
 use crate::queue::{FailReason, PendingRequest, Reply};
+use crate::registry::Endpoint;
 
 /// Why a polling connection ended other than by the agent's `END`, a clean close
 /// or the node stopping.
@@ -34,15 +35,16 @@ pub enum ConnectionError {
         /// The refused thumbprint.
         thumbprint: Thumbprint,
     },
-    /// The certificate is registered with another subscription.
+    /// The certificate is registered with another subscription, or as a
+    /// listening machine (which never polls).
     #[error("certificate {thumbprint} identified as {got} but is registered as {registered}")]
     WrongSubscription {
         /// The certificate.
         thumbprint: Thumbprint,
         /// What the identity line said.
         got: String,
-        /// What the registration says.
-        registered: SubscriptionId,
+        /// What the registration says: another `poll://…/`, or `https://…/`.
+        registered: Endpoint,
     },
     /// The TLS handshake failed.
     #[error("TLS handshake failed")]
@@ -431,11 +433,11 @@ async fn accept(shared: &NodeShared, tcp: TcpStream) -> Result<(TlsExchange, Sub
         .await
         .map_err(|_| ConnectionError::Timeout(Deadline::Identification))??;
     tracing::Span::current().record("subscription", field::display(&subscription));
-    if machine.subscription != subscription {
+    if machine.subscription() != Some(&subscription) {
         return Err(ConnectionError::WrongSubscription {
             thumbprint,
             got: subscription.to_string(),
-            registered: machine.subscription,
+            registered: machine.endpoint,
         });
     }
     Ok((exchange, subscription))

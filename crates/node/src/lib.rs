@@ -20,6 +20,7 @@ pub mod config;
 pub mod connection;
 pub mod coverage;
 pub mod error;
+pub mod health;
 pub mod listener;
 pub mod listening;
 pub mod metrics;
@@ -32,9 +33,11 @@ pub use cluster::{Addressing, Cluster, ClusterConfig, ClusterView};
 pub use config::{NodeConfig, NodeId};
 pub use coverage::{Coverage, CoverageMatrix, PairState};
 pub use error::{Error, Result};
+pub use health::{HealthCheck, HealthError, HealthSummary};
 pub use metrics::NodeStats;
 pub use node::{Node, NodeSender, QueueSource};
 pub use queue::{FailReason, Outcome, QueueMode, Reply, RequestQueue};
 pub use registry::{
-    Conflict, Machine, MachineRegistry, NewMachine, RegisterError, Registered, StoreError,
+    Conflict, Endpoint, EndpointError, ListeningAddress, Machine, MachineRegistry, NewMachine,
+    RegisterError, Registered, StoreError,
 };

@@ -86,7 +86,7 @@ pub async fn run(bench: HandshakeBench) -> anyhow::Result<HandshakeFigures> {
             .register(NewMachine {
                 name: format!("bench-{i}"),
                 thumbprint: identity.thumbprint(),
-                subscription: subscription.clone(),
+                endpoint: subscription.clone().into(),
                 roles: vec![],
                 environments: vec![],
             })

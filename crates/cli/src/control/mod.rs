@@ -26,7 +26,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use octopoll_node::registry::Machine;
 use octopoll_node::{ClusterView, CoverageMatrix, Node, NodeStats, PairState};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -38,7 +37,7 @@ use crate::faults::node_action;
 use crate::network::Network;
 use crate::scenario::fault::{Action, NodeAction, Target};
 use crate::testbed::Dispatcher;
-use crate::workload::{request_for, spawn_request, Ledger, Shape};
+use crate::workload::{request_for, spawn_request, Ledger, Poller, Shape};
 
 /// The dashboard page.
 const PAGE: &str = include_str!("dashboard.html");
@@ -57,7 +56,7 @@ pub struct Burst {
     /// Cancelled when the run ends (unfinished requests fail `run-ended`).
     pub run_ended: CancellationToken,
     /// The agents, in name order.
-    pub machines: Vec<Machine>,
+    pub machines: Vec<Poller>,
     /// How requests are shaped.
     pub shape: Shape,
     /// The run's seed.
@@ -368,12 +367,11 @@ async fn burst(
         let mut rng = rand::rngs::StdRng::seed_from_u64(burst.seed ^ number);
         let machine = &burst.machines[rng.random_range(0..burst.machines.len())];
         let node = nodes[rng.random_range(0..nodes.len())].clone();
-        let thumbprint = machine.thumbprint.to_string();
         let request = request_for(
             &mut rng,
             &burst.shape,
             &machine.subscription,
-            &thumbprint,
+            &machine.thumbprint,
             number,
         );
         spawn_request(

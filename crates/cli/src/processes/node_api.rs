@@ -222,9 +222,11 @@ async fn pairs(State(node): State<Arc<Node>>) -> Json<Vec<MachinePair>> {
     Json(
         by_name(&node)
             .into_iter()
-            .map(|m| MachinePair {
-                state: node.pair_state(&m.subscription),
-                name: m.name,
+            .filter_map(|m| {
+                Some(MachinePair {
+                    state: node.pair_state(m.subscription()?),
+                    name: m.name,
+                })
             })
             .collect(),
     )

@@ -7,13 +7,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use octopoll_agent::swarm::machine_resource;
 use octopoll_agent::tentacle::{CommunicationStyle, TentacleConfig, TrustedOctopusServer};
 use octopoll_agent::{
     Agent, AgentConfig, RegistrationClient, RegistrationTrust, RunningAgent, ServerAddress,
     TrustedServer,
 };
+use octopoll_node::ListeningAddress;
 use octopoll_pki::{ApiKey, Identity, KeyType, Thumbprint};
+use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_ACTIVE, TENTACLE_PASSIVE};
 use octopoll_wire::SubscriptionId;
 
 use super::instances::{self, Instance, DEFAULT_INSTANCE};
@@ -153,36 +154,47 @@ pub async fn run(
             role,
             force: _,
             server_subscription_id,
+            public_host_name,
+            tentacle_comms_port,
         } => {
-            if comms_style == CommsStyle::TentaclePassive {
-                bail!("octopoll's nodes register polling Tentacles only: register with --comms-style TentacleActive (a listening Tentacle runs with `configure --trust` and `agent`, but the node's registry cannot hold it yet)");
-            }
             let (_, path, mut config) = load(&instance)?;
             let identity = config.certificate()?.context(
                 "No certificate has been generated for this Tentacle. Please run the new-certificate command first.",
             )?;
-            let address = comms_address(&api, &comms)?;
-            let servers = config.trusted_servers()?;
-            let subscription: SubscriptionId = match servers.iter().find(|s| {
-                s.communication_style == CommunicationStyle::TentacleActive
-                    && s.address
-                        .as_deref()
-                        .is_some_and(|a| same_address(a, &address))
-            }) {
-                Some(existing) => existing
-                    .subscription_id
-                    .as_deref()
-                    .unwrap_or_default()
-                    .parse()
-                    .context("the configured polling entry's SubscriptionId")?,
-                None => match server_subscription_id {
-                    Some(id) => id
-                        .parse()
-                        .context("The ServerSubscriptionId must start with poll://")?,
-                    None => SubscriptionId::random(&mut rand::rng()),
-                },
-            };
             let name = name.unwrap_or_else(host_name);
+            // Polling: the node's comms address and the subscription to poll it
+            // with. Listening: the address the node is to call back on.
+            let (endpoint, polling) = match comms_style {
+                CommsStyle::TentacleActive => {
+                    let address = comms_address(&api, &comms)?;
+                    let subscription =
+                        polling_subscription(&config, &address, server_subscription_id)?;
+                    let endpoint = EndpointResource {
+                        communication_style: TENTACLE_ACTIVE.into(),
+                        uri: subscription.to_string(),
+                        thumbprint: identity.thumbprint().to_string(),
+                    };
+                    (endpoint, Some((address, subscription)))
+                }
+                CommsStyle::TentaclePassive => {
+                    let host = public_host_name.unwrap_or_else(host_name);
+                    let port = match tentacle_comms_port {
+                        Some(port) => port,
+                        None => config.port()?,
+                    };
+                    let address = ListeningAddress::new(&host, port)
+                        .with_context(|| format!("--publicHostName {host:?}"))?;
+                    if config.no_listen()? {
+                        writeln!(out, "Warning: Tentacle.Services.NoListen is True, so this Tentacle opens no port and the server cannot reach it: run configure --noListen False")?;
+                    }
+                    let endpoint = EndpointResource {
+                        communication_style: TENTACLE_PASSIVE.into(),
+                        uri: address.to_string(),
+                        thumbprint: identity.thumbprint().to_string(),
+                    };
+                    (endpoint, None)
+                }
+            };
             writeln!(
                 out,
                 "Registering the tentacle with the server at {}",
@@ -190,21 +202,32 @@ pub async fn run(
             )?;
             let (client, key) = client(&api)?;
             let server = client.server_thumbprint(&api.server, &key).await?;
-            let mut machine = machine_resource(&name, identity.thumbprint(), &subscription);
-            machine.roles = role;
-            machine.environment_ids = environment;
+            let machine = MachineResource {
+                id: None,
+                name,
+                endpoint,
+                roles: role,
+                environment_ids: environment,
+            };
             client.register(&api.server, &key, &machine).await?;
-            config.add_or_update_trusted_server(TrustedOctopusServer::polling(
-                &server.to_string(),
-                &address,
-                subscription.as_str(),
-            ))?;
-            if config
-                .get(octopoll_agent::tentacle::config::POLLING_CONNECTION_COUNT)
-                .is_none()
-            {
-                writeln!(out, "Setting the polling connection count to 1")?;
-                config.set_polling_connection_count(std::num::NonZeroUsize::MIN);
+            match polling {
+                Some((address, subscription)) => {
+                    config.add_or_update_trusted_server(TrustedOctopusServer::polling(
+                        &server.to_string(),
+                        &address,
+                        subscription.as_str(),
+                    ))?;
+                    if config
+                        .get(octopoll_agent::tentacle::config::POLLING_CONNECTION_COUNT)
+                        .is_none()
+                    {
+                        writeln!(out, "Setting the polling connection count to 1")?;
+                        config.set_polling_connection_count(std::num::NonZeroUsize::MIN);
+                    }
+                }
+                None => config.add_or_update_trusted_server(TrustedOctopusServer::listening(
+                    &server.to_string(),
+                ))?,
             }
             save(&config, &path, out)?;
             writeln!(out, "Machine registered successfully")?;
@@ -673,6 +696,34 @@ fn trusted_polling_servers(config: &TentacleConfig) -> anyhow::Result<Vec<Truste
 }
 
 /// The instance's name, config path and settings.
+/// The subscription a polling registration uses: the one an entry for
+/// `address` already has, else `--server-subscription-id`, else a new one.
+fn polling_subscription(
+    config: &TentacleConfig,
+    address: &str,
+    asked: Option<String>,
+) -> anyhow::Result<SubscriptionId> {
+    let servers = config.trusted_servers()?;
+    let existing = servers.iter().find(|s| {
+        s.communication_style == CommunicationStyle::TentacleActive
+            && s.address
+                .as_deref()
+                .is_some_and(|a| same_address(a, address))
+    });
+    Ok(match (existing, asked) {
+        (Some(existing), _) => existing
+            .subscription_id
+            .as_deref()
+            .unwrap_or_default()
+            .parse()
+            .context("the configured polling entry's SubscriptionId")?,
+        (None, Some(id)) => id
+            .parse()
+            .context("The ServerSubscriptionId must start with poll://")?,
+        (None, None) => SubscriptionId::random(&mut rand::rng()),
+    })
+}
+
 fn load(instance: &InstanceArgs) -> anyhow::Result<(String, PathBuf, TentacleConfig)> {
     let (name, path) = instances::select(instance.instance.as_deref(), instance.config.as_deref())?;
     if !path.exists() {

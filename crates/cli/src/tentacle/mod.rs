@@ -3,13 +3,12 @@
 //! live in a real `Tentacle.config` (`octopoll_agent::tentacle::config`), the
 //! instance index mirrors Tentacle's (`instances`), options are read the way
 //! Tentacle's Mono.Options parser reads them (`options`), and `agent` runs the
-//! configured instance as a polling Tentacle until stopped.
+//! configured instance until stopped: it polls its `TentacleActive` entries
+//! and listens for its `TentaclePassive` trusts (unless `NoListen`).
+//! `register-with` registers either kind (`--comms-style`, default
+//! `TentaclePassive` as in Tentacle).
 //!
 //! Where octopoll differs from Tentacle it says so in `--help`:
-//! * `agent` polls (`TentacleActive` entries) and listens (`TentaclePassive`
-//!   trusts, unless `NoListen`), but `register-with` registers polling machines
-//!   only: the node's registry does not hold listening machines yet, so
-//!   `--comms-style TentaclePassive` is refused with a clear error;
 //! * the registration API's HTTPS certificate is pinned with
 //!   `--server-thumbprint`, or else accepted as presented (the comms connection
 //!   is always pinned to the thumbprint the API reports), as `--ignoreSslErrors`;

@@ -194,8 +194,8 @@ pub enum TentacleCommand {
         /// Where the comms port is.
         #[command(flatten)]
         comms: CommsArgs,
-        /// TentacleActive (polling) or TentaclePassive (listening; octopoll's nodes
-        /// do not register listening machines yet, so it is refused).
+        /// TentacleActive (polling) or TentaclePassive (listening: the node calls
+        /// this Tentacle at --publicHostName and its listening port).
         #[arg(
             long = "comms-style",
             value_enum,
@@ -218,6 +218,14 @@ pub enum TentacleCommand {
         /// The subscription to poll with (default: the one already configured, else a new one).
         #[arg(long = "server-subscription-id")]
         server_subscription_id: Option<String>,
+        /// TentaclePassive: the host name or address the server calls this
+        /// Tentacle on (default: this host's name).
+        #[arg(long = "publicHostName", visible_alias = "public-host-name")]
+        public_host_name: Option<String>,
+        /// TentaclePassive: the port the server calls back on, if not the
+        /// configured listening port (Tentacle.Services.PortNumber, 10933).
+        #[arg(long = "tentacle-comms-port")]
+        tentacle_comms_port: Option<u16>,
     },
     /// Polls one more server node with the subscription already registered (run
     /// once per HA node).

@@ -1,4 +1,6 @@
-//! `POST /api/machines` and `GET /api/machines`.
+//! `POST /api/machines`, `GET /api/machines` and `DELETE /api/machines/{id}`:
+//! polling (`TentacleActive`, `poll://…/`) and listening (`TentaclePassive`,
+//! `https://host:port/`) machines alike.
 
 use std::sync::Arc;
 
@@ -8,12 +10,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use octopoll_pki::Thumbprint;
 use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_ACTIVE, TENTACLE_PASSIVE};
-use octopoll_wire::SubscriptionId;
 
 use super::error::authorize;
 use super::{ApiError, ApiState};
 use crate::registry::{NewMachine, RegisterError, Registered};
-use crate::Machine;
+use crate::{Endpoint, Machine};
 
 pub(super) async fn register(
     State(state): State<Arc<ApiState>>,
@@ -81,20 +82,40 @@ fn validate(resource: MachineResource) -> Result<NewMachine, ApiError> {
         return Err(bad("Name", "must not be empty".into()));
     }
     let endpoint = resource.endpoint;
-    match endpoint.communication_style.as_str() {
-        TENTACLE_ACTIVE => {}
-        TENTACLE_PASSIVE => {
+    let uri = || endpoint.uri.parse::<Endpoint>();
+    let parsed = match endpoint.communication_style.as_str() {
+        TENTACLE_ACTIVE => uri()
+            .ok()
+            .filter(|e| e.subscription().is_some())
+            .ok_or_else(|| {
+                bad(
+                    "Endpoint.Uri",
+                    format!(
+                        "{:?} is not a polling subscription (poll://…/), which TentacleActive needs",
+                        endpoint.uri
+                    ),
+                )
+            })?,
+        TENTACLE_PASSIVE => match uri() {
+            Ok(listening @ Endpoint::Listening(_)) => listening,
+            Ok(Endpoint::Polling(_)) => {
+                return Err(bad(
+                    "Endpoint.Uri",
+                    format!(
+                        "{:?} is a polling subscription, but TentaclePassive needs the Tentacle's address (https://host:10933/)",
+                        endpoint.uri
+                    ),
+                ))
+            }
+            Err(e) => return Err(bad("Endpoint.Uri", e.to_string())),
+        },
+        other => {
             return Err(bad(
                 "Endpoint.CommunicationStyle",
-                "TentaclePassive (listening) is not supported by this mock node yet; use TentacleActive".into(),
+                format!("unknown style {other:?}: TentacleActive or TentaclePassive"),
             ))
         }
-        other => return Err(bad("Endpoint.CommunicationStyle", format!("unknown style {other:?}"))),
-    }
-    let subscription: SubscriptionId = endpoint
-        .uri
-        .parse()
-        .map_err(|e| bad("Endpoint.Uri", format!("{e}")))?;
+    };
     let thumbprint: Thumbprint = endpoint
         .thumbprint
         .parse()
@@ -102,7 +123,7 @@ fn validate(resource: MachineResource) -> Result<NewMachine, ApiError> {
     Ok(NewMachine {
         name: resource.name,
         thumbprint,
-        subscription,
+        endpoint: parsed,
         roles: resource.roles,
         environments: resource.environment_ids,
     })
@@ -113,8 +134,12 @@ fn resource_of(machine: &Machine) -> MachineResource {
         id: Some(machine.id.clone()),
         name: machine.name.clone(),
         endpoint: EndpointResource {
-            communication_style: TENTACLE_ACTIVE.into(),
-            uri: machine.subscription.to_string(),
+            communication_style: match machine.endpoint {
+                Endpoint::Polling(_) => TENTACLE_ACTIVE,
+                Endpoint::Listening(_) => TENTACLE_PASSIVE,
+            }
+            .into(),
+            uri: machine.endpoint.to_string(),
             thumbprint: machine.thumbprint.to_string(),
         },
         roles: machine.roles.clone(),

@@ -51,7 +51,7 @@ impl Machines {
         inner.next_id += 1;
         let machine = new.with_id(format!("Machines-{}", inner.next_id));
         // The trusted set changes under the map's lock, so the two never disagree.
-        self.trusted.insert(machine.thumbprint);
+        self.trust(&machine);
         inner
             .by_thumbprint
             .insert(machine.thumbprint, machine.clone());
@@ -61,8 +61,16 @@ impl Machines {
     /// Adds or replaces `machine`, as the store's change stream announced it.
     pub(super) fn insert(&self, machine: Machine) {
         let mut inner = self.write();
-        self.trusted.insert(machine.thumbprint);
+        self.trust(&machine);
         inner.by_thumbprint.insert(machine.thumbprint, machine);
+    }
+
+    /// Trusts a polling machine's thumbprint; a listening machine's stays
+    /// untrusted, as it never connects to a node.
+    fn trust(&self, machine: &Machine) {
+        if machine.polls() {
+            self.trusted.insert(machine.thumbprint);
+        }
     }
 
     /// How many removals and reloads this copy has seen: take it before reading
@@ -80,7 +88,7 @@ impl Machines {
         if inner.removals != before {
             return false;
         }
-        self.trusted.insert(machine.thumbprint);
+        self.trust(&machine);
         inner.by_thumbprint.insert(machine.thumbprint, machine);
         true
     }
@@ -98,8 +106,13 @@ impl Machines {
         let mut inner = self.write();
         inner.removals += 1;
         inner.by_thumbprint = machines.into_iter().map(|m| (m.thumbprint, m)).collect();
-        self.trusted
-            .replace_all(inner.by_thumbprint.keys().copied());
+        self.trusted.replace_all(
+            inner
+                .by_thumbprint
+                .values()
+                .filter(|m| m.polls())
+                .map(|m| m.thumbprint),
+        );
     }
 
     pub(super) fn get(&self, thumbprint: &Thumbprint) -> Option<Machine> {
@@ -128,9 +141,9 @@ impl Machines {
 }
 
 /// A repeat of `existing`'s registration is fine; the same certificate under
-/// another name or subscription is not.
+/// another name or endpoint is not.
 pub(super) fn same_or_conflict(existing: &Machine, new: &NewMachine) -> Result<(), Conflict> {
-    if existing.name == new.name && existing.subscription == new.subscription {
+    if existing.name == new.name && existing.endpoint == new.endpoint {
         Ok(())
     } else {
         Err(Conflict::Thumbprint {

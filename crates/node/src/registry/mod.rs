@@ -10,6 +10,7 @@
 //! set every node's TLS acceptor reads.
 
 mod cache;
+mod endpoint;
 mod redis;
 
 use std::sync::Arc;
@@ -19,10 +20,11 @@ use octopoll_wire::SubscriptionId;
 use serde::{Deserialize, Serialize};
 
 use cache::Machines;
+pub use endpoint::{Endpoint, EndpointError, ListeningAddress, DEFAULT_LISTENING_PORT};
 use redis::RedisStore;
 pub use redis::StoreError;
 
-/// A registered polling Tentacle.
+/// A registered Tentacle, polling or listening.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
     /// `Machines-<n>`, assigned at registration.
@@ -32,9 +34,10 @@ pub struct Machine {
     /// The certificate it must present.
     #[serde(serialize_with = "display", deserialize_with = "parsed")]
     pub thumbprint: Thumbprint,
-    /// The subscription it must identify with.
+    /// How the nodes reach it: the subscription it polls with, or the address
+    /// it listens at (stored as its URI).
     #[serde(serialize_with = "display", deserialize_with = "parsed")]
-    pub subscription: SubscriptionId,
+    pub endpoint: Endpoint,
     /// Target roles.
     pub roles: Vec<String>,
     /// Environment ids.
@@ -56,6 +59,17 @@ where
 }
 
 impl Machine {
+    /// The subscription a polling machine identifies with; `None` for a
+    /// listening one.
+    pub fn subscription(&self) -> Option<&SubscriptionId> {
+        self.endpoint.subscription()
+    }
+
+    /// Whether the machine polls (so the nodes' acceptors trust it).
+    pub fn polls(&self) -> bool {
+        self.subscription().is_some()
+    }
+
     /// The number in `Machines-<n>`, for registration order.
     fn number(&self) -> u64 {
         self.id
@@ -70,7 +84,7 @@ impl Machine {
 pub enum Registered {
     /// A new machine.
     Created(Machine),
-    /// The same machine again (same name, thumbprint and subscription): nothing changed.
+    /// The same machine again (same name, thumbprint and endpoint): nothing changed.
     Unchanged(Machine),
 }
 
@@ -79,9 +93,7 @@ pub enum Registered {
 #[non_exhaustive]
 pub enum Conflict {
     /// Another machine already has this name.
-    #[error(
-        "a machine named {name:?} is already registered with another certificate or subscription"
-    )]
+    #[error("a machine named {name:?} is already registered with another certificate or endpoint")]
     Name {
         /// The name.
         name: String,
@@ -115,8 +127,8 @@ pub struct NewMachine {
     pub name: String,
     /// Its certificate's thumbprint.
     pub thumbprint: Thumbprint,
-    /// Its polling subscription.
-    pub subscription: SubscriptionId,
+    /// How the nodes reach it.
+    pub endpoint: Endpoint,
     /// Target roles.
     pub roles: Vec<String>,
     /// Environment ids.
@@ -130,7 +142,7 @@ impl NewMachine {
             id,
             name: self.name,
             thumbprint: self.thumbprint,
-            subscription: self.subscription,
+            endpoint: self.endpoint,
             roles: self.roles,
             environments: self.environments,
         }
@@ -189,7 +201,8 @@ impl MachineRegistry {
         self.store.as_deref().map(RedisStore::url)
     }
 
-    /// The thumbprints of registered machines, as the TLS acceptors read them.
+    /// The thumbprints of registered *polling* machines, as the TLS acceptors
+    /// read them (a listening machine never connects to a node).
     pub fn trusted(&self) -> TrustedThumbprints {
         self.machines.trusted()
     }
@@ -252,7 +265,7 @@ mod tests {
         NewMachine {
             name: name.into(),
             thumbprint,
-            subscription: sub.parse().unwrap(),
+            endpoint: sub.parse().unwrap(),
             roles: vec![],
             environments: vec![],
         }
