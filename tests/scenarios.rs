@@ -20,13 +20,26 @@ fn scenario_path(name: &str) -> PathBuf {
 
 /// Runs `name` at a quarter of its time with `agents` agents on free ports.
 async fn run_scenario(name: &str, agents: usize) -> Report {
+    run_scenario_with(name, agents, ScenarioFile::default()).await
+}
+
+/// [`run_scenario`] with `flags` over the scenario, as a command line's.
+async fn run_scenario_with(name: &str, agents: usize, flags: ScenarioFile) -> Report {
+    let report = run_unchecked(name, agents, flags).await;
+    let breaches: Vec<String> = report.breaches().map(ToString::to_string).collect();
+    assert!(
+        breaches.is_empty(),
+        "{name} breached {breaches:?}\n{report}"
+    );
+    report
+}
+
+/// Runs the scenario and checks only the accounting, not its thresholds.
+async fn run_unchecked(name: &str, agents: usize, mut flags: ScenarioFile) -> Report {
     common::init_logging();
     let (default, _) = ScenarioFile::default_scenario();
     let (file, source) = ScenarioFile::read(&scenario_path(name)).expect("the scenario parses");
-    let mut flags = ScenarioFile {
-        time_scale: Some(0.25),
-        ..ScenarioFile::default()
-    };
+    flags.time_scale = flags.time_scale.or(Some(0.25));
     flags.agents.count = Some(agents);
     flags.cluster.comms_port = Some(0);
     let merged = default.overlay(file).overlay(flags);
@@ -38,11 +51,6 @@ async fn run_scenario(name: &str, agents: usize) -> Report {
     println!("{report}");
     assert_eq!(report.requests.lost, 0, "{report}");
     assert_eq!(report.requests.counted_twice, 0, "{report}");
-    let breaches: Vec<String> = report.breaches().map(ToString::to_string).collect();
-    assert!(
-        breaches.is_empty(),
-        "{name} breached {breaches:?}\n{report}"
-    );
     assert!(report.faults.iter().all(|f| f.error.is_none()), "{report}");
     report
 }
@@ -64,6 +72,7 @@ fn every_shipped_scenario_parses_and_is_valid() {
         names,
         [
             "default",
+            "listening-cluster",
             "load-balancer-pitfall",
             "network-partition",
             "node-failover",
@@ -164,4 +173,55 @@ async fn load_balancer_pitfall_times_out_work_on_unreached_nodes() {
             > 0,
         "{report}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listening_cluster_fails_over_with_at_most_one_failed_health_check() {
+    // Half time, so the 2 s checks fit around the failover at 5 s.
+    let flags = ScenarioFile {
+        time_scale: Some(0.5),
+        ..ScenarioFile::default()
+    };
+    let report = run_scenario_with("listening-cluster", 20, flags).await;
+    let cluster = report.listening_cluster.as_ref().expect("the run had one");
+    assert!(cluster.shared_certificate);
+    assert!(cluster.checks >= 4, "{report}");
+    assert!(cluster.failed <= 1, "{report}");
+    assert_eq!(cluster.failed_after_failover, 0, "{report}");
+    assert!(cluster.failover_at_s.is_some(), "{report}");
+    // One health check of every machine at the end, reaching both kinds.
+    assert_eq!(cluster.every_machine["listening"], [1, 0], "{report}");
+    assert_eq!(cluster.every_machine["polling"], [20, 0], "{report}");
+    assert_eq!(report.requests.failed, 0, "{report}");
+    let text = report.to_string();
+    assert!(
+        text.contains("listening    cluster at https://127.0.0.1:"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listening_cluster_with_two_certificates_is_refused_after_failover() {
+    let mut flags = ScenarioFile {
+        time_scale: Some(0.5),
+        ..ScenarioFile::default()
+    };
+    flags.listening_cluster.shared_certificate = Some(false);
+    let report = run_unchecked("listening-cluster", 5, flags).await;
+    let cluster = report.listening_cluster.as_ref().expect("the run had one");
+    assert!(!cluster.shared_certificate);
+    assert!(cluster.failed_after_failover >= 1, "{report}");
+    assert!(
+        cluster
+            .errors
+            .iter()
+            .any(|e| e.contains("presented certificate")
+                && e.contains("but this machine's thumbprint is")),
+        "{report}"
+    );
+    assert_eq!(cluster.every_machine["listening"], [0, 1], "{report}");
+    let breached: Vec<&str> = report.breaches().map(|v| v.name).collect();
+    assert_eq!(breached, ["listening_cluster_failed_max"], "{report}");
+    // The polling side never noticed.
+    assert_eq!(report.requests.failed, 0, "{report}");
 }

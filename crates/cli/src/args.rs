@@ -235,6 +235,12 @@ pub struct RunArgs {
     /// Put the chaos proxy in front of every node even without network faults [cluster.chaos].
     #[arg(long)]
     pub chaos: bool,
+    /// Also run the Octopus docs' clustered listening Tentacle: two members
+    /// sharing one certificate behind one address, registered as one listening
+    /// machine, health-checked through a node and failed over halfway
+    /// [listening_cluster.enabled].
+    #[arg(long)]
+    pub listening_cluster: bool,
     /// Serve the live dashboard and its control API here during the run: the page
     /// on `/`, `GET /api/cluster`, `POST /api/nodes/{n}/kill|stop|start|restart`,
     /// and with --chaos the proxies' toxiproxy-shaped routes. On by default at
@@ -303,6 +309,7 @@ impl RunArgs {
         cluster.pickup_timeout = self.pickup_timeout;
         cluster.haproxy = self.haproxy.clone();
         cluster.chaos = self.chaos.then_some(true);
+        layer.listening_cluster.enabled = self.listening_cluster.then_some(true);
         cluster.redis = self.redis.clone();
         let agents = &mut layer.agents;
         agents.count = self.agents.map(|n| n as usize);

@@ -10,6 +10,7 @@ pub mod faults;
 pub mod haproxy;
 pub mod html;
 pub mod lab;
+pub mod listening_cluster;
 pub mod network;
 pub mod processes;
 pub mod progress;

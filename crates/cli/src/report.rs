@@ -45,6 +45,10 @@ pub struct Report {
     /// What each process cost (node and agent processes in a multi-process run;
     /// empty for an in-process one).
     pub processes: Vec<crate::testbed::ProcessFigures>,
+    /// The clustered listening Tentacle's health checks and failover, if the run
+    /// had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listening_cluster: Option<crate::listening_cluster::ListeningClusterReport>,
 }
 
 impl Report {
@@ -274,6 +278,7 @@ impl Report {
             pickup_ms: Pickup::of(&counts.pickup_us),
             pickup_from_schedule_ms: Pickup::of(&counts.pickup_from_schedule_us),
             processes: Vec::new(),
+            listening_cluster: None,
             failures_by_reason: reasons(&counts.failed),
             per_node,
             findings,
@@ -440,11 +445,57 @@ impl fmt::Display for Report {
             }
             writeln!(f)?;
         }
+        if let Some(cluster) = &self.listening_cluster {
+            write_listening_cluster(f, cluster)?;
+        }
         for verdict in &self.thresholds {
             writeln!(f, "  threshold    {verdict}")?;
         }
         Ok(())
     }
+}
+
+/// The listening cluster's lines: its checks, its failover, every machine's health.
+fn write_listening_cluster(
+    f: &mut fmt::Formatter<'_>,
+    cluster: &crate::listening_cluster::ListeningClusterReport,
+) -> fmt::Result {
+    let certificates = if cluster.shared_certificate {
+        "one shared certificate"
+    } else {
+        "DIFFERENT certificates"
+    };
+    write!(
+        f,
+        "  listening    cluster at {} ({certificates}): {} health checks, {} failed",
+        cluster.target, cluster.checks, cluster.failed
+    )?;
+    match cluster.failover_at_s {
+        Some(at) => writeln!(
+            f,
+            "; failed over at {at:.1}s, {} failed after",
+            cluster.failed_after_failover
+        )?,
+        None => writeln!(f, "; no failover")?,
+    }
+    for error in &cluster.errors {
+        writeln!(f, "    {error}")?;
+    }
+    if !cluster.every_machine.is_empty() {
+        let kinds: Vec<String> = cluster
+            .every_machine
+            .iter()
+            .map(|(kind, [healthy, unhealthy])| {
+                format!("{kind} {healthy} healthy, {unhealthy} unhealthy")
+            })
+            .collect();
+        writeln!(
+            f,
+            "  health       every machine at the end: {}",
+            kinds.join("; ")
+        )?;
+    }
+    Ok(())
 }
 
 /// The coverage matrix: agents per state (rows) and node (columns); rows that are

@@ -15,6 +15,7 @@ const TASKS_BOUND: Duration = Duration::from_secs(10);
 
 use crate::control::{Burst, ControlState};
 use crate::lab::{Lab, LabConfig};
+use crate::listening_cluster::{ListeningCluster, ListeningClusterConfig, ListeningClusterReport};
 use crate::processes::lab::ProcessLab;
 use crate::processes::plan::{Plan, PlanError};
 use crate::progress::{NodeSample, Progress, Sample};
@@ -70,6 +71,8 @@ pub struct RunConfig {
     pub redis: Option<String>,
     /// The `octopoll` binary the node and agent processes run; `None`: this one.
     pub program: Option<std::path::PathBuf>,
+    /// Also run the docs' clustered listening Tentacle and fail it over.
+    pub listening_cluster: Option<ListeningClusterConfig>,
 }
 
 impl RunConfig {
@@ -95,6 +98,7 @@ impl RunConfig {
             processes: None,
             redis: None,
             program: None,
+            listening_cluster: None,
         }
     }
 
@@ -134,6 +138,11 @@ impl RunConfig {
             if self.control.is_some() || self.metrics.is_some() {
                 return Err(why(
                     "the dashboard, control API and metrics are not available".into(),
+                ));
+            }
+            if self.listening_cluster.is_some() {
+                return Err(why(
+                    "the listening cluster's health checks run from an in-process node: it is not available".into(),
                 ));
             }
         }
@@ -270,6 +279,19 @@ async fn run_on<T: Testbed>(
         }
     }
     lab.mesh_formed().await;
+    let mut listening_cluster = match (&config.listening_cluster, lab.in_process()) {
+        (Some(cluster_config), Some(in_process)) => {
+            let node = &in_process.cluster.nodes()[0];
+            match ListeningCluster::start(node, &node.config().api_key, cluster_config).await {
+                Ok(cluster) => Some(cluster),
+                Err(error) => {
+                    lab.stop().await;
+                    return Err(error);
+                }
+            }
+        }
+        _ => None,
+    };
 
     // In name order. Read before the clock starts: with thousands of agents in
     // other processes the list takes a moment, which no request should wait for.
@@ -297,7 +319,27 @@ async fn run_on<T: Testbed>(
     // until the drain is over, every fault has been carried out (undos included),
     // and the mesh has healed or the recovery bound has passed.
     let recovery_bound = recovery_bound(config);
-    let (facts, executed, samples) = tokio::join!(
+    let cluster_run = async {
+        let (Some(cluster), Some(cluster_config), Some(in_process)) = (
+            listening_cluster.as_mut(),
+            &config.listening_cluster,
+            lab.in_process(),
+        ) else {
+            return None;
+        };
+        let failover_at = cluster_config.failover_at.unwrap_or(config.duration / 2);
+        let report = cluster
+            .exercise(
+                in_process.cluster.nodes(),
+                cluster_config,
+                failover_at,
+                started,
+                &workload_done,
+            )
+            .await;
+        Some(report)
+    };
+    let (facts, executed, samples, cluster_report) = tokio::join!(
         async {
             let workload = Workload {
                 lab: &lab,
@@ -338,6 +380,7 @@ async fn run_on<T: Testbed>(
                 let _ = wait_for_full_coverage(&lab, recovery_bound).await;
             }
         }),
+        cluster_run,
     );
     let run_end = started.elapsed();
     // Nothing more from the dashboard once the requests are being counted.
@@ -357,6 +400,10 @@ async fn run_on<T: Testbed>(
         );
     }
     progress.finish();
+    let cluster_report = match listening_cluster {
+        Some(cluster) => Some(finish_cluster(cluster, cluster_report, &lab).await),
+        None => None,
+    };
     let node_names: Vec<String> = lab.node_ids().iter().map(ToString::to_string).collect();
     let stopped = lab.stop().await;
     let counts = ledger.counts();
@@ -368,10 +415,30 @@ async fn run_on<T: Testbed>(
         .iter()
         .map(|span| timeline::analyse(span, &samples, &counts))
         .collect();
+    report.listening_cluster = cluster_report;
     report.thresholds = config.thresholds.check(&report);
     let csv = timeline::csv(&samples, &counts, &node_names);
     let html = crate::html::render(&report, &samples, &counts, &node_names);
     Ok(Finished { report, csv, html })
+}
+
+/// Ends the listening cluster's part of a run: one health check of every
+/// machine, polling and listening, from a running node; then the pair stops.
+async fn finish_cluster<T: Testbed>(
+    cluster: ListeningCluster,
+    report: Option<ListeningClusterReport>,
+    lab: &T,
+) -> ListeningClusterReport {
+    let mut report = report.unwrap_or_else(|| ListeningClusterReport::empty(cluster.machine()));
+    if let Some(node) = lab
+        .in_process()
+        .and_then(|l| l.cluster.nodes().iter().find(|n| n.is_running()).cloned())
+    {
+        let summary = node.health_check_all().await;
+        crate::listening_cluster::count_every_machine(&mut report, &summary);
+    }
+    cluster.stop().await;
+    report
 }
 
 /// How long sampling may go on after the workload, for the mesh to heal from the
@@ -515,5 +582,22 @@ impl<T: Testbed> Workload<'_, T> {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_multi_process_run_cannot_do_is_refused_before_it_starts() {
+        let mut config = RunConfig::new(LabConfig::new(3, 100));
+        config.processes = Some(2);
+        assert!(matches!(config.plan(), Ok(Plan::Processes { .. })));
+        config.listening_cluster = Some(ListeningClusterConfig::default());
+        let error = config.plan().unwrap_err().to_string();
+        assert!(error.contains("listening cluster"), "{error}");
+        config.processes = Some(0);
+        assert!(matches!(config.plan(), Ok(Plan::InProcess)));
     }
 }

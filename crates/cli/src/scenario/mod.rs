@@ -9,6 +9,7 @@
 
 pub mod fault;
 pub mod limits;
+pub mod listening;
 pub mod thresholds;
 
 use std::net::IpAddr;
@@ -78,6 +79,9 @@ pub struct ScenarioFile {
     pub workload: WorkloadKeys,
     /// Faults over time (a later layer's list replaces an earlier one's).
     pub faults: Option<Vec<FaultKeys>>,
+    /// The docs' clustered listening Tentacle, failed over during the run.
+    #[serde(default)]
+    pub listening_cluster: listening::ListeningClusterKeys,
     /// Pass/fail limits.
     #[serde(default)]
     pub thresholds: Thresholds,
@@ -328,6 +332,7 @@ impl ScenarioFile {
                 stream_bytes: ow.stream_bytes.or(w.stream_bytes),
             },
             faults: over.faults.or(self.faults),
+            listening_cluster: self.listening_cluster.overlay(over.listening_cluster),
             thresholds: self.thresholds.overlay(over.thresholds),
             output: OutputKeys {
                 json: over.output.json.or(self.output.json),
@@ -693,6 +698,10 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
     config.metrics = merged.output.metrics;
     config.processes = merged.processes;
     config.redis = c.redis.clone();
+    config.listening_cluster = merged
+        .listening_cluster
+        .config(duration, scale)
+        .map_err(|(key, message)| refuse(Some("listening_cluster"), key, None, message))?;
     Ok(config)
 }
 
@@ -850,6 +859,21 @@ mod tests {
         assert_eq!(error.location, "test.toml:3");
         assert_eq!(error.key, "nodez");
         assert!(error.message.contains("unknown field"), "{error}");
+    }
+
+    #[test]
+    fn a_listening_cluster_failover_after_the_end_names_the_line_and_key() {
+        let error =
+            resolve_text("duration = \"10s\"\n[listening_cluster]\nfailover_at = \"12s\"\n")
+                .unwrap_err();
+        assert_eq!(
+            (error.location.as_str(), error.key.as_str()),
+            ("test.toml:3", "listening_cluster.failover_at")
+        );
+        assert!(error.message.contains("not before the end"), "{error}");
+        let config = resolve_text("[listening_cluster]\nenabled = true\n").unwrap();
+        assert_eq!(config.listening_cluster, Some(Default::default()));
+        assert!(resolve_text("").unwrap().listening_cluster.is_none());
     }
 
     #[test]

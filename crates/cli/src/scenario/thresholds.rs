@@ -22,6 +22,10 @@ pub struct Thresholds {
     /// Longest acceptable time, in seconds, from a fault ending (a node started
     /// again, a toxic removed) to every agent polling every node again.
     pub full_mesh_after_fault_s: Option<f64>,
+    /// Most failed health checks of the clustered listening Tentacle (runs with
+    /// one only). Unset, such a run holds the docs' promise: at most 1 — the
+    /// check that lands while the cluster moves over.
+    pub listening_cluster_failed_max: Option<u64>,
 }
 
 impl Thresholds {
@@ -35,6 +39,9 @@ impl Thresholds {
             full_mesh_after_fault_s: over
                 .full_mesh_after_fault_s
                 .or(self.full_mesh_after_fault_s),
+            listening_cluster_failed_max: over
+                .listening_cluster_failed_max
+                .or(self.listening_cluster_failed_max),
         }
     }
 
@@ -72,6 +79,14 @@ impl Thresholds {
                 .map(|f| f.full_mesh_s)
                 .try_fold(0.0_f64, |worst, s| s.map(|s| worst.max(s)));
             verdicts.push(Verdict::at_most("full_mesh_after_fault_s", limit, slowest));
+        }
+        if let Some(cluster) = &report.listening_cluster {
+            let limit = self.listening_cluster_failed_max.unwrap_or(1);
+            verdicts.push(Verdict::at_most(
+                "listening_cluster_failed_max",
+                limit as f64,
+                Some(cluster.failed as f64),
+            ));
         }
         verdicts
     }

@@ -1,0 +1,327 @@
+//! The clustered listening Tentacle of `clustered-listening-tentacles.md`, for
+//! `octopoll run --listening-cluster`: two listening Tentacles sharing one
+//! certificate (exported as a PFX from one, imported into the other, as the
+//! docs do) behind one client access point — a TCP forwarder (the chaos proxy)
+//! pointing at whichever member is active.
+//!
+//! The run registers the access point over HTTPS as one listening machine,
+//! health-checks it through a running node every `check_interval`, and fails
+//! the pair over at `failover_at`: the active member dies, one check runs while
+//! the cluster moves over (the node sees its target down, as Octopus would),
+//! then the forwarder points at the passive member. The node never learns there
+//! are two; with `shared_certificate = false` it refuses the passive member,
+//! naming both thumbprints, and the run's threshold says so.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use octopoll_agent::{
+    ListeningConfig, ListeningTentacle, RegistrationClient, RegistrationTrust, ServiceConfig,
+};
+use octopoll_chaos::{Chaos, ProxyConfig, ProxyUpdate};
+use octopoll_node::{HealthSummary, ListeningAddress, Machine, Node};
+use octopoll_pki::{ApiKey, Identity, KeyType, Thumbprint};
+use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_PASSIVE};
+use octopoll_wire::Limits;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The forwarder's name in the chaos proxy.
+const ACCESS_POINT: &str = "tentacle-cluster";
+/// The PFX password of the docs' example.
+const PFX_PASSWORD: &str = "Yourpfxpassword";
+/// How many distinct health-check errors the report keeps.
+const ERRORS_KEPT: usize = 3;
+
+/// How the run exercises the pair.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListeningClusterConfig {
+    /// Time between health checks of the cluster's target.
+    pub check_interval: Duration,
+    /// When the active member fails, from the start of the workload; `None`:
+    /// halfway through the run.
+    pub failover_at: Option<Duration>,
+    /// Whether the members share one certificate, as the docs require.
+    pub shared_certificate: bool,
+}
+
+impl Default for ListeningClusterConfig {
+    fn default() -> Self {
+        Self {
+            check_interval: Duration::from_secs(2),
+            failover_at: None,
+            shared_certificate: true,
+        }
+    }
+}
+
+/// What the run saw of the pair.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListeningClusterReport {
+    /// The one target the node knows: the access point's URI.
+    pub target: String,
+    /// Whether the members shared one certificate.
+    pub shared_certificate: bool,
+    /// Health checks of the target during the run.
+    pub checks: u64,
+    /// Of those, failed.
+    pub failed: u64,
+    /// Of those, failed after the passive member was active.
+    pub failed_after_failover: u64,
+    /// Seconds into the workload the active member failed, if it did.
+    pub failover_at_s: Option<f64>,
+    /// The distinct errors the failed checks gave (the first few).
+    pub errors: Vec<String>,
+    /// One health check of every registered machine at the end, by kind
+    /// (`polling`, `listening`): `[healthy, unhealthy]`.
+    pub every_machine: BTreeMap<String, [usize; 2]>,
+}
+
+/// Where the pair is in its failover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The first member serves the access point.
+    Active,
+    /// The first member is dead; the access point still points at it.
+    Moving,
+    /// The access point points at the second member.
+    FailedOver,
+}
+
+impl ListeningClusterReport {
+    /// Nothing checked yet, for `machine`.
+    pub fn empty(machine: &Machine) -> Self {
+        Self {
+            target: machine.endpoint.to_string(),
+            shared_certificate: true,
+            checks: 0,
+            failed: 0,
+            failed_after_failover: 0,
+            failover_at_s: None,
+            errors: Vec::new(),
+            every_machine: BTreeMap::new(),
+        }
+    }
+}
+
+/// The running pair and its access point.
+pub struct ListeningCluster {
+    chaos: Chaos,
+    active: Option<ListeningTentacle>,
+    passive: ListeningTentacle,
+    machine: Machine,
+    shared_certificate: bool,
+    phase: Phase,
+}
+
+impl ListeningCluster {
+    /// Starts both members trusting `node`'s certificate and the forwarder to
+    /// the first, and registers the access point through `node`'s API.
+    pub async fn start(
+        node: &Node,
+        api_key: &ApiKey,
+        config: &ListeningClusterConfig,
+    ) -> anyhow::Result<Self> {
+        let shared = config.shared_certificate;
+        let (active_identity, passive_identity) = tokio::task::spawn_blocking(move || {
+            let active = Identity::generate("Octopus Tentacle", KeyType::Rsa2048)?;
+            let passive = if shared {
+                // The docs' dance: new-certificate --export-pfx, import-certificate.
+                let pfx = octopoll_pki::pfx::export(&active, PFX_PASSWORD)?;
+                octopoll_pki::pfx::import(&pfx, PFX_PASSWORD)?
+            } else {
+                Identity::generate("Octopus Tentacle (other)", KeyType::Rsa2048)?
+            };
+            Ok::<_, octopoll_pki::Error>((active, passive))
+        })
+        .await?
+        .context("making the listening cluster's certificates")?;
+        let server = node.thumbprint();
+        let active = member(&active_identity, "cluster-member-1", server).await?;
+        let passive = member(&passive_identity, "cluster-member-2", server).await?;
+        let chaos = Chaos::new();
+        let access_point = chaos
+            .create(ProxyConfig::new(
+                ACCESS_POINT,
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                active.local_addr().to_string(),
+            ))
+            .await
+            .context("starting the listening cluster's access point")?
+            .listen;
+        let address = ListeningAddress::new(access_point.ip().to_string(), access_point.port())?;
+        let client = RegistrationClient::new(&RegistrationTrust::Pinned(server))?;
+        let resource = MachineResource {
+            id: None,
+            name: "TentacleCluster".into(),
+            endpoint: EndpointResource {
+                communication_style: TENTACLE_PASSIVE.into(),
+                uri: address.to_string(),
+                thumbprint: active_identity.thumbprint().to_string(),
+            },
+            roles: vec!["clustered".into()],
+            environment_ids: vec!["Environments-1".into()],
+        };
+        client
+            .register(&node.api_url(), api_key, &resource)
+            .await
+            .context("registering the listening cluster")?;
+        let machine = node
+            .registry()
+            .resolve(&active_identity.thumbprint())
+            .await?
+            .context("the listening cluster is not in the registry after registering")?;
+        info!(target = %machine.endpoint, "listening cluster registered");
+        Ok(Self {
+            chaos,
+            active: Some(active),
+            passive,
+            machine,
+            shared_certificate: shared,
+            phase: Phase::Active,
+        })
+    }
+
+    /// The machine the node knows.
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    /// Health-checks the target every `check_interval` through a running node
+    /// and fails the pair over at `failover_at` (from `started`), until `until`.
+    pub async fn exercise(
+        &mut self,
+        nodes: &[std::sync::Arc<Node>],
+        config: &ListeningClusterConfig,
+        failover_at: Duration,
+        started: Instant,
+        until: &CancellationToken,
+    ) -> ListeningClusterReport {
+        let mut report = ListeningClusterReport {
+            shared_certificate: self.shared_certificate,
+            ..ListeningClusterReport::empty(&self.machine)
+        };
+        let mut ticks = tokio::time::interval(config.check_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = until.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            if self.phase == Phase::Active && started.elapsed() >= failover_at {
+                report.failover_at_s = Some(started.elapsed().as_secs_f64());
+                if let Some(active) = self.active.take() {
+                    active.stop().await;
+                }
+                self.phase = Phase::Moving;
+                info!("listening cluster: the active member failed");
+            }
+            self.check(nodes, config, &mut report).await;
+            if self.phase == Phase::Moving {
+                match self.activate_passive().await {
+                    Ok(()) => info!("listening cluster: the passive member is active"),
+                    Err(error) => {
+                        warn!(%error, "listening cluster: the passive member could not be activated")
+                    }
+                }
+                self.phase = Phase::FailedOver;
+            }
+        }
+        report
+    }
+
+    async fn check(
+        &self,
+        nodes: &[std::sync::Arc<Node>],
+        config: &ListeningClusterConfig,
+        report: &mut ListeningClusterReport,
+    ) {
+        let Some(node) = nodes.iter().find(|n| n.is_running()) else {
+            return;
+        };
+        let bound = config.check_interval.max(Duration::from_secs(5));
+        let outcome = tokio::time::timeout(bound, node.health_check(&self.machine)).await;
+        report.checks += 1;
+        let error = match outcome {
+            Ok(Ok(_)) => return,
+            Ok(Err(error)) => with_causes(&error),
+            Err(_) => format!("no answer within {bound:?}"),
+        };
+        report.failed += 1;
+        if self.phase == Phase::FailedOver {
+            report.failed_after_failover += 1;
+        }
+        warn!(node = %node.id(), %error, "listening cluster: health check failed");
+        if report.errors.len() < ERRORS_KEPT && !report.errors.contains(&error) {
+            report.errors.push(error);
+        }
+    }
+
+    async fn activate_passive(&self) -> anyhow::Result<()> {
+        self.chaos
+            .update(
+                ACCESS_POINT,
+                ProxyUpdate {
+                    upstream: Some(self.passive.local_addr().to_string()),
+                    ..ProxyUpdate::default()
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Stops the members and the forwarder.
+    pub async fn stop(self) {
+        if let Some(active) = self.active {
+            active.stop().await;
+        }
+        self.passive.stop().await;
+        self.chaos.shutdown().await;
+    }
+}
+
+/// Fills the report's `every_machine` from one health check of every machine.
+pub fn count_every_machine(report: &mut ListeningClusterReport, summary: &HealthSummary) {
+    report.every_machine = summary
+        .by_kind()
+        .into_iter()
+        .map(|(kind, (healthy, unhealthy))| (kind.to_owned(), [healthy, unhealthy]))
+        .collect();
+}
+
+/// `error` and its causes on one line, as the report shows them.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+async fn member(
+    identity: &Identity,
+    name: &str,
+    server: Thumbprint,
+) -> anyhow::Result<ListeningTentacle> {
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .context("binding a listening cluster member")?;
+    Ok(ListeningTentacle::start(
+        identity,
+        ListeningConfig {
+            name: name.into(),
+            trusted: vec![server],
+            services: ServiceConfig::default(),
+            limits: Limits::default(),
+        },
+        listener,
+    )?)
+}
