@@ -3,7 +3,8 @@
 //!
 //! * `GET /api`: what answered (no key needed).
 //! * `GET /api/configuration/certificates/certificate-global`: the node's thumbprint.
-//! * `POST /api/machines`: registers a polling Tentacle; `GET` lists them.
+//! * `POST /api/machines`: registers a polling (`TentacleActive`) or listening
+//!   (`TentaclePassive`) Tentacle; `GET` lists them.
 //! * `DELETE /api/machines/{id}`: deregisters one (`deregister-from`).
 //!
 //! Every route but `/api` needs the `X-Octopus-ApiKey` header. Registrations are
