@@ -6,14 +6,14 @@ mod common;
 
 use std::time::Duration;
 
-use octopoll_agent::{ListeningConfig, ListeningTentacle, ServiceConfig};
+use octopoll_agent::{ListeningConfig, ListeningTentacle};
 use octopoll_chaos::{Chaos, ProxyConfig, ProxyUpdate};
 use octopoll_node::listening::ListeningError;
 use octopoll_node::{Endpoint, ListeningAddress};
 use octopoll_pki::{Identity, KeyType, Thumbprint};
 use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_PASSIVE};
 use octopoll_wire::contracts::echo;
-use octopoll_wire::{Limits, RemoteIdentity, RequestMessage, ServiceEndPoint, SubscriptionId};
+use octopoll_wire::{RemoteIdentity, RequestMessage, ServiceEndPoint, SubscriptionId};
 use tokio::net::TcpListener;
 
 use common::{api_key, registration_client, start_lab};
@@ -23,12 +23,7 @@ async fn listening(identity: &Identity, name: &str, server: Thumbprint) -> Liste
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     ListeningTentacle::start(
         identity,
-        ListeningConfig {
-            name: name.into(),
-            trusted: vec![server],
-            services: ServiceConfig::default(),
-            limits: Limits::default(),
-        },
+        ListeningConfig::trusting(name, vec![server]),
         listener,
     )
     .unwrap()

@@ -45,6 +45,18 @@ pub struct ListeningConfig {
     pub limits: Limits,
 }
 
+impl ListeningConfig {
+    /// `name` trusting the servers `trusted`, with default services and limits.
+    pub fn trusting(name: impl Into<String>, trusted: Vec<Thumbprint>) -> Self {
+        Self {
+            name: name.into(),
+            trusted,
+            services: ServiceConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// A running listening Tentacle; [`ListeningTentacle::stop`] ends it.
 pub struct ListeningTentacle {
     addr: SocketAddr,

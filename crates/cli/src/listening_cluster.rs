@@ -17,14 +17,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use octopoll_agent::{
-    ListeningConfig, ListeningTentacle, RegistrationClient, RegistrationTrust, ServiceConfig,
-};
+use octopoll_agent::{ListeningConfig, ListeningTentacle, RegistrationClient, RegistrationTrust};
 use octopoll_chaos::{Chaos, ProxyConfig, ProxyUpdate};
 use octopoll_node::{HealthSummary, ListeningAddress, Machine, Node};
 use octopoll_pki::{ApiKey, Identity, KeyType, Thumbprint};
 use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_PASSIVE};
-use octopoll_wire::Limits;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -316,12 +313,7 @@ async fn member(
         .context("binding a listening cluster member")?;
     Ok(ListeningTentacle::start(
         identity,
-        ListeningConfig {
-            name: name.into(),
-            trusted: vec![server],
-            services: ServiceConfig::default(),
-            limits: Limits::default(),
-        },
+        ListeningConfig::trusting(name, vec![server]),
         listener,
     )?)
 }

@@ -501,12 +501,7 @@ async fn agent(
         })?;
         let tentacle = octopoll_agent::ListeningTentacle::start(
             &identity,
-            octopoll_agent::ListeningConfig {
-                name: name.clone(),
-                trusted: listening_trust,
-                services: Default::default(),
-                limits: Default::default(),
-            },
+            octopoll_agent::ListeningConfig::trusting(name.clone(), listening_trust),
             tcp,
         )?;
         writeln!(
