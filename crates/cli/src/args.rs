@@ -355,9 +355,14 @@ pub struct CertsArgs {
 
 /// `octopoll guard`.
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).multiple(true).args(["command", "remove"]))]
 pub struct GuardArgs {
-    /// The program, then its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    /// Delete this directory once the program has stopped or, with no program,
+    /// once stdin closes (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub remove: Vec<PathBuf>,
+    /// The program, then its arguments (after `--`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
 }
 

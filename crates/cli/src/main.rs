@@ -49,13 +49,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             block_on(commands::swarm::swarm(*args, interrupted())).map(|()| ExitCode::SUCCESS)
         }
         Command::Guard(args) => {
-            let (program, rest) = args
-                .command
-                .split_first()
-                .ok_or_else(|| anyhow::anyhow!("guard: no program given"))?;
             let status = block_on(octopoll_cli::processes::guard::run(
-                program,
-                rest,
+                &args.command,
+                &args.remove,
                 interrupted(),
             ))?;
             Ok(ExitCode::from(

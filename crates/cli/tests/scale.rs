@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -287,16 +287,24 @@ fn interrupting_a_run_across_processes_leaves_no_child_behind() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // Redis, two nodes and the agents: wait until they all run.
+        // Redis under its guard, the cluster directory's guard, two nodes and
+        // the agents: wait until they all run.
         let deadline = Instant::now() + Duration::from_secs(60);
         let started = loop {
             let now = descendants(run.id());
-            if now.len() >= 4 {
+            if now.len() >= 6 {
                 break now;
             }
             assert!(Instant::now() < deadline, "children never started: {now:?}");
             std::thread::sleep(Duration::from_millis(100));
         };
+        let removed = guarded_dirs(&started);
+        assert_eq!(
+            removed.len(),
+            2,
+            "the Redis and cluster directories: {removed:?}"
+        );
+        assert!(removed.iter().all(|d| d.exists()));
         let killed = Command::new("kill")
             .args([signal, &run.id().to_string()])
             .status()
@@ -314,7 +322,32 @@ fn interrupting_a_run_across_processes_leaves_no_child_behind() {
             assert!(stderr.contains("interrupted by"), "{signal}: {stderr}");
         }
         assert_none_left(&started, Duration::from_secs(10));
+        // The guards delete the temporary directories (the cluster's key among
+        // them) even when the run had no chance to.
+        for dir in &removed {
+            assert!(!dir.exists(), "{signal}: {} was left behind", dir.display());
+        }
     }
+}
+
+/// The directories the guards among `pids` will delete (`--remove DIR`).
+fn guarded_dirs(pids: &BTreeSet<u32>) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for pid in pids {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        for pair in args.windows(2) {
+            if pair[0] == "--remove" {
+                dirs.push(PathBuf::from(&pair[1]));
+            }
+        }
+    }
+    dirs
 }
 
 #[test]

@@ -70,6 +70,9 @@ pub struct ProcessLab {
     links: usize,
     /// The cluster file and certificate the nodes read.
     _dir: tempfile::TempDir,
+    /// `octopoll guard --remove` of that directory, for when this process is
+    /// killed before the TempDir can delete it; killed when the lab drops.
+    _janitor: tokio::process::Child,
 }
 
 impl ProcessLab {
@@ -94,6 +97,7 @@ impl ProcessLab {
             .prefix("octopoll-cluster-")
             .tempdir()
             .context("making the cluster's temporary directory")?;
+        let janitor = janitor(&program, dir.path())?;
         let key_type = config.lab.server_key_type;
         let identity =
             tokio::task::spawn_blocking(move || Identity::generate("octopoll-server", key_type))
@@ -153,6 +157,7 @@ impl ProcessLab {
                 * usize::from(config.lab.cluster.nodes)
                 * config.lab.swarm.agent.polling.connections_per_node.max(1),
             _dir: dir,
+            _janitor: janitor,
         })
     }
 
@@ -162,6 +167,24 @@ impl ProcessLab {
             .map(|n| &n.remote)
             .find(|remote| remote.id() == id)
     }
+}
+
+/// `octopoll guard --remove DIR`: it deletes `dir` when this process's end of
+/// its stdin closes, however this process ends. Its stdin is held in the child.
+fn janitor(
+    program: &std::path::Path,
+    dir: &std::path::Path,
+) -> anyhow::Result<tokio::process::Child> {
+    tokio::process::Command::new(program)
+        .arg("guard")
+        .arg("--remove")
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {} guard", program.display()))
 }
 
 fn comms_of(listening: &Listening) -> String {

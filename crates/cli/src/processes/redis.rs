@@ -84,7 +84,14 @@ impl LocalRedis {
         let mut command = match guard {
             Some(guard) => {
                 let mut command = Command::new(guard);
-                command.arg("guard").arg("--").arg(&binary);
+                // The guard deletes the directory too, should this process be
+                // killed before its TempDir can.
+                command
+                    .arg("guard")
+                    .arg("--remove")
+                    .arg(dir.path())
+                    .arg("--")
+                    .arg(&binary);
                 command
             }
             None => Command::new(&binary),
