@@ -740,3 +740,73 @@ async fn poll_server_reaches_a_running_agent_at_once_and_a_hand_edit_waits_for_a
     agent.kill().await.unwrap();
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_with_a_new_certificate_needs_force_and_force_replaces_the_machine() {
+    let lab = lab().await;
+    let node = &lab.cluster.nodes()[0];
+    let machine = Machine::new();
+    let config = machine.path("Tentacle.config");
+    machine
+        .run(&[
+            "create-instance",
+            "--instance",
+            "Tentacle",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .await;
+    machine
+        .run(&["new-certificate", "--instance", "Tentacle"])
+        .await;
+    let server = format!("--server={}", node.api_url());
+    let api_key = format!("--apikey={}", key(&lab));
+    let register = [
+        "register-with",
+        "--instance",
+        "Tentacle",
+        &server,
+        &api_key,
+        "--comms-style",
+        "TentacleActive",
+        &format!("--server-comms-port={}", node.comms_addr().port()),
+        "--name",
+        "web-01",
+    ];
+    machine.run(&register).await;
+    let first = config_at(&config).thumbprint().unwrap().unwrap();
+
+    // A rebuilt Tentacle: same name, new certificate.
+    machine
+        .run(&["new-certificate", "--instance", "Tentacle"])
+        .await;
+    let second = config_at(&config).thumbprint().unwrap().unwrap();
+    assert_ne!(first, second);
+    let before = std::fs::read(&config).unwrap();
+    let refused = machine.try_run(&register).await;
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("pass --force to replace it"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(std::fs::read(&config).unwrap(), before, "nothing written");
+
+    let mut forced = register.to_vec();
+    forced.push("--force");
+    let printed = machine.run(&forced).await;
+    assert!(
+        printed.contains("Replacing the existing machine 'web-01'"),
+        "{printed}"
+    );
+    let registry = lab.cluster.registry();
+    let named: Vec<_> = registry
+        .machines()
+        .into_iter()
+        .filter(|m| m.name == "web-01")
+        .collect();
+    assert_eq!(named.len(), 1);
+    assert_eq!(named[0].thumbprint, second);
+    assert!(registry.by_thumbprint(&first).is_none());
+    lab.stop().await;
+}

@@ -152,7 +152,7 @@ pub async fn run(
             name,
             environment,
             role,
-            force: _,
+            force,
             server_subscription_id,
             public_host_name,
             tentacle_comms_port,
@@ -209,7 +209,19 @@ pub async fn run(
                 roles: role,
                 environment_ids: environment,
             };
-            client.register(&api.server, &key, &machine).await?;
+            match client.register(&api.server, &key, &machine).await {
+                Err(octopoll_agent::Error::Rejected { status: 409, .. }) if force => {
+                    replace_machine(&client, &api.server, &key, &machine, out).await?;
+                }
+                Err(octopoll_agent::Error::Rejected {
+                    status: 409,
+                    message,
+                    ..
+                }) => bail!("{message}: pass --force to replace it"),
+                other => {
+                    other?;
+                }
+            }
             match polling {
                 Some((address, subscription)) => {
                     config.add_or_update_trusted_server(TrustedOctopusServer::polling(
@@ -691,6 +703,35 @@ fn trusted_polling_servers(config: &TentacleConfig) -> anyhow::Result<Vec<Truste
 }
 
 /// The instance's name, config path and settings.
+/// `register-with --force` after a conflict: deletes every machine with this
+/// one's name or certificate, then registers it again. Octopus updates the
+/// machine in place; the mock node has no update, so it gets a new id.
+async fn replace_machine(
+    client: &RegistrationClient,
+    server: &str,
+    key: &ApiKey,
+    machine: &MachineResource,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let clashing = client.machines(server, key).await?.into_iter().filter(|m| {
+        m.name == machine.name
+            || m.endpoint
+                .thumbprint
+                .eq_ignore_ascii_case(&machine.endpoint.thumbprint)
+    });
+    for existing in clashing {
+        writeln!(
+            out,
+            "Replacing the existing machine '{}' (--force)",
+            existing.name
+        )?;
+        let id = existing.id.as_deref().unwrap_or_default();
+        client.delete_machine(server, key, id).await?;
+    }
+    client.register(server, key, machine).await?;
+    Ok(())
+}
+
 /// The subscription a polling registration uses: the one an entry for
 /// `address` already has, else `--server-subscription-id`, else a new one.
 fn polling_subscription(

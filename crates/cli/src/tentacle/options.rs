@@ -212,7 +212,8 @@ pub enum TentacleCommand {
         /// A role (repeatable).
         #[arg(long)]
         role: Vec<String>,
-        /// Update a machine of the same name.
+        /// Replace a machine with the same name or certificate (octopoll deletes
+        /// and registers it again, so it gets a new id; Octopus updates it).
         #[arg(long)]
         force: bool,
         /// The subscription to poll with (default: the one already configured, else a new one).
