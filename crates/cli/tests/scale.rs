@@ -576,8 +576,22 @@ mod by_hand {
             assert!(pickup.is_some());
         }
 
+        // A health check of every machine from one node process reaches all 30.
+        let health = node_two.health().await.unwrap();
+        assert_eq!((health.healthy, health.unhealthy), (30, 0), "{health:?}");
+        assert!(health
+            .machines
+            .iter()
+            .all(|m| m.endpoint.starts_with("poll://")
+                && m.capabilities.as_ref().is_some_and(|c| !c.is_empty())));
+
         // Without the cluster's key, the control API takes no orders.
         let stranger = RemoteNode::new(NodeId(2), two_control, ApiKey::new("API-WRONG"));
+        let refused = stranger.health().await.unwrap_err();
+        assert!(
+            matches!(refused, RemoteError::Refused { status: 401, .. }),
+            "a health check sends work to the agents: it needs the key: {refused}"
+        );
         let refused = stranger.act(NodeAction::Kill, false).await.unwrap_err();
         assert!(
             matches!(refused, RemoteError::Refused { status: 401, .. }),

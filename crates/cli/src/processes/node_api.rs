@@ -8,6 +8,8 @@
 //! * `POST /api/node/{kill|stop|start|restart}[?undo=true]`: a node fault.
 //! * `POST /api/requests`: queue one request and answer with its outcome once
 //!   it ends (a workload's request; dropping the call withdraws it).
+//! * `POST /api/health`: health-check every registered machine from this node,
+//!   polling and listening alike (`GetCapabilities`), and answer with each.
 //!
 //! Every `POST` needs the cluster's API key in `X-Octopus-ApiKey` (compared in
 //! constant time): whoever can reach the port could otherwise stop the node or
@@ -78,6 +80,30 @@ pub struct MachinePair {
     pub name: String,
     /// Its state with this node.
     pub state: PairState,
+}
+
+/// One machine's health check, as `POST /api/health` answers it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MachineHealth {
+    /// The machine's name.
+    pub name: String,
+    /// How the node reaches it: `poll://…/` or `https://host:port/`.
+    pub endpoint: String,
+    /// Its capabilities when healthy.
+    pub capabilities: Option<Vec<String>>,
+    /// Why it is unhealthy.
+    pub error: Option<String>,
+}
+
+/// What `POST /api/health` answers: every machine, in registration order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HealthAnswer {
+    /// Healthy machines.
+    pub healthy: usize,
+    /// Unhealthy machines.
+    pub unhealthy: usize,
+    /// Each machine's check.
+    pub machines: Vec<MachineHealth>,
 }
 
 /// A data stream in a request body.
@@ -176,6 +202,7 @@ pub fn router(node: Arc<Node>) -> Router {
     let writes = Router::new()
         .route("/api/node/{action}", post(act))
         .route("/api/requests", post(send))
+        .route("/api/health", post(health))
         .route_layer(axum::middleware::from_fn(move |request, next| {
             require_key(key.clone(), request, next)
         }));
@@ -206,6 +233,32 @@ pub async fn require_key(
             format!("missing {} header", octopoll_wire::api::API_KEY_HEADER),
         ),
     }
+}
+
+async fn health(State(node): State<Arc<Node>>) -> Json<HealthAnswer> {
+    let summary = node.health_check_all().await;
+    let machines: Vec<MachineHealth> = summary
+        .checks
+        .into_iter()
+        .map(|check| {
+            let (capabilities, error) = match check.result {
+                Ok(capabilities) => (Some(capabilities), None),
+                Err(error) => (None, Some(error.to_string())),
+            };
+            MachineHealth {
+                name: check.machine.name,
+                endpoint: check.machine.endpoint.to_string(),
+                capabilities,
+                error,
+            }
+        })
+        .collect();
+    let healthy = machines.iter().filter(|m| m.error.is_none()).count();
+    Json(HealthAnswer {
+        healthy,
+        unhealthy: machines.len() - healthy,
+        machines,
+    })
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<NodeStatus> {

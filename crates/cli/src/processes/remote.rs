@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::warn;
 
-use super::node_api::{MachinePair, NodeStatus, SendBody, SendOutcome};
+use super::node_api::{HealthAnswer, MachinePair, NodeStatus, SendBody, SendOutcome};
 use super::swarm_process::SwarmStatus;
 use crate::scenario::fault::NodeAction;
 
@@ -182,6 +182,13 @@ impl RemoteNode {
     /// The registered machines, in name order.
     pub async fn machines(&self) -> Result<Vec<Machine>, RemoteError> {
         self.client.get("/api/machines").await
+    }
+
+    /// Health-checks every registered machine from it (`POST /api/health`).
+    pub async fn health(&self) -> Result<HealthAnswer, RemoteError> {
+        self.client
+            .post("/api/health", &(), Some(CALL_TIMEOUT))
+            .await
     }
 
     /// Does `action` to it (its undo when `undo`).
