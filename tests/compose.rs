@@ -273,6 +273,15 @@ async fn a_three_node_cluster_in_containers_fails_over_and_heals() {
     // Work on node 2 that is in flight when its container dies: long scripts.
     let machines = nodes[0].machines().await.unwrap();
     assert_eq!(machines.len(), AGENTS);
+    // A health check of every machine from one node container (node 3: node 2's
+    // counters are watched below) reaches every agent.
+    let health = nodes[2].health().await.unwrap();
+    assert_eq!(
+        (health.healthy, health.unhealthy),
+        (AGENTS, 0),
+        "{health:?}"
+    );
+    lap("health check of every machine", &mut timings);
     let mut doomed = tokio::task::JoinSet::new();
     for (i, machine) in machines.iter().take(5).enumerate() {
         let command = script::StartScript {
