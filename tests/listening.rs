@@ -324,3 +324,50 @@ async fn listening_machines_register_over_the_api_and_health_checks_reach_both_k
     common::swarm_still_works(&lab).await;
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_listening_tentacle_times_out_naming_the_step_and_nothing_else_waits() {
+    common::init_logging();
+    let mut config = octopoll_cli::lab::LabConfig::new(1, 1);
+    config.cluster.node.handshake_queue_timeout = Duration::from_millis(300);
+    let lab = octopoll_cli::lab::Lab::start(config).await.unwrap();
+    let node = &lab.cluster.nodes()[0];
+    // Accepts TCP and never says a word: no TLS, no identity.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        node.health_check_listening(
+            &address,
+            Identity::generate("x", KeyType::EcdsaP256)
+                .unwrap()
+                .thumbprint(),
+        ),
+    )
+    .await
+    .expect("bounded by the node's handshake timeout")
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ListeningError::Timeout {
+                during: "the TLS handshake",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains(&address), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The polling side never waited on it.
+    common::swarm_still_works(&lab).await;
+    held.abort();
+    lab.stop().await;
+}
