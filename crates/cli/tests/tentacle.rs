@@ -40,6 +40,21 @@ impl Machine {
         command
     }
 
+    /// `create-instance --instance Tentacle --config …/Tentacle.config`, as the
+    /// docs start; returns the config's path.
+    async fn create_instance(&self) -> PathBuf {
+        let config = self.path("Tentacle.config");
+        self.run(&[
+            "create-instance",
+            "--instance",
+            "Tentacle",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .await;
+        config
+    }
+
     /// Runs a command; returns its output whatever the exit.
     async fn try_run(&self, args: &[&str]) -> Output {
         self.command(args).output().await.unwrap()
@@ -440,18 +455,9 @@ fn free_port() -> u16 {
 /// index and Tentacle.config), configured to listen on `port` and trust `server`.
 async fn cluster_member(port: u16, server: &str) -> Machine {
     let machine = Machine::new();
-    let config = machine.path("Tentacle.config");
     let (app, home) = (machine.path("Applications"), machine.path("Home"));
     // clustered-listening-tentacles.md, "Installation", in order (on loopback).
-    machine
-        .run(&[
-            "create-instance",
-            "--instance",
-            "Tentacle",
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .await;
+    machine.create_instance().await;
     machine
         .run(&[
             "configure",
@@ -746,16 +752,7 @@ async fn register_with_a_new_certificate_needs_force_and_force_replaces_the_mach
     let lab = lab().await;
     let node = &lab.cluster.nodes()[0];
     let machine = Machine::new();
-    let config = machine.path("Tentacle.config");
-    machine
-        .run(&[
-            "create-instance",
-            "--instance",
-            "Tentacle",
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .await;
+    let config = machine.create_instance().await;
     machine
         .run(&["new-certificate", "--instance", "Tentacle"])
         .await;
