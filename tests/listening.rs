@@ -11,7 +11,7 @@ use octopoll_chaos::{Chaos, ProxyConfig, ProxyUpdate};
 use octopoll_node::listening::ListeningError;
 use octopoll_node::{Endpoint, ListeningAddress};
 use octopoll_pki::{Identity, KeyType, Thumbprint};
-use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_PASSIVE};
+use octopoll_wire::api::{EndpointResource, MachineResource};
 use octopoll_wire::contracts::echo;
 use octopoll_wire::{RemoteIdentity, RequestMessage, ServiceEndPoint, SubscriptionId};
 use tokio::net::TcpListener;
@@ -249,11 +249,7 @@ async fn listening_machines_register_over_the_api_and_health_checks_reach_both_k
     let resource = MachineResource {
         id: None,
         name: "web-listening".into(),
-        endpoint: EndpointResource {
-            communication_style: TENTACLE_PASSIVE.into(),
-            uri: address.to_string(),
-            thumbprint: identity.thumbprint().to_string(),
-        },
+        endpoint: EndpointResource::listening(&address, identity.thumbprint()),
         roles: vec!["web".into()],
         environment_ids: vec![],
     };

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use octopoll_pki::{ApiKey, Identity, KeyType, Thumbprint};
-use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_ACTIVE};
+use octopoll_wire::api::{EndpointResource, MachineResource};
 use octopoll_wire::SubscriptionId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -205,11 +205,7 @@ pub fn machine_resource(
     MachineResource {
         id: None,
         name: name.to_owned(),
-        endpoint: EndpointResource {
-            communication_style: TENTACLE_ACTIVE.into(),
-            uri: subscription.to_string(),
-            thumbprint: thumbprint.to_string(),
-        },
+        endpoint: EndpointResource::polling(subscription, thumbprint),
         roles: vec!["octopoll".into()],
         environment_ids: vec!["Environments-1".into()],
     }

@@ -21,7 +21,7 @@ use octopoll_agent::{ListeningConfig, ListeningTentacle, RegistrationClient, Reg
 use octopoll_chaos::{Chaos, ProxyConfig, ProxyUpdate};
 use octopoll_node::{HealthSummary, ListeningAddress, Machine, Node};
 use octopoll_pki::{ApiKey, Identity, KeyType, Thumbprint};
-use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_PASSIVE};
+use octopoll_wire::api::{EndpointResource, MachineResource};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -156,11 +156,7 @@ impl ListeningCluster {
         let resource = MachineResource {
             id: None,
             name: "TentacleCluster".into(),
-            endpoint: EndpointResource {
-                communication_style: TENTACLE_PASSIVE.into(),
-                uri: address.to_string(),
-                thumbprint: active_identity.thumbprint().to_string(),
-            },
+            endpoint: EndpointResource::listening(&address, active_identity.thumbprint()),
             roles: vec!["clustered".into()],
             environment_ids: vec!["Environments-1".into()],
         };

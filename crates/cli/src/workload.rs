@@ -387,13 +387,7 @@ pub fn request_for(
         );
         (request, Vec::new())
     } else if pick < mix.echo + mix.script + mix.capabilities {
-        let request = RequestMessage::call(
-            capabilities::SERVICE,
-            capabilities::GET_CAPABILITIES,
-            Vec::<Bson>::new(),
-            endpoint,
-            number,
-        );
+        let request = capabilities::request(endpoint, number);
         (request, Vec::new())
     } else {
         let bytes: Vec<u8> = (0..shape.stream_bytes).map(|i| (i % 251) as u8).collect();

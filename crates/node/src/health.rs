@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use futures_util::stream::{self, StreamExt};
 use octopoll_wire::contracts::capabilities;
-use octopoll_wire::{RequestMessage, ServiceEndPoint};
+use octopoll_wire::ServiceEndPoint;
 
 use crate::listening::ListeningError;
 use crate::{Endpoint, FailReason, Machine, Node};
@@ -76,10 +76,7 @@ impl Node {
                 .health_check_listening(&address.authority(), machine.thumbprint)
                 .await?),
             Endpoint::Polling(subscription) => {
-                let request = RequestMessage::call(
-                    capabilities::SERVICE,
-                    capabilities::GET_CAPABILITIES,
-                    vec![],
+                let request = capabilities::request(
                     ServiceEndPoint::new(subscription.as_str(), machine.thumbprint.to_string()),
                     1,
                 );

@@ -223,10 +223,7 @@ pub async fn health_check(
     thumbprint: Thumbprint,
     bounds: CallLimits,
 ) -> Result<Vec<String>, ListeningError> {
-    let request = RequestMessage::call(
-        capabilities::SERVICE,
-        capabilities::GET_CAPABILITIES,
-        vec![],
+    let request = capabilities::request(
         ServiceEndPoint::new(format!("https://{address}/"), thumbprint.to_string()),
         1,
     );

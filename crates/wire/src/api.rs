@@ -3,7 +3,11 @@
 //! Field names are Octopus's (PascalCase). Only what registration needs is here;
 //! unknown fields from a real server are ignored when reading.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
+
+use crate::SubscriptionId;
 
 /// Header carrying the API key.
 pub const API_KEY_HEADER: &str = "X-Octopus-ApiKey";
@@ -51,6 +55,26 @@ pub struct EndpointResource {
     pub uri: String,
     /// The Tentacle's certificate thumbprint.
     pub thumbprint: String,
+}
+
+impl EndpointResource {
+    /// A polling Tentacle's: `TentacleActive` under its `poll://…/` subscription.
+    pub fn polling(subscription: &SubscriptionId, thumbprint: impl fmt::Display) -> Self {
+        Self {
+            communication_style: TENTACLE_ACTIVE.into(),
+            uri: subscription.to_string(),
+            thumbprint: thumbprint.to_string(),
+        }
+    }
+
+    /// A listening Tentacle's: `TentaclePassive` at its `https://host:port/`.
+    pub fn listening(uri: impl fmt::Display, thumbprint: impl fmt::Display) -> Self {
+        Self {
+            communication_style: TENTACLE_PASSIVE.into(),
+            uri: uri.to_string(),
+            thumbprint: thumbprint.to_string(),
+        }
+    }
 }
 
 /// `POST /api/machines` body and answer.

@@ -14,7 +14,7 @@ use octopoll_agent::{
 };
 use octopoll_node::ListeningAddress;
 use octopoll_pki::{ApiKey, Identity, KeyType, Thumbprint};
-use octopoll_wire::api::{EndpointResource, MachineResource, TENTACLE_ACTIVE, TENTACLE_PASSIVE};
+use octopoll_wire::api::{EndpointResource, MachineResource};
 use octopoll_wire::SubscriptionId;
 
 use super::instances::{self, Instance, DEFAULT_INSTANCE};
@@ -169,11 +169,7 @@ pub async fn run(
                     let address = comms_address(&api, &comms)?;
                     let subscription =
                         polling_subscription(&config, &address, server_subscription_id)?;
-                    let endpoint = EndpointResource {
-                        communication_style: TENTACLE_ACTIVE.into(),
-                        uri: subscription.to_string(),
-                        thumbprint: identity.thumbprint().to_string(),
-                    };
+                    let endpoint = EndpointResource::polling(&subscription, identity.thumbprint());
                     (endpoint, Some((address, subscription)))
                 }
                 CommsStyle::TentaclePassive => {
@@ -187,11 +183,7 @@ pub async fn run(
                     if config.no_listen()? {
                         writeln!(out, "Warning: Tentacle.Services.NoListen is True, so this Tentacle opens no port and the server cannot reach it: run configure --noListen False")?;
                     }
-                    let endpoint = EndpointResource {
-                        communication_style: TENTACLE_PASSIVE.into(),
-                        uri: address.to_string(),
-                        thumbprint: identity.thumbprint().to_string(),
-                    };
+                    let endpoint = EndpointResource::listening(&address, identity.thumbprint());
                     (endpoint, None)
                 }
             };

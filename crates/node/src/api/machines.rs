@@ -133,14 +133,13 @@ fn resource_of(machine: &Machine) -> MachineResource {
     MachineResource {
         id: Some(machine.id.clone()),
         name: machine.name.clone(),
-        endpoint: EndpointResource {
-            communication_style: match machine.endpoint {
-                Endpoint::Polling(_) => TENTACLE_ACTIVE,
-                Endpoint::Listening(_) => TENTACLE_PASSIVE,
+        endpoint: match &machine.endpoint {
+            Endpoint::Polling(subscription) => {
+                EndpointResource::polling(subscription, machine.thumbprint)
             }
-            .into(),
-            uri: machine.endpoint.to_string(),
-            thumbprint: machine.thumbprint.to_string(),
+            Endpoint::Listening(address) => {
+                EndpointResource::listening(address, machine.thumbprint)
+            }
         },
         roles: machine.roles.clone(),
         environment_ids: machine.environments.clone(),

@@ -3,6 +3,7 @@
 use bson::{doc, Bson};
 
 use super::contract_type;
+use crate::{RequestMessage, ServiceEndPoint};
 
 /// The contract's interface name.
 pub const SERVICE: &str = "ICapabilitiesServiceV2";
@@ -12,6 +13,11 @@ pub const GET_CAPABILITIES: &str = "GetCapabilities";
 /// What a non-Kubernetes Tentacle reports: a server then never calls V1 `IScriptService`.
 pub const TENTACLE_CAPABILITIES: &[&str] =
     &["IScriptService", "IFileTransferService", "IScriptServiceV2"];
+
+/// `GetCapabilities()` for `endpoint`: what Octopus's health check sends.
+pub fn request(endpoint: ServiceEndPoint, call_number: u64) -> RequestMessage {
+    RequestMessage::call(SERVICE, GET_CAPABILITIES, Vec::new(), endpoint, call_number)
+}
 
 /// The `CapabilitiesResponseV2` result listing `capabilities`.
 pub fn response(capabilities: &[&str]) -> Bson {
