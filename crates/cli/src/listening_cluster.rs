@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use octopoll_agent::{ListeningConfig, ListeningTentacle, RegistrationClient, RegistrationTrust};
 use octopoll_chaos::{Chaos, ProxyConfig, ProxyUpdate};
-use octopoll_node::{HealthSummary, ListeningAddress, Machine, Node};
+use octopoll_node::{ListeningAddress, Machine, Node};
 use octopoll_pki::{ApiKey, Identity, KeyType, Thumbprint};
 use octopoll_wire::api::{EndpointResource, MachineResource};
 use serde::Serialize;
@@ -79,41 +79,14 @@ pub struct ListeningClusterReport {
     pub every_machine: BTreeMap<String, [usize; 2]>,
 }
 
-/// Where the pair is in its failover.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// The first member serves the access point.
-    Active,
-    /// The first member is dead; the access point still points at it.
-    Moving,
-    /// The access point points at the second member.
-    FailedOver,
-}
-
-impl ListeningClusterReport {
-    /// Nothing checked yet, for `machine`.
-    pub fn empty(machine: &Machine) -> Self {
-        Self {
-            target: machine.endpoint.to_string(),
-            shared_certificate: true,
-            checks: 0,
-            failed: 0,
-            failed_after_failover: 0,
-            failover_at_s: None,
-            errors: Vec::new(),
-            every_machine: BTreeMap::new(),
-        }
-    }
-}
-
 /// The running pair and its access point.
 pub struct ListeningCluster {
     chaos: Chaos,
+    /// The first member, until it fails.
     active: Option<ListeningTentacle>,
     passive: ListeningTentacle,
     machine: Machine,
-    shared_certificate: bool,
-    phase: Phase,
+    config: ListeningClusterConfig,
 }
 
 impl ListeningCluster {
@@ -175,78 +148,83 @@ impl ListeningCluster {
             active: Some(active),
             passive,
             machine,
-            shared_certificate: shared,
-            phase: Phase::Active,
+            config: config.clone(),
         })
     }
 
-    /// The machine the node knows.
-    pub fn machine(&self) -> &Machine {
-        &self.machine
-    }
-
     /// Health-checks the target every `check_interval` through a running node
-    /// and fails the pair over at `failover_at` (from `started`), until `until`.
+    /// and fails the pair over at `failover_at` (unset: halfway through
+    /// `duration`), counted from `started`, until `until`.
     pub async fn exercise(
         &mut self,
         nodes: &[std::sync::Arc<Node>],
-        config: &ListeningClusterConfig,
-        failover_at: Duration,
+        duration: Duration,
         started: Instant,
         until: &CancellationToken,
     ) -> ListeningClusterReport {
+        let failover_at = self.config.failover_at.unwrap_or(duration / 2);
         let mut report = ListeningClusterReport {
-            shared_certificate: self.shared_certificate,
-            ..ListeningClusterReport::empty(&self.machine)
+            target: self.machine.endpoint.to_string(),
+            shared_certificate: self.config.shared_certificate,
+            checks: 0,
+            failed: 0,
+            failed_after_failover: 0,
+            failover_at_s: None,
+            errors: Vec::new(),
+            every_machine: BTreeMap::new(),
         };
-        let mut ticks = tokio::time::interval(config.check_interval);
+        let mut ticks = tokio::time::interval(self.config.check_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = until.cancelled() => break,
                 _ = ticks.tick() => {}
             }
-            if self.phase == Phase::Active && started.elapsed() >= failover_at {
+            // This tick's check is the one that lands while the cluster moves
+            // over: the first member is dead, the access point still at it.
+            let moving = self.active.is_some() && started.elapsed() >= failover_at;
+            if moving {
                 report.failover_at_s = Some(started.elapsed().as_secs_f64());
                 if let Some(active) = self.active.take() {
                     active.stop().await;
                 }
-                self.phase = Phase::Moving;
                 info!("listening cluster: the active member failed");
             }
-            self.check(nodes, config, &mut report).await;
-            if self.phase == Phase::Moving {
+            let failed_over = self.active.is_none() && !moving;
+            self.check(nodes, failed_over, &mut report).await;
+            if moving {
                 match self.activate_passive().await {
                     Ok(()) => info!("listening cluster: the passive member is active"),
                     Err(error) => {
                         warn!(%error, "listening cluster: the passive member could not be activated")
                     }
                 }
-                self.phase = Phase::FailedOver;
             }
         }
         report
     }
 
+    /// One health check of the target; `failed_over`: the passive member serves it.
     async fn check(
         &self,
         nodes: &[std::sync::Arc<Node>],
-        config: &ListeningClusterConfig,
+        failed_over: bool,
         report: &mut ListeningClusterReport,
     ) {
         let Some(node) = nodes.iter().find(|n| n.is_running()) else {
             return;
         };
-        let bound = config.check_interval.max(Duration::from_secs(5));
+        let bound = self.config.check_interval.max(Duration::from_secs(5));
         let outcome = tokio::time::timeout(bound, node.health_check(&self.machine)).await;
         report.checks += 1;
         let error = match outcome {
             Ok(Ok(_)) => return,
-            Ok(Err(error)) => with_causes(&error),
+            // The error and its causes on one line.
+            Ok(Err(error)) => format!("{:#}", anyhow::Error::new(error)),
             Err(_) => format!("no answer within {bound:?}"),
         };
         report.failed += 1;
-        if self.phase == Phase::FailedOver {
+        if failed_over {
             report.failed_after_failover += 1;
         }
         warn!(node = %node.id(), %error, "listening cluster: health check failed");
@@ -268,35 +246,30 @@ impl ListeningCluster {
         Ok(())
     }
 
-    /// Stops the members and the forwarder.
-    pub async fn stop(self) {
+    /// Ends the cluster's part of a run: one health check of every machine,
+    /// polling and listening, from `node` (a running one, if any) into
+    /// `report`; then the members and the forwarder stop.
+    pub async fn finish(
+        self,
+        mut report: ListeningClusterReport,
+        node: Option<&Node>,
+    ) -> ListeningClusterReport {
+        if let Some(node) = node {
+            report.every_machine = node
+                .health_check_all()
+                .await
+                .by_kind()
+                .into_iter()
+                .map(|(kind, (healthy, unhealthy))| (kind.to_owned(), [healthy, unhealthy]))
+                .collect();
+        }
         if let Some(active) = self.active {
             active.stop().await;
         }
         self.passive.stop().await;
         self.chaos.shutdown().await;
+        report
     }
-}
-
-/// Fills the report's `every_machine` from one health check of every machine.
-pub fn count_every_machine(report: &mut ListeningClusterReport, summary: &HealthSummary) {
-    report.every_machine = summary
-        .by_kind()
-        .into_iter()
-        .map(|(kind, (healthy, unhealthy))| (kind.to_owned(), [healthy, unhealthy]))
-        .collect();
-}
-
-/// `error` and its causes on one line, as the report shows them.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 async fn member(

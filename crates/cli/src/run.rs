@@ -15,7 +15,7 @@ const TASKS_BOUND: Duration = Duration::from_secs(10);
 
 use crate::control::{Burst, ControlState};
 use crate::lab::{Lab, LabConfig};
-use crate::listening_cluster::{ListeningCluster, ListeningClusterConfig, ListeningClusterReport};
+use crate::listening_cluster::{ListeningCluster, ListeningClusterConfig};
 use crate::processes::lab::ProcessLab;
 use crate::processes::plan::{Plan, PlanError};
 use crate::progress::{NodeSample, Progress, Sample};
@@ -320,24 +320,16 @@ async fn run_on<T: Testbed>(
     // and the mesh has healed or the recovery bound has passed.
     let recovery_bound = recovery_bound(config);
     let cluster_run = async {
-        let (Some(cluster), Some(cluster_config), Some(in_process)) = (
-            listening_cluster.as_mut(),
-            &config.listening_cluster,
-            lab.in_process(),
-        ) else {
+        let (Some(cluster), Some(in_process)) = (listening_cluster.as_mut(), lab.in_process())
+        else {
             return None;
         };
-        let failover_at = cluster_config.failover_at.unwrap_or(config.duration / 2);
-        let report = cluster
-            .exercise(
-                in_process.cluster.nodes(),
-                cluster_config,
-                failover_at,
-                started,
-                &workload_done,
-            )
-            .await;
-        Some(report)
+        let nodes = in_process.cluster.nodes();
+        Some(
+            cluster
+                .exercise(nodes, config.duration, started, &workload_done)
+                .await,
+        )
     };
     let (facts, executed, samples, cluster_report) = tokio::join!(
         async {
@@ -400,8 +392,13 @@ async fn run_on<T: Testbed>(
         );
     }
     progress.finish();
-    let cluster_report = match listening_cluster {
-        Some(cluster) => Some(finish_cluster(cluster, cluster_report, &lab).await),
+    let cluster_report = match listening_cluster.zip(cluster_report) {
+        Some((cluster, report)) => {
+            let running = lab
+                .in_process()
+                .and_then(|l| l.cluster.nodes().iter().find(|n| n.is_running()));
+            Some(cluster.finish(report, running.map(|n| &**n)).await)
+        }
         None => None,
     };
     let node_names: Vec<String> = lab.node_ids().iter().map(ToString::to_string).collect();
@@ -420,25 +417,6 @@ async fn run_on<T: Testbed>(
     let csv = timeline::csv(&samples, &counts, &node_names);
     let html = crate::html::render(&report, &samples, &counts, &node_names);
     Ok(Finished { report, csv, html })
-}
-
-/// Ends the listening cluster's part of a run: one health check of every
-/// machine, polling and listening, from a running node; then the pair stops.
-async fn finish_cluster<T: Testbed>(
-    cluster: ListeningCluster,
-    report: Option<ListeningClusterReport>,
-    lab: &T,
-) -> ListeningClusterReport {
-    let mut report = report.unwrap_or_else(|| ListeningClusterReport::empty(cluster.machine()));
-    if let Some(node) = lab
-        .in_process()
-        .and_then(|l| l.cluster.nodes().iter().find(|n| n.is_running()).cloned())
-    {
-        let summary = node.health_check_all().await;
-        crate::listening_cluster::count_every_machine(&mut report, &summary);
-    }
-    cluster.stop().await;
-    report
 }
 
 /// How long sampling may go on after the workload, for the mesh to heal from the
