@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, field, info_span, warn, Instrument};
 
 use crate::metrics::{ConnectionGuard, Ending};
-use crate::node::NodeShared;
 use crate::queue::{FailReason, PendingRequest, Reply};
 use crate::registry::Endpoint;
+use crate::shared::NodeShared;
 
 /// Why a polling connection ended other than by the agent's `END`, a clean close
 /// or the node stopping.

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod node;
 pub mod queue;
 pub mod registry;
+mod shared;
 pub mod tcp;
 
 pub use cluster::{Addressing, Cluster, ClusterConfig, ClusterView};

@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::connection;
-use crate::node::NodeShared;
+use crate::shared::NodeShared;
 
 /// Accepts polling connections until `shutdown`.
 pub(crate) async fn run(

@@ -20,36 +20,8 @@ use crate::metrics::NodeMetrics;
 use crate::queue::{
     FailReason, InProcessQueue, NodeQueue, Outcome, PendingRequest, RequestCounters, RequestQueue,
 };
+use crate::shared::NodeShared;
 use crate::{Error, MachineRegistry, NodeConfig, NodeId, NodeStats, Result};
-
-/// What a node's tasks share.
-pub(crate) struct NodeShared {
-    pub(crate) config: NodeConfig,
-    pub(crate) registry: MachineRegistry,
-    pub(crate) queue: Arc<dyn RequestQueue>,
-    pub(crate) metrics: Arc<NodeMetrics>,
-    pub(crate) acceptor: TlsAcceptor,
-    /// Cancelled when the drain bound of a stop expires, or at once by a kill:
-    /// connection tasks still running are dropped, which ends any request they hold
-    /// (see `InFlight`).
-    pub(crate) abort: CancellationToken,
-    /// Set by a kill, before `abort`: requests the dropped tasks held fail with
-    /// `node-killed` rather than `connection-lost-in-flight`.
-    pub(crate) killed: AtomicBool,
-    /// Turns at the TLS handshake (`max_concurrent_handshakes`).
-    pub(crate) handshakes: Arc<tokio::sync::Semaphore>,
-}
-
-impl NodeShared {
-    /// Why a request this node's connection held fails when the connection is dropped.
-    pub(crate) fn dropped_reason(&self) -> FailReason {
-        if self.killed.load(Ordering::Acquire) {
-            FailReason::NodeKilled
-        } else {
-            FailReason::ConnectionLostInFlight
-        }
-    }
-}
 
 /// Where a node's queue comes from, each time it starts.
 #[derive(Clone)]

@@ -13,6 +13,7 @@
 pub mod api_key;
 pub mod error;
 pub mod generate;
+pub mod key_type;
 pub mod pem;
 pub mod pfx;
 pub mod thumbprint;
@@ -21,6 +22,7 @@ pub mod verify;
 
 pub use api_key::ApiKey;
 pub use error::{Error, Result};
-pub use generate::{Identity, KeyType};
+pub use generate::Identity;
+pub use key_type::KeyType;
 pub use thumbprint::Thumbprint;
 pub use verify::{PeerRejected, TrustedThumbprints};
