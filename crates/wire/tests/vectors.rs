@@ -1,5 +1,5 @@
-//! The shared protocol vectors (`tests/data/vectors.json`, a copy of
-//! `shared/protocol/vectors.json`) through decode and encode, byte-exact for BSON.
+//! The protocol's byte vectors (`tests/data/vectors.json`, written from Halibut's
+//! wire format) through decode and encode, byte-exact for BSON.
 //! DEFLATE output differs between compressors, so compressed forms are checked by
 //! inflating them.
 
