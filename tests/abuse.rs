@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bson::Bson;
-use octopoll_cli::lab::{Lab, LabConfig};
+use octopoll_lab::{Lab, LabConfig};
 use octopoll_node::{FailReason, Node, NodeConfig};
 use octopoll_wire::{DataStream, DataStreamRef, Envelope, Limits, ResponseMessage};
 use rustls_pki_types::ServerName;

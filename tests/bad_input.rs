@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bson::Bson;
-use octopoll_cli::lab::{Lab, LabConfig};
+use octopoll_lab::{Lab, LabConfig};
 use octopoll_node::FailReason;
 use octopoll_wire::{Envelope, Limits, ResponseMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use octopoll_cli::lab::LabConfig;
-use octopoll_cli::progress::Progress;
-use octopoll_cli::run::{execute, RunConfig};
-use octopoll_cli::scenario::{self, ScenarioFile};
+use octopoll_lab::LabConfig;
+use octopoll_scenario::file::{self as scenario, ScenarioFile};
+use octopoll_scenario::progress::Progress;
+use octopoll_scenario::{execute, RunConfig};
 use tokio::process::Command;
 
 const AGENTS: usize = 6;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use octopoll_cli::processes::remote::RemoteNode;
+use octopoll_fleet::remote::RemoteNode;
 use octopoll_node::{FailReason, NodeId};
 use octopoll_pki::ApiKey;
 use octopoll_wire::contracts::{echo, script};
@@ -233,14 +233,12 @@ async fn wait_polling(node: &RemoteNode, agents: usize) -> Duration {
 }
 
 fn echo_to(machine: &octopoll_node::Machine, n: u64) -> RequestMessage {
-    RequestMessage::call(
-        echo::SERVICE,
-        echo::SAY_HELLO,
-        echo::params("in a container"),
+    echo::request(
         ServiceEndPoint::new(
             machine.subscription().expect("a polling machine").as_str(),
             machine.thumbprint.to_string(),
         ),
+        "in a container",
         n,
     )
 }

@@ -30,11 +30,9 @@ async fn listening(identity: &Identity, name: &str, server: Thumbprint) -> Liste
 }
 
 fn echo_to(address: &str, text: &str) -> RequestMessage {
-    RequestMessage::call(
-        echo::SERVICE,
-        echo::SAY_HELLO,
-        echo::params(text),
+    echo::request(
         ServiceEndPoint::new(format!("https://{address}/"), ""),
+        text,
         1,
     )
 }
@@ -324,9 +322,9 @@ async fn listening_machines_register_over_the_api_and_health_checks_reach_both_k
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_listening_tentacle_times_out_naming_the_step_and_nothing_else_waits() {
     common::init_logging();
-    let mut config = octopoll_cli::lab::LabConfig::new(1, 1);
+    let mut config = octopoll_lab::LabConfig::new(1, 1);
     config.cluster.node.handshake_queue_timeout = Duration::from_millis(300);
-    let lab = octopoll_cli::lab::Lab::start(config).await.unwrap();
+    let lab = octopoll_lab::Lab::start(config).await.unwrap();
     let node = &lab.cluster.nodes()[0];
     // Accepts TCP and never says a word: no TLS, no identity.
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();

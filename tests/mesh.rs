@@ -6,14 +6,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use octopoll_cli::lab::LabConfig;
-use octopoll_cli::progress::Progress;
-use octopoll_cli::report::{Report, RunFacts};
-use octopoll_cli::run::{execute, RunConfig};
-use octopoll_cli::testbed::Dispatcher;
-use octopoll_cli::workload::{spawn_request, Ledger};
+use octopoll_lab::LabConfig;
+use octopoll_scenario::progress::Progress;
+use octopoll_scenario::report::{Report, RunFacts};
+use octopoll_scenario::testbed::Dispatcher;
+use octopoll_scenario::workload::{spawn_request, Ledger};
+use octopoll_scenario::{execute, RunConfig};
 use octopoll_wire::contracts::echo;
-use octopoll_wire::{RequestMessage, ServiceEndPoint};
+use octopoll_wire::ServiceEndPoint;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,13 +46,7 @@ async fn twenty_agents_poll_three_nodes_and_every_node_reaches_every_agent() {
                 machine.thumbprint.to_string(),
             );
             let name = format!("{} via {}", machine.name, node.id());
-            let request = RequestMessage::call(
-                echo::SERVICE,
-                echo::SAY_HELLO,
-                echo::params(&name),
-                endpoint,
-                number,
-            );
+            let request = echo::request(endpoint, &name, number);
             spawn_request(
                 &tracker,
                 &ledger,
@@ -120,7 +114,7 @@ async fn work_queued_for_an_agent_that_never_polls_fails_with_pickup_timeout() {
     common::init_logging();
     let mut config = LabConfig::new(1, 1);
     config.cluster.node.pickup_timeout = Duration::from_millis(300);
-    let lab = octopoll_cli::lab::Lab::start(config).await.unwrap();
+    let lab = octopoll_lab::Lab::start(config).await.unwrap();
     let node = &lab.cluster.nodes()[0];
     let nobody: octopoll_wire::SubscriptionId = "poll://nobodypollsthis/".parse().unwrap();
     let request = common::echo(&nobody, "x");
@@ -142,7 +136,7 @@ async fn an_idle_connection_gets_the_null_request_after_each_long_poll() {
     common::init_logging();
     let mut config = LabConfig::new(1, 1);
     config.cluster.node.long_poll = Duration::from_millis(200);
-    let lab = octopoll_cli::lab::Lab::start(config).await.unwrap();
+    let lab = octopoll_lab::Lab::start(config).await.unwrap();
     let (identity, subscription) = common::register_raw_agent(&lab, "idler").await;
     let node = &lab.cluster.nodes()[0];
     // Each clock starts before the message that starts the node's long-poll wait.
@@ -178,7 +172,7 @@ async fn a_node_notices_an_idle_agent_leave_without_waiting_for_the_long_poll() 
     common::init_logging();
     let mut config = LabConfig::new(1, 1);
     config.cluster.node.long_poll = Duration::from_secs(600);
-    let lab = octopoll_cli::lab::Lab::start(config).await.unwrap();
+    let lab = octopoll_lab::Lab::start(config).await.unwrap();
     let (identity, subscription) = common::register_raw_agent(&lab, "leaver").await;
     let node = &lab.cluster.nodes()[0];
     let exchange = common::identify_raw(node, &identity, &subscription).await;

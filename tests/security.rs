@@ -142,7 +142,7 @@ async fn the_api_key_never_reaches_the_log_at_any_level() {
         .with_writer(move || sink.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let lab = octopoll_cli::lab::Lab::start(octopoll_cli::lab::LabConfig::new(1, 2))
+    let lab = octopoll_lab::Lab::start(octopoll_lab::LabConfig::new(1, 2))
         .await
         .unwrap();
     common::ready(&lab).await;

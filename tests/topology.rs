@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use octopoll_agent::swarm::trusted_servers;
 use octopoll_agent::{Agent, AgentConfig, BackoffConfig, ServerAddress};
-use octopoll_cli::lab::{Lab, LabConfig};
-use octopoll_cli::progress::Progress;
-use octopoll_cli::report::Report;
-use octopoll_cli::run::{execute, RunConfig};
-use octopoll_cli::topology::Topology;
+use octopoll_lab::topology::Topology;
+use octopoll_lab::{Lab, LabConfig};
 use octopoll_node::{PairState, QueueMode};
 use octopoll_pki::{Identity, KeyType};
+use octopoll_scenario::progress::Progress;
+use octopoll_scenario::report::Report;
+use octopoll_scenario::{execute, RunConfig};
 
 use common::{register_raw_agent, wait_until};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use octopoll_agent::swarm::trusted_servers;
 use octopoll_agent::{Agent, AgentConfig, BackoffConfig, ServerAddress};
-use octopoll_cli::lab::Lab;
+use octopoll_lab::Lab;
 use octopoll_pki::{Identity, KeyType};
 use octopoll_wire::{RemoteIdentity, SubscriptionId};
 

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use octopoll_cli::scenario::{resolve, ScenarioFile, Source};
+use octopoll_scenario::file::{resolve, ScenarioFile, Source};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use octopoll_agent::swarm::machine_resource;
 use octopoll_agent::{RegistrationClient, RegistrationTrust};
-use octopoll_cli::lab::{Lab, LabConfig};
+use octopoll_lab::{Lab, LabConfig};
 use octopoll_node::Node;
 use octopoll_pki::{ApiKey, Identity, KeyType};
 use octopoll_wire::contracts::echo;
@@ -17,7 +17,6 @@ use octopoll_wire::{
 };
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -40,35 +39,28 @@ pub async fn start_lab(nodes: u16, agents: usize) -> Lab {
 }
 
 /// Waits until `condition` holds, checking every 20 ms, for at most `within`.
-/// Panics naming `what` and the last state `describe` gave.
+/// Panics naming `what` and the last state `state` gave.
 pub async fn wait_until<S: std::fmt::Debug>(
     within: Duration,
     what: &str,
-    mut state: impl FnMut() -> S,
+    state: impl FnMut() -> S,
     condition: impl FnMut(&S) -> bool,
 ) -> S {
-    wait_until_async(within, what, || std::future::ready(state()), condition).await
+    octopoll_lab::wait::until(within, state, condition)
+        .await
+        .unwrap_or_else(|timeout| panic!("waiting for {what}: {timeout}"))
 }
 
-/// [`wait_until`] for a state that takes an `await` to read (an HTTP call);
-/// checks every 20 ms.
+/// [`wait_until`] for a state that takes an `await` to read (an HTTP call).
 pub async fn wait_until_async<S: std::fmt::Debug, F: std::future::Future<Output = S>>(
     within: Duration,
     what: &str,
-    mut state: impl FnMut() -> F,
-    mut condition: impl FnMut(&S) -> bool,
+    state: impl FnMut() -> F,
+    condition: impl FnMut(&S) -> bool,
 ) -> S {
-    let deadline = Instant::now() + within;
-    loop {
-        let now = state().await;
-        if condition(&now) {
-            return now;
-        }
-        if Instant::now() >= deadline {
-            panic!("waited {within:?} for {what}; last state: {now:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    octopoll_lab::wait::until_async(within, state, condition)
+        .await
+        .unwrap_or_else(|timeout| panic!("waiting for {what}: {timeout}"))
 }
 
 /// The API key the lab's nodes require.
@@ -171,24 +163,14 @@ pub async fn identify(
 
 /// Waits until every agent polls every node.
 pub async fn ready(lab: &Lab) {
-    wait_until(
-        Duration::from_secs(10),
-        "full coverage",
-        || lab.coverage(),
-        |c| c.is_full(),
-    )
-    .await;
+    if let Err(error) = lab.wait_for_full_coverage(Duration::from_secs(10)).await {
+        panic!("{error}");
+    }
 }
 
 /// An `IEchoService.SayHello(text)` request for `subscription`.
 pub fn echo(subscription: &SubscriptionId, text: &str) -> RequestMessage {
-    RequestMessage::call(
-        echo::SERVICE,
-        echo::SAY_HELLO,
-        echo::params(text),
-        ServiceEndPoint::new(subscription.as_str(), ""),
-        1,
-    )
+    echo::request(ServiceEndPoint::new(subscription.as_str(), ""), text, 1)
 }
 
 /// Asserts that every swarm agent still answers an echo on every node.
@@ -196,13 +178,7 @@ pub async fn swarm_still_works(lab: &Lab) {
     for node in lab.cluster.nodes() {
         for agent in lab.swarm.agents() {
             let endpoint = ServiceEndPoint::new(agent.subscription().as_str(), "");
-            let request = RequestMessage::call(
-                echo::SERVICE,
-                echo::SAY_HELLO,
-                echo::params("still here"),
-                endpoint,
-                1,
-            );
+            let request = echo::request(endpoint, "still here", 1);
             let outcome = tokio::time::timeout(
                 Duration::from_secs(10),
                 node.send(agent.subscription(), request, vec![]),
@@ -218,7 +194,7 @@ pub async fn swarm_still_works(lab: &Lab) {
 /// Whether HAProxy is here; under `CI=true` its absence fails the test instead of
 /// skipping it.
 pub fn haproxy_available(test: &str) -> bool {
-    match octopoll_cli::haproxy::find_binary(None) {
+    match octopoll_lab::haproxy::find_binary(None) {
         Ok(_) => true,
         Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
             panic!("{test} needs HAProxy in CI: {error}")
@@ -232,8 +208,8 @@ pub fn haproxy_available(test: &str) -> bool {
 
 /// A redis-server of the test's own, if Redis is installed; under `CI=true` its
 /// absence fails the test instead of skipping it.
-pub async fn local_redis(test: &str) -> Option<octopoll_cli::processes::redis::LocalRedis> {
-    match octopoll_cli::processes::redis::LocalRedis::start(None).await {
+pub async fn local_redis(test: &str) -> Option<octopoll_fleet::redis_server::LocalRedis> {
+    match octopoll_fleet::redis_server::LocalRedis::start(None).await {
         Ok(redis) => Some(redis),
         Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
             panic!("{test} needs redis-server in CI: {error}")

@@ -10,7 +10,7 @@
 //! A [`listening`] Tentacle is the other way round: it accepts the server's TLS
 //! connection on its port and answers its requests.
 //!
-//! [`tentacle`] reads and writes a real Tentacle's `Tentacle.config`.
+//! `tentacle` (the `tentacle-config` feature) reads and writes a real Tentacle's `Tentacle.config`.
 //!
 //! This crate knows nothing of nodes: it speaks `octopoll-wire` over TLS configured
 //! by `octopoll-pki`, as a real Tentacle would to a real server.
@@ -25,6 +25,7 @@ pub mod ramp;
 pub mod register;
 pub mod services;
 pub mod swarm;
+#[cfg(feature = "tentacle-config")]
 pub mod tentacle;
 
 pub use agent::{Agent, AgentHandle, RunningAgent};

@@ -205,15 +205,9 @@ impl Poller {
         let mut exchange = self.connect().await?;
         let io = self.config.io_timeout;
         let subscriber = RemoteIdentity::Subscriber(self.server.subscription.clone());
-        let mut hello = Vec::with_capacity(64);
-        hello.extend_from_slice(octopoll_wire::preamble::PREAMBLE);
-        subscriber.encode(&mut hello);
-        let written = timeout(
-            io,
-            exchange.write_raw(&hello, "writing the preamble and identity"),
-        )
-        .await
-        .map_err(|_| PollError::Timeout("the identity to be written"))?;
+        let written = timeout(io, exchange.write_hello(&subscriber))
+            .await
+            .map_err(|_| PollError::Timeout("the identity to be written"))?;
         if let Err(error) = written {
             return Err(self.explain_refusal(&mut exchange, error).await);
         }

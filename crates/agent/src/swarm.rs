@@ -180,6 +180,14 @@ impl Swarm {
     }
 }
 
+/// Dropping a swarm that was not stopped ends its polling loops (they close their
+/// connections on their own a moment later).
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 /// The trusted server entries of an agent polling every node in `nodes`.
 pub fn trusted_servers(
     nodes: &[ServerAddress],

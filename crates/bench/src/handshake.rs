@@ -213,9 +213,9 @@ async fn once(peer: &Peer, target: Target) -> anyhow::Result<(String, String)> {
             let tls = peer.connector.connect(name, tcp).await?;
             let negotiated = negotiated(tls.get_ref().1);
             let mut exchange = Exchange::new(tls, Limits::default());
-            let mut hello = octopoll_wire::preamble::PREAMBLE.to_vec();
-            RemoteIdentity::Subscriber(peer.subscription.clone()).encode(&mut hello);
-            exchange.write_raw(&hello, "writing the identity").await?;
+            exchange
+                .write_hello(&RemoteIdentity::Subscriber(peer.subscription.clone()))
+                .await?;
             match exchange.read_identity().await? {
                 RemoteIdentity::Server => Ok(negotiated),
                 other => anyhow::bail!("expected MX-SERVER, got {other}"),

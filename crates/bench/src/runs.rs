@@ -6,13 +6,13 @@
 
 use serde::Serialize;
 
-use crate::progress::Progress;
-use crate::report::{Pickup, Report};
-use crate::run::execute;
-use crate::scenario::{self, ScenarioFile, Source};
+use octopoll_scenario::execute;
+use octopoll_scenario::file::{self as scenario, ScenarioFile, Source};
+use octopoll_scenario::progress::Progress;
+use octopoll_scenario::report::{Pickup, Report};
 
 /// The shipped reconnect-storm scenario (every node restarted at once).
-const STORM: &str = include_str!("../../../../scenarios/reconnect-storm.toml");
+const STORM: &str = include_str!("../../../scenarios/reconnect-storm.toml");
 
 /// A run's report, from the default scenario with `layers` over it, in order.
 async fn run(name: &str, layers: &[&str]) -> anyhow::Result<Report> {

@@ -87,13 +87,21 @@ struct Running {
 
 impl Running {
     /// Stops listening and cuts every connection; returns once all are closed.
-    async fn stop(self) {
+    async fn stop(mut self) {
         self.cancel.cancel();
-        if let Err(error) = self.accept.await {
+        if let Err(error) = (&mut self.accept).await {
             tracing::warn!(%error, "accept loop did not end cleanly");
         }
         self.connections.close();
         self.connections.wait().await;
+    }
+}
+
+/// A proxy dropped while up (its `Chaos` dropped without a shutdown) stops
+/// listening and cuts its connections on its own.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }
 

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use octopoll_agent::BackoffStrategy;
-pub use octopoll_cli::processes::args::{NodeArgs, SwarmArgs};
-use octopoll_cli::scenario::{KeyTypeName, ScenarioFile};
-use octopoll_cli::topology::Topology;
+use octopoll_fleet::args::KeyTypeName;
+pub use octopoll_fleet::args::{NodeArgs, SwarmArgs};
+use octopoll_lab::topology::Topology;
 use octopoll_node::QueueMode;
+use octopoll_scenario::file::ScenarioFile;
 
 /// Simulate Octopus Deploy High Availability with polling Tentacles, end to end.
 #[derive(Debug, Parser)]

@@ -21,10 +21,10 @@ fn main() -> ExitCode {
             // A bad scenario or cluster file, or a run no split of processes can
             // hold, is a usage error, like a bad flag (clap exits 2).
             let usage = error.chain().any(|cause| {
-                cause.is::<octopoll_cli::scenario::ScenarioError>()
-                    || cause.is::<octopoll_cli::scenario::ReadError>()
-                    || cause.is::<octopoll_cli::processes::plan::PlanError>()
-                    || cause.is::<octopoll_cli::processes::cluster_file::ClusterFileError>()
+                cause.is::<octopoll_scenario::file::ScenarioError>()
+                    || cause.is::<octopoll_scenario::file::ReadError>()
+                    || cause.is::<octopoll_fleet::plan::PlanError>()
+                    || cause.is::<octopoll_fleet::cluster_file::ClusterFileError>()
             });
             if usage {
                 ExitCode::from(2)
@@ -49,7 +49,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             block_on(commands::swarm::swarm(*args, interrupted())).map(|()| ExitCode::SUCCESS)
         }
         Command::Guard(args) => {
-            let status = block_on(octopoll_cli::processes::guard::run(
+            let status = block_on(octopoll_fleet::guard::run(
                 &args.command,
                 &args.remove,
                 interrupted(),
@@ -59,12 +59,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             ))
         }
         Command::Tentacle(args) => {
-            let cli = match octopoll_cli::tentacle::parse(args.args) {
+            let cli = match octopoll_tentacle::parse(args.args) {
                 Ok(cli) => cli,
                 Err(error) => error.exit(),
             };
             let mut out = std::io::stdout();
-            block_on(octopoll_cli::tentacle::run(cli.command, &mut out, async {
+            block_on(octopoll_tentacle::run(cli.command, &mut out, async {
                 interrupted().await;
             }))?;
             Ok(ExitCode::SUCCESS)
@@ -73,7 +73,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             block_on(commands::health::health(args)).map(|()| ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
-            octopoll_cli::processes::plan::open_file_limit();
+            octopoll_fleet::plan::open_file_limit();
             block_on(commands::bench::bench(args)).map(|()| ExitCode::SUCCESS)
         }
         Command::Run(args) => block_on(async {
@@ -124,7 +124,12 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         // Log lines go above the live display on a terminal, not through it, and
         // carry colours only there.
-        .with_writer(octopoll_cli::progress::LogWriter::new)
+        .with_writer(octopoll_scenario::progress::LogWriter::new)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // So do the log lines of the node and swarm processes a run starts.
+    octopoll_fleet::child::print_child_lines_with(|line| {
+        use std::io::Write as _;
+        let _ = octopoll_scenario::progress::LogWriter::new().write_all(line.as_bytes());
+    });
 }

@@ -449,16 +449,16 @@ mod by_hand {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    use octopoll_cli::processes::child::{ChildProcess, Listening};
-    use octopoll_cli::processes::cluster_file::{ClusterFile, NodeEntry, API_KEY_ENV};
-    use octopoll_cli::processes::redis::LocalRedis;
-    use octopoll_cli::processes::remote::RemoteError;
-    use octopoll_cli::processes::remote::{RemoteNode, RemoteSwarm};
-    use octopoll_cli::scenario::fault::NodeAction;
+    use octopoll_fleet::child::{ChildProcess, Listening};
+    use octopoll_fleet::cluster_file::{ClusterFile, NodeEntry, API_KEY_ENV};
+    use octopoll_fleet::redis_server::LocalRedis;
+    use octopoll_fleet::remote::RemoteError;
+    use octopoll_fleet::remote::{RemoteNode, RemoteSwarm};
+    use octopoll_lab::actions::NodeAction;
     use octopoll_node::{FailReason, NodeId};
     use octopoll_pki::{ApiKey, Identity, KeyType};
     use octopoll_wire::contracts::echo;
-    use octopoll_wire::{RequestMessage, ServiceEndPoint};
+    use octopoll_wire::ServiceEndPoint;
 
     const KEY: &str = "API-BYHAND0123456789";
     const WITHIN: Duration = Duration::from_secs(30);
@@ -553,14 +553,12 @@ mod by_hand {
         let machines = node_one.machines().await.unwrap();
         let echo_to = |i: usize| {
             let m = &machines[i % machines.len()];
-            let request = RequestMessage::call(
-                echo::SERVICE,
-                echo::SAY_HELLO,
-                echo::params("across processes"),
+            let request = echo::request(
                 ServiceEndPoint::new(
                     m.subscription().expect("a polling machine").as_str(),
                     m.thumbprint.to_string(),
                 ),
+                "across processes",
                 i as u64,
             );
             (

@@ -9,9 +9,9 @@ use std::time::Duration;
 use octopoll_agent::swarm::machine_resource;
 use octopoll_agent::tentacle::{CommunicationStyle, TentacleConfig};
 use octopoll_agent::{RegistrationClient, RegistrationTrust};
-use octopoll_cli::lab::{Lab, LabConfig};
+use octopoll_lab::lab::{Lab, LabConfig};
 use octopoll_wire::contracts::echo;
-use octopoll_wire::{RequestMessage, ServiceEndPoint, SubscriptionId};
+use octopoll_wire::{ServiceEndPoint, SubscriptionId};
 
 /// A place of the test's own: the instance index and the config files.
 struct Machine {
@@ -106,11 +106,9 @@ async fn polled_by_every_node(lab: &Lab, subscription: &SubscriptionId) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for node in lab.cluster.nodes() {
-        let request = RequestMessage::call(
-            echo::SERVICE,
-            echo::SAY_HELLO,
-            echo::params("from the docs"),
+        let request = echo::request(
             ServiceEndPoint::new(subscription.as_str(), ""),
+            "from the docs",
             1,
         );
         let outcome = tokio::time::timeout(

@@ -13,11 +13,11 @@ use octopoll_agent::{
     BackoffConfig, BackoffStrategy, Ramp, RegistrationTarget, RegistrationTrust, ServerAddress,
     SwarmConfig,
 };
-use octopoll_pki::{ApiKey, Thumbprint};
+use octopoll_pki::{ApiKey, KeyType, Thumbprint};
+use serde::Deserialize;
 
-use super::cluster_file::API_KEY_ENV;
-use super::swarm_process::SwarmSettings;
-use crate::scenario::KeyTypeName;
+use crate::cluster_file::API_KEY_ENV;
+use crate::swarm_process::SwarmSettings;
 
 fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 500ms, 2m)"))
@@ -151,7 +151,7 @@ impl SwarmArgs {
                 self.shard
             );
         }
-        let range = super::plan::share(total, self.shard.index - 1, self.shard.count);
+        let range = crate::plan::share(total, self.shard.index - 1, self.shard.count);
         let nodes = self
             .poll
             .iter()
@@ -269,6 +269,25 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// A certificate key type, as a scenario or flag names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyTypeName {
+    /// ECDSA P-256 (fast).
+    Ecdsa,
+    /// RSA-2048 (what Octopus and Tentacle use).
+    Rsa,
+}
+
+impl From<KeyTypeName> for KeyType {
+    fn from(value: KeyTypeName) -> Self {
+        match value {
+            KeyTypeName::Ecdsa => KeyType::EcdsaP256,
+            KeyTypeName::Rsa => KeyType::Rsa2048,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -18,8 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 use tokio_util::sync::CancellationToken;
 
-use super::supervised::Supervised;
-use crate::progress::LogWriter;
+use octopoll_lab::supervised::Supervised;
 
 /// How long a child may take to stop before it is killed.
 const STOP_BOUND: Duration = Duration::from_secs(20);
@@ -189,13 +189,28 @@ impl ChildProcess {
     }
 }
 
+/// How the children's log lines are printed; standard error until set.
+static PRINT_LINE: OnceLock<fn(&str)> = OnceLock::new();
+
+/// Sets how the log lines of every child are printed (each one `[name] line\n`),
+/// for a binary whose terminal shows a live display the lines must not break. The
+/// first call wins.
+pub fn print_child_lines_with(print: fn(&str)) {
+    let _ = PRINT_LINE.set(print);
+}
+
 /// Prints each line the child writes on stderr behind its name.
 fn relay(name: String, stderr: tokio::process::ChildStderr) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            let mut out = LogWriter::new();
-            let _ = writeln!(out, "[{name}] {line}");
+            let line = format!("[{name}] {line}\n");
+            match PRINT_LINE.get() {
+                Some(print) => print(&line),
+                None => {
+                    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                }
+            }
         }
     });
 }

@@ -65,7 +65,7 @@ pub struct ClusterFile {
     /// Bounds on what a peer can make a node hold or do (`[limits]`, as in
     /// scenario files).
     #[serde(default)]
-    pub limits: crate::scenario::limits::LimitKeys,
+    pub limits: crate::limits::LimitKeys,
     /// The nodes, node 1 first.
     pub nodes: Vec<NodeEntry>,
 }

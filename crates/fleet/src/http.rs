@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -53,4 +55,14 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
     }
     tracker.close();
     let _ = tokio::time::timeout(CLOSE_BOUND, tracker.wait()).await;
+}
+
+/// A JSON error, as every octopoll control API answers one:
+/// `{"error": message, "status": code}`.
+pub fn error(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": message, "status": status.as_u16() })),
+    )
+        .into_response()
 }

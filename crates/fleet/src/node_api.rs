@@ -32,9 +32,9 @@ use octopoll_node::{FailReason, Machine, Node, NodeId, NodeStats, PairState};
 use octopoll_wire::{DataStream, Envelope, RequestMessage, SubscriptionId};
 use serde::{Deserialize, Serialize};
 
-use crate::control::error;
-use crate::faults::node_action;
-use crate::scenario::fault::NodeAction;
+use crate::http::error;
+use octopoll_lab::actions::node_action;
+use octopoll_lab::actions::NodeAction;
 
 /// Largest request the API takes: a message and its streams, base64-encoded.
 pub const MAX_BODY_BYTES: usize = 96 * 1024 * 1024;
@@ -215,23 +215,16 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-/// Lets a request through only with the API key in `X-Octopus-ApiKey`.
+/// Lets a request through only with the API key in `X-Octopus-ApiKey`, checked as
+/// the node's registration API checks it.
 pub async fn require_key(
     key: octopoll_pki::ApiKey,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let presented = request
-        .headers()
-        .get(octopoll_wire::api::API_KEY_HEADER)
-        .and_then(|v| v.to_str().ok());
-    match presented {
-        Some(presented) if key.matches(presented) => next.run(request).await,
-        Some(_) => error(StatusCode::UNAUTHORIZED, "invalid API key".into()),
-        None => error(
-            StatusCode::UNAUTHORIZED,
-            format!("missing {} header", octopoll_wire::api::API_KEY_HEADER),
-        ),
+    match octopoll_node::api::authorize(&key, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => error(StatusCode::UNAUTHORIZED, refused.to_string()),
     }
 }
 
@@ -301,16 +294,14 @@ async fn act(
     Path(action): Path<String>,
     Query(Undo { undo }): Query<Undo>,
 ) -> Response {
-    let Some(action) = NodeAction::from_name(&action) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("unknown action {action:?}: kill, stop, start or restart"),
-        );
+    let action: NodeAction = match action.parse() {
+        Ok(action) => action,
+        Err(unknown) => return error(StatusCode::NOT_FOUND, unknown.to_string()),
     };
     tracing::info!(node = %node.id(), ?action, undo, "node action from the control API");
     match node_action(&node, action, undo).await {
         Ok(()) => Json(NodeStatus::of(&node)).into_response(),
-        Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, message),
+        Err(failed) => error(StatusCode::INTERNAL_SERVER_ERROR, failed.to_string()),
     }
 }
 

@@ -13,8 +13,8 @@ use octopoll_node::{MachineRegistry, Node, NodeStats};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::child::{announce, Announcement, Listening};
-use super::cluster_file::{ClusterFile, NodeSettings};
+use crate::child::{announce, Announcement, Listening};
+use crate::cluster_file::{ClusterFile, NodeSettings};
 
 /// Node `n` of the cluster in `file`, with the environment's overrides.
 pub fn settings(file: &Path, n: u16) -> anyhow::Result<NodeSettings> {
@@ -56,9 +56,9 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         api,
     )?);
     let serving = CancellationToken::new();
-    let server = tokio::spawn(super::http::serve(
+    let server = tokio::spawn(crate::http::serve(
         control,
-        super::node_api::router(node.clone()),
+        crate::node_api::router(node.clone()),
         serving.clone(),
     ));
     info!(node = %id, comms = %node.comms_addr(), api = %node.api_addr(), control = %control_addr, registry = node.registry().store_url().unwrap_or("in this process"), "node process ready");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::process::Command;
 use tracing::info;
 
-use super::supervised::{find_program, tail_of, NotReady, Supervised};
+use octopoll_lab::supervised::{find_program, tail_of, NotReady, Supervised};
 
 /// How long redis-server may take to accept connections.
 const READY_BOUND: Duration = Duration::from_secs(10);

@@ -16,9 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::warn;
 
-use super::node_api::{HealthAnswer, MachinePair, NodeStatus, SendBody, SendOutcome};
-use super::swarm_process::SwarmStatus;
-use crate::scenario::fault::NodeAction;
+use crate::node_api::{HealthAnswer, MachinePair, NodeStatus, SendBody, SendOutcome};
+use crate::swarm_process::SwarmStatus;
+use octopoll_lab::actions::NodeAction;
 
 /// Bound on a status call or a fault (a graceful stop drains within seconds).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::child::{announce, Announcement, Listening};
-use crate::control::error;
+use crate::child::{announce, Announcement, Listening};
+use crate::http::error;
 
 /// Everything a swarm process needs.
 #[derive(Clone, Debug)]
@@ -118,7 +118,7 @@ fn router(share: Arc<Share>, key: octopoll_pki::ApiKey) -> Router {
     let writes = Router::new()
         .route("/api/swarm/poll", post(poll))
         .route_layer(axum::middleware::from_fn(move |request, next| {
-            super::node_api::require_key(key.clone(), request, next)
+            crate::node_api::require_key(key.clone(), request, next)
         }));
     Router::new()
         .route("/api/swarm", get(status))
@@ -170,7 +170,7 @@ pub async fn run(settings: SwarmSettings, stop: CancellationToken) -> anyhow::Re
         share.poll().map_err(anyhow::Error::msg)?;
     }
     let serving = CancellationToken::new();
-    let server = tokio::spawn(super::http::serve(
+    let server = tokio::spawn(crate::http::serve(
         control,
         router(share.clone(), key),
         serving.clone(),

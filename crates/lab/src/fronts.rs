@@ -7,7 +7,7 @@ use octopoll_chaos::toxic::{Bandwidth, Latency, LimitData, ResetPeer, Slicer, Sl
 use octopoll_chaos::{Chaos, ProxyConfig, ProxyUpdate, Stream, Toxic as ChaosToxic, ToxicKind};
 use octopoll_node::NodeId;
 
-use crate::scenario::fault::{NetworkAction, Streams, Toxic};
+use crate::actions::{NetworkAction, Streams, Toxic};
 
 /// The proxies between the agents (or HAProxy) and the nodes, one per node.
 #[derive(Clone, Debug)]
@@ -23,19 +23,17 @@ pub fn proxy_name(node: NodeId) -> String {
 
 impl Network {
     /// Starts a proxy on a free port of `bind` in front of each node.
-    pub async fn start(bind: IpAddr, nodes: &[(NodeId, SocketAddr)]) -> anyhow::Result<Self> {
+    pub async fn start(
+        bind: IpAddr,
+        nodes: &[(NodeId, SocketAddr)],
+    ) -> Result<Self, octopoll_chaos::Error> {
         let chaos = Chaos::new();
         let mut fronts = Vec::with_capacity(nodes.len());
         for (id, addr) in nodes {
             let config =
                 ProxyConfig::new(proxy_name(*id), SocketAddr::new(bind, 0), addr.to_string());
-            match chaos.create(config).await {
-                Ok(info) => fronts.push(info.listen),
-                Err(error) => {
-                    chaos.shutdown().await;
-                    return Err(error.into());
-                }
-            }
+            // On an error the proxies made so far go with `chaos`.
+            fronts.push(chaos.create(config).await?.listen);
         }
         Ok(Self { chaos, fronts })
     }

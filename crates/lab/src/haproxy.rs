@@ -19,7 +19,7 @@ use tokio::net::UnixDatagram;
 use tokio::process::Command;
 use tracing::{debug, info};
 
-use crate::processes::supervised::{find_program, tail_of, NotReady, Supervised};
+use crate::supervised::{find_program, tail_of, NotReady, Supervised};
 
 /// How long HAProxy may take to bind its listeners.
 const READY_BOUND: Duration = Duration::from_secs(10);

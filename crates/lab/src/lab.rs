@@ -6,15 +6,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
-use octopoll_agent::{
-    BackoffConfig, RegistrationTarget, RegistrationTrust, ServerAddress, Swarm, SwarmConfig,
-};
-use octopoll_node::{Cluster, ClusterConfig, Coverage, CoverageMatrix, NodeId, NodeStats};
-use octopoll_pki::{ApiKey, Identity, KeyType};
+use std::sync::Arc;
 
-use crate::haproxy::{self, BalancerConfig, Haproxy};
-pub use crate::network::Network;
+use octopoll_agent::{
+    AgentHandle, BackoffConfig, RegistrationTarget, RegistrationTrust, ServerAddress, Swarm,
+    SwarmConfig,
+};
+use octopoll_node::{
+    Cluster, ClusterConfig, Coverage, CoverageMatrix, Machine, Node, NodeId, NodeStats, Outcome,
+};
+use octopoll_pki::{ApiKey, Identity, KeyType};
+use octopoll_wire::RequestMessage;
+
+use crate::actions::{ActionError, NodeAction};
+use crate::fronts::Network;
+use crate::haproxy::{self, BalancerConfig, BalancerError, Haproxy};
 use crate::topology::{Balancing, Topology};
 
 /// Attempts at starting HAProxy on free ports picked a moment before (another
@@ -66,6 +72,80 @@ pub struct Mesh {
     pub full_coverage_after: Option<Duration>,
 }
 
+/// Why a lab did not start, did not become ready, or could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The topology needs HAProxy and none was found.
+    #[error(transparent)]
+    NoBalancer(BalancerError),
+    /// The server certificate could not be made.
+    #[error("generating the server certificate")]
+    Certificate(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The nodes did not start (a port taken, a bad setting).
+    #[error("starting the cluster")]
+    Cluster(#[source] octopoll_node::Error),
+    /// The chaos proxies did not start.
+    #[error("starting the chaos proxies")]
+    Fronts(#[source] octopoll_chaos::Error),
+    /// No free ports could be picked for HAProxy.
+    #[error("picking free ports for HAProxy")]
+    FreePorts(#[source] std::io::Error),
+    /// The balancer's ports would run past 65535.
+    #[error("balancer port {first} + {count} nodes runs past 65535")]
+    PortsPast65535 {
+        /// The first public port asked for.
+        first: u16,
+        /// How many ports the topology needs.
+        count: usize,
+    },
+    /// HAProxy did not start.
+    #[error("starting HAProxy for the {topology} topology on {frontends}")]
+    Balancer {
+        /// The topology.
+        topology: Topology,
+        /// The frontends it was to listen on.
+        frontends: String,
+        /// Why.
+        #[source]
+        source: BalancerError,
+    },
+    /// The agents could not be registered or started.
+    #[error("starting {agents} agents")]
+    Swarm {
+        /// How many.
+        agents: usize,
+        /// Why.
+        #[source]
+        source: octopoll_agent::Error,
+    },
+    /// Not every agent polled every node in time.
+    #[error(
+        "after {waited:?}, {} of {} agent × node pairs were polling (every agent must poll every node)",
+        coverage.polling_pairs,
+        coverage.total_pairs
+    )]
+    NotCovered {
+        /// How long it waited.
+        waited: Duration,
+        /// The coverage when it gave up.
+        coverage: Coverage,
+    },
+    /// There is no such node.
+    #[error("there is no {0} in this lab")]
+    NoSuchNode(NodeId),
+    /// There is no such agent.
+    #[error("there is no agent {index}: the lab has {agents} (0 to {})", agents.saturating_sub(1))]
+    NoSuchAgent {
+        /// The index asked for.
+        index: usize,
+        /// How many agents the lab has.
+        agents: usize,
+    },
+    /// A node action failed (a node that would not start again).
+    #[error(transparent)]
+    Action(ActionError),
+}
+
 /// A running lab.
 pub struct Lab {
     /// The nodes.
@@ -83,19 +163,23 @@ pub struct Lab {
 impl Lab {
     /// Starts the cluster and the topology's balancer, then registers the swarm with
     /// node 1's API (pinning the cluster's certificate) and points every agent at
-    /// the addresses the topology gives it.
-    pub async fn start(config: LabConfig) -> anyhow::Result<Self> {
+    /// the addresses the topology gives them. What started before a failure is
+    /// dropped, which ends it.
+    pub async fn start(config: LabConfig) -> Result<Self, LabError> {
         let topology = config.topology;
         // Before anything starts, so a missing HAProxy costs nothing.
         let haproxy_binary = match topology.balancing() {
             Balancing::Direct => None,
-            _ => Some(haproxy::find_binary(config.haproxy.as_deref())?),
+            _ => Some(
+                haproxy::find_binary(config.haproxy.as_deref()).map_err(LabError::NoBalancer)?,
+            ),
         };
         let key_type = config.server_key_type;
         let identity =
             tokio::task::spawn_blocking(move || Identity::generate("octopoll-server", key_type))
-                .await?
-                .context("generating the server certificate")?;
+                .await
+                .map_err(|error| LabError::Certificate(Box::new(error)))?
+                .map_err(|error| LabError::Certificate(Box::new(error)))?;
         let mut cluster_config = config.cluster;
         cluster_config.addressing = topology.addressing();
         let public_port = cluster_config.comms_port;
@@ -107,7 +191,7 @@ impl Lab {
         let bind = cluster_config.bind;
         let cluster = Cluster::start(cluster_config, identity.clone())
             .await
-            .context("starting the cluster")?;
+            .map_err(LabError::Cluster)?;
         let mut node_addrs: Vec<SocketAddr> =
             cluster.nodes().iter().map(|n| n.comms_addr()).collect();
         // The chaos proxies go right in front of the nodes: agents (or HAProxy)
@@ -118,16 +202,11 @@ impl Lab {
                 .iter()
                 .map(|n| (n.id(), n.comms_addr()))
                 .collect();
-            match Network::start(bind, &nodes).await {
-                Ok(network) => {
-                    node_addrs = network.fronts();
-                    Some(network)
-                }
-                Err(error) => {
-                    cluster.stop().await;
-                    return Err(error.context("starting the chaos proxies"));
-                }
-            }
+            let network = Network::start(bind, &nodes)
+                .await
+                .map_err(LabError::Fronts)?;
+            node_addrs = network.fronts();
+            Some(network)
         } else {
             None
         };
@@ -148,16 +227,7 @@ impl Lab {
                     idle,
                     connections,
                 );
-                match started.await {
-                    Ok(balancer) => Some(balancer),
-                    Err(error) => {
-                        cluster.stop().await;
-                        if let Some(network) = &network {
-                            network.stop().await;
-                        }
-                        return Err(error);
-                    }
-                }
+                Some(started.await?)
             }
         };
         let nodes: Vec<ServerAddress> = match &balancer {
@@ -178,19 +248,9 @@ impl Lab {
         polling.receive_request_timeout = polling
             .receive_request_timeout
             .max(long_poll + Duration::from_secs(30));
-        let swarm = match Swarm::start(swarm_config, &target, &nodes).await {
-            Ok(swarm) => swarm,
-            Err(error) => {
-                cluster.stop().await;
-                if let Some(balancer) = balancer {
-                    balancer.stop().await;
-                }
-                if let Some(network) = &network {
-                    network.stop().await;
-                }
-                return Err(error).with_context(|| format!("starting {agents} agents"));
-            }
-        };
+        let swarm = Swarm::start(swarm_config, &target, &nodes)
+            .await
+            .map_err(|source| LabError::Swarm { agents, source })?;
         Ok(Self {
             cluster,
             swarm,
@@ -198,6 +258,123 @@ impl Lab {
             network,
             topology,
         })
+    }
+
+    /// Starts the lab and waits up to `within` until every agent polls every node:
+    /// the lab a test wants, or an error that says how far the mesh got (and the lab
+    /// is dropped). Not for the `load-balanced` topology, whose coverage never becomes
+    /// full.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), octopoll_lab::LabError> {
+    /// use std::time::Duration;
+    /// use octopoll_lab::{Lab, LabConfig};
+    ///
+    /// let lab = Lab::start_ready(LabConfig::new(2, 3), Duration::from_secs(20)).await?;
+    /// assert!(lab.coverage().is_full());
+    /// assert_eq!(lab.machines().len(), 3);
+    /// lab.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn start_ready(config: LabConfig, within: Duration) -> Result<Self, LabError> {
+        let lab = Self::start(config).await?;
+        lab.wait_for_full_coverage(within).await?;
+        Ok(lab)
+    }
+
+    /// Waits up to `within` until every agent polls every node; how long that took,
+    /// or [`LabError::NotCovered`] with the coverage at the end.
+    pub async fn wait_for_full_coverage(&self, within: Duration) -> Result<Duration, LabError> {
+        let started = tokio::time::Instant::now();
+        crate::wait::until(within, || self.coverage(), Coverage::is_full)
+            .await
+            .map(|_| started.elapsed())
+            .map_err(|timeout| LabError::NotCovered {
+                waited: timeout.waited,
+                coverage: timeout.last,
+            })
+    }
+
+    /// Node `n` (1-based, as the nodes are named).
+    pub fn node(&self, n: u16) -> Result<&Arc<Node>, LabError> {
+        self.cluster
+            .node(NodeId(n))
+            .ok_or(LabError::NoSuchNode(NodeId(n)))
+    }
+
+    /// Agent `index` (0-based, in the order they registered).
+    pub fn agent(&self, index: usize) -> Result<&AgentHandle, LabError> {
+        let agents = self.swarm.agents();
+        agents.get(index).ok_or(LabError::NoSuchAgent {
+            index,
+            agents: agents.len(),
+        })
+    }
+
+    /// Does `action` to node `n` now, as a scenario's fault would: kill it (its
+    /// connections dropped, its queue lost), stop it gracefully, start it again on its
+    /// addresses, or restart it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), octopoll_lab::LabError> {
+    /// use std::time::Duration;
+    /// use octopoll_lab::{Lab, LabConfig, NodeAction};
+    ///
+    /// let lab = Lab::start_ready(LabConfig::new(2, 2), Duration::from_secs(20)).await?;
+    /// lab.act(2, NodeAction::Kill).await?;
+    /// assert!(!lab.node(2)?.is_running());
+    /// lab.act(2, NodeAction::Start).await?;
+    /// lab.wait_for_full_coverage(Duration::from_secs(20)).await?;
+    /// lab.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn act(&self, n: u16, action: NodeAction) -> Result<(), LabError> {
+        crate::actions::node_action(self.node(n)?, action, false)
+            .await
+            .map_err(LabError::Action)
+    }
+
+    /// Queues `request` for agent `agent` on node `n` and waits for how it ended: the
+    /// agent's response (or why there is none) and how long the agent took to collect
+    /// it. The request's endpoint must name the agent's subscription
+    /// ([`AgentHandle::subscription`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use octopoll_lab::{Lab, LabConfig};
+    /// use octopoll_wire::contracts::echo;
+    /// use octopoll_wire::ServiceEndPoint;
+    ///
+    /// let lab = Lab::start_ready(LabConfig::new(1, 1), Duration::from_secs(20)).await?;
+    /// let agent = ServiceEndPoint::new(lab.agent(0)?.subscription().as_str(), "");
+    /// let reply = lab.send(1, 0, echo::request(agent, "hello", 1)).await?.result?;
+    /// assert_eq!(reply.response.result, echo::answer("hello"));
+    /// lab.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send(
+        &self,
+        n: u16,
+        agent: usize,
+        request: RequestMessage,
+    ) -> Result<Outcome, LabError> {
+        let node = self.node(n)?;
+        let subscription = self.agent(agent)?.subscription();
+        Ok(node.send(subscription, request, Vec::new()).await)
+    }
+
+    /// The machines registered with the cluster, in name order.
+    pub fn machines(&self) -> Vec<Machine> {
+        let mut machines = self.cluster.registry().machines();
+        machines.sort_by(|a, b| a.name.cmp(&b.name));
+        machines
     }
 
     /// Polling coverage now.
@@ -249,7 +426,7 @@ async fn start_balancer(
     nodes: &[SocketAddr],
     idle: Duration,
     connections: usize,
-) -> anyhow::Result<Haproxy> {
+) -> Result<Haproxy, LabError> {
     let count = match topology.balancing() {
         Balancing::RoundRobin => 1,
         _ => nodes.len(),
@@ -258,19 +435,20 @@ async fn start_balancer(
     loop {
         attempt += 1;
         let frontends = if public_port == 0 {
-            free_ports(bind, count).context("picking free ports for HAProxy")?
+            free_ports(bind, count).map_err(LabError::FreePorts)?
         } else {
             (0..count)
                 .map(|i| {
-                    let port = u16::try_from(i)
+                    u16::try_from(i)
                         .ok()
                         .and_then(|i| public_port.checked_add(i))
-                        .with_context(|| {
-                            format!("balancer port {public_port} + {count} nodes runs past 65535")
-                        })?;
-                    Ok(SocketAddr::new(bind, port))
+                        .map(|port| SocketAddr::new(bind, port))
+                        .ok_or(LabError::PortsPast65535 {
+                            first: public_port,
+                            count,
+                        })
                 })
-                .collect::<anyhow::Result<Vec<_>>>()?
+                .collect::<Result<Vec<_>, _>>()?
         };
         let config = match topology.balancing() {
             Balancing::RoundRobin => {
@@ -283,16 +461,15 @@ async fn start_balancer(
             Err(error) if public_port == 0 && attempt < BALANCER_ATTEMPTS => {
                 tracing::warn!(%error, attempt, "HAProxy did not start on the ports picked; trying others");
             }
-            Err(error) => {
-                return Err(error).with_context(|| {
-                    format!(
-                        "starting HAProxy for the {topology} topology on {}",
-                        frontends
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
+            Err(source) => {
+                return Err(LabError::Balancer {
+                    topology,
+                    frontends: frontends
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    source,
                 })
             }
         }

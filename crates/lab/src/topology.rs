@@ -8,7 +8,8 @@ use octopoll_node::Addressing;
 use serde::{Deserialize, Serialize};
 
 /// A way for polling agents to reach every node (or, for `load-balanced`, not).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Topology {
     /// Each node on its own address (127.0.0.1, 127.0.0.2, …), all on the same comms
@@ -84,13 +85,16 @@ impl fmt::Display for Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::ValueEnum;
 
     #[test]
     fn flag_names_match_display_and_serde() {
         for topology in Topology::ALL {
-            let flag = topology.to_possible_value().unwrap();
-            assert_eq!(flag.get_name(), topology.as_str());
+            #[cfg(feature = "clap")]
+            {
+                use clap::ValueEnum;
+                let flag = topology.to_possible_value().unwrap();
+                assert_eq!(flag.get_name(), topology.as_str());
+            }
             assert_eq!(
                 serde_json::to_string(&topology).unwrap(),
                 format!("\"{topology}\"")

@@ -217,9 +217,9 @@ impl Cluster {
     ///
     /// The stats are read once every node has stopped: in shared-queue mode one
     /// node's request may be ending on another node's connection until then.
-    pub async fn stop(self) -> Vec<(NodeId, NodeStats)> {
+    pub async fn stop(mut self) -> Vec<(NodeId, NodeStats)> {
         let mut stopping = tokio::task::JoinSet::new();
-        for node in self.nodes {
+        for node in std::mem::take(&mut self.nodes) {
             stopping.spawn(async move {
                 node.stop().await;
                 node
@@ -235,6 +235,16 @@ impl Cluster {
         let mut stats: Vec<_> = stopped.iter().map(|n| (n.id(), n.stats())).collect();
         stats.sort_by_key(|(id, _)| *id);
         stats
+    }
+}
+
+/// Dropping a cluster that was not stopped kills its nodes ([`Node::abort`]): a
+/// test that panics halfway leaves no node running.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            node.abort();
+        }
     }
 }
 

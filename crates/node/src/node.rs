@@ -363,6 +363,21 @@ impl Node {
         self.stats()
     }
 
+    /// Kills the node without waiting for its tasks to end, for code that cannot
+    /// `await` (dropping a [`Cluster`](crate::Cluster) does this): what
+    /// [`Node::kill`] does, but the tasks and sockets end a moment later, on their own,
+    /// and the ports are not held for a restart.
+    pub fn abort(&self) {
+        let Some(running) = self.take(Down::Killed) else {
+            return;
+        };
+        running.shared.killed.store(true, Ordering::Release);
+        running.shutdown.cancel();
+        running.shared.abort.cancel();
+        running.shared.queue.stop(FailReason::NodeKilled);
+        running.tracker.close();
+    }
+
     /// Holds the ports of a node that is down until it starts again.
     fn reserve_ports(&self) {
         let inner = &self.inner;

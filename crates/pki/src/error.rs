@@ -46,15 +46,19 @@ pub enum Error {
         input: String,
     },
     /// The PFX's MAC or encryption did not match the password.
+    #[cfg(feature = "pfx")]
     #[error("the PFX could not be opened with the password given: check --pfx-password")]
     PfxPassword,
     /// The PFX opened but held no private key (or none with its certificate).
+    #[cfg(feature = "pfx")]
     #[error("the PFX holds no private key: export it with its private key")]
     PfxNoPrivateKey,
     /// The PFX held a private key but no certificate for it.
+    #[cfg(feature = "pfx")]
     #[error("the PFX holds a private key but no certificate for it: export the certificate with its key")]
     PfxNoCertificate,
     /// The bytes are not a PKCS#12 file.
+    #[cfg(feature = "pfx")]
     #[error("not a PFX (PKCS#12) file: give a .pfx or .p12 file exported with its private key")]
     PfxInvalid {
         /// The parser's reason.
@@ -62,6 +66,7 @@ pub enum Error {
         source: p12_keystore::error::Error,
     },
     /// The PFX is a PKCS#12 file but uses something that cannot be read.
+    #[cfg(feature = "pfx")]
     #[error("the PFX could not be read (an unsupported algorithm or a damaged file)")]
     PfxUnreadable {
         /// The parser's reason.
@@ -69,6 +74,7 @@ pub enum Error {
         source: p12_keystore::error::Error,
     },
     /// The PFX's key cannot be used with its certificate.
+    #[cfg(feature = "pfx")]
     #[error(
         "the PFX's private key does not fit its certificate or is not an ECDSA, Ed25519 or RSA key"
     )]
@@ -78,6 +84,7 @@ pub enum Error {
         source: rustls::Error,
     },
     /// The certificate and key could not be written as a PFX.
+    #[cfg(feature = "pfx")]
     #[error("could not write the certificate and key as a PFX")]
     PfxExport {
         /// The writer's reason.

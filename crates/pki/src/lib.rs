@@ -6,7 +6,7 @@
 //! chain building; the TLS signature checks stay with rustls.
 //!
 //! This crate does no network I/O. It makes identities ([`Identity::generate`]),
-//! reads and writes them as PEM ([`pem`]) and PKCS#12 ([`pfx`]), and builds
+//! reads and writes them as PEM ([`pem`]) and PKCS#12 (`pfx`, with the `pfx` feature), and builds
 //! rustls configurations that pin peers ([`tls`]). aws-lc-rs is the only TLS
 //! crypto provider; PKCS#12 files use p12-keystore's own (RustCrypto) ciphers.
 
@@ -15,6 +15,7 @@ pub mod error;
 pub mod generate;
 pub mod key_type;
 pub mod pem;
+#[cfg(feature = "pfx")]
 pub mod pfx;
 pub mod thumbprint;
 pub mod tls;

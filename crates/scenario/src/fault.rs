@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use octopoll_lab::actions::{NetworkAction, NodeAction, Streams, Toxic};
 use octopoll_node::NodeId;
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -44,128 +45,6 @@ pub struct FaultKeys {
     pub delay: Option<u64>,
     /// `limit_data`: bytes before the connection closes.
     pub bytes: Option<u64>,
-}
-
-/// Something done to a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NodeAction {
-    /// Abrupt: connections dropped, in-memory queue lost.
-    Kill,
-    /// Graceful: queued work fails `node-stopped`, exchanges in flight drain.
-    Stop,
-    /// Start a stopped or killed node on its addresses.
-    Start,
-    /// Stop gracefully, then start.
-    Restart,
-}
-
-impl NodeAction {
-    /// `kill`, `stop`, `start` or `restart`; `None` for any other name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "kill" => Some(NodeAction::Kill),
-            "stop" => Some(NodeAction::Stop),
-            "start" => Some(NodeAction::Start),
-            "restart" => Some(NodeAction::Restart),
-            _ => None,
-        }
-    }
-}
-
-/// A toxiproxy toxic, with its attributes.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
-pub enum Toxic {
-    /// Delay every chunk by `latency` ± `jitter` ms.
-    Latency {
-        /// Milliseconds.
-        latency: u64,
-        /// ± milliseconds.
-        jitter: u64,
-    },
-    /// Limit to `rate` KB/s.
-    Bandwidth {
-        /// KB/s.
-        rate: u64,
-    },
-    /// Hold data; close after `timeout` ms (0: hold until removed).
-    Timeout {
-        /// Milliseconds.
-        timeout: u64,
-    },
-    /// Reset the connection (TCP RST) after `timeout` ms.
-    ResetPeer {
-        /// Milliseconds.
-        timeout: u64,
-    },
-    /// Slice data into small pieces.
-    Slicer {
-        /// Bytes.
-        average_size: u64,
-        /// ± bytes.
-        size_variation: u64,
-        /// µs between slices.
-        delay: u64,
-    },
-    /// Close once `bytes` have passed.
-    LimitData {
-        /// Bytes.
-        bytes: u64,
-    },
-    /// Delay the close by `delay` ms.
-    SlowClose {
-        /// Milliseconds.
-        delay: u64,
-    },
-}
-
-impl Toxic {
-    /// toxiproxy's type name: `latency`, `reset_peer`, ….
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Toxic::Latency { .. } => "latency",
-            Toxic::Bandwidth { .. } => "bandwidth",
-            Toxic::Timeout { .. } => "timeout",
-            Toxic::ResetPeer { .. } => "reset_peer",
-            Toxic::Slicer { .. } => "slicer",
-            Toxic::LimitData { .. } => "limit_data",
-            Toxic::SlowClose { .. } => "slow_close",
-        }
-    }
-}
-
-/// Which direction a toxic acts on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Streams {
-    /// Agent → node.
-    Upstream,
-    /// Node → agent.
-    Downstream,
-    /// Both.
-    Both,
-}
-
-/// Something done to the network between the agents and a node (through the chaos
-/// proxy in front of it).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NetworkAction {
-    /// Add a toxic.
-    Toxic {
-        /// The toxic.
-        toxic: Toxic,
-        /// Its direction.
-        stream: Streams,
-        /// Share of connections affected.
-        toxicity: f32,
-    },
-    /// Refuse new connections and cut existing ones (toxiproxy's disabled proxy).
-    Down,
-    /// Agents ↔ node in both directions: data is held (a `timeout` toxic with 0
-    /// both ways), as on a network that silently drops packets.
-    Partition,
 }
 
 /// A fault's action.

@@ -7,31 +7,26 @@
 //! after the end, a fault on node 7 of 3) is refused before anything starts, with
 //! the file, line and key.
 
-pub mod fault;
-pub mod limits;
-pub mod listening;
-pub mod thresholds;
-
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use octopoll_agent::{BackoffConfig, BackoffStrategy};
 use octopoll_node::QueueMode;
-use octopoll_pki::KeyType;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Deserialize;
 
-use crate::lab::LabConfig;
-use crate::run::RunConfig;
-use crate::topology::Topology;
+use crate::config::RunConfig;
+use crate::fault::{Fault, FaultKeys, Target};
+use crate::thresholds::Thresholds;
 use crate::workload::Mix;
-use fault::{Fault, FaultKeys, Target};
-use thresholds::Thresholds;
+use octopoll_fleet::args::KeyTypeName;
+use octopoll_lab::topology::Topology;
+use octopoll_lab::LabConfig;
 
 /// The built-in default scenario: what `octopoll run` runs with no file.
-pub const DEFAULT_SCENARIO: &str = include_str!("../../../../scenarios/default.toml");
+pub const DEFAULT_SCENARIO: &str = include_str!("../../../scenarios/default.toml");
 
 /// Most agents a run has. Past what one process holds (each polling connection
 /// costs a descriptor at both ends, and a process may hold 20,000 here), a run
@@ -70,7 +65,7 @@ pub struct ScenarioFile {
     pub cluster: ClusterKeys,
     /// Bounds on what a peer can make a node hold or do.
     #[serde(default)]
-    pub limits: limits::LimitKeys,
+    pub limits: octopoll_fleet::limits::LimitKeys,
     /// The agents.
     #[serde(default)]
     pub agents: AgentKeys,
@@ -81,7 +76,7 @@ pub struct ScenarioFile {
     pub faults: Option<Vec<FaultKeys>>,
     /// The docs' clustered listening Tentacle, failed over during the run.
     #[serde(default)]
-    pub listening_cluster: listening::ListeningClusterKeys,
+    pub listening_cluster: crate::listening_keys::ListeningClusterKeys,
     /// Pass/fail limits.
     #[serde(default)]
     pub thresholds: Thresholds,
@@ -185,25 +180,6 @@ pub struct WorkloadKeys {
     pub payload_bytes: Option<usize>,
     /// Bytes in each upload's data stream.
     pub stream_bytes: Option<usize>,
-}
-
-/// A certificate key type, as a scenario or flag names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeyTypeName {
-    /// ECDSA P-256 (fast).
-    Ecdsa,
-    /// RSA-2048 (what Octopus and Tentacle use).
-    Rsa,
-}
-
-impl From<KeyTypeName> for KeyType {
-    fn from(value: KeyTypeName) -> Self {
-        match value {
-            KeyTypeName::Ecdsa => KeyType::EcdsaP256,
-            KeyTypeName::Rsa => KeyType::Rsa2048,
-        }
-    }
 }
 
 /// Where a scenario's text came from, for error messages.
@@ -482,7 +458,8 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
     let mut faults = Vec::new();
     for (i, keys) in merged.faults.iter().flatten().enumerate() {
         let at_fault = |key: &str, message: String| refuse(Some("faults"), key, Some(i), message);
-        let action = fault::action_of(keys).map_err(|(key, message)| at_fault(key, message))?;
+        let action =
+            crate::fault::action_of(keys).map_err(|(key, message)| at_fault(key, message))?;
         let at = keys.at.ok_or_else(|| {
             at_fault("at", "missing: when the fault happens, e.g. \"10s\"".into())
         })?;
@@ -503,7 +480,10 @@ pub fn resolve(merged: &ScenarioFile, file: Option<&Source>) -> Result<RunConfig
         let lasts = keys.duration.map(|d| d.mul_f64(scale));
         if let Some(lasts) = lasts {
             if !action.disrupts()
-                || matches!(action, fault::Action::Node(fault::NodeAction::Restart))
+                || matches!(
+                    action,
+                    crate::fault::Action::Node(octopoll_lab::actions::NodeAction::Restart)
+                )
             {
                 return Err(at_fault(
                     "duration",
@@ -716,7 +696,8 @@ const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
 /// them is undone later (its undo would race the other): a kill during a stop's
 /// drain, two `down`s. Returns the later fault's index. Toxics may overlap.
 fn check_overlaps(faults: &[Fault]) -> Result<(), (usize, String)> {
-    use fault::{Action, NetworkAction};
+    use crate::fault::Action;
+    use octopoll_lab::actions::NetworkAction;
     let exclusive =
         |a: &Action| matches!(a, Action::Node(_) | Action::Network(NetworkAction::Down));
     for (i, first) in faults.iter().enumerate() {

@@ -4,18 +4,16 @@
 
 use std::time::Duration;
 
-use octopoll_node::{Node, NodeId};
+use octopoll_node::NodeId;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::control::ControlState;
-use crate::scenario::fault::{Action, Fault, NodeAction};
+use crate::fault::{Action, Fault};
 use crate::testbed::Testbed;
 use crate::timeline::FaultSpan;
-
-/// How often starting a node again is tried when its port is not free yet.
-const START_ATTEMPTS: usize = 20;
+use octopoll_lab::actions::NodeAction;
 
 /// One fault or undo as carried out.
 #[derive(Clone, Debug)]
@@ -133,41 +131,6 @@ fn carry_out(
     }
 }
 
-/// Does `action` to `node` (its undo when `undo`), as a fault or the control API does.
-pub async fn node_action(node: &Node, action: NodeAction, undo: bool) -> Result<(), String> {
-    match (action, undo) {
-        (NodeAction::Kill, false) => {
-            node.kill().await;
-            Ok(())
-        }
-        (NodeAction::Stop, false) => {
-            node.stop().await;
-            Ok(())
-        }
-        (NodeAction::Restart, _) => {
-            node.stop().await;
-            start(node).await
-        }
-        (NodeAction::Start, _) | (NodeAction::Kill | NodeAction::Stop, true) => start(node).await,
-    }
-}
-
-/// Starts `node` again, retrying briefly while its old sockets let go of the port.
-async fn start(node: &Node) -> Result<(), String> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match node.start_again() {
-            Ok(()) => return Ok(()),
-            Err(error) if attempt < START_ATTEMPTS => {
-                warn!(node = %node.id(), %error, "starting again failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => return Err(format!("{}: {error}", node.id())),
-        }
-    }
-}
-
 /// The span of each fault for the analysis: when it ended (when the action that
 /// ends it was done: the undo, the later start, or the restart itself), and how far
 /// its window reaches (the next disruptive fault, or `run_end`).
@@ -228,7 +191,7 @@ pub fn spans(faults: &[Fault], executed: &[Executed], run_end: Duration) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::fault::NetworkAction;
+    use octopoll_lab::actions::NetworkAction;
 
     fn fault(at: u64, action: Action, node: u16, lasts: Option<u64>) -> Fault {
         Fault {

@@ -16,19 +16,19 @@ use octopoll_node::{Coverage, CoverageMatrix, Machine, NodeId, NodeStats, PairSt
 use octopoll_pki::Identity;
 use tracing::{info, warn};
 
-use super::args::{Shard, SwarmArgs};
-use super::child::{ChildProcess, Listening};
-use super::cluster_file::{ClusterFile, NodeEntry, API_KEY_ENV};
-use super::redis::LocalRedis;
-use super::remote::{RemoteNode, RemoteSwarm};
-use super::swarm_process::SwarmStatus;
-use super::usage::UsageSampler;
-use crate::lab::Network;
-use crate::run::RunConfig;
-use crate::scenario::fault::NodeAction;
-use crate::scenario::KeyTypeName;
+use crate::config::RunConfig;
 use crate::testbed::{Dispatcher, NodeView, Snapshot, Stopped, SwarmTally, Testbed};
-use crate::topology::Topology;
+use octopoll_fleet::args::KeyTypeName;
+use octopoll_fleet::args::{Shard, SwarmArgs};
+use octopoll_fleet::child::{ChildProcess, Listening};
+use octopoll_fleet::cluster_file::{ClusterFile, NodeEntry, API_KEY_ENV};
+use octopoll_fleet::redis_server::LocalRedis;
+use octopoll_fleet::remote::{RemoteNode, RemoteSwarm};
+use octopoll_fleet::swarm_process::SwarmStatus;
+use octopoll_fleet::usage::UsageSampler;
+use octopoll_lab::actions::NodeAction;
+use octopoll_lab::fronts::Network;
+use octopoll_lab::topology::Topology;
 
 /// How long a node process may take to be ready.
 const NODE_READY: Duration = Duration::from_secs(30);
@@ -237,7 +237,7 @@ fn write_cluster(
         pickup_timeout: node.pickup_timeout,
         drain: node.drain,
         max_concurrent_handshakes: node.max_concurrent_handshakes,
-        limits: crate::scenario::limits::LimitKeys::of(node),
+        limits: octopoll_fleet::limits::LimitKeys::of(node),
         nodes,
     };
     let path = dir.join("cluster.toml");
@@ -322,7 +322,7 @@ async fn start_swarms(
             parent_watch: false,
         };
         let name = format!("agents {}", args.shard);
-        let share = super::plan::share(swarm.agents, i, swarms).len();
+        let share = octopoll_fleet::plan::share(swarm.agents, i, swarms).len();
         let bound = swarm_ready_bound(share, swarm.key_type);
         async move {
             let env = [(API_KEY_ENV, api_key)];
@@ -472,7 +472,7 @@ impl Testbed for ProcessLab {
         None
     }
 
-    fn in_process(&self) -> Option<&crate::lab::Lab> {
+    fn in_process(&self) -> Option<&octopoll_lab::Lab> {
         None
     }
 

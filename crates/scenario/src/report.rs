@@ -8,12 +8,12 @@ use hdrhistogram::Histogram;
 use octopoll_node::{CoverageMatrix, FailReason, NodeId, NodeStats, PairState, QueueMode};
 use serde::Serialize;
 
-use crate::lab::unfinished;
-use crate::scenario::thresholds::Verdict;
 use crate::testbed::Testbed;
 use crate::timeline::FaultReport;
-use crate::topology::Topology;
+use crate::verdict::Verdict;
 use crate::workload::Counts;
+use octopoll_lab::lab::unfinished;
+use octopoll_lab::topology::Topology;
 
 /// What a run did.
 #[derive(Clone, Debug, Serialize)]
@@ -44,7 +44,7 @@ pub struct Report {
     pub pickup_from_schedule_ms: Pickup,
     /// What each process cost (node and agent processes in a multi-process run;
     /// empty for an in-process one).
-    pub processes: Vec<crate::testbed::ProcessFigures>,
+    pub processes: Vec<octopoll_fleet::usage::ProcessFigures>,
     /// The clustered listening Tentacle's health checks and failover, if the run
     /// had one.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -212,7 +212,7 @@ async fn metrics_text(State(state): State<MetricsState>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::{Lab, LabConfig};
+    use octopoll_lab::{Lab, LabConfig};
 
     /// The value of the sample `name{labels}` in Prometheus text.
     fn sample(text: &str, series: &str) -> Option<f64> {

@@ -1,6 +1,6 @@
 //! What a run needs of the nodes and agents it drives, wherever they live: all
 //! in this process (a [`Lab`]), or each node in a process of its own and the
-//! agents split over more ([`crate::processes::lab::ProcessLab`]). The workload,
+//! agents split over more ([`crate::process_lab::ProcessLab`]). The workload,
 //! the faults, the sampling and the report are written once, against this.
 
 use std::future::Future;
@@ -10,13 +10,13 @@ use octopoll_node::{
     Coverage, CoverageMatrix, FailReason, Machine, NodeId, NodeSender, NodeStats, QueueMode,
 };
 use octopoll_wire::{DataStream, RequestMessage, SubscriptionId};
-use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::lab::{Lab, Mesh, Network};
-use crate::processes::remote::RemoteNode;
-use crate::scenario::fault::NodeAction;
-use crate::topology::Topology;
+use octopoll_fleet::remote::RemoteNode;
+use octopoll_lab::actions::NodeAction;
+use octopoll_lab::fronts::Network;
+use octopoll_lab::topology::Topology;
+use octopoll_lab::{Lab, Mesh};
 
 /// One node's figures now.
 #[derive(Clone, Debug)]
@@ -56,25 +56,6 @@ pub struct SwarmTally {
     pub failures: u64,
 }
 
-/// One process's use of the machine over a run.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ProcessFigures {
-    /// `node-1`, `agents 1/2`, or `octopoll` for an in-process run.
-    pub role: String,
-    /// Its pid.
-    pub pid: u32,
-    /// The most CPU it used in one sampling second, in % of one core.
-    pub peak_cpu_percent: f64,
-    /// CPU seconds it used over the whole run.
-    pub cpu_s: f64,
-    /// Its resident memory before the agents connected, in KiB.
-    pub rss_before_mesh_kib: u64,
-    /// Its resident memory with the mesh formed, in KiB.
-    pub rss_at_mesh_kib: u64,
-    /// The most it held, in KiB.
-    pub peak_rss_kib: u64,
-}
-
 /// What stopping leaves.
 #[derive(Clone, Debug, Default)]
 pub struct Stopped {
@@ -83,7 +64,7 @@ pub struct Stopped {
     /// The agents' side at the end.
     pub swarm: SwarmTally,
     /// Each process's figures (one entry for an in-process run).
-    pub processes: Vec<ProcessFigures>,
+    pub processes: Vec<octopoll_fleet::usage::ProcessFigures>,
 }
 
 /// Queues requests on one node, in this process or in its own.
@@ -278,7 +259,9 @@ impl Testbed for Lab {
         let node = self.cluster.node(node).cloned();
         async move {
             let node = node.ok_or("no such node")?;
-            crate::faults::node_action(&node, action, undo).await
+            octopoll_lab::actions::node_action(&node, action, undo)
+                .await
+                .map_err(|error| error.to_string())
         }
     }
 

@@ -1,11 +1,10 @@
 //! Pass/fail thresholds, like k6's: each a limit on one figure of the report. A
 //! breached threshold makes `octopoll run` exit 99.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::report::Report;
+use crate::verdict::Verdict;
 
 /// The `[thresholds]` table. Every key is optional; only those set are checked.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -90,76 +89,6 @@ impl Thresholds {
         }
         verdicts
     }
-}
-
-/// One threshold's outcome.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Verdict {
-    /// The key, e.g. `pickup_p99_ms`.
-    pub name: &'static str,
-    /// The limit set.
-    pub limit: f64,
-    /// The figure measured; `None` when it never happened (a mesh that never healed).
-    pub actual: Option<f64>,
-    /// Whether the figure is within the limit.
-    pub passed: bool,
-    /// By how much it missed (0 when passed; infinite when it never happened).
-    pub by: f64,
-}
-
-impl Verdict {
-    fn at_least(name: &'static str, limit: f64, actual: Option<f64>) -> Self {
-        let by = actual.map_or(f64::INFINITY, |a| (limit - a).max(0.0));
-        Self {
-            name,
-            limit,
-            actual,
-            passed: actual.is_some_and(|a| a >= limit),
-            by,
-        }
-    }
-
-    fn at_most(name: &'static str, limit: f64, actual: Option<f64>) -> Self {
-        let by = actual.map_or(f64::INFINITY, |a| (a - limit).max(0.0));
-        Self {
-            name,
-            limit,
-            actual,
-            passed: actual.is_some_and(|a| a <= limit),
-            by,
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let actual = self
-            .actual
-            .map_or("never".to_string(), |a| format!("{}", round(a)));
-        if self.passed {
-            write!(f, "{} {}: {actual} (passed)", self.name, round(self.limit))
-        } else if self.by.is_infinite() {
-            write!(
-                f,
-                "{} {}: {actual} (BREACHED)",
-                self.name,
-                round(self.limit)
-            )
-        } else {
-            write!(
-                f,
-                "{} {}: {actual} (BREACHED by {})",
-                self.name,
-                round(self.limit),
-                round(self.by)
-            )
-        }
-    }
-}
-
-/// Three decimals at most, no trailing zeros.
-fn round(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

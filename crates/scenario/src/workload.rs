@@ -358,13 +358,7 @@ pub fn request_for(
     let pick = rng.random_range(0..mix.total().max(1));
     if pick < mix.echo {
         let text = format!("request {number}{}", "x".repeat(shape.payload_bytes));
-        let request = RequestMessage::call(
-            echo::SERVICE,
-            echo::SAY_HELLO,
-            echo::params(&text),
-            endpoint,
-            number,
-        );
+        let request = echo::request(endpoint, &text, number);
         (request, Vec::new())
     } else if pick < mix.echo + mix.script {
         let (low, high) = (

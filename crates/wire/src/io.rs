@@ -72,6 +72,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
             .await
     }
 
+    /// Writes the `MX` preamble and `identity` in one write, as a connecting peer
+    /// opens (a polling Tentacle's `MX-SUBSCRIBER`): one TLS record, one round trip.
+    pub async fn write_hello(&mut self, identity: &RemoteIdentity) -> Result<()> {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(crate::preamble::PREAMBLE);
+        identity.encode(&mut out);
+        self.write_all(&out, "writing the preamble and identity")
+            .await
+    }
+
     /// Reads the `MX` preamble (accepting side).
     pub async fn read_preamble(&mut self) -> Result<()> {
         let max = self.limits.max_preamble_chars;
@@ -396,6 +406,34 @@ mod tests {
             assert_eq!(node.read_control().await.unwrap(), None);
         };
         tokio::join!(agent_side, node_side);
+    }
+
+    #[tokio::test]
+    async fn a_hello_is_the_preamble_and_identity_in_one_piece() {
+        let (a, mut raw) = tokio::io::duplex(1024);
+        let mut agent = Exchange::new(a, Limits::default());
+        let sub: SubscriptionId = "poll://abc123/".parse().unwrap();
+        agent
+            .write_hello(&RemoteIdentity::Subscriber(sub.clone()))
+            .await
+            .unwrap();
+        drop(agent);
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut bytes)
+            .await
+            .unwrap();
+        assert_eq!(bytes, b"MX\r\n\r\nMX-SUBSCRIBER 1.0 poll://abc123/\r\n\r\n");
+
+        let (mut agent, mut node) = pair();
+        agent
+            .write_hello(&RemoteIdentity::Subscriber(sub.clone()))
+            .await
+            .unwrap();
+        node.read_preamble().await.unwrap();
+        assert_eq!(
+            node.read_identity().await.unwrap(),
+            RemoteIdentity::Subscriber(sub)
+        );
     }
 
     #[tokio::test]

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::Context;
-use octopoll_cli::bench::handshake::{self, key_type_label, HandshakeBench, HandshakeFigures};
-use octopoll_cli::bench::runs;
+use octopoll_bench::handshake::{self, key_type_label, HandshakeBench, HandshakeFigures};
+use octopoll_bench::runs;
 use octopoll_pki::KeyType;
 use serde::Serialize;
 

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use octopoll_cli::processes::{child, node_process};
+use octopoll_fleet::{child, node_process};
 
 use crate::args::NodeArgs;
 
@@ -12,7 +12,7 @@ pub async fn node(
     args: NodeArgs,
     interrupted: impl Future<Output = &'static str> + Send + 'static,
 ) -> anyhow::Result<()> {
-    octopoll_cli::processes::plan::open_file_limit();
+    octopoll_fleet::plan::open_file_limit();
     let settings = node_process::settings(&args.cluster_file, args.node)?;
     let stop = child::stop_token(args.parent_watch, interrupted);
     node_process::run(settings, stop).await.map(drop)

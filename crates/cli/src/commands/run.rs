@@ -5,11 +5,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use octopoll_cli::haproxy::BalancerError;
-use octopoll_cli::processes::plan::Plan;
-use octopoll_cli::progress::Progress;
-use octopoll_cli::run::{execute, RunConfig};
-use octopoll_cli::scenario::{self, OutputKeys, ScenarioFile};
+use octopoll_fleet::plan::Plan;
+use octopoll_lab::haproxy::BalancerError;
+use octopoll_scenario::file::{self as scenario, OutputKeys, ScenarioFile};
+use octopoll_scenario::progress::Progress;
+use octopoll_scenario::{execute, RunConfig};
 
 use crate::args::RunArgs;
 

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use octopoll_cli::processes::{child, swarm_process};
+use octopoll_fleet::{child, swarm_process};
 
 use crate::args::SwarmArgs;
 
@@ -12,7 +12,7 @@ pub async fn swarm(
     args: SwarmArgs,
     interrupted: impl Future<Output = &'static str> + Send + 'static,
 ) -> anyhow::Result<()> {
-    octopoll_cli::processes::plan::open_file_limit();
+    octopoll_fleet::plan::open_file_limit();
     let settings = args.settings()?;
     let stop = child::stop_token(args.parent_watch, interrupted);
     swarm_process::run(settings, stop).await.map(drop)

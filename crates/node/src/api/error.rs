@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use octopoll_wire::api::{ErrorResource, API_KEY_HEADER};
 
-use super::ApiState;
+use octopoll_pki::ApiKey;
 
 /// An API failure.
 #[derive(Debug, thiserror::Error)]
@@ -83,11 +83,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Checks the API key header in constant time; never logs the key.
-pub(super) fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks the `X-Octopus-ApiKey` header against `key` in constant time, as every
+/// octopoll API that needs the key does ([`ApiError::MissingKey`] or
+/// [`ApiError::WrongKey`] if it fails); never logs the key.
+pub fn authorize(key: &ApiKey, headers: &HeaderMap) -> Result<(), ApiError> {
     let presented = headers.get(API_KEY_HEADER).ok_or(ApiError::MissingKey)?;
     let presented = presented.to_str().map_err(|_| ApiError::WrongKey)?;
-    if state.api_key.matches(presented) {
+    if key.matches(presented) {
         Ok(())
     } else {
         Err(ApiError::WrongKey)

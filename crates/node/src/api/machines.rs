@@ -21,7 +21,7 @@ pub(super) async fn register(
     headers: HeaderMap,
     body: Result<Json<MachineResource>, JsonRejection>,
 ) -> Result<(StatusCode, Json<MachineResource>), ApiError> {
-    authorize(&state, &headers)?;
+    authorize(&state.api_key, &headers)?;
     state.registrations.check()?;
     let Json(resource) = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -50,7 +50,7 @@ pub(super) async fn delete(
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers)?;
+    authorize(&state.api_key, &headers)?;
     let machine = state
         .registry
         .machines()
@@ -70,7 +70,7 @@ pub(super) async fn list(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<MachineResource>>, ApiError> {
-    authorize(&state, &headers)?;
+    authorize(&state.api_key, &headers)?;
     Ok(Json(
         state.registry.machines().iter().map(resource_of).collect(),
     ))

@@ -27,7 +27,7 @@ use axum::{Json, Router};
 use octopoll_pki::{ApiKey, Thumbprint};
 use octopoll_wire::api::{CertificateResource, RootResource, CERTIFICATE_PATH, MACHINES_PATH};
 
-pub use error::ApiError;
+pub use error::{authorize, ApiError};
 
 use crate::{MachineRegistry, NodeId};
 
@@ -130,7 +130,7 @@ async fn certificate(
     State(state): State<Arc<ApiState>>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<CertificateResource>, ApiError> {
-    error::authorize(&state, &headers)?;
+    error::authorize(&state.api_key, &headers)?;
     Ok(Json(CertificateResource {
         id: "certificate-global".into(),
         thumbprint: state.thumbprint.to_string(),

@@ -66,6 +66,9 @@ impl fmt::Display for FailReason {
     }
 }
 
+/// A request without a reply is an error to its sender (`outcome.result?`).
+impl std::error::Error for FailReason {}
+
 /// A completed call: the service's response and the streams after it.
 #[derive(Clone, Debug)]
 pub struct Reply {

@@ -59,6 +59,7 @@ impl Machines {
     }
 
     /// Adds or replaces `machine`, as the store's change stream announced it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis store calls it
     pub(super) fn insert(&self, machine: Machine) {
         let mut inner = self.write();
         self.trust(&machine);
@@ -75,6 +76,7 @@ impl Machines {
 
     /// How many removals and reloads this copy has seen: take it before reading
     /// the store, and give it to [`Machines::insert_read`].
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis store calls it
     pub(super) fn removals(&self) -> u64 {
         self.read().removals
     }
@@ -83,6 +85,7 @@ impl Machines {
     /// `before`, unless a removal or reload came since (the machine may have been
     /// deregistered in between: putting it back would trust it for good).
     /// Returns whether it was added.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis store calls it
     pub(super) fn insert_read(&self, machine: Machine, before: u64) -> bool {
         let mut inner = self.write();
         if inner.removals != before {
@@ -102,6 +105,7 @@ impl Machines {
     }
 
     /// Makes this copy hold exactly `machines` (reloaded from the store).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis store calls it
     pub(super) fn replace_all(&self, machines: Vec<Machine>) {
         let mut inner = self.write();
         inner.removals += 1;

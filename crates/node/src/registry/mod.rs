@@ -11,6 +11,7 @@
 
 mod cache;
 mod endpoint;
+#[cfg(feature = "redis")]
 mod redis;
 
 use std::sync::Arc;
@@ -21,8 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use cache::Machines;
 pub use endpoint::{Endpoint, EndpointError, ListeningAddress, DEFAULT_LISTENING_PORT};
+#[cfg(not(feature = "redis"))]
+use no_store::RedisStore;
+#[cfg(feature = "redis")]
 use redis::RedisStore;
-pub use redis::StoreError;
 
 /// A registered Tentacle, polling or listening.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +123,30 @@ pub enum RegisterError {
     Store(#[from] StoreError),
 }
 
+/// Why the shared store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Redis could not be reached, or refused a command.
+    #[cfg(feature = "redis")]
+    #[error("the machine registry at {url} is unreachable or refused a command")]
+    Redis {
+        /// Where the store is.
+        url: String,
+        /// redis-rs's reason.
+        #[source]
+        source: ::redis::RedisError,
+    },
+    /// Redis held something that is not a machine.
+    #[error("the machine registry at {url} holds a malformed machine: {reason}")]
+    Malformed {
+        /// Where the store is.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
 /// A machine to register, before it has an id.
 #[derive(Clone, Debug)]
 pub struct NewMachine {
@@ -173,8 +200,10 @@ impl MachineRegistry {
     }
 
     /// A registry shared through the Redis server at `url` (`redis://host:port`),
+    /// with the `redis` feature.
     /// under `namespace` (one cluster's keys). Loads every machine registered so
     /// far and follows the changes other processes make.
+    #[cfg(feature = "redis")]
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, StoreError> {
         let machines = Machines::new(TrustedThumbprints::deferring());
         let store = RedisStore::connect(url, namespace, machines.clone()).await?;
@@ -186,6 +215,7 @@ impl MachineRegistry {
 
     /// Deletes every machine of the cluster `namespace` from the Redis server at
     /// `url`: for a cluster that will not run again (a finished run's).
+    #[cfg(feature = "redis")]
     pub async fn forget(url: &str, namespace: &str) -> Result<(), StoreError> {
         RedisStore::forget(url, namespace).await
     }
@@ -253,6 +283,39 @@ impl MachineRegistry {
     /// Whether no machine is registered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Without the `redis` feature there is no shared store: a stand-in with no values,
+/// so every registry is held in its own process and the store's branches vanish.
+#[cfg(not(feature = "redis"))]
+mod no_store {
+    use octopoll_pki::Thumbprint;
+
+    use super::{Machine, NewMachine, RegisterError, Registered, StoreError};
+
+    #[derive(Debug)]
+    pub(super) enum RedisStore {}
+
+    impl RedisStore {
+        pub(super) fn url(&self) -> &str {
+            match *self {}
+        }
+
+        pub(super) async fn register(&self, _: NewMachine) -> Result<Registered, RegisterError> {
+            match *self {}
+        }
+
+        pub(super) async fn deregister(
+            &self,
+            _: &Thumbprint,
+        ) -> Result<Option<Machine>, StoreError> {
+            match *self {}
+        }
+
+        pub(super) async fn fetch(&self, _: &Thumbprint) -> Result<Option<Machine>, StoreError> {
+            match *self {}
+        }
     }
 }
 

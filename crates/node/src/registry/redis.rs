@@ -24,30 +24,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
 use super::cache::{same_or_conflict, Machines};
-use super::{Conflict, Machine, NewMachine, RegisterError, Registered};
-
-/// Why the shared store failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Redis could not be reached, or refused a command.
-    #[error("the machine registry at {url} is unreachable or refused a command")]
-    Redis {
-        /// Where the store is.
-        url: String,
-        /// redis-rs's reason.
-        #[source]
-        source: redis::RedisError,
-    },
-    /// Redis held something that is not a machine.
-    #[error("the machine registry at {url} holds a malformed machine: {reason}")]
-    Malformed {
-        /// Where the store is.
-        url: String,
-        /// What was wrong.
-        reason: String,
-    },
-}
+use super::{Conflict, Machine, NewMachine, RegisterError, Registered, StoreError};
 
 /// Registers atomically; answers `{created, json}`, `{exists, json}` or `{name, thumbprint}`.
 /// The machine JSON comes with `"id":""` first; the script puts the new id there.

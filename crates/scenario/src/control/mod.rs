@@ -33,11 +33,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::faults::node_action;
-use crate::network::Network;
-use crate::scenario::fault::{Action, NodeAction, Target};
+use crate::fault::{Action, Target};
 use crate::testbed::Dispatcher;
 use crate::workload::{request_for, spawn_request, Ledger, Poller, Shape};
+use octopoll_fleet::http::error;
+use octopoll_lab::actions::node_action;
+use octopoll_lab::actions::NodeAction;
+use octopoll_lab::fronts::Network;
 
 /// The dashboard page.
 const PAGE: &str = include_str!("dashboard.html");
@@ -285,15 +287,6 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// A JSON error: `{"error": message, "status": code}`.
-pub(crate) fn error(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": message, "status": status.as_u16() })),
-    )
-        .into_response()
-}
-
 async fn act(
     State(state): State<Arc<ControlState>>,
     Path((node, action)): Path<(String, String)>,
@@ -307,18 +300,17 @@ async fn act(
     let Some(target) = state.cluster.node(id).cloned() else {
         return error(StatusCode::NOT_FOUND, format!("{id} does not exist"));
     };
-    let Some(action) = NodeAction::from_name(&action) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("unknown action {action:?}: kill, stop, start or restart"),
-        );
+    // An unknown action names no resource: 404, as the node process's API answers.
+    let action: NodeAction = match action.parse() {
+        Ok(action) => action,
+        Err(unknown) => return error(StatusCode::NOT_FOUND, unknown.to_string()),
     };
     let fault = Action::Node(action);
     tracing::info!(node = %id, action = fault.name(), "fault from the control API");
     state.record_fault(format!("{} {id}", fault.name()));
     match node_action(&target, action, false).await {
         Ok(()) => Json(NodeState::of(&target)).into_response(),
-        Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, message),
+        Err(failed) => error(StatusCode::INTERNAL_SERVER_ERROR, failed.to_string()),
     }
 }
 
@@ -391,7 +383,7 @@ async fn burst(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::{Lab, LabConfig};
+    use octopoll_lab::{Lab, LabConfig};
     use std::time::Duration;
 
     mod reqwest_free {
@@ -469,7 +461,7 @@ mod tests {
             "{body}"
         );
         let (status, body) = client.call("POST", "/api/nodes/1/explode").await;
-        assert_eq!(status, 400, "{body}");
+        assert_eq!(status, 404, "{body}");
         assert!(body["error"]
             .as_str()
             .unwrap()

@@ -2,10 +2,17 @@
 
 use bson::Bson;
 
+use crate::{RequestMessage, ServiceEndPoint};
+
 /// The contract's interface name.
 pub const SERVICE: &str = "IEchoService";
 /// Its method.
 pub const SAY_HELLO: &str = "SayHello";
+
+/// `SayHello(name)` for `endpoint`.
+pub fn request(endpoint: ServiceEndPoint, name: &str, call_number: u64) -> RequestMessage {
+    RequestMessage::call(SERVICE, SAY_HELLO, params(name), endpoint, call_number)
+}
 
 /// The params of `SayHello(name)`.
 pub fn params(name: &str) -> Vec<Bson> {

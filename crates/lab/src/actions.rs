@@ -1,0 +1,196 @@
+//! What can be done to a running lab: to a node (kill, stop, start, restart) and to
+//! the network in front of it (toxics, down, partition; see [`crate::fronts`]).
+
+use std::time::Duration;
+
+use octopoll_node::{Node, NodeId};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+/// How often starting a node again is tried when its port is not free yet.
+const START_ATTEMPTS: usize = 20;
+
+/// Something done to a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeAction {
+    /// Abrupt: connections dropped, in-memory queue lost.
+    Kill,
+    /// Graceful: queued work fails `node-stopped`, exchanges in flight drain.
+    Stop,
+    /// Start a stopped or killed node on its addresses.
+    Start,
+    /// Stop gracefully, then start.
+    Restart,
+}
+
+impl NodeAction {
+    /// `kill`, `stop`, `start` or `restart`; `None` for any other name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "kill" => Some(NodeAction::Kill),
+            "stop" => Some(NodeAction::Stop),
+            "start" => Some(NodeAction::Start),
+            "restart" => Some(NodeAction::Restart),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for NodeAction {
+    type Err = UnknownAction;
+
+    fn from_str(name: &str) -> Result<Self, UnknownAction> {
+        Self::from_name(name).ok_or_else(|| UnknownAction(name.to_owned()))
+    }
+}
+
+/// A name that is not a node action.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown action {0:?}: kill, stop, start or restart")]
+pub struct UnknownAction(pub String);
+
+/// A toxiproxy toxic, with its attributes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Toxic {
+    /// Delay every chunk by `latency` ± `jitter` ms.
+    Latency {
+        /// Milliseconds.
+        latency: u64,
+        /// ± milliseconds.
+        jitter: u64,
+    },
+    /// Limit to `rate` KB/s.
+    Bandwidth {
+        /// KB/s.
+        rate: u64,
+    },
+    /// Hold data; close after `timeout` ms (0: hold until removed).
+    Timeout {
+        /// Milliseconds.
+        timeout: u64,
+    },
+    /// Reset the connection (TCP RST) after `timeout` ms.
+    ResetPeer {
+        /// Milliseconds.
+        timeout: u64,
+    },
+    /// Slice data into small pieces.
+    Slicer {
+        /// Bytes.
+        average_size: u64,
+        /// ± bytes.
+        size_variation: u64,
+        /// µs between slices.
+        delay: u64,
+    },
+    /// Close once `bytes` have passed.
+    LimitData {
+        /// Bytes.
+        bytes: u64,
+    },
+    /// Delay the close by `delay` ms.
+    SlowClose {
+        /// Milliseconds.
+        delay: u64,
+    },
+}
+
+impl Toxic {
+    /// toxiproxy's type name: `latency`, `reset_peer`, ….
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Toxic::Latency { .. } => "latency",
+            Toxic::Bandwidth { .. } => "bandwidth",
+            Toxic::Timeout { .. } => "timeout",
+            Toxic::ResetPeer { .. } => "reset_peer",
+            Toxic::Slicer { .. } => "slicer",
+            Toxic::LimitData { .. } => "limit_data",
+            Toxic::SlowClose { .. } => "slow_close",
+        }
+    }
+}
+
+/// Which direction a toxic acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Streams {
+    /// Agent → node.
+    Upstream,
+    /// Node → agent.
+    Downstream,
+    /// Both.
+    Both,
+}
+
+/// Something done to the network between the agents and a node (through the chaos
+/// proxy in front of it).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkAction {
+    /// Add a toxic.
+    Toxic {
+        /// The toxic.
+        toxic: Toxic,
+        /// Its direction.
+        stream: Streams,
+        /// Share of connections affected.
+        toxicity: f32,
+    },
+    /// Refuse new connections and cut existing ones (toxiproxy's disabled proxy).
+    Down,
+    /// Agents ↔ node in both directions: data is held (a `timeout` toxic with 0
+    /// both ways), as on a network that silently drops packets.
+    Partition,
+}
+
+/// A node that would not start again.
+#[derive(Debug, thiserror::Error)]
+#[error("{node}: {error}")]
+pub struct ActionError {
+    /// Which node.
+    pub node: NodeId,
+    /// Why it did not start.
+    pub error: octopoll_node::Error,
+}
+
+/// Does `action` to `node` (its undo when `undo`), as a fault or a control API does.
+pub async fn node_action(node: &Node, action: NodeAction, undo: bool) -> Result<(), ActionError> {
+    match (action, undo) {
+        (NodeAction::Kill, false) => {
+            node.kill().await;
+            Ok(())
+        }
+        (NodeAction::Stop, false) => {
+            node.stop().await;
+            Ok(())
+        }
+        (NodeAction::Restart, _) => {
+            node.stop().await;
+            start(node).await
+        }
+        (NodeAction::Start, _) | (NodeAction::Kill | NodeAction::Stop, true) => start(node).await,
+    }
+}
+
+/// Starts `node` again, retrying briefly while its old sockets let go of the port.
+async fn start(node: &Node) -> Result<(), ActionError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match node.start_again() {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < START_ATTEMPTS => {
+                warn!(node = %node.id(), %error, "starting again failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => {
+                return Err(ActionError {
+                    node: node.id(),
+                    error,
+                })
+            }
+        }
+    }
+}
