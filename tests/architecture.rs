@@ -20,10 +20,11 @@ const LAYERS: &[(&str, u8)] = &[
     ("agent", 1),
     ("lab", 2),
     ("tentacle", 2),
-    ("fleet", 3),
-    ("scenario", 4),
-    ("bench", 5),
-    ("cli", 6),
+    ("report", 3),
+    ("fleet", 4),
+    ("scenario", 5),
+    ("bench", 6),
+    ("cli", 7),
 ];
 
 fn workspace() -> PathBuf {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use octopoll_lab::LabConfig;
+use octopoll_report::Report;
 use octopoll_scenario::progress::Progress;
-use octopoll_scenario::report::{Report, RunFacts};
+use octopoll_scenario::sampler::run_facts;
 use octopoll_scenario::testbed::Dispatcher;
 use octopoll_scenario::workload::{spawn_request, Ledger};
 use octopoll_scenario::{execute, RunConfig};
@@ -63,7 +64,7 @@ async fn twenty_agents_poll_three_nodes_and_every_node_reaches_every_agent() {
         .await
         .expect("all 60 requests end");
     let counts = ledger.counts();
-    let facts = RunFacts::measure(&lab, 0, 0.0, None).await;
+    let facts = run_facts(&lab, 0, 0.0, None).await;
     let answered: Vec<u64> = lab
         .swarm
         .agents()

@@ -7,10 +7,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use octopoll_report::Report;
 use octopoll_scenario::execute;
 use octopoll_scenario::file::{self as scenario, ScenarioFile};
 use octopoll_scenario::progress::Progress;
-use octopoll_scenario::report::Report;
 
 fn scenario_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

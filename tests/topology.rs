@@ -16,8 +16,8 @@ use octopoll_lab::topology::Topology;
 use octopoll_lab::{Lab, LabConfig};
 use octopoll_node::{PairState, QueueMode};
 use octopoll_pki::{Identity, KeyType};
+use octopoll_report::Report;
 use octopoll_scenario::progress::Progress;
-use octopoll_scenario::report::Report;
 use octopoll_scenario::{execute, RunConfig};
 
 use common::{register_raw_agent, wait_until};

@@ -6,10 +6,10 @@
 
 use serde::Serialize;
 
+use octopoll_report::report::{Pickup, Report};
 use octopoll_scenario::execute;
 use octopoll_scenario::file::{self as scenario, ScenarioFile, Source};
 use octopoll_scenario::progress::Progress;
-use octopoll_scenario::report::{Pickup, Report};
 
 /// The shipped reconnect-storm scenario (every node restarted at once).
 const STORM: &str = include_str!("../../../scenarios/reconnect-storm.toml");

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use octopoll_agent::BackoffStrategy;
-use octopoll_fleet::args::KeyTypeName;
-pub use octopoll_fleet::args::{NodeArgs, SwarmArgs};
+use octopoll_fleet::process_args::KeyTypeName;
+pub use octopoll_fleet::process_args::{NodeArgs, SwarmArgs};
 use octopoll_lab::topology::Topology;
 use octopoll_node::QueueMode;
 use octopoll_scenario::file::ScenarioFile;

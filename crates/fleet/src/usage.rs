@@ -5,28 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use octopoll_report::ProcessFigures;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// One process's use of the machine over a run.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ProcessFigures {
-    /// `node-1`, `agents 1/2`, or `octopoll` for an in-process run.
-    pub role: String,
-    /// Its pid.
-    pub pid: u32,
-    /// The most CPU it used in one sampling second, in % of one core.
-    pub peak_cpu_percent: f64,
-    /// CPU seconds it used over the whole run.
-    pub cpu_s: f64,
-    /// Its resident memory before the agents connected, in KiB.
-    pub rss_before_mesh_kib: u64,
-    /// Its resident memory with the mesh formed, in KiB.
-    pub rss_at_mesh_kib: u64,
-    /// The most it held, in KiB.
-    pub peak_rss_kib: u64,
-}
 
 /// Clock ticks per second in `/proc/<pid>/stat` (Linux's USER_HZ, 100 on every
 /// architecture it runs on).

@@ -11,7 +11,7 @@ use crate::actions::{NetworkAction, Streams, Toxic};
 
 /// The proxies between the agents (or HAProxy) and the nodes, one per node.
 #[derive(Clone, Debug)]
-pub struct Network {
+pub struct ChaosFronts {
     chaos: Chaos,
     fronts: Vec<SocketAddr>,
 }
@@ -21,7 +21,7 @@ pub fn proxy_name(node: NodeId) -> String {
     node.to_string()
 }
 
-impl Network {
+impl ChaosFronts {
     /// Starts a proxy on a free port of `bind` in front of each node.
     pub async fn start(
         bind: IpAddr,
@@ -39,7 +39,7 @@ impl Network {
     }
 
     /// The address agents use for each node, node 1 first.
-    pub fn fronts(&self) -> Vec<SocketAddr> {
+    pub fn addresses(&self) -> Vec<SocketAddr> {
         self.fronts.clone()
     }
 

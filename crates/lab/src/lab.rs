@@ -19,7 +19,7 @@ use octopoll_pki::{ApiKey, Identity, KeyType};
 use octopoll_wire::RequestMessage;
 
 use crate::actions::{ActionError, NodeAction};
-use crate::fronts::Network;
+use crate::fronts::ChaosFronts;
 use crate::haproxy::{self, BalancerConfig, BalancerError, Haproxy};
 use crate::topology::{Balancing, Topology};
 
@@ -155,7 +155,7 @@ pub struct Lab {
     /// The balancer, in the topologies that have one.
     pub balancer: Option<Haproxy>,
     /// The chaos proxies in front of the nodes, if asked for.
-    pub network: Option<Network>,
+    pub fronts: Option<ChaosFronts>,
     /// The layout.
     pub topology: Topology,
 }
@@ -196,17 +196,17 @@ impl Lab {
             cluster.nodes().iter().map(|n| n.comms_addr()).collect();
         // The chaos proxies go right in front of the nodes: agents (or HAProxy)
         // connect to them instead.
-        let network = if config.chaos {
+        let fronts = if config.chaos {
             let nodes: Vec<_> = cluster
                 .nodes()
                 .iter()
                 .map(|n| (n.id(), n.comms_addr()))
                 .collect();
-            let network = Network::start(bind, &nodes)
+            let fronts = ChaosFronts::start(bind, &nodes)
                 .await
                 .map_err(LabError::Fronts)?;
-            node_addrs = network.fronts();
-            Some(network)
+            node_addrs = fronts.addresses();
+            Some(fronts)
         } else {
             None
         };
@@ -255,7 +255,7 @@ impl Lab {
             cluster,
             swarm,
             balancer,
-            network,
+            fronts,
             topology,
         })
     }
@@ -383,8 +383,8 @@ impl Lab {
     }
 
     /// A handle on the chaos proxies, if the lab has them.
-    pub fn network(&self) -> Option<Network> {
-        self.network.clone()
+    pub fn fronts(&self) -> Option<ChaosFronts> {
+        self.fronts.clone()
     }
 
     /// Every agent's state with every node, now.
@@ -400,20 +400,11 @@ impl Lab {
         if let Some(balancer) = self.balancer {
             balancer.stop().await;
         }
-        if let Some(network) = &self.network {
-            network.stop().await;
+        if let Some(fronts) = &self.fronts {
+            fronts.stop().await;
         }
         stats
     }
-}
-
-/// Requests stopped nodes created but never ended: 0 unless an invariant broke
-/// (negative: ended more often than created).
-pub fn unfinished(stats: &[(NodeId, NodeStats)]) -> i64 {
-    stats
-        .iter()
-        .map(|(_, s)| s.requests_created as i64 - (s.requests_completed + s.requests_failed) as i64)
-        .sum()
 }
 
 /// Starts HAProxy for `topology` in front of `nodes`, its frontends on `bind` from

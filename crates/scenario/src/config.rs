@@ -9,8 +9,8 @@ use octopoll_lab::LabConfig;
 
 use crate::fault::Fault;
 use crate::listening_cluster::ListeningClusterConfig;
-use crate::thresholds::Thresholds;
 use crate::workload::{Mix, Shape};
+use octopoll_report::thresholds::Thresholds;
 
 /// Everything a run needs.
 #[derive(Clone, Debug)]

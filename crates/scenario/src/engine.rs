@@ -17,23 +17,23 @@ use crate::config::RunConfig;
 use crate::control::{Burst, ControlState};
 use crate::listening_cluster::ListeningCluster;
 use crate::process_lab::ProcessLab;
-use crate::progress::{NodeSample, Progress, Sample};
-use crate::report::{Report, RunFacts};
+use crate::progress::{NodeReading, Progress, Reading};
 use crate::telemetry::Telemetry;
 use crate::testbed::{wait_for_full_coverage, wait_for_mesh, Dispatcher, Testbed};
-use crate::workload::{request_for, spawn_request, Ledger, Poller};
-use crate::{control, injector, timeline};
+use crate::workload::{request_for, spawn_request, Ledger, Recipient};
+use crate::{control, injector, sampler};
 use octopoll_fleet::plan::Plan;
 use octopoll_lab::Lab;
+use octopoll_report::{timeline, Report};
 
 /// What a run leaves: its report and its per-second time series.
 #[derive(Debug)]
 pub struct Finished {
     /// The report.
     pub report: Report,
-    /// The per-second CSV (see [`crate::timeline::csv`]).
+    /// The per-second CSV (see [`octopoll_report::timeline::csv`]).
     pub csv: String,
-    /// The self-contained HTML report (see [`crate::html`]).
+    /// The self-contained HTML report (see [`octopoll_report::html`]).
     pub html: String,
 }
 
@@ -90,7 +90,7 @@ async fn serve_views(
     };
     let dashboard = ControlState::new(lab.cluster.view());
     let listener = bind(addr, "control").await?;
-    let proxies = if lab.network.is_some() {
+    let proxies = if lab.fronts.is_some() {
         " and the chaos proxies' /proxies"
     } else {
         ""
@@ -99,7 +99,7 @@ async fn serve_views(
         "dashboard on http://{0}/ (control API: GET /api/cluster, POST /api/nodes/{{n}}/kill|stop|start|restart{proxies})",
         listener.local_addr()?
     );
-    let router = control::router(dashboard.clone(), lab.network.as_ref());
+    let router = control::router(dashboard.clone(), lab.fronts.as_ref());
     tokio::spawn(control::serve(listener, router, stop.clone()));
     tokio::spawn(dashboard.clone().keep_history(stop.clone()));
     Ok(Some(dashboard))
@@ -160,7 +160,7 @@ async fn run_on<T: Testbed>(
 
     // In name order. Read before the clock starts: with thousands of agents in
     // other processes the list takes a moment, which no request should wait for.
-    let machines = Poller::all_in(&lab.machines().await);
+    let machines = Recipient::all_in(&lab.machines().await);
     // The run's clock starts now, with the mesh formed: fault times count from here.
     let ledger = Arc::new(match &telemetry {
         Some(telemetry) => Ledger::with_telemetry(telemetry.clone()),
@@ -214,7 +214,7 @@ async fn run_on<T: Testbed>(
                 },
                 workload.show_progress(&mut *progress, &driving),
             );
-            let facts = RunFacts::measure(
+            let facts = sampler::run_facts(
                 &lab,
                 config.seed,
                 started.elapsed().as_secs_f64(),
@@ -230,7 +230,7 @@ async fn run_on<T: Testbed>(
             faults_done.cancel();
             executed
         },
-        timeline::sample(&lab, started, async {
+        sampler::sample(&lab, started, async {
             workload_done.cancelled().await;
             faults_done.cancelled().await;
             if !config.faults.is_empty() {
@@ -280,7 +280,7 @@ async fn run_on<T: Testbed>(
     report.listening_cluster = cluster_report;
     report.thresholds = config.thresholds.check(&report);
     let csv = timeline::csv(&samples, &counts, &node_names);
-    let html = crate::html::render(&report, &samples, &counts, &node_names);
+    let html = octopoll_report::html::render(&report, &samples, &counts, &node_names);
     Ok(Finished { report, csv, html })
 }
 
@@ -296,7 +296,7 @@ struct Workload<'a, T> {
     config: &'a RunConfig,
     ledger: &'a Arc<Ledger>,
     /// The agents, in name order (registration order varies from run to run).
-    machines: &'a [Poller],
+    machines: &'a [Recipient],
 }
 
 impl<T: Testbed> Workload<'_, T> {
@@ -380,7 +380,7 @@ impl<T: Testbed> Workload<'_, T> {
         }
     }
 
-    async fn sample(&self, phase: &'static str) -> Sample {
+    async fn sample(&self, phase: &'static str) -> Reading {
         let (ledger, config) = (self.ledger, self.config);
         let elapsed = ledger.started().elapsed();
         let (queued, completed, failed) = ledger.tally();
@@ -398,7 +398,7 @@ impl<T: Testbed> Workload<'_, T> {
             .filter(|(at, _)| *at > elapsed)
             .min_by_key(|(at, _)| *at)
             .map(|(at, what)| format!("{what} (in {:.1}s)", (at - elapsed).as_secs_f64()));
-        Sample {
+        Reading {
             elapsed,
             total: config.duration,
             coverage: snapshot.coverage.ratio(),
@@ -414,7 +414,7 @@ impl<T: Testbed> Workload<'_, T> {
                 .iter()
                 .map(|node| {
                     let (completed, failed) = per_node.get(&node.id).copied().unwrap_or_default();
-                    NodeSample {
+                    NodeReading {
                         node: node.id.to_string(),
                         up: node.up,
                         agents: node.stats.subscriptions,

@@ -89,7 +89,7 @@ impl fmt::Display for Action {
 }
 
 /// Every action name a scenario may use.
-pub const ACTIONS: [&str; 14] = [
+pub const ACTIONS: [&str; 13] = [
     "kill",
     "stop",
     "start",
@@ -103,7 +103,6 @@ pub const ACTIONS: [&str; 14] = [
     "slow_close",
     "down",
     "partition",
-    "restart",
 ];
 
 /// Which nodes a fault hits, as written.
@@ -184,10 +183,10 @@ impl Fault {
 /// Checks one entry's action and attributes (the node range and timing are checked
 /// by the caller, who knows the cluster and the run). Errors name the key.
 pub fn action_of(keys: &FaultKeys) -> Result<Action, (&'static str, String)> {
-    let name = keys.action.as_deref().ok_or((
-        "action",
-        format!("missing; one of {}", ACTIONS[..13].join(", ")),
-    ))?;
+    let name = keys
+        .action
+        .as_deref()
+        .ok_or(("action", format!("missing; one of {}", ACTIONS.join(", "))))?;
     let stream = match keys.stream.as_deref() {
         None | Some("both") => Streams::Both,
         Some("upstream") => Streams::Upstream,
@@ -279,10 +278,7 @@ pub fn action_of(keys: &FaultKeys) -> Result<Action, (&'static str, String)> {
         other => {
             return Err((
                 "action",
-                format!(
-                    "unknown action {other:?}; one of {}",
-                    ACTIONS[..13].join(", ")
-                ),
+                format!("unknown action {other:?}; one of {}", ACTIONS.join(", ")),
             ))
         }
     };

@@ -19,11 +19,11 @@ use serde::Deserialize;
 
 use crate::config::RunConfig;
 use crate::fault::{Fault, FaultKeys, Target};
-use crate::thresholds::Thresholds;
 use crate::workload::Mix;
-use octopoll_fleet::args::KeyTypeName;
+use octopoll_fleet::process_args::KeyTypeName;
 use octopoll_lab::topology::Topology;
 use octopoll_lab::LabConfig;
+use octopoll_report::thresholds::Thresholds;
 
 /// The built-in default scenario: what `octopoll run` runs with no file.
 pub const DEFAULT_SCENARIO: &str = include_str!("../../../scenarios/default.toml");

@@ -12,8 +12,8 @@ use tracing::{info, warn};
 use crate::control::ControlState;
 use crate::fault::{Action, Fault};
 use crate::testbed::Testbed;
-use crate::timeline::FaultSpan;
 use octopoll_lab::actions::NodeAction;
+use octopoll_report::timeline::FaultSpan;
 
 /// One fault or undo as carried out.
 #[derive(Clone, Debug)]
@@ -103,7 +103,7 @@ fn carry_out(
                 nodes.spawn(async move { work.await.map_err(|e| format!("{id}: {e}")) });
             }
         }
-        Action::Network(action) => network = Some((lab.network(), action.clone())),
+        Action::Network(action) => network = Some((lab.fronts(), action.clone())),
     }
     let ids = ids.to_vec();
     async move {

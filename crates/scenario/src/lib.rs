@@ -2,8 +2,7 @@
 //! and the engine ([`engine`]) that starts a testbed (a [`Lab`](octopoll_lab::Lab)
 //! in this process, or node and swarm processes, [`process_lab`]), waits for the
 //! mesh, drives the [`workload`], carries out the faults ([`injector`]), samples the
-//! [`timeline`], and ends with a [`report`] judged by [`thresholds`] (text, JSON,
-//! CSV and [`html`]). During a run, [`control`] serves the dashboard and
+//! coverage ([`sampler`]), and ends with the run's report ([`octopoll_report`]). During a run, [`control`] serves the dashboard and
 //! [`telemetry`] the Prometheus metrics.
 
 pub mod config;
@@ -11,18 +10,14 @@ pub mod control;
 pub mod engine;
 pub mod fault;
 pub mod file;
-pub mod html;
 pub mod injector;
 pub mod listening_cluster;
 pub mod listening_keys;
 pub mod process_lab;
 pub mod progress;
-pub mod report;
+pub mod sampler;
 pub mod telemetry;
 pub mod testbed;
-pub mod thresholds;
-pub mod timeline;
-pub mod verdict;
 pub mod workload;
 
 pub use config::RunConfig;

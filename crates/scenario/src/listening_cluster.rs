@@ -21,8 +21,9 @@ use octopoll_agent::{ListeningConfig, ListeningTentacle, RegistrationClient, Reg
 use octopoll_chaos::{Chaos, ProxyConfig, ProxyUpdate};
 use octopoll_node::{ListeningAddress, Machine, Node};
 use octopoll_pki::{ApiKey, Identity, KeyType, Thumbprint};
+use octopoll_report::listening::ListeningClusterReport;
 use octopoll_wire::api::{EndpointResource, MachineResource};
-use serde::Serialize;
+
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -55,28 +56,6 @@ impl Default for ListeningClusterConfig {
             shared_certificate: true,
         }
     }
-}
-
-/// What the run saw of the pair.
-#[derive(Clone, Debug, Serialize)]
-pub struct ListeningClusterReport {
-    /// The one target the node knows: the access point's URI.
-    pub target: String,
-    /// Whether the members shared one certificate.
-    pub shared_certificate: bool,
-    /// Health checks of the target during the run.
-    pub checks: u64,
-    /// Of those, failed.
-    pub failed: u64,
-    /// Of those, failed after the passive member was active.
-    pub failed_after_failover: u64,
-    /// Seconds into the workload the active member failed, if it did.
-    pub failover_at_s: Option<f64>,
-    /// The distinct errors the failed checks gave (the first few).
-    pub errors: Vec<String>,
-    /// One health check of every registered machine at the end, by kind
-    /// (`polling`, `listening`): `[healthy, unhealthy]`.
-    pub every_machine: BTreeMap<String, [usize; 2]>,
 }
 
 /// The running pair and its access point.

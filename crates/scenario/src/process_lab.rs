@@ -18,16 +18,16 @@ use tracing::{info, warn};
 
 use crate::config::RunConfig;
 use crate::testbed::{Dispatcher, NodeView, Snapshot, Stopped, SwarmTally, Testbed};
-use octopoll_fleet::args::KeyTypeName;
-use octopoll_fleet::args::{Shard, SwarmArgs};
 use octopoll_fleet::child::{ChildProcess, Listening};
 use octopoll_fleet::cluster_file::{ClusterFile, NodeEntry, API_KEY_ENV};
+use octopoll_fleet::process_args::KeyTypeName;
+use octopoll_fleet::process_args::{Shard, SwarmArgs};
 use octopoll_fleet::redis_server::LocalRedis;
 use octopoll_fleet::remote::{RemoteNode, RemoteSwarm};
 use octopoll_fleet::swarm_process::SwarmStatus;
 use octopoll_fleet::usage::UsageSampler;
 use octopoll_lab::actions::NodeAction;
-use octopoll_lab::fronts::Network;
+use octopoll_lab::fronts::ChaosFronts;
 use octopoll_lab::topology::Topology;
 
 /// How long a node process may take to be ready.
@@ -468,7 +468,7 @@ impl Testbed for ProcessLab {
         }
     }
 
-    fn network(&self) -> Option<Network> {
+    fn fronts(&self) -> Option<ChaosFronts> {
         None
     }
 

@@ -12,7 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// One node's figures in a sample.
 #[derive(Clone, Debug)]
-pub struct NodeSample {
+pub struct NodeReading {
     /// `node-1`, …
     pub node: String,
     /// Whether it runs.
@@ -29,7 +29,7 @@ pub struct NodeSample {
 
 /// One progress sample.
 #[derive(Clone, Debug)]
-pub struct Sample {
+pub struct Reading {
     /// Time into the workload.
     pub elapsed: Duration,
     /// Planned workload time.
@@ -51,10 +51,10 @@ pub struct Sample {
     /// The next scheduled fault and when, if any is left.
     pub next_fault: Option<String>,
     /// Per node, node 1 first.
-    pub nodes: Vec<NodeSample>,
+    pub nodes: Vec<NodeReading>,
 }
 
-impl Sample {
+impl Reading {
     fn headline(&self) -> String {
         format!(
             "[{:>5.1}s/{:.0}s] {:<8} coverage {:.3}  conns {:>5}  queued {:>6}  done {:>6}  failed {:>4}  in flight {:>4}  pickup p99 {:.1} ms",
@@ -79,7 +79,7 @@ impl Sample {
     }
 }
 
-impl NodeSample {
+impl NodeReading {
     fn line(&self) -> String {
         format!(
             "  {:<8} {:<4}  agents {:>5}  queue {:>5}  completed {:>6}  failed {:>5}",
@@ -190,7 +190,7 @@ impl Progress {
     }
 
     /// Shows a sample.
-    pub fn show(&mut self, sample: &Sample) {
+    pub fn show(&mut self, sample: &Reading) {
         match &mut self.mode {
             Mode::Quiet => {}
             Mode::Terminal(live) => live.show(sample),
@@ -239,7 +239,7 @@ impl Live {
         bar
     }
 
-    fn show(&mut self, sample: &Sample) {
+    fn show(&mut self, sample: &Reading) {
         let total_ms = sample.total.as_millis().max(1) as u64;
         let run = self.run.get_or_insert_with(|| {
             let bar = self.display.add(ProgressBar::new(total_ms));
@@ -273,7 +273,7 @@ mod tests {
 
     #[test]
     fn lines_say_what_a_node_and_the_run_are_doing() {
-        let sample = Sample {
+        let sample = Reading {
             elapsed: Duration::from_secs(3),
             total: Duration::from_secs(30),
             coverage: 0.667,
@@ -284,7 +284,7 @@ mod tests {
             phase: "running",
             pickup_p99_ms: 1.25,
             next_fault: Some("start node-2 in 4.0s".into()),
-            nodes: vec![NodeSample {
+            nodes: vec![NodeReading {
                 node: "node-2".into(),
                 up: false,
                 agents: 0,

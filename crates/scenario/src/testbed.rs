@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use octopoll_fleet::remote::RemoteNode;
 use octopoll_lab::actions::NodeAction;
-use octopoll_lab::fronts::Network;
+use octopoll_lab::fronts::ChaosFronts;
 use octopoll_lab::topology::Topology;
 use octopoll_lab::{Lab, Mesh};
 
@@ -64,7 +64,7 @@ pub struct Stopped {
     /// The agents' side at the end.
     pub swarm: SwarmTally,
     /// Each process's figures (one entry for an in-process run).
-    pub processes: Vec<octopoll_fleet::usage::ProcessFigures>,
+    pub processes: Vec<octopoll_report::ProcessFigures>,
 }
 
 /// Queues requests on one node, in this process or in its own.
@@ -132,7 +132,7 @@ pub trait Testbed: Send + Sync {
         undo: bool,
     ) -> impl Future<Output = Result<(), String>> + Send + 'static;
     /// The chaos proxies in front of the nodes, if the run has them.
-    fn network(&self) -> Option<Network>;
+    fn fronts(&self) -> Option<ChaosFronts>;
     /// The lab, when everything runs in this process (for the dashboard and metrics).
     fn in_process(&self) -> Option<&Lab>;
     /// Marks the moment the mesh starts forming, for the memory figures.
@@ -265,8 +265,8 @@ impl Testbed for Lab {
         }
     }
 
-    fn network(&self) -> Option<Network> {
-        self.network.clone()
+    fn fronts(&self) -> Option<ChaosFronts> {
+        self.fronts.clone()
     }
 
     fn in_process(&self) -> Option<&Lab> {

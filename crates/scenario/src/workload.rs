@@ -13,10 +13,10 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use bson::Bson;
-use hdrhistogram::Histogram;
 use octopoll_node::{FailReason, Machine, NodeId};
 
 use crate::testbed::Dispatcher;
+use octopoll_report::Counts;
 use octopoll_wire::contracts::{capabilities, echo, script};
 use octopoll_wire::{DataStream, RequestMessage, ServiceEndPoint, SubscriptionId};
 use rand::rngs::StdRng;
@@ -26,21 +26,21 @@ use tokio_util::task::TaskTracker;
 
 /// A polling agent the workload sends requests to.
 #[derive(Clone, Debug)]
-pub struct Poller {
+pub struct Recipient {
     /// Its subscription.
     pub subscription: SubscriptionId,
     /// Its thumbprint, as the requests' endpoints name it.
     pub thumbprint: String,
 }
 
-impl Poller {
+impl Recipient {
     /// The polling machines among `machines`, in their order. Listening
     /// machines take no workload: the run health-checks them instead.
-    pub fn all_in(machines: &[Machine]) -> Vec<Poller> {
+    pub fn all_in(machines: &[Machine]) -> Vec<Recipient> {
         machines
             .iter()
             .filter_map(|m| {
-                Some(Poller {
+                Some(Recipient {
                     subscription: m.subscription()?.clone(),
                     thumbprint: m.thumbprint.to_string(),
                 })
@@ -49,7 +49,8 @@ impl Poller {
     }
 }
 
-/// Counts of one run's requests, in all and per second of the run.
+/// Counts of one run's requests as they happen, in all and per second of the run
+/// (a [`Counts`] behind a lock, with the run's clock).
 #[derive(Debug)]
 pub struct Ledger {
     started: Instant,
@@ -58,121 +59,14 @@ pub struct Ledger {
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
-/// One second of a run: what was queued and ended in it.
-#[derive(Clone, Debug, Default)]
-pub struct SecondCounts {
-    /// Requests queued.
-    pub queued: u64,
-    /// Requests completed.
-    pub completed: u64,
-    /// Requests failed.
-    pub failed: u64,
-    /// Pickup times of the requests that ended in it, in microseconds.
-    pub pickups_us: Vec<u32>,
-}
-
-/// A snapshot of a [`Ledger`].
-#[derive(Clone, Debug)]
-pub struct Counts {
-    /// Requests queued.
-    pub queued: u64,
-    /// Requests that got a successful response.
-    pub completed: u64,
-    /// Failed requests by reason.
-    pub failed: BTreeMap<FailReason, u64>,
-    /// Requests due while every node was down, so never queued.
-    pub skipped: u64,
-    /// Queue → collected, in microseconds.
-    pub pickup_us: Histogram<u64>,
-    /// Scheduled → collected, in microseconds: the pickup plus however late the
-    /// workload queued the request, so a stalled generator cannot hide latency
-    /// (coordinated omission).
-    pub pickup_from_schedule_us: Histogram<u64>,
-    /// The same, per node the requests were queued on.
-    pub per_node: BTreeMap<NodeId, NodeCounts>,
-    /// Per second since the ledger started.
-    pub seconds: Vec<SecondCounts>,
-    /// When each failure happened (since the ledger started), and why.
-    pub failures_at: Vec<(Duration, FailReason)>,
-}
-
-/// The requests queued on one node, and how they ended.
-#[derive(Clone, Debug)]
-pub struct NodeCounts {
-    /// Requests queued.
-    pub queued: u64,
-    /// Requests that got a successful response.
-    pub completed: u64,
-    /// Failed requests by reason.
-    pub failed: BTreeMap<FailReason, u64>,
-    /// Queue → collected, in microseconds.
-    pub pickup_us: Histogram<u64>,
-}
-
-impl Default for NodeCounts {
-    fn default() -> Self {
-        Self {
-            queued: 0,
-            completed: 0,
-            failed: BTreeMap::new(),
-            pickup_us: pickup_histogram(),
-        }
-    }
-}
-
-impl NodeCounts {
-    /// All failures.
-    pub fn failed_total(&self) -> u64 {
-        self.failed.values().sum()
-    }
-}
-
-/// A pickup-latency histogram: 1 µs to 1 hour, 3 significant digits.
-fn pickup_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
-}
-
-impl Counts {
-    /// All failures.
-    pub fn failed_total(&self) -> u64 {
-        self.failed.values().sum()
-    }
-
-    /// `queued − completed − failed`, signed: after a run, a positive value is
-    /// requests whose end was never recorded, a negative one requests counted twice.
-    pub fn unaccounted(&self) -> i64 {
-        self.queued as i64 - self.completed as i64 - self.failed_total() as i64
-    }
-}
-
 impl Default for Ledger {
     /// A ledger whose clock starts now.
     fn default() -> Self {
         Self {
             started: Instant::now(),
             telemetry: None,
-            inner: Mutex::new(Counts {
-                queued: 0,
-                completed: 0,
-                failed: BTreeMap::new(),
-                skipped: 0,
-                pickup_us: pickup_histogram(),
-                pickup_from_schedule_us: pickup_histogram(),
-                per_node: BTreeMap::new(),
-                seconds: Vec::new(),
-                failures_at: Vec::new(),
-            }),
+            inner: Mutex::new(Counts::default()),
         }
-    }
-}
-
-impl Counts {
-    fn second(&mut self, at: Duration) -> &mut SecondCounts {
-        let index = at.as_secs() as usize;
-        if self.seconds.len() <= index {
-            self.seconds.resize_with(index + 1, SecondCounts::default);
-        }
-        &mut self.seconds[index]
     }
 }
 
@@ -197,10 +91,7 @@ impl Ledger {
     /// Counts a request queued on `node`.
     pub fn queued(&self, node: NodeId) {
         let at = self.started.elapsed();
-        let mut counts = self.lock();
-        counts.queued += 1;
-        counts.per_node.entry(node).or_default().queued += 1;
-        counts.second(at).queued += 1;
+        self.lock().record_queued(node, at);
     }
 
     /// Counts a request that was due while every node was down.
@@ -226,39 +117,7 @@ impl Ledger {
                 telemetry.failure(reason);
             }
         }
-        let mut guard = self.lock();
-        let counts = &mut *guard;
-        let on_node = counts.per_node.entry(node).or_default();
-        let micros = pickup.map(|p| p.as_micros().max(1) as u64);
-        if let Some(micros) = micros {
-            counts.pickup_us.saturating_record(micros);
-            on_node.pickup_us.saturating_record(micros);
-            let late = late.as_micros() as u64;
-            counts
-                .pickup_from_schedule_us
-                .saturating_record(micros.saturating_add(late));
-        }
-        match result {
-            Ok(()) => {
-                counts.completed += 1;
-                on_node.completed += 1;
-            }
-            Err(reason) => {
-                *counts.failed.entry(reason).or_default() += 1;
-                *on_node.failed.entry(reason).or_default() += 1;
-                counts.failures_at.push((at, reason));
-            }
-        }
-        let second = counts.second(at);
-        match result {
-            Ok(()) => second.completed += 1,
-            Err(_) => second.failed += 1,
-        }
-        if let Some(micros) = micros {
-            second
-                .pickups_us
-                .push(micros.min(u64::from(u32::MAX)) as u32);
-        }
+        self.lock().record_ended(node, result, pickup, late, at);
     }
 
     /// (queued, completed, failed) now, without copying the histogram: for

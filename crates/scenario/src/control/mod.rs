@@ -35,11 +35,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::fault::{Action, Target};
 use crate::testbed::Dispatcher;
-use crate::workload::{request_for, spawn_request, Ledger, Poller, Shape};
+use crate::workload::{request_for, spawn_request, Ledger, Recipient, Shape};
 use octopoll_fleet::http::error;
 use octopoll_lab::actions::node_action;
 use octopoll_lab::actions::NodeAction;
-use octopoll_lab::fronts::Network;
+use octopoll_lab::fronts::ChaosFronts;
 
 /// The dashboard page.
 const PAGE: &str = include_str!("dashboard.html");
@@ -58,7 +58,7 @@ pub struct Burst {
     /// Cancelled when the run ends (unfinished requests fail `run-ended`).
     pub run_ended: CancellationToken,
     /// The agents, in name order.
-    pub machines: Vec<Poller>,
+    pub machines: Vec<Recipient>,
     /// How requests are shaped.
     pub shape: Shape,
     /// The run's seed.
@@ -233,7 +233,7 @@ impl NodeState {
 
 /// The page and the control routes, with the chaos proxies' routes merged in when
 /// there are any.
-pub fn router(state: Arc<ControlState>, network: Option<&Network>) -> Router {
+pub fn router(state: Arc<ControlState>, fronts: Option<&ChaosFronts>) -> Router {
     let control = Router::new()
         .route("/", get(page))
         .route("/api/cluster", get(cluster_state))
@@ -241,8 +241,8 @@ pub fn router(state: Arc<ControlState>, network: Option<&Network>) -> Router {
         .route("/api/nodes/{node}/{action}", post(act))
         .route("/api/burst", post(burst))
         .with_state(state);
-    match network {
-        Some(network) => control.merge(octopoll_chaos::api::router(network.chaos().clone())),
+    match fronts {
+        Some(fronts) => control.merge(octopoll_chaos::api::router(fronts.chaos().clone())),
         None => control,
     }
 }
@@ -429,7 +429,7 @@ mod tests {
         let state = ControlState::new(lab.cluster.view());
         let serving = tokio::spawn(serve(
             listener,
-            router(state, lab.network.as_ref()),
+            router(state, lab.fronts.as_ref()),
             shutdown.clone(),
         ));
 

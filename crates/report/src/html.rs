@@ -9,9 +9,9 @@
 
 use std::fmt::Write as _;
 
+use crate::counts::Counts;
 use crate::report::Report;
-use crate::timeline::{p99_ms, Sample};
-use crate::workload::Counts;
+use crate::timeline::{p99_ms, CoverageSample};
 
 const WIDTH: f64 = 900.0;
 const HEIGHT: f64 = 240.0;
@@ -149,7 +149,12 @@ fn bars(title: &str, values: &[(String, u64)]) -> String {
 }
 
 /// The whole report as one HTML file.
-pub fn render(report: &Report, samples: &[Sample], counts: &Counts, nodes: &[String]) -> String {
+pub fn render(
+    report: &Report,
+    samples: &[CoverageSample],
+    counts: &Counts,
+    nodes: &[String],
+) -> String {
     // The pickup series runs per second of the ledger, which may outlast the samples.
     let end = samples
         .last()

@@ -5,20 +5,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::counts::Counts;
 use serde::Serialize;
-use std::future::Future;
-
-use tokio::time::{Instant, MissedTickBehavior};
-
-use crate::testbed::Testbed;
-use crate::workload::Counts;
 
 /// How often coverage is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// Coverage and connections at one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sample {
+pub struct CoverageSample {
     /// Since the workload started.
     pub t: Duration,
     /// Polling (agent, node) pairs.
@@ -29,7 +24,7 @@ pub struct Sample {
     pub connections: Vec<usize>,
 }
 
-impl Sample {
+impl CoverageSample {
     fn ratio(&self) -> f64 {
         if self.total == 0 {
             0.0
@@ -37,33 +32,6 @@ impl Sample {
             self.polling as f64 / self.total as f64
         }
     }
-}
-
-/// Samples `lab` every [`SAMPLE_EVERY`] from `started` until `stop` completes.
-pub async fn sample(
-    lab: &impl Testbed,
-    started: Instant,
-    stop: impl Future<Output = ()>,
-) -> Vec<Sample> {
-    let mut samples = Vec::new();
-    let mut ticks = tokio::time::interval_at(started, SAMPLE_EVERY);
-    // A stalled sampler takes the next sample on time, not a burst of late ones.
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = ticks.tick() => {}
-        }
-        let snapshot = lab.snapshot().await;
-        samples.push(Sample {
-            t: started.elapsed(),
-            polling: snapshot.coverage.polling_pairs,
-            total: snapshot.coverage.total_pairs,
-            connections: snapshot.nodes.iter().map(|n| n.stats.connections).collect(),
-        });
-    }
-    samples
 }
 
 /// How one fault went, measured from the samples.
@@ -110,9 +78,9 @@ pub struct FaultSpan {
 }
 
 /// Measures `span` against the samples and the ledger's failures.
-pub fn analyse(span: &FaultSpan, samples: &[Sample], counts: &Counts) -> FaultReport {
+pub fn analyse(span: &FaultSpan, samples: &[CoverageSample], counts: &Counts) -> FaultReport {
     let secs = |d: Duration| d.as_secs_f64();
-    let in_window: Vec<&Sample> = samples
+    let in_window: Vec<&CoverageSample> = samples
         .iter()
         .filter(|s| s.t >= span.at && s.t <= span.window_end)
         .collect();
@@ -201,7 +169,7 @@ pub fn p99_ms(pickups_us: &[u32]) -> f64 {
 
 /// The per-second CSV: connections per node, coverage, requests queued, completed
 /// and failed in that second, and the pickup p99 of the requests that ended in it.
-pub fn csv(samples: &[Sample], counts: &Counts, nodes: &[String]) -> String {
+pub fn csv(samples: &[CoverageSample], counts: &Counts, nodes: &[String]) -> String {
     let mut out = String::from("second");
     for node in nodes {
         let _ = write!(out, ",connections_{}", node.replace('-', "_"));
@@ -226,7 +194,7 @@ pub fn csv(samples: &[Sample], counts: &Counts, nodes: &[String]) -> String {
         let _ = writeln!(
             out,
             ",{:.4},{},{},{},{p99:.3}",
-            sample.map_or(0.0, Sample::ratio),
+            sample.map_or(0.0, CoverageSample::ratio),
             counted.queued,
             counted.completed,
             counted.failed
@@ -238,11 +206,10 @@ pub fn csv(samples: &[Sample], counts: &Counts, nodes: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::Ledger;
     use octopoll_node::{FailReason, NodeId};
 
-    fn sample(ms: u64, polling: usize) -> Sample {
-        Sample {
+    fn sample(ms: u64, polling: usize) -> CoverageSample {
+        CoverageSample {
             t: Duration::from_millis(ms),
             polling,
             total: 30,
@@ -269,10 +236,16 @@ mod tests {
             window_end: Duration::from_secs(5),
             error: None,
         };
-        let ledger = Ledger::default();
-        ledger.queued(NodeId(2));
-        ledger.ended(NodeId(2), Err(FailReason::NodeKilled), None, Duration::ZERO);
-        let mut counts = ledger.counts();
+        let mut counts = Counts::default();
+        counts.record_queued(NodeId(2), Duration::ZERO);
+        let no_pickup = None;
+        counts.record_ended(
+            NodeId(2),
+            Err(FailReason::NodeKilled),
+            no_pickup,
+            Duration::ZERO,
+            Duration::ZERO,
+        );
         counts.failures_at = vec![
             (Duration::from_millis(1100), FailReason::NodeKilled),
             (Duration::from_millis(4500), FailReason::PickupTimeout),
@@ -307,7 +280,7 @@ mod tests {
             window_end: Duration::from_secs(5),
             error: None,
         };
-        let report = analyse(&span, &samples, &Ledger::default().counts());
+        let report = analyse(&span, &samples, &Counts::default());
         let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-6);
         assert!(close(report.first_reconnect_s, 0.25), "{report:?}");
         assert!(close(report.full_mesh_s, 0.35), "{report:?}");
@@ -324,7 +297,7 @@ mod tests {
             window_end: Duration::from_secs(2),
             error: None,
         };
-        let counts = Ledger::default().counts();
+        let counts = Counts::default();
         let report = analyse(&open, &samples, &counts);
         assert_eq!((report.first_reconnect_s, report.full_mesh_s), (None, None));
 
@@ -339,17 +312,18 @@ mod tests {
     #[test]
     fn the_csv_has_a_row_per_second_with_per_node_connections() {
         let samples = vec![sample(0, 30), sample(900, 30), sample(1500, 21)];
-        let ledger = Ledger::default();
-        ledger.queued(NodeId(1));
-        ledger.ended(
+        let mut counts = Counts::default();
+        counts.record_queued(NodeId(1), Duration::ZERO);
+        counts.record_ended(
             NodeId(1),
             Ok(()),
             Some(Duration::from_millis(2)),
             Duration::ZERO,
+            Duration::ZERO,
         );
         let text = csv(
             &samples,
-            &ledger.counts(),
+            &counts,
             &["node-1".into(), "node-2".into(), "node-3".into()],
         );
         let lines: Vec<&str> = text.lines().collect();

@@ -2,18 +2,34 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use octopoll_node::{CoverageMatrix, FailReason, NodeId, NodeStats, PairState, QueueMode};
 use serde::Serialize;
 
-use crate::testbed::Testbed;
+use crate::counts::Counts;
 use crate::timeline::FaultReport;
 use crate::verdict::Verdict;
-use crate::workload::Counts;
-use octopoll_lab::lab::unfinished;
 use octopoll_lab::topology::Topology;
+
+/// One process's use of the machine over a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProcessFigures {
+    /// `node-1`, `agents 1/2`, or `octopoll` for an in-process run.
+    pub role: String,
+    /// Its pid.
+    pub pid: u32,
+    /// The most CPU it used in one sampling second, in % of one core.
+    pub peak_cpu_percent: f64,
+    /// CPU seconds it used over the whole run.
+    pub cpu_s: f64,
+    /// Its resident memory before the agents connected, in KiB.
+    pub rss_before_mesh_kib: u64,
+    /// Its resident memory with the mesh formed, in KiB.
+    pub rss_at_mesh_kib: u64,
+    /// The most it held, in KiB.
+    pub peak_rss_kib: u64,
+}
 
 /// What a run did.
 #[derive(Clone, Debug, Serialize)]
@@ -44,11 +60,11 @@ pub struct Report {
     pub pickup_from_schedule_ms: Pickup,
     /// What each process cost (node and agent processes in a multi-process run;
     /// empty for an in-process one).
-    pub processes: Vec<octopoll_fleet::usage::ProcessFigures>,
+    pub processes: Vec<ProcessFigures>,
     /// The clustered listening Tentacle's health checks and failover, if the run
     /// had one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub listening_cluster: Option<crate::listening_cluster::ListeningClusterReport>,
+    pub listening_cluster: Option<crate::listening::ListeningClusterReport>,
 }
 
 impl Report {
@@ -185,31 +201,6 @@ pub struct RunFacts {
     pub full_coverage_ms: Option<u64>,
     /// Agents per pair state and node, at the end of the workload.
     pub coverage_matrix: CoverageMatrix,
-}
-
-impl RunFacts {
-    /// The lab's shape and its mesh now; `full_coverage` is when every agent first
-    /// polled every node, if it did.
-    pub async fn measure(
-        lab: &impl Testbed,
-        seed: u64,
-        duration_s: f64,
-        full_coverage: Option<Duration>,
-    ) -> Self {
-        let coverage_matrix = lab.coverage_matrix().await;
-        Self {
-            nodes: lab.node_ids().len() as u16,
-            agents: lab.agents(),
-            topology: lab.topology(),
-            queue: lab.queue_mode(),
-            seed,
-            duration_s,
-            connections: lab.snapshot().await.connections(),
-            coverage: coverage_matrix.coverage().ratio(),
-            full_coverage_ms: full_coverage.map(|d| d.as_millis() as u64),
-            coverage_matrix,
-        }
-    }
 }
 
 impl Report {
@@ -458,7 +449,7 @@ impl fmt::Display for Report {
 /// The listening cluster's lines: its checks, its failover, every machine's health.
 fn write_listening_cluster(
     f: &mut fmt::Formatter<'_>,
-    cluster: &crate::listening_cluster::ListeningClusterReport,
+    cluster: &crate::listening::ListeningClusterReport,
 ) -> fmt::Result {
     let certificates = if cluster.shared_certificate {
         "one shared certificate"
@@ -531,4 +522,13 @@ fn join_reasons(reasons: &BTreeMap<String, u64>) -> String {
         .map(|(k, v)| format!("{k} {v}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Requests stopped nodes created but never ended: 0 unless an invariant broke
+/// (negative: ended more often than created).
+pub fn unfinished(stats: &[(NodeId, NodeStats)]) -> i64 {
+    stats
+        .iter()
+        .map(|(_, s)| s.requests_created as i64 - (s.requests_completed + s.requests_failed) as i64)
+        .sum()
 }

@@ -1,0 +1,168 @@
+//! What a run's requests did, counted: in all, per node and per second, with
+//! their pickup latency (from queuing, and from when each was scheduled).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use octopoll_node::{FailReason, NodeId};
+
+/// One second of a run: what was queued and ended in it.
+#[derive(Clone, Debug, Default)]
+pub struct SecondCounts {
+    /// Requests queued.
+    pub queued: u64,
+    /// Requests completed.
+    pub completed: u64,
+    /// Requests failed.
+    pub failed: u64,
+    /// Pickup times of the requests that ended in it, in microseconds.
+    pub pickups_us: Vec<u32>,
+}
+
+/// A run's requests, counted (what the workload's ledger holds).
+#[derive(Clone, Debug)]
+pub struct Counts {
+    /// Requests queued.
+    pub queued: u64,
+    /// Requests that got a successful response.
+    pub completed: u64,
+    /// Failed requests by reason.
+    pub failed: BTreeMap<FailReason, u64>,
+    /// Requests due while every node was down, so never queued.
+    pub skipped: u64,
+    /// Queue → collected, in microseconds.
+    pub pickup_us: Histogram<u64>,
+    /// Scheduled → collected, in microseconds: the pickup plus however late the
+    /// workload queued the request, so a stalled generator cannot hide latency
+    /// (coordinated omission).
+    pub pickup_from_schedule_us: Histogram<u64>,
+    /// The same, per node the requests were queued on.
+    pub per_node: BTreeMap<NodeId, NodeCounts>,
+    /// Per second since the ledger started.
+    pub seconds: Vec<SecondCounts>,
+    /// When each failure happened (since the ledger started), and why.
+    pub failures_at: Vec<(Duration, FailReason)>,
+}
+
+/// The requests queued on one node, and how they ended.
+#[derive(Clone, Debug)]
+pub struct NodeCounts {
+    /// Requests queued.
+    pub queued: u64,
+    /// Requests that got a successful response.
+    pub completed: u64,
+    /// Failed requests by reason.
+    pub failed: BTreeMap<FailReason, u64>,
+    /// Queue → collected, in microseconds.
+    pub pickup_us: Histogram<u64>,
+}
+
+impl Default for NodeCounts {
+    fn default() -> Self {
+        Self {
+            queued: 0,
+            completed: 0,
+            failed: BTreeMap::new(),
+            pickup_us: pickup_histogram(),
+        }
+    }
+}
+
+impl NodeCounts {
+    /// All failures.
+    pub fn failed_total(&self) -> u64 {
+        self.failed.values().sum()
+    }
+}
+
+/// A pickup-latency histogram: 1 µs to 1 hour, 3 significant digits.
+fn pickup_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Self {
+            queued: 0,
+            completed: 0,
+            failed: BTreeMap::new(),
+            skipped: 0,
+            pickup_us: pickup_histogram(),
+            pickup_from_schedule_us: pickup_histogram(),
+            per_node: BTreeMap::new(),
+            seconds: Vec::new(),
+            failures_at: Vec::new(),
+        }
+    }
+}
+
+impl Counts {
+    /// All failures.
+    pub fn failed_total(&self) -> u64 {
+        self.failed.values().sum()
+    }
+
+    /// `queued − completed − failed`, signed: after a run, a positive value is
+    /// requests whose end was never recorded, a negative one requests counted twice.
+    pub fn unaccounted(&self) -> i64 {
+        self.queued as i64 - self.completed as i64 - self.failed_total() as i64
+    }
+
+    /// Counts a request queued on `node`, `at` into the run.
+    pub fn record_queued(&mut self, node: NodeId, at: Duration) {
+        self.queued += 1;
+        self.per_node.entry(node).or_default().queued += 1;
+        self.second(at).queued += 1;
+    }
+
+    /// Counts how a request on `node` ended, `at` into the run; `late` is how long
+    /// after its scheduled time it was queued.
+    pub fn record_ended(
+        &mut self,
+        node: NodeId,
+        result: Result<(), FailReason>,
+        pickup: Option<Duration>,
+        late: Duration,
+        at: Duration,
+    ) {
+        let on_node = self.per_node.entry(node).or_default();
+        let micros = pickup.map(|p| p.as_micros().max(1) as u64);
+        if let Some(micros) = micros {
+            self.pickup_us.saturating_record(micros);
+            on_node.pickup_us.saturating_record(micros);
+            let late = late.as_micros() as u64;
+            self.pickup_from_schedule_us
+                .saturating_record(micros.saturating_add(late));
+        }
+        match result {
+            Ok(()) => {
+                self.completed += 1;
+                on_node.completed += 1;
+            }
+            Err(reason) => {
+                *self.failed.entry(reason).or_default() += 1;
+                *on_node.failed.entry(reason).or_default() += 1;
+                self.failures_at.push((at, reason));
+            }
+        }
+        let second = self.second(at);
+        match result {
+            Ok(()) => second.completed += 1,
+            Err(_) => second.failed += 1,
+        }
+        if let Some(micros) = micros {
+            second
+                .pickups_us
+                .push(micros.min(u64::from(u32::MAX)) as u32);
+        }
+    }
+
+    fn second(&mut self, at: Duration) -> &mut SecondCounts {
+        let index = at.as_secs() as usize;
+        if self.seconds.len() <= index {
+            self.seconds.resize_with(index + 1, SecondCounts::default);
+        }
+        &mut self.seconds[index]
+    }
+}
