@@ -18,7 +18,10 @@ use octopoll_wire::api::{EndpointResource, MachineResource};
 use octopoll_wire::SubscriptionId;
 
 use super::instances::{self, Instance, DEFAULT_INSTANCE};
-use super::options::{ApiArgs, CommsArgs, CommsStyle, Format, InstanceArgs, TentacleCommand};
+use super::options::{
+    ApiArgs, CommsArgs, CommsStyle, ConfigureArgs, Format, InstanceArgs, RegisterArgs,
+    TentacleCommand,
+};
 
 /// Runs `command`, writing what Tentacle would print to `out`; `agent` runs
 /// until `stop` resolves.
@@ -45,297 +48,333 @@ pub async fn run(
             pfx_password,
         } => import_certificate(&instance, &from_file, &pfx_password, out),
         TentacleCommand::ShowThumbprint { instance, format } => {
-            let (_, _, config) = load(&instance)?;
-            let thumbprint = config.thumbprint()?;
-            match format {
-                Format::Text => write!(
-                    out,
-                    "{}",
-                    thumbprint.map(|t| t.to_string()).unwrap_or_default()
-                )?,
-                Format::Json => write!(
-                    out,
-                    "{}",
-                    serde_json::json!({ "Thumbprint": thumbprint.map(|t| t.to_string()) })
-                )?,
-            }
-            Ok(())
+            show_thumbprint(&instance, format, out)
         }
-        TentacleCommand::Configure {
-            instance,
-            home,
-            app,
-            port,
-            no_listen,
-            listen_ip_address,
-            polling_connection_count,
-            trust,
-            remove_trust,
-            reset_trust,
-        } => {
-            let (_, path, mut config) = load(&instance)?;
-            let mut servers = config.trusted_servers()?;
-            if reset_trust {
-                writeln!(out, "Removing all trusted Octopus Servers...")?;
-                servers.clear();
-            }
-            if !remove_trust.is_empty() {
-                writeln!(
-                    out,
-                    "Removing {} trusted Octopus Servers",
-                    remove_trust.len()
-                )?;
-                servers.retain(|s| !remove_trust.contains(&s.thumbprint));
-            }
-            if !trust.is_empty() {
-                writeln!(out, "Adding {} trusted Octopus Servers", trust.len())?;
-                for thumbprint in &trust {
-                    let parsed: Thumbprint = thumbprint
-                        .trim()
-                        .parse()
-                        .with_context(|| format!("--trust {thumbprint:?}"))?;
-                    octopoll_agent::tentacle::trusted_servers::add_or_update(
-                        &mut servers,
-                        TrustedOctopusServer::listening(&parsed.to_string()),
-                    );
-                }
-            }
-            config.set_trusted_servers(&servers);
-            if let Some(home) = home {
-                let home = created_directory(&home)?;
-                writeln!(out, "Home directory set to: {}", home.display())?;
-                config.set_home(&home);
-            }
-            if let Some(app) = app {
-                let app = created_directory(&app)?;
-                writeln!(out, "Application directory set to: {}", app.display())?;
-                config.set_application_directory(&app);
-            }
-            if let Some(port) = port {
-                writeln!(out, "Services listen port: {port}")?;
-                config.set_port(port);
-            }
-            if let Some(no_listen) = no_listen {
-                writeln!(
-                    out,
-                    "{}",
-                    if no_listen {
-                        "Tentacle will not listen on a port"
-                    } else {
-                        "Tentacle will listen on a TCP port"
-                    }
-                )?;
-                config.set_no_listen(no_listen);
-            }
-            if let Some(ip) = listen_ip_address {
-                if ip.eq_ignore_ascii_case("any") {
-                    writeln!(out, "Listen on any IP address")?;
-                    config.set_listen_ip(None);
-                } else {
-                    let parsed = ip.parse().with_context(|| {
-                        format!("--listenIpAddress {ip:?} is not an IP address or `any`")
-                    })?;
-                    writeln!(out, "Listen on IP address: {ip}")?;
-                    config.set_listen_ip(Some(parsed));
-                }
-            }
-            if let Some(count) = polling_connection_count {
-                config.set_polling_connection_count(count);
-            }
-            save(&config, &path, out)
-        }
-        TentacleCommand::RegisterWith {
-            instance,
-            api,
-            comms,
-            comms_style,
-            name,
-            environment,
-            role,
-            force,
-            server_subscription_id,
-            public_host_name,
-            tentacle_comms_port,
-        } => {
-            let (_, path, mut config) = load(&instance)?;
-            let identity = config.certificate()?.context(
-                "No certificate has been generated for this Tentacle. Please run the new-certificate command first.",
-            )?;
-            let name = name.unwrap_or_else(host_name);
-            // Polling: the node's comms address and the subscription to poll it
-            // with. Listening: the address the node is to call back on.
-            let (endpoint, polling) = match comms_style {
-                CommsStyle::TentacleActive => {
-                    let address = comms_address(&api, &comms)?;
-                    let subscription =
-                        polling_subscription(&config, &address, server_subscription_id)?;
-                    let endpoint = EndpointResource::polling(&subscription, identity.thumbprint());
-                    (endpoint, Some((address, subscription)))
-                }
-                CommsStyle::TentaclePassive => {
-                    let host = public_host_name.unwrap_or_else(host_name);
-                    let port = match tentacle_comms_port {
-                        Some(port) => port,
-                        None => config.port()?,
-                    };
-                    let address = ListeningAddress::new(&host, port)
-                        .with_context(|| format!("--publicHostName {host:?}"))?;
-                    if config.no_listen()? {
-                        writeln!(out, "Warning: Tentacle.Services.NoListen is True, so this Tentacle opens no port and the server cannot reach it: run configure --noListen False")?;
-                    }
-                    let endpoint = EndpointResource::listening(&address, identity.thumbprint());
-                    (endpoint, None)
-                }
-            };
-            writeln!(
-                out,
-                "Registering the tentacle with the server at {}",
-                api.server
-            )?;
-            let (client, key) = client(&api)?;
-            let server = client.server_thumbprint(&api.server, &key).await?;
-            let machine = MachineResource {
-                id: None,
-                name,
-                endpoint,
-                roles: role,
-                environment_ids: environment,
-            };
-            match client.register(&api.server, &key, &machine).await {
-                Err(octopoll_agent::Error::Rejected { status: 409, .. }) if force => {
-                    replace_machine(&client, &api.server, &key, &machine, out).await?;
-                }
-                Err(octopoll_agent::Error::Rejected {
-                    status: 409,
-                    message,
-                    ..
-                }) => bail!("{message}: pass --force to replace it"),
-                other => {
-                    other?;
-                }
-            }
-            match polling {
-                Some((address, subscription)) => {
-                    config.add_or_update_trusted_server(TrustedOctopusServer::polling(
-                        &server.to_string(),
-                        &address,
-                        subscription.as_str(),
-                    ))?;
-                    if config
-                        .get(octopoll_agent::tentacle::config::POLLING_CONNECTION_COUNT)
-                        .is_none()
-                    {
-                        writeln!(out, "Setting the polling connection count to 1")?;
-                        config.set_polling_connection_count(std::num::NonZeroUsize::MIN);
-                    }
-                }
-                None => config.add_or_update_trusted_server(TrustedOctopusServer::listening(
-                    &server.to_string(),
-                ))?,
-            }
-            save(&config, &path, out)?;
-            writeln!(out, "Machine registered successfully")?;
-            Ok(())
-        }
+        TentacleCommand::Configure(args) => configure(args, out),
+        TentacleCommand::RegisterWith(args) => register_with(args, out).await,
         TentacleCommand::PollServer {
             instance,
             api,
             comms,
-        } => {
-            let (name, path, mut config) = load(&instance)?;
-            let address = comms_address(&api, &comms)?;
-            let (client, key) = client(&api)?;
-            let server = client.server_thumbprint(&api.server, &key).await?;
-            let servers = config.trusted_servers()?;
-            let trusted: Vec<&TrustedOctopusServer> = servers
-                .iter()
-                .filter(|s| s.thumbprint.eq_ignore_ascii_case(&server.to_string()))
-                .collect();
-            if trusted.is_empty() {
-                bail!("The Octopus Server with the thumbprint '{server}' is not yet trusted. Trust this Octopus Server using 'octopoll tentacle configure --trust=\"{server}\" --instance {name}', or register with it first (register-with --comms-style TentacleActive)");
-            }
-            let Some(subscription) = trusted
-                .iter()
-                .find(|s| s.communication_style == CommunicationStyle::TentacleActive)
-                .and_then(|s| s.subscription_id.clone())
-            else {
-                bail!("This Tentacle has not been configured to connect to the specified Octopus Server as a polling Tentacle: run register-with --comms-style TentacleActive against one node first");
-            };
-            config.add_or_update_trusted_server(TrustedOctopusServer::polling(
-                &server.to_string(),
-                &address,
-                &subscription,
-            ))?;
-            save(&config, &path, out)?;
-            writeln!(out, "Polling endpoint configured")?;
-            if let Some(pid) = tell_running_agent(&path) {
-                writeln!(out, "The running agent (pid {pid}) polls it now.")?;
-            }
-            Ok(())
-        }
-        TentacleCommand::ListInstances { format } => {
-            let all = instances::list()?;
-            match format {
-                Format::Text if all.is_empty() => write!(out, "No instances installed")?,
-                Format::Text => {
-                    for i in &all {
-                        writeln!(
-                            out,
-                            "Instance '{}' uses configuration '{}'.",
-                            i.name,
-                            i.configuration_file_path.display()
-                        )?;
-                    }
-                }
-                Format::Json => {
-                    let list: Vec<_> = all
-                        .iter()
-                        .map(|i| serde_json::json!({"InstanceName": i.name, "ConfigurationFilePath": i.configuration_file_path}))
-                        .collect();
-                    write!(out, "{}", serde_json::to_string_pretty(&list)?)?;
-                }
-            }
-            Ok(())
-        }
+        } => poll_server(&instance, &api, &comms, out).await,
+        TentacleCommand::ListInstances { format } => list_instances(format, out),
         TentacleCommand::DeregisterFrom {
             instance,
             api,
             multiple,
-        } => {
-            let (name, _, config) = load(&instance)?;
-            let thumbprint = config.thumbprint()?.context("This Tentacle does not have a thumbprint. The Tentacle must have a thumbprint in order to deregister it.")?;
-            let (client, key) = client(&api)?;
-            let matches: Vec<_> = client
-                .machines(&api.server, &key)
-                .await?
-                .into_iter()
-                .filter(|m| {
-                    m.endpoint
-                        .thumbprint
-                        .eq_ignore_ascii_case(&thumbprint.to_string())
-                })
-                .collect();
-            match matches.len() {
-                0 => bail!("No machine was found matching this Tentacle's thumbprint."),
-                n if n > 1 && !multiple => bail!("The Tentacle matches more than one machine on the server. To deregister all of these machines specify the --multiple flag."),
-                _ => {}
-            }
-            for machine in &matches {
-                writeln!(
-                    out,
-                    "Deleting machine '{}' from the Octopus Server...",
-                    machine.name
-                )?;
-                let id = machine.id.as_deref().unwrap_or_default();
-                client.delete_machine(&api.server, &key, id).await?;
-            }
-            let server = client.server_thumbprint(&api.server, &key).await?;
-            writeln!(out, "The Octopus Server is still trusted. If you wish to remove trust for this Octopus Server, use 'octopoll tentacle configure --remove-trust={server} --instance {name}'")?;
-            writeln!(out, "Machine deregistered successfully")?;
-            Ok(())
-        }
+        } => deregister_from(&instance, &api, multiple, out).await,
         TentacleCommand::Agent { instance, .. } => agent(&instance, out, stop).await,
     }
+}
+
+/// `show-thumbprint`.
+fn show_thumbprint(
+    instance: &InstanceArgs,
+    format: Format,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let (_, _, config) = load(instance)?;
+    let thumbprint = config.thumbprint()?;
+    match format {
+        Format::Text => write!(
+            out,
+            "{}",
+            thumbprint.map(|t| t.to_string()).unwrap_or_default()
+        )?,
+        Format::Json => write!(
+            out,
+            "{}",
+            serde_json::json!({ "Thumbprint": thumbprint.map(|t| t.to_string()) })
+        )?,
+    }
+    Ok(())
+}
+
+/// `configure`: every setting checked, then one save.
+fn configure(args: ConfigureArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let ConfigureArgs {
+        instance,
+        home,
+        app,
+        port,
+        no_listen,
+        listen_ip_address,
+        polling_connection_count,
+        trust,
+        remove_trust,
+        reset_trust,
+    } = args;
+    let (_, path, mut config) = load(&instance)?;
+    let mut servers = config.trusted_servers()?;
+    if reset_trust {
+        writeln!(out, "Removing all trusted Octopus Servers...")?;
+        servers.clear();
+    }
+    if !remove_trust.is_empty() {
+        writeln!(
+            out,
+            "Removing {} trusted Octopus Servers",
+            remove_trust.len()
+        )?;
+        servers.retain(|s| !remove_trust.contains(&s.thumbprint));
+    }
+    if !trust.is_empty() {
+        writeln!(out, "Adding {} trusted Octopus Servers", trust.len())?;
+        for thumbprint in &trust {
+            let parsed: Thumbprint = thumbprint
+                .trim()
+                .parse()
+                .with_context(|| format!("--trust {thumbprint:?}"))?;
+            octopoll_agent::tentacle::trusted_servers::add_or_update(
+                &mut servers,
+                TrustedOctopusServer::listening(&parsed.to_string()),
+            );
+        }
+    }
+    config.set_trusted_servers(&servers);
+    if let Some(home) = home {
+        let home = created_directory(&home)?;
+        writeln!(out, "Home directory set to: {}", home.display())?;
+        config.set_home(&home);
+    }
+    if let Some(app) = app {
+        let app = created_directory(&app)?;
+        writeln!(out, "Application directory set to: {}", app.display())?;
+        config.set_application_directory(&app);
+    }
+    if let Some(port) = port {
+        writeln!(out, "Services listen port: {port}")?;
+        config.set_port(port);
+    }
+    if let Some(no_listen) = no_listen {
+        writeln!(
+            out,
+            "{}",
+            if no_listen {
+                "Tentacle will not listen on a port"
+            } else {
+                "Tentacle will listen on a TCP port"
+            }
+        )?;
+        config.set_no_listen(no_listen);
+    }
+    if let Some(ip) = listen_ip_address {
+        if ip.eq_ignore_ascii_case("any") {
+            writeln!(out, "Listen on any IP address")?;
+            config.set_listen_ip(None);
+        } else {
+            let parsed = ip.parse().with_context(|| {
+                format!("--listenIpAddress {ip:?} is not an IP address or `any`")
+            })?;
+            writeln!(out, "Listen on IP address: {ip}")?;
+            config.set_listen_ip(Some(parsed));
+        }
+    }
+    if let Some(count) = polling_connection_count {
+        config.set_polling_connection_count(count);
+    }
+    save(&config, &path, out)
+}
+
+/// `register-with`: registers the machine, then trusts the server (polling: with
+/// the subscription to poll it with).
+async fn register_with(args: RegisterArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let RegisterArgs {
+        instance,
+        api,
+        comms,
+        comms_style,
+        name,
+        environment,
+        role,
+        force,
+        server_subscription_id,
+        public_host_name,
+        tentacle_comms_port,
+    } = args;
+    let (_, path, mut config) = load(&instance)?;
+    let identity = config.certificate()?.context(
+        "No certificate has been generated for this Tentacle. Please run the new-certificate command first.",
+    )?;
+    let name = name.unwrap_or_else(host_name);
+    // Polling: the node's comms address and the subscription to poll it
+    // with. Listening: the address the node is to call back on.
+    let (endpoint, polling) = match comms_style {
+        CommsStyle::TentacleActive => {
+            let address = comms_address(&api, &comms)?;
+            let subscription = polling_subscription(&config, &address, server_subscription_id)?;
+            let endpoint = EndpointResource::polling(&subscription, identity.thumbprint());
+            (endpoint, Some((address, subscription)))
+        }
+        CommsStyle::TentaclePassive => {
+            let host = public_host_name.unwrap_or_else(host_name);
+            let port = match tentacle_comms_port {
+                Some(port) => port,
+                None => config.port()?,
+            };
+            let address = ListeningAddress::new(&host, port)
+                .with_context(|| format!("--publicHostName {host:?}"))?;
+            if config.no_listen()? {
+                writeln!(out, "Warning: Tentacle.Services.NoListen is True, so this Tentacle opens no port and the server cannot reach it: run configure --noListen False")?;
+            }
+            let endpoint = EndpointResource::listening(&address, identity.thumbprint());
+            (endpoint, None)
+        }
+    };
+    writeln!(
+        out,
+        "Registering the tentacle with the server at {}",
+        api.server
+    )?;
+    let (client, key) = client(&api)?;
+    let server = client.server_thumbprint(&api.server, &key).await?;
+    let machine = MachineResource {
+        id: None,
+        name,
+        endpoint,
+        roles: role,
+        environment_ids: environment,
+    };
+    match client.register(&api.server, &key, &machine).await {
+        Err(octopoll_agent::Error::Rejected { status: 409, .. }) if force => {
+            replace_machine(&client, &api.server, &key, &machine, out).await?;
+        }
+        Err(octopoll_agent::Error::Rejected {
+            status: 409,
+            message,
+            ..
+        }) => bail!("{message}: pass --force to replace it"),
+        other => {
+            other?;
+        }
+    }
+    match polling {
+        Some((address, subscription)) => {
+            config.add_or_update_trusted_server(TrustedOctopusServer::polling(
+                &server.to_string(),
+                &address,
+                subscription.as_str(),
+            ))?;
+            if config
+                .get(octopoll_agent::tentacle::config::POLLING_CONNECTION_COUNT)
+                .is_none()
+            {
+                writeln!(out, "Setting the polling connection count to 1")?;
+                config.set_polling_connection_count(std::num::NonZeroUsize::MIN);
+            }
+        }
+        None => config
+            .add_or_update_trusted_server(TrustedOctopusServer::listening(&server.to_string()))?,
+    }
+    save(&config, &path, out)?;
+    writeln!(out, "Machine registered successfully")?;
+    Ok(())
+}
+
+/// `poll-server`: polls one more node with the subscription already registered.
+async fn poll_server(
+    instance: &InstanceArgs,
+    api: &ApiArgs,
+    comms: &CommsArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let (name, path, mut config) = load(instance)?;
+    let address = comms_address(api, comms)?;
+    let (client, key) = client(api)?;
+    let server = client.server_thumbprint(&api.server, &key).await?;
+    let servers = config.trusted_servers()?;
+    let trusted: Vec<&TrustedOctopusServer> = servers
+        .iter()
+        .filter(|s| s.thumbprint.eq_ignore_ascii_case(&server.to_string()))
+        .collect();
+    if trusted.is_empty() {
+        bail!("The Octopus Server with the thumbprint '{server}' is not yet trusted. Trust this Octopus Server using 'octopoll tentacle configure --trust=\"{server}\" --instance {name}', or register with it first (register-with --comms-style TentacleActive)");
+    }
+    let Some(subscription) = trusted
+        .iter()
+        .find(|s| s.communication_style == CommunicationStyle::TentacleActive)
+        .and_then(|s| s.subscription_id.clone())
+    else {
+        bail!("This Tentacle has not been configured to connect to the specified Octopus Server as a polling Tentacle: run register-with --comms-style TentacleActive against one node first");
+    };
+    config.add_or_update_trusted_server(TrustedOctopusServer::polling(
+        &server.to_string(),
+        &address,
+        &subscription,
+    ))?;
+    save(&config, &path, out)?;
+    writeln!(out, "Polling endpoint configured")?;
+    if let Some(pid) = tell_running_agent(&path) {
+        writeln!(out, "The running agent (pid {pid}) polls it now.")?;
+    }
+    Ok(())
+}
+
+/// `list-instances`.
+fn list_instances(format: Format, out: &mut impl Write) -> anyhow::Result<()> {
+    let all = instances::list()?;
+    match format {
+        Format::Text if all.is_empty() => write!(out, "No instances installed")?,
+        Format::Text => {
+            for i in &all {
+                writeln!(
+                    out,
+                    "Instance '{}' uses configuration '{}'.",
+                    i.name,
+                    i.configuration_file_path.display()
+                )?;
+            }
+        }
+        Format::Json => {
+            let list: Vec<_> = all
+                .iter()
+                .map(|i| serde_json::json!({"InstanceName": i.name, "ConfigurationFilePath": i.configuration_file_path}))
+                .collect();
+            write!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// `deregister-from`: deletes this Tentacle's machine (or, with `multiple`, every
+/// machine with its certificate); the trust stays.
+async fn deregister_from(
+    instance: &InstanceArgs,
+    api: &ApiArgs,
+    multiple: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let (name, _, config) = load(instance)?;
+    let thumbprint = config.thumbprint()?.context("This Tentacle does not have a thumbprint. The Tentacle must have a thumbprint in order to deregister it.")?;
+    let (client, key) = client(api)?;
+    let matches: Vec<_> = client
+        .machines(&api.server, &key)
+        .await?
+        .into_iter()
+        .filter(|m| {
+            m.endpoint
+                .thumbprint
+                .eq_ignore_ascii_case(&thumbprint.to_string())
+        })
+        .collect();
+    match matches.len() {
+        0 => bail!("No machine was found matching this Tentacle's thumbprint."),
+        n if n > 1 && !multiple => bail!("The Tentacle matches more than one machine on the server. To deregister all of these machines specify the --multiple flag."),
+        _ => {}
+    }
+    for machine in &matches {
+        writeln!(
+            out,
+            "Deleting machine '{}' from the Octopus Server...",
+            machine.name
+        )?;
+        let id = machine.id.as_deref().unwrap_or_default();
+        client.delete_machine(&api.server, &key, id).await?;
+    }
+    let server = client.server_thumbprint(&api.server, &key).await?;
+    writeln!(out, "The Octopus Server is still trusted. If you wish to remove trust for this Octopus Server, use 'octopoll tentacle configure --remove-trust={server} --instance {name}'")?;
+    writeln!(out, "Machine deregistered successfully")?;
+    Ok(())
 }
 
 fn create_instance(

@@ -150,84 +150,10 @@ pub enum TentacleCommand {
         format: Format,
     },
     /// Changes the instance's settings (all are checked before any is written).
-    Configure {
-        /// Which instance.
-        #[command(flatten)]
-        instance: InstanceArgs,
-        /// The home directory.
-        #[arg(long, visible_alias = "homedir")]
-        home: Option<PathBuf>,
-        /// The application directory.
-        #[arg(long, visible_alias = "appdir")]
-        app: Option<PathBuf>,
-        /// The listening port.
-        #[arg(long)]
-        port: Option<u16>,
-        /// True: do not listen (a polling Tentacle).
-        #[arg(long = "noListen", value_parser = dotnet_bool)]
-        no_listen: Option<bool>,
-        /// The address to listen on, or `any`.
-        #[arg(long = "listenIpAddress")]
-        listen_ip_address: Option<String>,
-        /// Polling connections per server.
-        #[arg(long = "pollingConnectionCount")]
-        polling_connection_count: Option<std::num::NonZeroUsize>,
-        /// Trust a server thumbprint (repeatable).
-        #[arg(long)]
-        trust: Vec<String>,
-        /// Stop trusting a thumbprint (repeatable).
-        #[arg(long = "remove-trust")]
-        remove_trust: Vec<String>,
-        /// Trust no server.
-        #[arg(long = "reset-trust")]
-        reset_trust: bool,
-    },
+    Configure(ConfigureArgs),
     /// Registers this Tentacle as a machine with the server and trusts it.
     #[command(name = "register-with")]
-    RegisterWith {
-        /// Which instance.
-        #[command(flatten)]
-        instance: InstanceArgs,
-        /// The server.
-        #[command(flatten)]
-        api: ApiArgs,
-        /// Where the comms port is.
-        #[command(flatten)]
-        comms: CommsArgs,
-        /// TentacleActive (polling) or TentaclePassive (listening: the node calls
-        /// this Tentacle at --publicHostName and its listening port).
-        #[arg(
-            long = "comms-style",
-            value_enum,
-            ignore_case = true,
-            default_value = "TentaclePassive"
-        )]
-        comms_style: CommsStyle,
-        /// The machine's name (default: this host's name).
-        #[arg(long)]
-        name: Option<String>,
-        /// An environment (repeatable).
-        #[arg(long, visible_alias = "env")]
-        environment: Vec<String>,
-        /// A role (repeatable).
-        #[arg(long)]
-        role: Vec<String>,
-        /// Replace a machine with the same name or certificate (octopoll deletes
-        /// and registers it again, so it gets a new id; Octopus updates it).
-        #[arg(long)]
-        force: bool,
-        /// The subscription to poll with (default: the one already configured, else a new one).
-        #[arg(long = "server-subscription-id")]
-        server_subscription_id: Option<String>,
-        /// TentaclePassive: the host name or address the server calls this
-        /// Tentacle on (default: this host's name).
-        #[arg(long = "publicHostName", visible_alias = "public-host-name")]
-        public_host_name: Option<String>,
-        /// TentaclePassive: the port the server calls back on, if not the
-        /// configured listening port (Tentacle.Services.PortNumber, 10933).
-        #[arg(long = "tentacle-comms-port")]
-        tentacle_comms_port: Option<u16>,
-    },
+    RegisterWith(RegisterArgs),
     /// Polls one more server node with the subscription already registered (run
     /// once per HA node).
     #[command(name = "poll-server")]
@@ -278,6 +204,88 @@ pub enum TentacleCommand {
         #[arg(long, hide = true)]
         noninteractive: bool,
     },
+}
+
+/// `configure`: the settings to change (every one is checked before any is written).
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// Which instance.
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// The home directory.
+    #[arg(long, visible_alias = "homedir")]
+    pub home: Option<PathBuf>,
+    /// The application directory.
+    #[arg(long, visible_alias = "appdir")]
+    pub app: Option<PathBuf>,
+    /// The listening port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// True: do not listen (a polling Tentacle).
+    #[arg(long = "noListen", value_parser = dotnet_bool)]
+    pub no_listen: Option<bool>,
+    /// The address to listen on, or `any`.
+    #[arg(long = "listenIpAddress")]
+    pub listen_ip_address: Option<String>,
+    /// Polling connections per server.
+    #[arg(long = "pollingConnectionCount")]
+    pub polling_connection_count: Option<std::num::NonZeroUsize>,
+    /// Trust a server thumbprint (repeatable).
+    #[arg(long)]
+    pub trust: Vec<String>,
+    /// Stop trusting a thumbprint (repeatable).
+    #[arg(long = "remove-trust")]
+    pub remove_trust: Vec<String>,
+    /// Trust no server.
+    #[arg(long = "reset-trust")]
+    pub reset_trust: bool,
+}
+
+/// `register-with`: the machine to register, where, and how the server reaches it.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// Which instance.
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// The server.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Where the comms port is.
+    #[command(flatten)]
+    pub comms: CommsArgs,
+    /// TentacleActive (polling) or TentaclePassive (listening: the node calls
+    /// this Tentacle at --publicHostName and its listening port).
+    #[arg(
+        long = "comms-style",
+        value_enum,
+        ignore_case = true,
+        default_value = "TentaclePassive"
+    )]
+    pub comms_style: CommsStyle,
+    /// The machine's name (default: this host's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// An environment (repeatable).
+    #[arg(long, visible_alias = "env")]
+    pub environment: Vec<String>,
+    /// A role (repeatable).
+    #[arg(long)]
+    pub role: Vec<String>,
+    /// Replace a machine with the same name or certificate (octopoll deletes
+    /// and registers it again, so it gets a new id; Octopus updates it).
+    #[arg(long)]
+    pub force: bool,
+    /// The subscription to poll with (default: the one already configured, else a new one).
+    #[arg(long = "server-subscription-id")]
+    pub server_subscription_id: Option<String>,
+    /// TentaclePassive: the host name or address the server calls this
+    /// Tentacle on (default: this host's name).
+    #[arg(long = "publicHostName", visible_alias = "public-host-name")]
+    pub public_host_name: Option<String>,
+    /// TentaclePassive: the port the server calls back on, if not the
+    /// configured listening port (Tentacle.Services.PortNumber, 10933).
+    #[arg(long = "tentacle-comms-port")]
+    pub tentacle_comms_port: Option<u16>,
 }
 
 /// Parses Tentacle-style `args` (after `tentacle`).
@@ -413,9 +421,9 @@ mod tests {
             "-ABC",
         ])
         .unwrap();
-        let TentacleCommand::Configure {
+        let TentacleCommand::Configure(ConfigureArgs {
             no_listen, trust, ..
-        } = cli.command
+        }) = cli.command
         else {
             panic!("configure")
         };
@@ -435,9 +443,9 @@ mod tests {
             "--force=false",
         ])
         .unwrap();
-        let TentacleCommand::RegisterWith {
+        let TentacleCommand::RegisterWith(RegisterArgs {
             force, comms_style, ..
-        } = cli.command
+        }) = cli.command
         else {
             panic!("register-with")
         };
