@@ -408,6 +408,27 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chaos_dropped_without_a_shutdown_stops_listening_and_cuts_its_connections() {
+        let echo = echo_server().await;
+        let chaos = Chaos::new();
+        let info = chaos.create(config("dropped", echo.addr)).await.unwrap();
+        let mut client = connect(info.listen).await;
+        round_trip(&mut client, b"before the drop").await;
+        drop(chaos);
+        let (_, error) = read_to_close(&mut client).await;
+        assert!(
+            error.is_none() || error == Some(std::io::ErrorKind::ConnectionReset),
+            "{error:?}"
+        );
+        within("the listener to close", async {
+            while TcpStream::connect(info.listen).await.is_ok() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn half_close_passes_through_and_the_connection_is_then_gone() {
         let echo = echo_server().await;
         let chaos = Chaos::new();

@@ -194,3 +194,29 @@ async fn start(node: &Node) -> Result<(), ActionError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_actions_parse_by_name_and_an_unknown_one_lists_the_right_ones() {
+        for (name, action) in [
+            ("kill", NodeAction::Kill),
+            ("stop", NodeAction::Stop),
+            ("start", NodeAction::Start),
+            ("restart", NodeAction::Restart),
+        ] {
+            assert_eq!(name.parse::<NodeAction>(), Ok(action));
+        }
+        let unknown = "explode".parse::<NodeAction>().unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "unknown action \"explode\": kill, stop, start or restart"
+        );
+        assert!(
+            "Kill".parse::<NodeAction>().is_err(),
+            "names are lower case"
+        );
+    }
+}
