@@ -120,7 +120,8 @@ pub enum LabError {
     },
     /// Not every agent polled every node in time.
     #[error(
-        "after {waited:?}, {} of {} agent × node pairs were polling (every agent must poll every node)",
+        "after {} ms, {} of {} agent × node pairs were polling (every agent must poll every node)",
+        waited.as_millis(),
         coverage.polling_pairs,
         coverage.total_pairs
     )]
