@@ -24,24 +24,18 @@ pub enum NodeAction {
     Restart,
 }
 
-impl NodeAction {
-    /// `kill`, `stop`, `start` or `restart`; `None` for any other name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "kill" => Some(NodeAction::Kill),
-            "stop" => Some(NodeAction::Stop),
-            "start" => Some(NodeAction::Start),
-            "restart" => Some(NodeAction::Restart),
-            _ => None,
-        }
-    }
-}
-
+/// `kill`, `stop`, `start` or `restart`.
 impl std::str::FromStr for NodeAction {
     type Err = UnknownAction;
 
     fn from_str(name: &str) -> Result<Self, UnknownAction> {
-        Self::from_name(name).ok_or_else(|| UnknownAction(name.to_owned()))
+        match name {
+            "kill" => Ok(NodeAction::Kill),
+            "stop" => Ok(NodeAction::Stop),
+            "start" => Ok(NodeAction::Start),
+            "restart" => Ok(NodeAction::Restart),
+            _ => Err(UnknownAction(name.to_owned())),
+        }
     }
 }
 

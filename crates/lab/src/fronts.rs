@@ -13,7 +13,7 @@ use crate::actions::{NetworkAction, Streams, Toxic};
 #[derive(Clone, Debug)]
 pub struct ChaosFronts {
     chaos: Chaos,
-    fronts: Vec<SocketAddr>,
+    addresses: Vec<SocketAddr>,
 }
 
 /// A node's proxy name in the chaos API.
@@ -28,19 +28,19 @@ impl ChaosFronts {
         nodes: &[(NodeId, SocketAddr)],
     ) -> Result<Self, octopoll_chaos::Error> {
         let chaos = Chaos::new();
-        let mut fronts = Vec::with_capacity(nodes.len());
+        let mut addresses = Vec::with_capacity(nodes.len());
         for (id, addr) in nodes {
             let config =
                 ProxyConfig::new(proxy_name(*id), SocketAddr::new(bind, 0), addr.to_string());
             // On an error the proxies made so far go with `chaos`.
-            fronts.push(chaos.create(config).await?.listen);
+            addresses.push(chaos.create(config).await?.listen);
         }
-        Ok(Self { chaos, fronts })
+        Ok(Self { chaos, addresses })
     }
 
     /// The address agents use for each node, node 1 first.
     pub fn addresses(&self) -> Vec<SocketAddr> {
-        self.fronts.clone()
+        self.addresses.clone()
     }
 
     /// The proxies, to serve their HTTP API or drive them directly.

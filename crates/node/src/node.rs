@@ -349,14 +349,9 @@ impl Node {
     /// process's would), and loses its in-memory queue. Requests it had queued or in
     /// flight fail with `node-killed`. Returns the final stats.
     pub async fn kill(&self) -> NodeStats {
-        let Some(running) = self.take(Down::Killed) else {
+        let Some((running, failed)) = self.cut() else {
             return self.stats();
         };
-        running.shared.killed.store(true, Ordering::Release);
-        running.shutdown.cancel();
-        running.shared.abort.cancel();
-        let failed = running.shared.queue.stop(FailReason::NodeKilled);
-        running.tracker.close();
         running.tracker.wait().await;
         warn!(node = %self.id(), failed_queued = failed, "node killed");
         self.reserve_ports();
@@ -368,14 +363,20 @@ impl Node {
     /// [`Node::kill`] does, but the tasks and sockets end a moment later, on their own,
     /// and the ports are not held for a restart.
     pub fn abort(&self) {
-        let Some(running) = self.take(Down::Killed) else {
-            return;
-        };
+        self.cut();
+    }
+
+    /// What a kill does at once: marks the node killed, cancels its tasks and fails
+    /// its queue (`node-killed`); the running state and how many queued requests
+    /// failed, or `None` if it was not running.
+    fn cut(&self) -> Option<(Running, usize)> {
+        let running = self.take(Down::Killed)?;
         running.shared.killed.store(true, Ordering::Release);
         running.shutdown.cancel();
         running.shared.abort.cancel();
-        running.shared.queue.stop(FailReason::NodeKilled);
+        let failed = running.shared.queue.stop(FailReason::NodeKilled);
         running.tracker.close();
+        Some((running, failed))
     }
 
     /// Holds the ports of a node that is down until it starts again.

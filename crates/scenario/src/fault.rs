@@ -234,7 +234,7 @@ pub fn action_of(keys: &FaultKeys) -> Result<Action, (&'static str, String)> {
     }
     let need =
         |value: Option<u64>, key: &'static str| value.ok_or((key, format!("{name} needs {key}")));
-    if let Some(action) = NodeAction::from_name(name) {
+    if let Ok(action) = name.parse::<NodeAction>() {
         return Ok(Action::Node(action));
     }
     let toxic = match name {

@@ -16,7 +16,7 @@ use octopoll_fleet::remote::RemoteNode;
 use octopoll_lab::actions::NodeAction;
 use octopoll_lab::fronts::ChaosFronts;
 use octopoll_lab::topology::Topology;
-use octopoll_lab::{Lab, Mesh};
+use octopoll_lab::{wait, Lab, Mesh};
 
 /// One node's figures now.
 #[derive(Clone, Debug)]
@@ -151,16 +151,10 @@ pub trait Testbed: Send + Sync {
 /// passes; says when, and whether every agent then polled every node.
 pub async fn wait_for_mesh(testbed: &impl Testbed, within: Duration) -> Mesh {
     let started = Instant::now();
-    let settled = loop {
-        let swarm = testbed.swarm().await;
-        if swarm.connections >= swarm.links {
-            break Some(started.elapsed());
-        }
-        if started.elapsed() >= within {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let settled = wait::until_async(within, || testbed.swarm(), |s| s.connections >= s.links)
+        .await
+        .ok()
+        .map(|_| started.elapsed());
     // Node-side counts trail the agents' by a moment: give them one.
     let full_coverage_after = match settled {
         Some(_) => wait_for_full_coverage(testbed, Duration::from_secs(1))
@@ -178,15 +172,10 @@ pub async fn wait_for_mesh(testbed: &impl Testbed, within: Duration) -> Mesh {
 /// long it took, or `None` if coverage never became full.
 pub async fn wait_for_full_coverage(testbed: &impl Testbed, within: Duration) -> Option<Duration> {
     let started = Instant::now();
-    loop {
-        if testbed.snapshot().await.coverage.is_full() {
-            return Some(started.elapsed());
-        }
-        if started.elapsed() >= within {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until_async(within, || testbed.snapshot(), |s| s.coverage.is_full())
+        .await
+        .ok()
+        .map(|_| started.elapsed())
 }
 
 impl Testbed for Lab {
@@ -217,9 +206,7 @@ impl Testbed for Lab {
     }
 
     async fn machines(&self) -> Vec<Machine> {
-        let mut machines = self.cluster.registry().machines();
-        machines.sort_by(|a, b| a.name.cmp(&b.name));
-        machines
+        Lab::machines(self)
     }
 
     async fn snapshot(&self) -> Snapshot {
