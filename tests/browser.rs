@@ -16,7 +16,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use octopoll_lab::LabConfig;
-use octopoll_scenario::file::{self as scenario, ScenarioFile};
+use octopoll_scenario::file::Source;
+use octopoll_scenario::layers::Layers;
 use octopoll_scenario::progress::Progress;
 use octopoll_scenario::{execute, RunConfig};
 use tokio::process::Command;
@@ -193,15 +194,11 @@ async fn the_node_failover_html_report_renders_its_plots_with_the_faults_marked(
     let Some(chromium) = chromium() else { return };
     common::init_logging();
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/node-failover.toml");
-    let (file, source) = ScenarioFile::read(&path).unwrap();
-    let mut flags = ScenarioFile {
-        time_scale: Some(0.25),
-        ..ScenarioFile::default()
-    };
-    flags.agents.count = Some(20);
-    flags.cluster.comms_port = Some(0);
-    let (default, _) = ScenarioFile::default_scenario();
-    let config = scenario::resolve(&default.overlay(file).overlay(flags), Some(&source)).unwrap();
+    let mut layers = Layers::new();
+    layers.read(&path).unwrap();
+    let flags = "time_scale = 0.25\n[agents]\ncount = 20\n[cluster]\ncomms_port = 0\n";
+    layers.file(&Source::new("test flags", flags)).unwrap();
+    let config = layers.resolve().unwrap();
     let finished = execute(config, &mut Progress::stderr(true)).await.unwrap();
     assert!(
         finished.report.breaches().next().is_none(),

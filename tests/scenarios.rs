@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use octopoll_report::Report;
 use octopoll_scenario::execute;
-use octopoll_scenario::file::{self as scenario, ScenarioFile};
+use octopoll_scenario::file::Source;
+use octopoll_scenario::layers::Layers;
 use octopoll_scenario::progress::Progress;
 
 fn scenario_path(name: &str) -> PathBuf {
@@ -20,11 +21,11 @@ fn scenario_path(name: &str) -> PathBuf {
 
 /// Runs `name` at a quarter of its time with `agents` agents on free ports.
 async fn run_scenario(name: &str, agents: usize) -> Report {
-    run_scenario_with(name, agents, ScenarioFile::default()).await
+    run_scenario_with(name, agents, "").await
 }
 
-/// [`run_scenario`] with `flags` over the scenario, as a command line's.
-async fn run_scenario_with(name: &str, agents: usize, flags: ScenarioFile) -> Report {
+/// [`run_scenario`] with `flags` (TOML) over the scenario, as a command line's.
+async fn run_scenario_with(name: &str, agents: usize, flags: &str) -> Report {
     let report = run_unchecked(name, agents, flags).await;
     let breaches: Vec<String> = report.breaches().map(ToString::to_string).collect();
     assert!(
@@ -35,15 +36,17 @@ async fn run_scenario_with(name: &str, agents: usize, flags: ScenarioFile) -> Re
 }
 
 /// Runs the scenario and checks only the accounting, not its thresholds.
-async fn run_unchecked(name: &str, agents: usize, mut flags: ScenarioFile) -> Report {
+async fn run_unchecked(name: &str, agents: usize, flags: &str) -> Report {
     common::init_logging();
-    let (default, _) = ScenarioFile::default_scenario();
-    let (file, source) = ScenarioFile::read(&scenario_path(name)).expect("the scenario parses");
-    flags.time_scale = flags.time_scale.or(Some(0.25));
-    flags.agents.count = Some(agents);
-    flags.cluster.comms_port = Some(0);
-    let merged = default.overlay(file).overlay(flags);
-    let config = scenario::resolve(&merged, Some(&source)).expect("the scenario is valid");
+    let mut layers = Layers::new();
+    layers
+        .read(&scenario_path(name))
+        .expect("the scenario parses");
+    let small =
+        format!("time_scale = 0.25\n[agents]\ncount = {agents}\n[cluster]\ncomms_port = 0\n");
+    layers.file(&Source::new("test size", small)).unwrap();
+    layers.file(&Source::new("test flags", flags)).unwrap();
+    let config = layers.resolve().expect("the scenario is valid");
     let finished = execute(config, &mut Progress::stderr(true))
         .await
         .expect("the scenario runs");
@@ -61,9 +64,10 @@ fn every_shipped_scenario_parses_and_is_valid() {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        let (file, source) = ScenarioFile::read(&path).unwrap();
-        let (default, _) = ScenarioFile::default_scenario();
-        scenario::resolve(&default.overlay(file), Some(&source))
+        Layers::new()
+            .read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .resolve()
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         names.push(path.file_stem().unwrap().to_string_lossy().into_owned());
     }
@@ -83,7 +87,7 @@ fn every_shipped_scenario_parses_and_is_valid() {
     );
     assert_eq!(
         std::fs::read_to_string(dir.join("default.toml")).unwrap(),
-        scenario::DEFAULT_SCENARIO,
+        octopoll_scenario::file::DEFAULT_SCENARIO,
         "the built-in default is the shipped file"
     );
 }
@@ -178,11 +182,7 @@ async fn load_balancer_pitfall_times_out_work_on_unreached_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listening_cluster_fails_over_with_at_most_one_failed_health_check() {
     // Half time, so the 2 s checks fit around the failover at 5 s.
-    let flags = ScenarioFile {
-        time_scale: Some(0.5),
-        ..ScenarioFile::default()
-    };
-    let report = run_scenario_with("listening-cluster", 20, flags).await;
+    let report = run_scenario_with("listening-cluster", 20, "time_scale = 0.5").await;
     let cluster = report.listening_cluster.as_ref().expect("the run had one");
     assert!(cluster.shared_certificate);
     assert!(cluster.checks >= 4, "{report}");
@@ -202,11 +202,7 @@ async fn a_listening_cluster_fails_over_with_at_most_one_failed_health_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listening_cluster_with_two_certificates_is_refused_after_failover() {
-    let mut flags = ScenarioFile {
-        time_scale: Some(0.5),
-        ..ScenarioFile::default()
-    };
-    flags.listening_cluster.shared_certificate = Some(false);
+    let flags = "time_scale = 0.5\n[listening_cluster]\nshared_certificate = false\n";
     let report = run_unchecked("listening-cluster", 5, flags).await;
     let cluster = report.listening_cluster.as_ref().expect("the run had one");
     assert!(!cluster.shared_certificate);

@@ -8,23 +8,20 @@ use serde::Serialize;
 
 use octopoll_report::report::{Pickup, Report};
 use octopoll_scenario::execute;
-use octopoll_scenario::file::{self as scenario, ScenarioFile, Source};
+use octopoll_scenario::file::Source;
+use octopoll_scenario::layers::Layers;
 use octopoll_scenario::progress::Progress;
 
 /// The shipped reconnect-storm scenario (every node restarted at once).
 const STORM: &str = include_str!("../../../scenarios/reconnect-storm.toml");
 
 /// A run's report, from the default scenario with `layers` over it, in order.
-async fn run(name: &str, layers: &[&str]) -> anyhow::Result<Report> {
-    let (mut merged, _) = ScenarioFile::default_scenario();
-    for (i, text) in layers.iter().enumerate() {
-        let source = Source {
-            name: format!("{name} layer {}", i + 1),
-            text: (*text).to_owned(),
-        };
-        merged = merged.overlay(ScenarioFile::parse(&source)?);
+async fn run(name: &str, layers_text: &[&str]) -> anyhow::Result<Report> {
+    let mut layers = Layers::new();
+    for (i, text) in layers_text.iter().enumerate() {
+        layers.file(&Source::new(format!("{name} layer {}", i + 1), *text))?;
     }
-    let config = scenario::resolve(&merged, None)?;
+    let config = layers.resolve()?;
     let mut progress = Progress::stderr(true);
     Ok(execute(config, &mut progress).await?.report)
 }

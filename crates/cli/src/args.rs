@@ -11,7 +11,8 @@ use octopoll_fleet::process_args::KeyTypeName;
 pub use octopoll_fleet::process_args::{NodeArgs, SwarmArgs};
 use octopoll_lab::topology::Topology;
 use octopoll_node::QueueMode;
-use octopoll_scenario::file::ScenarioFile;
+use octopoll_scenario::file::ScenarioError;
+use octopoll_scenario::layers::Layers;
 
 /// Simulate Octopus Deploy High Availability with polling Tentacles, end to end.
 #[derive(Debug, Parser)]
@@ -288,47 +289,59 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The flags as a scenario layer, to put over the file.
-    pub fn as_layer(&self) -> ScenarioFile {
-        let mut layer = ScenarioFile {
-            seed: self.seed,
-            duration: self.duration,
-            drain: self.drain,
-            mesh_timeout: self.mesh_timeout,
-            time_scale: self.time_scale,
-            processes: self.processes,
-            ..ScenarioFile::default()
-        };
-        let cluster = &mut layer.cluster;
-        cluster.nodes = self.nodes;
-        cluster.topology = self.topology;
-        cluster.queue = self.queue.map(Into::into);
-        cluster.bind = self.bind;
-        cluster.comms_port = self.comms_port;
-        cluster.api_port = self.api_port;
-        cluster.long_poll = self.long_poll;
-        cluster.pickup_timeout = self.pickup_timeout;
-        cluster.haproxy = self.haproxy.clone();
-        cluster.chaos = self.chaos.then_some(true);
-        layer.listening_cluster.enabled = self.listening_cluster.then_some(true);
-        cluster.redis = self.redis.clone();
-        let agents = &mut layer.agents;
-        agents.count = self.agents.map(|n| n as usize);
-        agents.key_type = self.key_type;
-        agents.connections_per_node = self.connections_per_node.map(|n| n as usize);
-        agents.backoff = self.backoff;
-        agents.backoff_min = self.backoff_min;
-        agents.backoff_max = self.backoff_max;
-        agents.ramp = self.ramp;
-        layer.output.json = self.json.clone();
-        layer.output.csv = self.csv.clone();
-        layer.output.html = self.html.clone();
-        layer.output.quiet = self.quiet.then_some(true);
-        layer.output.control = self.control;
-        layer.output.metrics = self.metrics;
-        layer.workload.rate = self.rate;
-        layer.workload.max_script_time = self.max_script_time;
-        layer
+    /// Puts the flags given over `layers`, each remembered as its flag.
+    pub fn apply_to(&self, layers: &mut Layers) -> Result<(), ScenarioError> {
+        layers
+            .flag("--seed", "seed", self.seed)?
+            .flag_duration("--duration", "duration", self.duration)?
+            .flag_duration("--drain", "drain", self.drain)?
+            .flag_duration("--mesh-timeout", "mesh_timeout", self.mesh_timeout)?
+            .flag("--time-scale", "time_scale", self.time_scale)?
+            .flag("--processes", "processes", self.processes)?
+            .flag("--nodes", "cluster.nodes", self.nodes)?
+            .flag("--topology", "cluster.topology", self.topology)?
+            .flag("--queue", "cluster.queue", self.queue.map(QueueMode::from))?
+            .flag("--bind", "cluster.bind", self.bind)?
+            .flag("--comms-port", "cluster.comms_port", self.comms_port)?
+            .flag("--api-port", "cluster.api_port", self.api_port)?
+            .flag_duration("--long-poll", "cluster.long_poll", self.long_poll)?
+            .flag_duration(
+                "--pickup-timeout",
+                "cluster.pickup_timeout",
+                self.pickup_timeout,
+            )?
+            .flag("--haproxy", "cluster.haproxy", self.haproxy.as_ref())?
+            .flag("--chaos", "cluster.chaos", self.chaos.then_some(true))?
+            .flag("--redis", "cluster.redis", self.redis.as_ref())?
+            .flag(
+                "--listening-cluster",
+                "listening_cluster.enabled",
+                self.listening_cluster.then_some(true),
+            )?
+            .flag("--agents", "agents.count", self.agents)?
+            .flag("--key-type", "agents.key_type", self.key_type)?
+            .flag(
+                "--connections-per-node",
+                "agents.connections_per_node",
+                self.connections_per_node,
+            )?
+            .flag("--backoff", "agents.backoff", self.backoff)?
+            .flag_duration("--backoff-min", "agents.backoff_min", self.backoff_min)?
+            .flag_duration("--backoff-max", "agents.backoff_max", self.backoff_max)?
+            .flag("--ramp", "agents.ramp", self.ramp)?
+            .flag("--rate", "workload.rate", self.rate)?
+            .flag_duration(
+                "--max-script-time",
+                "workload.max_script_time",
+                self.max_script_time,
+            )?
+            .flag("--json", "output.json", self.json.as_ref())?
+            .flag("--csv", "output.csv", self.csv.as_ref())?
+            .flag("--html", "output.html", self.html.as_ref())?
+            .flag("--quiet", "output.quiet", self.quiet.then_some(true))?
+            .flag("--control", "output.control", self.control)?
+            .flag("--metrics", "output.metrics", self.metrics)?;
+        Ok(())
     }
 }
 

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
             // hold, is a usage error, like a bad flag (clap exits 2).
             let usage = error.chain().any(|cause| {
                 cause.is::<octopoll_scenario::file::ScenarioError>()
-                    || cause.is::<octopoll_scenario::file::ReadError>()
+                    || cause.is::<octopoll_scenario::file::LoadError>()
                     || cause.is::<octopoll_fleet::plan::PlanError>()
                     || cause.is::<octopoll_fleet::cluster_file::ClusterFileError>()
             });

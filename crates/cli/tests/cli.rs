@@ -54,6 +54,7 @@ fn bad_flags_get_a_clear_error_and_a_non_zero_exit() {
     for (args, expected) in [
         (&["run", "--duration", "soon"][..], "examples: 30s"),
         (&["run", "--nodes", "0"], "--nodes"),
+        (&["run", "--long-poll", "0s"], "--long-poll: cluster.long_poll: must be above 0"),
         (&["run", "--rate", "-1"], "positive number"),
         (&["run", "--bogus"], "--bogus"),
     ] {
@@ -207,14 +208,22 @@ fn a_breached_threshold_exits_99_and_says_which_and_by_how_much() {
 fn a_bad_scenario_file_names_file_line_and_key_and_exits_2_before_starting() {
     let dir = tempfile::tempdir().unwrap();
     for (text, line, key) in [
-        ("[cluster]\nnodes = 3\nspeed = 9\n", 3, "speed"),
+        ("[cluster]\nnodes = 3\nspeed = 9\n", 3, "cluster.speed"),
         ("[cluster]\nnodes = 0\n", 2, "cluster.nodes"),
+        ("seed = 1\ncluster.nodes = 0\n", 2, "cluster.nodes"),
+        (
+            "faults = [\n  { at = \"1s\", action = \"kill\", target = \"all\" },\n  { at = \"2s\", action = \"kill\" },\n]\n",
+            3,
+            "faults[1].target",
+        ),
+        ("[cluster]\nnodez = 3\n", 2, "cluster.nodez: unknown field `nodez`"),
+        ("duration = 5\n", 1, "duration: invalid type"),
         (
             "duration = \"10s\"\n\n[[faults]]\nat = \"5s\"\naction = \"kill\"\ntarget = \"node-7\"\n",
             6,
             "faults[0].target",
         ),
-        ("[agents]\ncount = \"many\"\n", 2, "count"),
+        ("[agents]\ncount = \"many\"\n", 2, "agents.count"),
     ] {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, text).unwrap();
@@ -226,7 +235,7 @@ fn a_bad_scenario_file_names_file_line_and_key_and_exits_2_before_starting() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
-        let expected = format!("{}:{line}: {key}: ", path.display());
+        let expected = format!("{}:{line}: {key}", path.display());
         assert!(stderr.contains(&expected), "{text}: expected {expected:?} in {stderr}");
         assert!(!stderr.contains("node started"), "nothing started: {stderr}");
     }

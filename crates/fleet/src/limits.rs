@@ -95,30 +95,6 @@ impl LimitKeys {
         }
     }
 
-    /// `over`'s keys where it has them, else these.
-    pub fn overlay(self, over: Self) -> Self {
-        Self {
-            handshake_timeout: over.handshake_timeout.or(self.handshake_timeout),
-            identification_timeout: over.identification_timeout.or(self.identification_timeout),
-            max_line_bytes: over.max_line_bytes.or(self.max_line_bytes),
-            max_message_bytes: over.max_message_bytes.or(self.max_message_bytes),
-            max_stream_bytes: over.max_stream_bytes.or(self.max_stream_bytes),
-            max_unauthenticated_connections: over
-                .max_unauthenticated_connections
-                .or(self.max_unauthenticated_connections),
-            max_connections_per_subscription: over
-                .max_connections_per_subscription
-                .or(self.max_connections_per_subscription),
-            registrations_per_second: over
-                .registrations_per_second
-                .or(self.registrations_per_second),
-            registration_burst: over.registration_burst.or(self.registration_burst),
-            max_api_body_bytes: over.max_api_body_bytes.or(self.max_api_body_bytes),
-            api_header_timeout: over.api_header_timeout.or(self.api_header_timeout),
-            api_request_timeout: over.api_request_timeout.or(self.api_request_timeout),
-        }
-    }
-
     /// Sets the keys present on `config`; a zero count or duration is refused
     /// (a limit of nothing would refuse every peer).
     pub fn apply(&self, config: &mut NodeConfig) -> Result<(), BadLimit> {

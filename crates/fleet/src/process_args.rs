@@ -14,7 +14,7 @@ use octopoll_agent::{
     SwarmConfig,
 };
 use octopoll_pki::{ApiKey, KeyType, Thumbprint};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster_file::API_KEY_ENV;
 use crate::swarm_process::SwarmSettings;
@@ -272,7 +272,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// A certificate key type, as a scenario or flag names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyTypeName {
     /// ECDSA P-256 (fast).

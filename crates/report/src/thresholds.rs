@@ -28,22 +28,6 @@ pub struct Thresholds {
 }
 
 impl Thresholds {
-    /// `self` with every key `over` sets replaced.
-    pub fn overlay(self, over: Thresholds) -> Thresholds {
-        Thresholds {
-            coverage_min: over.coverage_min.or(self.coverage_min),
-            pickup_p99_ms: over.pickup_p99_ms.or(self.pickup_p99_ms),
-            failed_max: over.failed_max.or(self.failed_max),
-            lost_max: over.lost_max.or(self.lost_max),
-            full_mesh_after_fault_s: over
-                .full_mesh_after_fault_s
-                .or(self.full_mesh_after_fault_s),
-            listening_cluster_failed_max: over
-                .listening_cluster_failed_max
-                .or(self.listening_cluster_failed_max),
-        }
-    }
-
     /// Checks every threshold set against `report`.
     pub fn check(&self, report: &Report) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
@@ -112,20 +96,5 @@ mod tests {
             never.to_string(),
             "full_mesh_after_fault_s 15: never (BREACHED)"
         );
-    }
-
-    #[test]
-    fn overlay_replaces_only_what_is_set() {
-        let base = Thresholds {
-            failed_max: Some(0),
-            lost_max: Some(0),
-            ..Thresholds::default()
-        };
-        let over = Thresholds {
-            failed_max: Some(10),
-            ..Thresholds::default()
-        };
-        let merged = base.overlay(over);
-        assert_eq!((merged.failed_max, merged.lost_max), (Some(10), Some(0)));
     }
 }

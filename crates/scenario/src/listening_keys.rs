@@ -33,16 +33,6 @@ pub struct ListeningClusterKeys {
 pub type BadKey = (&'static str, String);
 
 impl ListeningClusterKeys {
-    /// `self` with every key `over` sets replaced.
-    pub fn overlay(self, over: Self) -> Self {
-        Self {
-            enabled: over.enabled.or(self.enabled),
-            check_interval: over.check_interval.or(self.check_interval),
-            failover_at: over.failover_at.or(self.failover_at),
-            shared_certificate: over.shared_certificate.or(self.shared_certificate),
-        }
-    }
-
     /// The cluster a run of `duration` (already scaled by `scale`) has, if any.
     pub fn config(
         &self,

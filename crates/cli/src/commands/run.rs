@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use octopoll_fleet::plan::Plan;
 use octopoll_lab::haproxy::BalancerError;
-use octopoll_scenario::file::{self as scenario, OutputKeys, ScenarioFile};
+use octopoll_scenario::file::OutputKeys;
+use octopoll_scenario::layers::Layers;
 use octopoll_scenario::progress::Progress;
 use octopoll_scenario::{execute, RunConfig};
 
@@ -89,19 +90,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// The built-in default, then the scenario file, then the flags; checked.
 fn config_of(args: &RunArgs) -> anyhow::Result<(RunConfig, OutputKeys)> {
-    let (default, _) = ScenarioFile::default_scenario();
-    // The flags alone first, so a bad flag value is blamed on the flag.
-    scenario::resolve(&default.clone().overlay(args.as_layer()), None)?;
-    let (file, source) = match &args.scenario {
-        Some(path) => {
-            let (file, source) = ScenarioFile::read(path)?;
-            (file, Some(source))
-        }
-        None => (ScenarioFile::default(), None),
-    };
-    let merged = default.overlay(file).overlay(args.as_layer());
-    let config = scenario::resolve(&merged, source.as_ref())?;
-    Ok((config, merged.output))
+    let mut layers = Layers::new();
+    if let Some(path) = &args.scenario {
+        layers.read(path)?;
+    }
+    args.apply_to(&mut layers)?;
+    let config = layers.resolve()?;
+    Ok((config, layers.scenario()?.output))
 }
 
 /// Adds what to do next to errors a user can fix with a flag.

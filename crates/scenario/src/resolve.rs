@@ -1,0 +1,561 @@
+//! A merged scenario checked into a [`RunConfig`]: every impossible value (0
+//! nodes, a fault after the end, a fault on node 7 of 3) refused before anything
+//! starts, blamed on the layer that set it.
+
+use std::time::Duration;
+
+use octopoll_agent::BackoffConfig;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::config::RunConfig;
+use crate::fault::{Fault, Target};
+use crate::file::{ScenarioError, ScenarioFile, MAX_AGENTS, MAX_NODES};
+use crate::layers::{Layers, Origin};
+use octopoll_lab::LabConfig;
+
+/// Checks a merged scenario into a run. `layers` says where each value came
+/// from, so a refusal names the file and line, or the flag, that set it.
+pub(crate) fn resolve(merged: &ScenarioFile, layers: &Layers) -> Result<RunConfig, ScenarioError> {
+    let here = |table: Option<&str>, key: &str, index: Option<usize>| {
+        let full = match (table, index) {
+            (Some(t), Some(i)) => format!("{t}[{i}].{key}"),
+            (Some(t), None) => format!("{t}.{key}"),
+            (None, _) => key.to_string(),
+        };
+        (layers.origin(&full).to_string(), full)
+    };
+    let refuse = |table: Option<&str>, key: &str, index: Option<usize>, message: String| {
+        let (location, key) = here(table, key, index);
+        ScenarioError {
+            location,
+            key,
+            message,
+        }
+    };
+    let c = &merged.cluster;
+    let nodes = need(c.nodes, "cluster.nodes")?;
+    if !(1..=MAX_NODES).contains(&nodes) {
+        return Err(refuse(
+            Some("cluster"),
+            "nodes",
+            None,
+            format!("{nodes} nodes: a cluster has 1 to {MAX_NODES}"),
+        ));
+    }
+    let agents = need(merged.agents.count, "agents.count")?;
+    if !(1..=MAX_AGENTS).contains(&agents) {
+        return Err(refuse(
+            Some("agents"),
+            "count",
+            None,
+            format!("{agents} agents: a run has 1 to {MAX_AGENTS}"),
+        ));
+    }
+    let scale = need(merged.time_scale, "time_scale")?;
+    if !(scale.is_finite() && scale > 0.0 && scale <= 100.0) {
+        return Err(refuse(
+            None,
+            "time_scale",
+            None,
+            format!("must be above 0 and at most 100, got {scale}"),
+        ));
+    }
+    let too_long = |d: Duration| d > LONGEST;
+    for (table, key, value) in [
+        (None, "duration", merged.duration),
+        (None, "drain", merged.drain),
+        (None, "mesh_timeout", merged.mesh_timeout),
+        (Some("cluster"), "long_poll", c.long_poll),
+        (Some("cluster"), "pickup_timeout", c.pickup_timeout),
+        (Some("cluster"), "node_drain", c.node_drain),
+        (Some("agents"), "backoff_min", merged.agents.backoff_min),
+        (Some("agents"), "backoff_max", merged.agents.backoff_max),
+    ] {
+        if value.is_some_and(too_long) {
+            return Err(refuse(table, key, None, "must be at most 7 days".into()));
+        }
+    }
+    let duration = need(merged.duration, "duration")?.mul_f64(scale);
+    if duration < Duration::from_millis(1) {
+        return Err(refuse(
+            None,
+            "duration",
+            None,
+            "must be above 0 (after time_scale)".into(),
+        ));
+    }
+    let rate = need(merged.workload.rate, "workload.rate")?;
+    if !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0) {
+        return Err(refuse(
+            Some("workload"),
+            "rate",
+            None,
+            format!("must be a positive number of requests per second, at most 100000, got {rate}"),
+        ));
+    }
+    for (key, value) in [
+        ("long_poll", c.long_poll),
+        ("pickup_timeout", c.pickup_timeout),
+    ] {
+        if value.is_some_and(|v| v.is_zero()) {
+            return Err(refuse(Some("cluster"), key, None, "must be above 0".into()));
+        }
+    }
+    let connections_per_node = need(
+        merged.agents.connections_per_node,
+        "agents.connections_per_node",
+    )?;
+    if !(1..=16).contains(&connections_per_node) {
+        return Err(refuse(
+            Some("agents"),
+            "connections_per_node",
+            None,
+            format!("must be 1 to 16, got {connections_per_node}"),
+        ));
+    }
+    let t = &merged.thresholds;
+    for (key, value) in [
+        ("pickup_p99_ms", t.pickup_p99_ms),
+        ("full_mesh_after_fault_s", t.full_mesh_after_fault_s),
+    ] {
+        if value.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+            return Err(refuse(
+                Some("thresholds"),
+                key,
+                None,
+                "must be a number of 0 or more".into(),
+            ));
+        }
+    }
+    if let Some(min) = merged.thresholds.coverage_min {
+        if !(0.0..=1.0).contains(&min) {
+            return Err(refuse(
+                Some("thresholds"),
+                "coverage_min",
+                None,
+                format!("must be from 0 to 1, got {min}"),
+            ));
+        }
+    }
+
+    let seed = need(merged.seed, "seed")?;
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xFA17);
+    let mut faults = Vec::new();
+    for (i, keys) in merged.faults.iter().flatten().enumerate() {
+        let at_fault = |key: &str, message: String| refuse(Some("faults"), key, Some(i), message);
+        let action =
+            crate::fault::action_of(keys).map_err(|(key, message)| at_fault(key, message))?;
+        let at = keys.at.ok_or_else(|| {
+            at_fault("at", "missing: when the fault happens, e.g. \"10s\"".into())
+        })?;
+        if too_long(at) || keys.duration.is_some_and(too_long) {
+            return Err(at_fault("at", "must be at most 7 days".into()));
+        }
+        let at = at.mul_f64(scale);
+        if at >= duration {
+            return Err(at_fault(
+                "at",
+                format!(
+                    "{} is not before the end of the run ({})",
+                    humantime::format_duration(at),
+                    humantime::format_duration(duration)
+                ),
+            ));
+        }
+        let lasts = keys.duration.map(|d| d.mul_f64(scale));
+        if let Some(lasts) = lasts {
+            if !action.disrupts()
+                || matches!(
+                    action,
+                    crate::fault::Action::Node(octopoll_lab::actions::NodeAction::Restart)
+                )
+            {
+                return Err(at_fault(
+                    "duration",
+                    format!(
+                        "{action} has no duration; only kill, stop and network faults are undone"
+                    ),
+                ));
+            }
+            if at + lasts >= duration {
+                return Err(at_fault(
+                    "duration",
+                    format!(
+                        "the fault ends at {}, not before the end of the run ({}): leave time to see it heal",
+                        humantime::format_duration(at + lasts),
+                        humantime::format_duration(duration)
+                    ),
+                ));
+            }
+        }
+        let target_text = keys
+            .target
+            .as_deref()
+            .ok_or_else(|| at_fault("target", "missing: node-N, all or random".into()))?;
+        let target = Target::parse(target_text).map_err(|m| at_fault("target", m))?;
+        if let Target::Node(id) = &target {
+            if id.0 > nodes {
+                return Err(at_fault(
+                    "target",
+                    format!("{id} does not exist: the cluster has {nodes} nodes"),
+                ));
+            }
+        }
+        faults.push(Fault {
+            at,
+            nodes: target.resolve(nodes, &mut rng),
+            action,
+            duration: lasts,
+        });
+    }
+    faults.sort_by_key(|f| f.at);
+    check_overlaps(&faults).map_err(|(i, message)| {
+        let (location, key) = here(Some("faults"), "at", Some(i));
+        ScenarioError {
+            location,
+            key,
+            message,
+        }
+    })?;
+
+    let mut lab = LabConfig::new(nodes, agents);
+    lab.topology = need(c.topology, "cluster.topology")?;
+    lab.haproxy = c.haproxy.clone();
+    lab.chaos = need(c.chaos, "cluster.chaos")? || faults.iter().any(|f| f.action.is_network());
+    let cluster = &mut lab.cluster;
+    cluster.queue = need(c.queue, "cluster.queue")?;
+    if let Some(bind) = c.bind {
+        cluster.bind = bind;
+    }
+    cluster.comms_port = need(c.comms_port, "cluster.comms_port")?;
+    cluster.api_port = need(c.api_port, "cluster.api_port")?;
+    if let Some(long_poll) = c.long_poll {
+        cluster.node.long_poll = long_poll;
+    }
+    if let Some(pickup) = c.pickup_timeout {
+        cluster.node.pickup_timeout = pickup;
+    }
+    if let Some(drain) = c.node_drain {
+        cluster.node.drain = drain;
+    }
+    if let Some(handshakes) = c.max_concurrent_handshakes {
+        if handshakes == 0 {
+            return Err(refuse(
+                Some("cluster"),
+                "max_concurrent_handshakes",
+                None,
+                "must be at least 1".into(),
+            ));
+        }
+        cluster.node.max_concurrent_handshakes = handshakes;
+    }
+    // A run's own swarm is never held back by the limits meant for strangers:
+    // unless set, the registration burst covers every agent at once, and the
+    // unauthenticated cap every connection a cold start opens to one node.
+    let own_connections = agents.saturating_mul(connections_per_node);
+    cluster.node.registration_burst = cluster
+        .node
+        .registration_burst
+        .max(u32::try_from(agents).unwrap_or(u32::MAX));
+    cluster.node.max_unauthenticated_connections = cluster
+        .node
+        .max_unauthenticated_connections
+        .max(own_connections.saturating_add(1024));
+    merged
+        .limits
+        .apply(&mut cluster.node)
+        .map_err(|bad| refuse(Some("limits"), bad.key, None, bad.message))?;
+    let key_type = need(merged.agents.key_type, "agents.key_type")?.into();
+    lab.swarm.key_type = key_type;
+    lab.server_key_type = key_type;
+    lab.swarm.seed = seed;
+    let polling = &mut lab.swarm.agent.polling;
+    polling.connections_per_node = connections_per_node;
+    polling.backoff = BackoffConfig {
+        strategy: need(merged.agents.backoff, "agents.backoff")?,
+        min: need(merged.agents.backoff_min, "agents.backoff_min")?,
+        max: need(merged.agents.backoff_max, "agents.backoff_max")?,
+    };
+    let ramp = need(merged.agents.ramp, "agents.ramp")?;
+    if !(ramp.is_finite() && ramp >= 0.0) {
+        return Err(refuse(
+            Some("agents"),
+            "ramp",
+            None,
+            format!(
+                "must be 0 (no ramp) or a positive number of connections per second, got {ramp}"
+            ),
+        ));
+    }
+    polling.ramp = octopoll_agent::Ramp::per_second(ramp);
+    if polling.backoff.max < polling.backoff.min {
+        return Err(refuse(
+            Some("agents"),
+            "backoff_max",
+            None,
+            "must not be below backoff_min".into(),
+        ));
+    }
+
+    let mut layout = lab.cluster.clone();
+    layout.addressing = lab.topology.addressing();
+    if let Err(error) = layout.check() {
+        let key = match error {
+            octopoll_node::Error::PortRange { .. } => "comms_port",
+            _ => "bind",
+        };
+        return Err(refuse(Some("cluster"), key, None, error.to_string()));
+    }
+    let mut config = RunConfig::new(lab);
+    config.name = merged.name.clone();
+    config.seed = seed;
+    config.duration = duration;
+    config.rate = rate;
+    if let Some(drain) = merged.drain {
+        config.drain = drain;
+    }
+    if let Some(mesh) = merged.mesh_timeout {
+        config.mesh_timeout = mesh;
+    }
+    let w = &merged.workload;
+    if let Some(mix) = w.mix {
+        if mix.total() == 0 {
+            return Err(refuse(
+                Some("workload"),
+                "mix",
+                None,
+                "every weight is 0".into(),
+            ));
+        }
+        config.mix = mix;
+    }
+    config.min_script_time = need(w.min_script_time, "workload.min_script_time")?;
+    config.max_script_time = need(w.max_script_time, "workload.max_script_time")?;
+    if config.max_script_time < config.min_script_time {
+        return Err(refuse(
+            Some("workload"),
+            "max_script_time",
+            None,
+            "must not be below min_script_time".into(),
+        ));
+    }
+    config.payload_bytes = need(w.payload_bytes, "workload.payload_bytes")?;
+    if config.payload_bytes > MAX_PAYLOAD_BYTES {
+        return Err(refuse(
+            Some("workload"),
+            "payload_bytes",
+            None,
+            format!("must be at most {MAX_PAYLOAD_BYTES}"),
+        ));
+    }
+    config.stream_bytes = need(w.stream_bytes, "workload.stream_bytes")?;
+    if config.stream_bytes > MAX_STREAM_BYTES {
+        return Err(refuse(
+            Some("workload"),
+            "stream_bytes",
+            None,
+            format!("must be at most {MAX_STREAM_BYTES} (the data-stream limit)"),
+        ));
+    }
+    config.faults = faults;
+    config.thresholds = merged.thresholds.clone();
+    config.control = merged.output.control;
+    config.metrics = merged.output.metrics;
+    config.processes = merged.processes;
+    config.redis = c.redis.clone();
+    config.listening_cluster = merged
+        .listening_cluster
+        .config(duration, scale)
+        .map_err(|(key, message)| refuse(Some("listening_cluster"), key, None, message))?;
+    Ok(config)
+}
+
+/// A key the built-in default sets: present unless that file lost it.
+fn need<T>(value: Option<T>, key: &str) -> Result<T, ScenarioError> {
+    value.ok_or_else(|| ScenarioError {
+        location: Origin::Default.to_string(),
+        key: key.to_string(),
+        message: "missing: the built-in default must set it".into(),
+    })
+}
+
+/// The longest time any duration in a scenario may be (before scaling).
+const LONGEST: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The largest echo payload: well inside the 16 MiB message limit.
+const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// The largest upload stream: Halibut's per-message stream limit here.
+const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
+
+/// Refuses two faults that act on the same node at overlapping times when one of
+/// them is undone later (its undo would race the other): a kill during a stop's
+/// drain, two `down`s. Returns the later fault's index. Toxics may overlap.
+fn check_overlaps(faults: &[Fault]) -> Result<(), (usize, String)> {
+    use crate::fault::Action;
+    use octopoll_lab::actions::NetworkAction;
+    let exclusive =
+        |a: &Action| matches!(a, Action::Node(_) | Action::Network(NetworkAction::Down));
+    for (i, first) in faults.iter().enumerate() {
+        let Some(lasts) = first.duration else {
+            continue;
+        };
+        if !exclusive(&first.action) {
+            continue;
+        }
+        for (j, later) in faults.iter().enumerate() {
+            if j == i || !exclusive(&later.action) || later.at < first.at {
+                continue;
+            }
+            let same_kind = first.action.is_network() == later.action.is_network();
+            let shared = first.nodes.iter().find(|n| later.nodes.contains(n));
+            if let (true, Some(node), true) = (same_kind, shared, later.at <= first.at + lasts) {
+                return Err((
+                    j.max(i),
+                    format!(
+                        "{} overlaps {} on {node}; let one end before the next starts",
+                        later.describe(),
+                        first.describe()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file::Source;
+
+    fn resolve_text(text: &str) -> Result<RunConfig, ScenarioError> {
+        let mut layers = Layers::new();
+        layers.file(&Source::new("test.toml", text))?;
+        layers.resolve()
+    }
+
+    #[test]
+    fn the_default_scenario_is_the_library_default() {
+        let config = Layers::new().resolve().unwrap();
+        let mut expected = RunConfig::new(LabConfig::new(3, 100));
+        expected.lab.cluster.comms_port = 10943;
+        assert_eq!(config.lab.cluster.nodes, expected.lab.cluster.nodes);
+        assert_eq!(config.lab.swarm.agents, expected.lab.swarm.agents);
+        assert_eq!(
+            config.lab.cluster.comms_port,
+            expected.lab.cluster.comms_port
+        );
+        assert_eq!(
+            config.lab.cluster.node.long_poll,
+            expected.lab.cluster.node.long_poll
+        );
+        assert_eq!(
+            config.lab.cluster.node.pickup_timeout,
+            expected.lab.cluster.node.pickup_timeout
+        );
+        assert_eq!(config.lab.topology, expected.lab.topology);
+        assert_eq!(config.lab.swarm.agent.polling.backoff, BackoffConfig::FAST);
+        assert_eq!(config.duration, expected.duration);
+        assert_eq!(config.rate, expected.rate);
+        assert_eq!(config.drain, expected.drain);
+        assert_eq!(config.mesh_timeout, expected.mesh_timeout);
+        assert_eq!(config.mix, expected.mix);
+        assert_eq!(config.max_script_time, expected.max_script_time);
+        assert!(config.faults.is_empty());
+    }
+
+    #[test]
+    fn a_listening_cluster_failover_after_the_end_names_the_line_and_key() {
+        let error =
+            resolve_text("duration = \"10s\"\n[listening_cluster]\nfailover_at = \"12s\"\n")
+                .unwrap_err();
+        assert_eq!(
+            (error.location.as_str(), error.key.as_str()),
+            ("test.toml:3", "listening_cluster.failover_at")
+        );
+        assert!(error.message.contains("not before the end"), "{error}");
+        let config = resolve_text("[listening_cluster]\nenabled = true\n").unwrap();
+        assert_eq!(config.listening_cluster, Some(Default::default()));
+        assert!(resolve_text("").unwrap().listening_cluster.is_none());
+    }
+
+    #[test]
+    fn impossible_values_name_the_file_line_and_key() {
+        let zero = resolve_text("[cluster]\nnodes = 0\n").unwrap_err();
+        assert_eq!(
+            (zero.location.as_str(), zero.key.as_str()),
+            ("test.toml:2", "cluster.nodes")
+        );
+        // A dotted key and an inline list are the same keys, on their own lines.
+        let dotted = resolve_text("seed = 2\ncluster.nodes = 0\n").unwrap_err();
+        assert_eq!(
+            dotted.to_string(),
+            "test.toml:2: cluster.nodes: 0 nodes: a cluster has 1 to 64"
+        );
+        let inline = resolve_text(
+            "faults = [\n  { at = \"1s\", action = \"kill\", target = \"node-1\" },\n  { at = \"2s\", action = \"kill\" },\n]\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (inline.location.as_str(), inline.key.as_str()),
+            ("test.toml:3", "faults[1].target")
+        );
+        assert!(inline.message.starts_with("missing"), "{inline}");
+
+        let overlap = resolve_text(
+            "[[faults]]\nat = \"5s\"\naction = \"stop\"\ntarget = \"node-1\"\nduration = \"5s\"\n[[faults]]\nat = \"7s\"\naction = \"kill\"\ntarget = \"all\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(overlap.key, "faults[1].at");
+        assert!(
+            overlap.message.contains("overlaps stop node-1"),
+            "{overlap}"
+        );
+
+        let late = resolve_text(
+            "duration = \"20s\"\n[[faults]]\nat = \"5s\"\naction = \"kill\"\ntarget = \"node-1\"\n\n[[faults]]\nat = \"30s\"\naction = \"kill\"\ntarget = \"node-2\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (late.location.as_str(), late.key.as_str()),
+            ("test.toml:8", "faults[1].at")
+        );
+        assert!(late.message.contains("not before the end"), "{late}");
+
+        let seventh =
+            resolve_text("[[faults]]\nat = \"5s\"\naction = \"kill\"\ntarget = \"node-7\"\n")
+                .unwrap_err();
+        assert_eq!(seventh.key, "faults[0].target");
+        assert_eq!(seventh.location, "test.toml:4");
+        assert!(
+            seventh.message.contains("the cluster has 3 nodes"),
+            "{seventh}"
+        );
+
+        let toxic =
+            resolve_text("[[faults]]\nat = \"5s\"\naction = \"latency\"\ntarget = \"all\"\n")
+                .unwrap_err();
+        assert_eq!(toxic.key, "faults[0].latency");
+    }
+
+    #[test]
+    fn time_scale_shrinks_the_run_and_its_faults() {
+        let config = resolve_text(
+            "duration = \"40s\"\ntime_scale = 0.25\n[[faults]]\nat = \"10s\"\naction = \"kill\"\ntarget = \"node-2\"\nduration = \"15s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.duration, Duration::from_secs(10));
+        assert_eq!(config.faults[0].at, Duration::from_millis(2500));
+        assert_eq!(config.faults[0].duration, Some(Duration::from_millis(3750)));
+        assert!(!config.lab.chaos, "node faults need no proxy");
+    }
+
+    #[test]
+    fn network_faults_put_the_proxy_in_front_and_random_targets_follow_the_seed() {
+        let text = "seed = 9\n[[faults]]\nat = \"1s\"\naction = \"down\"\ntarget = \"random\"\n";
+        let one = resolve_text(text).unwrap();
+        let two = resolve_text(text).unwrap();
+        assert!(one.lab.chaos);
+        assert_eq!(one.faults[0].nodes, two.faults[0].nodes);
+    }
+}
