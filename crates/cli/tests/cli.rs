@@ -54,7 +54,10 @@ fn bad_flags_get_a_clear_error_and_a_non_zero_exit() {
     for (args, expected) in [
         (&["run", "--duration", "soon"][..], "examples: 30s"),
         (&["run", "--nodes", "0"], "--nodes"),
-        (&["run", "--long-poll", "0s"], "--long-poll: cluster.long_poll: must be above 0"),
+        (
+            &["run", "--long-poll", "0s"],
+            "--long-poll: cluster.long_poll: must be above 0",
+        ),
         (&["run", "--rate", "-1"], "positive number"),
         (&["run", "--bogus"], "--bogus"),
     ] {

@@ -28,8 +28,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use octopoll_node::{FailReason, Machine, Node, NodeId, NodeStats, PairState};
-use octopoll_wire::{DataStream, Envelope, RequestMessage, SubscriptionId};
+use octopoll_node::{FailReason, Machine, Node, NodeId, NodeStats, Outcome, PairState};
+use octopoll_wire::{DataStream, Envelope, RequestMessage, ServiceEndPoint, SubscriptionId};
 use serde::{Deserialize, Serialize};
 
 use crate::http::error;
@@ -78,6 +78,8 @@ impl NodeStatus {
 pub struct MachinePair {
     /// The machine's name.
     pub name: String,
+    /// Its polling subscription, `poll://…/`: where `POST /api/requests` sends.
+    pub subscription: String,
     /// Its state with this node.
     pub state: PairState,
 }
@@ -107,7 +109,7 @@ pub struct HealthAnswer {
 }
 
 /// A data stream in a request body.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamBody {
     /// Its id, as the message references it.
     pub id: uuid::Uuid,
@@ -115,15 +117,49 @@ pub struct StreamBody {
     pub data: String,
 }
 
-/// `POST /api/requests`: one request for one subscription.
+/// `POST /api/requests`: one request for one subscription, written either as
+/// the envelope's BSON (`message`: what octopoll's own processes send) or as a
+/// call (`call`: for people, scripts and a Tentacle that is not octopoll's).
+///
+/// ```json
+/// {"subscription": "poll://abc/", "call": {"service": "IEchoService", "method": "SayHello", "params": ["hi"]}}
+/// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SendBody {
     /// `poll://…/`.
     pub subscription: String,
     /// The request envelope's BSON, base64 (the bytes Halibut deflates).
-    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The request as a call; its answer comes back as JSON in `reply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<Call>,
     /// Its data streams.
+    #[serde(default)]
     pub streams: Vec<StreamBody>,
+}
+
+/// A request written as a call of `service.method(params)`. Each param is JSON
+/// in the form Halibut writes it (an object declared as `object` carries its
+/// `$type`); integers go as 64-bit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    /// Contract interface name without namespace, e.g. `IScriptServiceV2`.
+    pub service: String,
+    /// Method name without `Async`, e.g. `StartScript`.
+    pub method: String,
+    /// The arguments in order.
+    #[serde(default)]
+    pub params: Vec<serde_json::Value>,
+}
+
+/// A decoded `POST /api/requests` body.
+struct Decoded {
+    subscription: SubscriptionId,
+    request: RequestMessage,
+    streams: Vec<DataStream>,
+    /// A call: answer with the reply as JSON.
+    reply: bool,
 }
 
 impl SendBody {
@@ -135,30 +171,55 @@ impl SendBody {
     ) -> octopoll_wire::Result<Self> {
         Ok(Self {
             subscription: subscription.to_string(),
-            message: BASE64.encode(Envelope::Request(request).to_bson_bytes()?),
-            streams: streams
-                .iter()
-                .map(|s| StreamBody {
-                    id: s.id,
-                    data: BASE64.encode(&s.bytes),
-                })
-                .collect(),
+            message: Some(BASE64.encode(Envelope::Request(request).to_bson_bytes()?)),
+            call: None,
+            streams: streams.iter().map(StreamBody::of).collect(),
         })
     }
 
+    /// The body for a call of `service.method(params)` on `subscription`.
+    pub fn call(subscription: &SubscriptionId, call: Call) -> Self {
+        Self {
+            subscription: subscription.to_string(),
+            message: None,
+            call: Some(call),
+            streams: Vec::new(),
+        }
+    }
+
     /// The request, its streams and its subscription, or what is wrong with them.
-    fn decode(self) -> Result<(SubscriptionId, RequestMessage, Vec<DataStream>), String> {
+    fn decode(self) -> Result<Decoded, String> {
         let subscription: SubscriptionId = self
             .subscription
             .parse()
             .map_err(|e| format!("subscription: {e}"))?;
-        let bytes = BASE64
-            .decode(&self.message)
-            .map_err(|e| format!("message: not base64: {e}"))?;
-        let Envelope::Request(request) =
-            Envelope::from_bson_bytes(&bytes).map_err(|e| format!("message: {e}"))?
-        else {
-            return Err("message: not a request".into());
+        let (request, reply) = match (self.message, self.call) {
+            (Some(message), None) => {
+                let bytes = BASE64
+                    .decode(&message)
+                    .map_err(|e| format!("message: not base64: {e}"))?;
+                let Envelope::Request(request) =
+                    Envelope::from_bson_bytes(&bytes).map_err(|e| format!("message: {e}"))?
+                else {
+                    return Err("message: not a request".into());
+                };
+                (request, false)
+            }
+            (None, Some(call)) => {
+                let params = call
+                    .params
+                    .iter()
+                    .enumerate()
+                    .map(|(i, param)| {
+                        bson::serialize_to_bson(param).map_err(|e| format!("call.params[{i}]: {e}"))
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                let endpoint = ServiceEndPoint::new(subscription.as_str(), "");
+                let request =
+                    RequestMessage::call(&call.service, &call.method, params, endpoint, 1);
+                (request, true)
+            }
+            _ => return Err("give one of message (the BSON envelope, base64) or call".into()),
         };
         let streams = self
             .streams
@@ -173,7 +234,21 @@ impl SendBody {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok((subscription, request, streams))
+        Ok(Decoded {
+            subscription,
+            request,
+            streams,
+            reply,
+        })
+    }
+}
+
+impl StreamBody {
+    fn of(stream: &DataStream) -> Self {
+        StreamBody {
+            id: stream.id,
+            data: BASE64.encode(&stream.bytes),
+        }
     }
 }
 
@@ -184,6 +259,21 @@ pub struct SendOutcome {
     pub failed: Option<FailReason>,
     /// Queued → collected, in microseconds, if it was collected.
     pub pickup_us: Option<u64>,
+    /// A call's answer, when it completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ReplyBody>,
+    /// The service's error message, when it answered with one (`agent-error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A call's answer: the result in JSON and the data streams that came with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyBody {
+    /// The return value (`null` for a method that returns nothing).
+    pub result: serde_json::Value,
+    /// Data streams the result refers to.
+    pub streams: Vec<StreamBody>,
 }
 
 impl SendOutcome {
@@ -269,8 +359,10 @@ async fn pairs(State(node): State<Arc<Node>>) -> Json<Vec<MachinePair>> {
         by_name(&node)
             .into_iter()
             .filter_map(|m| {
+                let subscription = m.subscription()?;
                 Some(MachinePair {
-                    state: node.pair_state(m.subscription()?),
+                    state: node.pair_state(subscription),
+                    subscription: subscription.to_string(),
                     name: m.name,
                 })
             })
@@ -306,14 +398,100 @@ async fn act(
 }
 
 async fn send(State(node): State<Arc<Node>>, Json(body): Json<SendBody>) -> Response {
-    let (subscription, request, streams) = match body.decode() {
+    let decoded = match body.decode() {
         Ok(decoded) => decoded,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let outcome = node.send(&subscription, request, streams).await;
+    let Outcome {
+        result,
+        pickup,
+        error: service_error,
+    } = node
+        .send(&decoded.subscription, decoded.request, decoded.streams)
+        .await;
+    let pickup_us = pickup.map(|p| p.as_micros() as u64);
+    let (failed, reply) = match result {
+        Ok(reply) if decoded.reply => {
+            let result = match serde_json::to_value(&reply.response.result) {
+                Ok(result) => result,
+                Err(e) => return error(StatusCode::BAD_GATEWAY, format!("the reply as JSON: {e}")),
+            };
+            let streams = reply.streams.iter().map(StreamBody::of).collect();
+            (None, Some(ReplyBody { result, streams }))
+        }
+        Ok(_) => (None, None),
+        Err(reason) => (Some(reason), None),
+    };
     Json(SendOutcome {
-        failed: outcome.result.err(),
-        pickup_us: outcome.pickup.map(|p| p.as_micros() as u64),
+        failed,
+        pickup_us,
+        reply,
+        error: service_error.map(|e| e.message),
     })
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUBSCRIPTION: &str = "poll://abcdefghij0123456789/";
+
+    fn body(json: serde_json::Value) -> SendBody {
+        serde_json::from_value(json).expect("a body")
+    }
+
+    #[test]
+    fn a_call_becomes_the_request_halibut_would_send() {
+        let decoded = body(serde_json::json!({
+            "subscription": SUBSCRIPTION,
+            "call": {
+                "service": "IScriptServiceV2",
+                "method": "GetStatus",
+                "params": [{"$type": "Ticket, Contracts", "TaskId": "T-1", "Count": 3}],
+            },
+        }))
+        .decode()
+        .expect("a valid call");
+        assert!(decoded.reply, "a call is answered with its reply");
+        let request = decoded.request;
+        assert_eq!(
+            (request.service.as_str(), request.method.as_str()),
+            ("IScriptServiceV2", "GetStatus")
+        );
+        assert!(
+            request
+                .id
+                .starts_with("IScriptServiceV2::GetStatusAsync[1] / "),
+            "{}",
+            request.id
+        );
+        assert_eq!(request.endpoint.base_uri, SUBSCRIPTION);
+        let bson::Bson::Document(param) = &request.params[0] else {
+            panic!("a document: {:?}", request.params)
+        };
+        assert_eq!(param.get_str("$type").ok(), Some("Ticket, Contracts"));
+        assert_eq!(param.get_i64("Count").ok(), Some(3));
+    }
+
+    #[test]
+    fn a_body_with_neither_or_both_forms_or_a_bad_subscription_is_refused() {
+        let call =
+            serde_json::json!({"service": "IEchoService", "method": "SayHello", "params": ["hi"]});
+        let neither = body(serde_json::json!({"subscription": SUBSCRIPTION}));
+        assert!(neither
+            .decode()
+            .is_err_and(|e| e.starts_with("give one of message")));
+        let both =
+            body(serde_json::json!({"subscription": SUBSCRIPTION, "message": "", "call": call}));
+        assert!(both
+            .decode()
+            .is_err_and(|e| e.starts_with("give one of message")));
+        let bad = body(serde_json::json!({"subscription": "https://x/", "call": call}));
+        assert!(bad.decode().is_err_and(|e| e.starts_with("subscription: ")));
+        let garbled = body(serde_json::json!({"subscription": SUBSCRIPTION, "message": "%%%"}));
+        assert!(garbled
+            .decode()
+            .is_err_and(|e| e.starts_with("message: not base64")));
+    }
 }

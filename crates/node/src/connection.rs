@@ -526,9 +526,9 @@ async fn exchange_request(
     })?;
     match message.envelope {
         Envelope::Response(response) if &response.id == request_id => {
-            if let Some(error) = &response.error {
+            if let Some(error) = response.error {
                 debug!(request_id, error = %error.message, "service answered with an error");
-                pending.finish(Err(FailReason::AgentError));
+                pending.fail_with(error);
             } else {
                 pending.finish(Ok(Reply {
                     response,

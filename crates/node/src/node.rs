@@ -524,6 +524,7 @@ fn dropped() -> Outcome {
     Outcome {
         result: Err(FailReason::ConnectionLostInFlight),
         pickup: None,
+        error: None,
     }
 }
 

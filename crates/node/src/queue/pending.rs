@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use octopoll_wire::{DataStream, RequestMessage, ResponseMessage};
+use octopoll_wire::{DataStream, RequestMessage, ResponseMessage, ServerError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -85,6 +85,8 @@ pub struct Outcome {
     pub result: Result<Reply, FailReason>,
     /// Time from queued to collected, if it was collected.
     pub pickup: Option<Duration>,
+    /// The service's error, when it answered with one ([`FailReason::AgentError`]).
+    pub error: Option<ServerError>,
 }
 
 /// How many requests a node created and how they ended; `created` must equal
@@ -182,6 +184,15 @@ impl PendingRequest {
 
     /// Ends it with `result`. Only the first call has any effect.
     pub fn finish(&self, result: Result<Reply, FailReason>) {
+        self.end(result, None);
+    }
+
+    /// Ends the request with the error its service answered.
+    pub fn fail_with(&self, error: ServerError) {
+        self.end(Err(FailReason::AgentError), Some(error));
+    }
+
+    fn end(&self, result: Result<Reply, FailReason>, error: Option<ServerError>) {
         self.state.store(ENDED, Ordering::Release);
         let taken = self.reply.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some((tx, pickup)) = taken {
@@ -191,7 +202,11 @@ impl PendingRequest {
             };
             counter.fetch_add(1, Ordering::Relaxed);
             // The caller may have stopped waiting (run ended); that is fine.
-            let _ = tx.send(Outcome { result, pickup });
+            let _ = tx.send(Outcome {
+                result,
+                pickup,
+                error,
+            });
         }
     }
 }
