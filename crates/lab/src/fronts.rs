@@ -55,7 +55,7 @@ impl ChaosFronts {
         node: NodeId,
         action: &NetworkAction,
         tag: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), octopoll_chaos::Error> {
         self.change(node, action, tag, true).await
     }
 
@@ -65,7 +65,7 @@ impl ChaosFronts {
         node: NodeId,
         action: &NetworkAction,
         tag: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), octopoll_chaos::Error> {
         self.change(node, action, tag, false).await
     }
 
@@ -75,7 +75,7 @@ impl ChaosFronts {
         action: &NetworkAction,
         tag: usize,
         on: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), octopoll_chaos::Error> {
         let proxy = proxy_name(node);
         if let NetworkAction::Down = action {
             // Down is the proxy disabled; lifting it enables the proxy again.
@@ -87,21 +87,17 @@ impl ChaosFronts {
             } else {
                 self.chaos.remove_toxic(&proxy, &toxic.name).await
             };
-            done.map_err(|e| e.to_string())?;
+            done?;
         }
         Ok(())
     }
 
-    async fn enable(&self, proxy: &str, enabled: bool) -> Result<(), String> {
+    async fn enable(&self, proxy: &str, enabled: bool) -> Result<(), octopoll_chaos::Error> {
         let update = ProxyUpdate {
             enabled: Some(enabled),
             ..ProxyUpdate::default()
         };
-        self.chaos
-            .update(proxy, update)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+        self.chaos.update(proxy, update).await.map(drop)
     }
 
     /// Stops every proxy.

@@ -13,4 +13,4 @@ pub mod timeline;
 pub mod verdict;
 
 pub use counts::Counts;
-pub use report::{ProcessFigures, Report, RunFacts};
+pub use report::{ProcessFigures, Report, RunFacts, RunRecord};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
@@ -23,7 +23,9 @@ use crate::testbed::{wait_for_full_coverage, wait_for_mesh, Dispatcher, Testbed}
 use crate::workload::{request_for, spawn_request, Ledger, Recipient};
 use crate::{control, injector, sampler};
 use octopoll_fleet::plan::Plan;
-use octopoll_lab::Lab;
+use octopoll_lab::{Lab, Mesh};
+use octopoll_node::Node;
+use octopoll_report::RunRecord;
 use octopoll_report::{timeline, Report};
 
 /// What a run leaves: its report and its per-second time series.
@@ -39,13 +41,15 @@ pub struct Finished {
 
 /// Runs the whole scenario and returns its report: in this process when it fits
 /// the open-file limit (or `processes` is 0), else with each node in a process of
-/// its own and the agents split over as many as they need.
+/// its own and the agents split over as many as they need. On an error the lab
+/// is dropped, which ends its nodes and agents (or kills their processes).
 pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::Result<Finished> {
     config.lab.swarm.seed = config.seed;
     match config.plan()? {
         Plan::InProcess => {
             let lab = Lab::start(config.lab.clone()).await?;
-            run_on(lab, &config, progress).await
+            let in_process = InProcess::serve(&lab, &config).await?;
+            run_on(lab, &config, in_process, progress).await
         }
         Plan::Processes { swarms } => {
             info!(
@@ -53,81 +57,134 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
                 "the run is larger than one process holds; using node and agent processes"
             );
             let lab = ProcessLab::start(&config, swarms).await?;
-            run_on(lab, &config, progress).await
+            run_on(lab, &config, InProcess::default(), progress).await
         }
     }
 }
 
-/// Serves the control API and metrics of an in-process run, as asked.
-async fn serve_views(
-    lab: &Lab,
-    config: &RunConfig,
-    telemetry: Option<&Arc<Telemetry>>,
-    stop: &CancellationToken,
-) -> anyhow::Result<Option<Arc<ControlState>>> {
-    let bind = |addr: std::net::SocketAddr, flag: &'static str| async move {
-        tokio::net::TcpListener::bind(addr).await.map_err(|error| {
-            anyhow::Error::new(error).context(format!(
-                "binding {flag} {addr} (pass another --{flag} HOST:PORT)"
-            ))
-        })
-    };
-    if let (Some(addr), Some(telemetry)) = (config.metrics, telemetry) {
-        let listener = bind(addr, "metrics").await?;
-        eprintln!(
-            "Prometheus metrics on http://{}/metrics",
-            listener.local_addr()?
-        );
-        let router = crate::telemetry::router(
-            telemetry.clone(),
-            lab.cluster.view(),
-            lab.swarm.agents().to_vec(),
-        );
-        tokio::spawn(control::serve(listener, router, stop.clone()));
-    }
-    let Some(addr) = config.control else {
-        return Ok(None);
-    };
-    let dashboard = ControlState::new(lab.cluster.view());
-    let listener = bind(addr, "control").await?;
-    let proxies = if lab.fronts.is_some() {
-        " and the chaos proxies' /proxies"
-    } else {
-        ""
-    };
-    eprintln!(
-        "dashboard on http://{0}/ (control API: GET /api/cluster, POST /api/nodes/{{n}}/kill|stop|start|restart{proxies})",
-        listener.local_addr()?
-    );
-    let router = control::router(dashboard.clone(), lab.fronts.as_ref());
-    tokio::spawn(control::serve(listener, router, stop.clone()));
-    tokio::spawn(dashboard.clone().keep_history(stop.clone()));
-    Ok(Some(dashboard))
+/// What only a run in this process has (a split run refuses to be asked for
+/// them): the dashboard and metrics it serves, and the nodes the listening
+/// cluster registers with and is checked through.
+#[derive(Default)]
+struct InProcess {
+    dashboard: Option<Arc<ControlState>>,
+    telemetry: Option<Arc<Telemetry>>,
+    nodes: Vec<Arc<Node>>,
+    /// Ends the servers when the run ends.
+    _serving: Option<DropGuard>,
 }
 
-/// Runs the scenario on a started lab, wherever its parts live.
+impl InProcess {
+    /// Serves the control API and metrics of `lab`, as `config` asks.
+    async fn serve(lab: &Lab, config: &RunConfig) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let bind = |addr: std::net::SocketAddr, flag: &'static str| async move {
+            tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+                anyhow::Error::new(error).context(format!(
+                    "binding {flag} {addr} (pass another --{flag} HOST:PORT)"
+                ))
+            })
+        };
+        let telemetry = config.metrics.map(|_| Telemetry::new());
+        if let (Some(addr), Some(telemetry)) = (config.metrics, &telemetry) {
+            let listener = bind(addr, "metrics").await?;
+            eprintln!(
+                "Prometheus metrics on http://{}/metrics",
+                listener.local_addr()?
+            );
+            let router = crate::telemetry::router(
+                telemetry.clone(),
+                lab.cluster.view(),
+                lab.swarm.agents().to_vec(),
+            );
+            tokio::spawn(control::serve(listener, router, stop.clone()));
+        }
+        let dashboard = match config.control {
+            Some(addr) => {
+                let dashboard = ControlState::new(lab.cluster.view());
+                let listener = bind(addr, "control").await?;
+                let proxies = if lab.fronts.is_some() {
+                    " and the chaos proxies' /proxies"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "dashboard on http://{0}/ (control API: GET /api/cluster, POST /api/nodes/{{n}}/kill|stop|start|restart{proxies})",
+                    listener.local_addr()?
+                );
+                let router = control::router(dashboard.clone(), lab.fronts.as_ref());
+                tokio::spawn(control::serve(listener, router, stop.clone()));
+                tokio::spawn(dashboard.clone().keep_history(stop.clone()));
+                Some(dashboard)
+            }
+            None => None,
+        };
+        Ok(Self {
+            dashboard,
+            telemetry,
+            nodes: lab.cluster.nodes().to_vec(),
+            _serving: Some(stop.drop_guard()),
+        })
+    }
+}
+
+/// Runs the scenario on a started lab, wherever its parts live: the mesh, then
+/// the workload, faults and sampling side by side, then the report.
 async fn run_on<T: Testbed>(
     lab: T,
     config: &RunConfig,
+    in_process: InProcess,
     progress: &mut Progress,
 ) -> anyhow::Result<Finished> {
-    let api_stop = CancellationToken::new();
-    let _api_stop = api_stop.clone().drop_guard();
-    let telemetry = config.metrics.map(|_| Telemetry::new());
-    let dashboard = match lab.in_process() {
-        Some(in_process) => {
-            match serve_views(in_process, config, telemetry.as_ref(), &api_stop).await {
-                Ok(dashboard) => dashboard,
-                Err(error) => {
-                    lab.stop().await;
-                    return Err(error);
-                }
-            }
+    let mesh = form_mesh(&lab, config).await;
+    let listening_cluster = match (&config.listening_cluster, in_process.nodes.first()) {
+        (Some(cluster), Some(node)) => {
+            Some(ListeningCluster::start(node, &node.config().api_key, cluster).await?)
         }
-        None => None,
+        _ => None,
     };
+    // In name order. Read before the clock starts: with thousands of agents in
+    // other processes the list takes a moment, which no request should wait for.
+    let machines = Recipient::all_in(&lab.machines().await);
+    let driven = drive(
+        &lab,
+        config,
+        &in_process,
+        &machines,
+        &mesh,
+        listening_cluster,
+        progress,
+    )
+    .await;
+    let node_names: Vec<String> = lab.node_ids().iter().map(ToString::to_string).collect();
+    let stopped = lab.stop().await;
+    let counts = driven.ledger.counts();
+    let faults = injector::spans(&config.faults, &driven.executed, driven.run_end)
+        .iter()
+        .map(|span| timeline::analyse(span, &driven.samples, &counts))
+        .collect();
+    let report = Report::of_run(
+        RunRecord {
+            name: config.name.clone(),
+            facts: driven.facts,
+            counts: &counts,
+            nodes: &stopped.nodes,
+            agent_failures: stopped.swarm.failures,
+            processes: stopped.processes,
+            faults,
+            listening_cluster: driven.listening_cluster,
+        },
+        &config.thresholds,
+    );
+    let csv = timeline::csv(&driven.samples, &counts, &node_names);
+    let html = octopoll_report::html::render(&report, &driven.samples, &counts, &node_names);
+    Ok(Finished { report, csv, html })
+}
+
+/// Waits for every polling link (or the mesh timeout: the run goes on either way).
+async fn form_mesh<T: Testbed>(lab: &T, config: &RunConfig) -> Mesh {
     lab.mesh_starting().await;
-    let mesh = wait_for_mesh(&lab, config.mesh_timeout).await;
+    let mesh = wait_for_mesh(lab, config.mesh_timeout).await;
     match mesh.settled_after {
         Some(after) => info!(
             ?after,
@@ -144,52 +201,57 @@ async fn run_on<T: Testbed>(
         }
     }
     lab.mesh_formed().await;
-    let mut listening_cluster = match (&config.listening_cluster, lab.in_process()) {
-        (Some(cluster_config), Some(in_process)) => {
-            let node = &in_process.cluster.nodes()[0];
-            match ListeningCluster::start(node, &node.config().api_key, cluster_config).await {
-                Ok(cluster) => Some(cluster),
-                Err(error) => {
-                    lab.stop().await;
-                    return Err(error);
-                }
-            }
-        }
-        _ => None,
-    };
+    mesh
+}
 
-    // In name order. Read before the clock starts: with thousands of agents in
-    // other processes the list takes a moment, which no request should wait for.
-    let machines = Recipient::all_in(&lab.machines().await);
-    // The run's clock starts now, with the mesh formed: fault times count from here.
-    let ledger = Arc::new(match &telemetry {
+/// What the workload, the faults and the sampling leave.
+struct Driven {
+    ledger: Arc<Ledger>,
+    facts: octopoll_report::RunFacts,
+    executed: Vec<injector::Executed>,
+    samples: Vec<octopoll_report::timeline::CoverageSample>,
+    listening_cluster: Option<octopoll_report::listening::ListeningClusterReport>,
+    /// From the start of the workload to the end of sampling.
+    run_end: Duration,
+}
+
+/// The run's clock starts with the mesh formed: the workload, the faults, the
+/// sampler (and the listening cluster) side by side. Sampling goes on until the
+/// drain is over, every fault has been carried out (undos included), and the
+/// mesh has healed or the recovery bound has passed. Every request task has
+/// ended (or is counted lost) when this returns.
+async fn drive<T: Testbed>(
+    lab: &T,
+    config: &RunConfig,
+    in_process: &InProcess,
+    machines: &[Recipient],
+    mesh: &Mesh,
+    mut listening_cluster: Option<ListeningCluster>,
+    progress: &mut Progress,
+) -> Driven {
+    let ledger = Arc::new(match &in_process.telemetry {
         Some(telemetry) => Ledger::with_telemetry(telemetry.clone()),
         None => Ledger::default(),
     });
     let started = ledger.started();
     let tracker = TaskTracker::new();
     let run_ended = CancellationToken::new();
-    if let Some(dashboard) = &dashboard {
+    let dashboard = in_process.dashboard.as_deref();
+    if let Some(dashboard) = dashboard {
         dashboard.enable_burst(Burst {
             ledger: ledger.clone(),
             tracker: tracker.clone(),
             run_ended: run_ended.clone(),
-            machines: machines.clone(),
+            machines: machines.to_vec(),
             shape: config.shape(),
             seed: config.seed,
         });
     }
     let (workload_done, faults_done) = (CancellationToken::new(), CancellationToken::new());
-    // The workload, the faults and the sampler run side by side. Sampling goes on
-    // until the drain is over, every fault has been carried out (undos included),
-    // and the mesh has healed or the recovery bound has passed.
     let recovery_bound = recovery_bound(config);
     let cluster_run = async {
-        let (Some(cluster), Some(in_process)) = (listening_cluster.as_mut(), lab.in_process())
-        else {
-            return None;
-        };
-        let nodes = in_process.cluster.nodes();
+        let cluster = listening_cluster.as_mut()?;
+        let nodes = &in_process.nodes;
         Some(
             cluster
                 .exercise(nodes, config.duration, started, &workload_done)
@@ -199,10 +261,10 @@ async fn run_on<T: Testbed>(
     let (facts, executed, samples, cluster_report) = tokio::join!(
         async {
             let workload = Workload {
-                lab: &lab,
+                lab,
                 config,
                 ledger: &ledger,
-                machines: &machines,
+                machines,
             };
             // Progress is sampled beside the workload, never inside its loop: a slow
             // sample must not make requests late.
@@ -215,7 +277,7 @@ async fn run_on<T: Testbed>(
                 workload.show_progress(&mut *progress, &driving),
             );
             let facts = sampler::run_facts(
-                &lab,
+                lab,
                 config.seed,
                 started.elapsed().as_secs_f64(),
                 mesh.full_coverage_after,
@@ -226,22 +288,22 @@ async fn run_on<T: Testbed>(
             facts
         },
         async {
-            let executed = injector::run(&lab, &config.faults, started, dashboard.as_deref()).await;
+            let executed = injector::run(lab, &config.faults, started, dashboard).await;
             faults_done.cancel();
             executed
         },
-        sampler::sample(&lab, started, async {
+        sampler::sample(lab, started, async {
             workload_done.cancelled().await;
             faults_done.cancelled().await;
             if !config.faults.is_empty() {
-                let _ = wait_for_full_coverage(&lab, recovery_bound).await;
+                let _ = wait_for_full_coverage(lab, recovery_bound).await;
             }
         }),
         cluster_run,
     );
     let run_end = started.elapsed();
     // Nothing more from the dashboard once the requests are being counted.
-    if let Some(dashboard) = &dashboard {
+    if let Some(dashboard) = dashboard {
         dashboard.close();
     }
     run_ended.cancel();
@@ -257,31 +319,21 @@ async fn run_on<T: Testbed>(
         );
     }
     progress.finish();
-    let cluster_report = match listening_cluster.zip(cluster_report) {
+    let listening_cluster = match listening_cluster.zip(cluster_report) {
         Some((cluster, report)) => {
-            let running = lab
-                .in_process()
-                .and_then(|l| l.cluster.nodes().iter().find(|n| n.is_running()));
+            let running = in_process.nodes.iter().find(|n| n.is_running());
             Some(cluster.finish(report, running.map(|n| &**n)).await)
         }
         None => None,
     };
-    let node_names: Vec<String> = lab.node_ids().iter().map(ToString::to_string).collect();
-    let stopped = lab.stop().await;
-    let counts = ledger.counts();
-    let mut report = Report::new(facts, &counts, &stopped.nodes);
-    report.name = config.name.clone();
-    report.churn.agent_failures = stopped.swarm.failures;
-    report.processes = stopped.processes;
-    report.faults = injector::spans(&config.faults, &executed, run_end)
-        .iter()
-        .map(|span| timeline::analyse(span, &samples, &counts))
-        .collect();
-    report.listening_cluster = cluster_report;
-    report.thresholds = config.thresholds.check(&report);
-    let csv = timeline::csv(&samples, &counts, &node_names);
-    let html = octopoll_report::html::render(&report, &samples, &counts, &node_names);
-    Ok(Finished { report, csv, html })
+    Driven {
+        ledger,
+        facts,
+        executed,
+        samples,
+        listening_cluster,
+        run_end,
+    }
 }
 
 /// How long sampling may go on after the workload, for the mesh to heal from the

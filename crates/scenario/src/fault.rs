@@ -357,3 +357,41 @@ mod tests {
         );
     }
 }
+
+/// Why a fault (or its undo) could not be carried out on a node.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    /// The scenario named a node the testbed does not have.
+    #[error("{0} does not exist")]
+    NoSuchNode(NodeId),
+    /// A node in this process refused the action.
+    #[error("{node}: {error}")]
+    Node {
+        /// Which node.
+        node: NodeId,
+        /// Why.
+        error: octopoll_lab::actions::ActionError,
+    },
+    /// A node process's control API did not carry it out.
+    #[error("{node}: {error}")]
+    Remote {
+        /// Which node.
+        node: NodeId,
+        /// Why.
+        error: octopoll_fleet::remote::RemoteError,
+    },
+    /// A network fault in a run without the chaos proxy.
+    #[error("network faults need the chaos proxy in front of the nodes")]
+    NoProxy,
+    /// The chaos proxy in front of a node refused the change.
+    #[error("{node}: {error}")]
+    Network {
+        /// Which node.
+        node: NodeId,
+        /// Why.
+        error: octopoll_chaos::Error,
+    },
+    /// The task carrying it out ended without an answer.
+    #[error("the fault's task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::control::ControlState;
-use crate::fault::{Action, Fault};
+use crate::fault::{Action, Fault, FaultError};
 use crate::testbed::Testbed;
 use octopoll_lab::actions::NodeAction;
 use octopoll_report::timeline::FaultSpan;
@@ -60,10 +60,10 @@ pub async fn run(
         let when = started.elapsed();
         let work = carry_out(lab, &fault.action, undo, &fault.nodes, index);
         running.spawn(async move {
-            let error = work.await.err();
-            if let Some(error) = &error {
+            let error = work.await.err().map(|error| {
                 warn!(%error, "fault could not be carried out");
-            }
+                error.to_string()
+            });
             Executed {
                 fault: index,
                 undo,
@@ -92,38 +92,34 @@ fn carry_out(
     undo: bool,
     ids: &[NodeId],
     tag: usize,
-) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+) -> impl std::future::Future<Output = Result<(), FaultError>> + Send + 'static {
     let mut nodes = JoinSet::new();
     let mut network = None;
     match action {
         Action::Node(action) => {
             for id in ids {
-                let work = lab.act(*id, *action, undo);
-                let id = *id;
-                nodes.spawn(async move { work.await.map_err(|e| format!("{id}: {e}")) });
+                nodes.spawn(lab.act(*id, *action, undo));
             }
         }
         Action::Network(action) => network = Some((lab.fronts(), action.clone())),
     }
     let ids = ids.to_vec();
     async move {
-        if let Some((network, action)) = network {
-            let network =
-                network.ok_or("network faults need the chaos proxy in front of the nodes")?;
-            for id in ids {
+        if let Some((fronts, action)) = network {
+            let fronts = fronts.ok_or(FaultError::NoProxy)?;
+            for node in ids {
                 let result = if undo {
-                    network.lift(id, &action, tag).await
+                    fronts.lift(node, &action, tag).await
                 } else {
-                    network.apply(id, &action, tag).await
+                    fronts.apply(node, &action, tag).await
                 };
-                result.map_err(|e| format!("{id}: {e}"))?;
+                result.map_err(|error| FaultError::Network { node, error })?;
             }
             return Ok(());
         }
         let mut first_error = None;
         while let Some(result) = nodes.join_next().await {
-            let result = result.map_err(|e| e.to_string()).and_then(|r| r);
-            if let Err(error) = result {
+            if let Err(error) = result.map_err(FaultError::from).and_then(|r| r) {
                 first_error.get_or_insert(error);
             }
         }

@@ -159,6 +159,15 @@ impl Layers {
         lookup(&self.origins, key).cloned().unwrap_or(Origin::Unset)
     }
 
+    /// A refusal of the value at `key`, blamed on where it was set.
+    pub(crate) fn refuse(&self, key: &str, message: impl Into<String>) -> ScenarioError {
+        ScenarioError {
+            location: self.origin(key).to_string(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
     /// The merged layers as a scenario.
     pub fn scenario(&self) -> Result<ScenarioFile, ScenarioError> {
         scenario_of(&self.table).map_err(|error| ScenarioError {

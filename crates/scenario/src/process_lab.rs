@@ -6,6 +6,7 @@
 //! through their control APIs. Every child is stopped when the lab stops, and
 //! killed if the lab is dropped (an error, Ctrl-C).
 
+use crate::fault::FaultError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -457,22 +458,19 @@ impl Testbed for ProcessLab {
         node: NodeId,
         action: NodeAction,
         undo: bool,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
-        let node = self.node(node).cloned();
+    ) -> impl std::future::Future<Output = Result<(), FaultError>> + Send + 'static {
+        let found = self.node(node).cloned();
         async move {
-            let node = node.ok_or("no such node")?;
-            node.act(action, undo)
+            let found = found.ok_or(FaultError::NoSuchNode(node))?;
+            found
+                .act(action, undo)
                 .await
                 .map(drop)
-                .map_err(|e| e.to_string())
+                .map_err(|error| FaultError::Remote { node, error })
         }
     }
 
     fn fronts(&self) -> Option<ChaosFronts> {
-        None
-    }
-
-    fn in_process(&self) -> Option<&octopoll_lab::Lab> {
         None
     }
 

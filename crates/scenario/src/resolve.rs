@@ -17,133 +17,212 @@ use octopoll_lab::LabConfig;
 /// Checks a merged scenario into a run. `layers` says where each value came
 /// from, so a refusal names the file and line, or the flag, that set it.
 pub(crate) fn resolve(merged: &ScenarioFile, layers: &Layers) -> Result<RunConfig, ScenarioError> {
-    let here = |table: Option<&str>, key: &str, index: Option<usize>| {
-        let full = match (table, index) {
-            (Some(t), Some(i)) => format!("{t}[{i}].{key}"),
-            (Some(t), None) => format!("{t}.{key}"),
-            (None, _) => key.to_string(),
-        };
-        (layers.origin(&full).to_string(), full)
-    };
-    let refuse = |table: Option<&str>, key: &str, index: Option<usize>, message: String| {
-        let (location, key) = here(table, key, index);
-        ScenarioError {
-            location,
-            key,
-            message,
-        }
-    };
+    let shape = Shape::of(merged, layers)?;
+    check_thresholds(merged, layers)?;
+    let faults = faults(merged, layers, &shape)?;
+    let network_faults = faults.iter().any(|f| f.action.is_network());
+    let lab = lab(merged, layers, &shape, network_faults)?;
+    let Shape {
+        duration,
+        scale,
+        rate,
+        seed,
+        ..
+    } = shape;
     let c = &merged.cluster;
-    let nodes = need(c.nodes, "cluster.nodes")?;
-    if !(1..=MAX_NODES).contains(&nodes) {
-        return Err(refuse(
-            Some("cluster"),
-            "nodes",
-            None,
-            format!("{nodes} nodes: a cluster has 1 to {MAX_NODES}"),
-        ));
+    let mut config = RunConfig::new(lab);
+    config.name = merged.name.clone();
+    config.seed = seed;
+    config.duration = duration;
+    config.rate = rate;
+    if let Some(drain) = merged.drain {
+        config.drain = drain;
     }
-    let agents = need(merged.agents.count, "agents.count")?;
-    if !(1..=MAX_AGENTS).contains(&agents) {
-        return Err(refuse(
-            Some("agents"),
-            "count",
-            None,
-            format!("{agents} agents: a run has 1 to {MAX_AGENTS}"),
-        ));
+    if let Some(mesh) = merged.mesh_timeout {
+        config.mesh_timeout = mesh;
     }
-    let scale = need(merged.time_scale, "time_scale")?;
-    if !(scale.is_finite() && scale > 0.0 && scale <= 100.0) {
-        return Err(refuse(
-            None,
-            "time_scale",
-            None,
-            format!("must be above 0 and at most 100, got {scale}"),
-        ));
-    }
-    let too_long = |d: Duration| d > LONGEST;
-    for (table, key, value) in [
-        (None, "duration", merged.duration),
-        (None, "drain", merged.drain),
-        (None, "mesh_timeout", merged.mesh_timeout),
-        (Some("cluster"), "long_poll", c.long_poll),
-        (Some("cluster"), "pickup_timeout", c.pickup_timeout),
-        (Some("cluster"), "node_drain", c.node_drain),
-        (Some("agents"), "backoff_min", merged.agents.backoff_min),
-        (Some("agents"), "backoff_max", merged.agents.backoff_max),
-    ] {
-        if value.is_some_and(too_long) {
-            return Err(refuse(table, key, None, "must be at most 7 days".into()));
+    let w = &merged.workload;
+    if let Some(mix) = w.mix {
+        if mix.total() == 0 {
+            return Err(layers.refuse("workload.mix", "every weight is 0"));
         }
+        config.mix = mix;
     }
-    let duration = need(merged.duration, "duration")?.mul_f64(scale);
-    if duration < Duration::from_millis(1) {
-        return Err(refuse(
-            None,
-            "duration",
-            None,
-            "must be above 0 (after time_scale)".into(),
+    config.min_script_time = need(w.min_script_time, "workload.min_script_time")?;
+    config.max_script_time = need(w.max_script_time, "workload.max_script_time")?;
+    if config.max_script_time < config.min_script_time {
+        return Err(layers.refuse(
+            "workload.max_script_time",
+            "must not be below min_script_time",
         ));
     }
-    let rate = need(merged.workload.rate, "workload.rate")?;
-    if !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0) {
-        return Err(refuse(
-            Some("workload"),
-            "rate",
-            None,
-            format!("must be a positive number of requests per second, at most 100000, got {rate}"),
+    config.payload_bytes = need(w.payload_bytes, "workload.payload_bytes")?;
+    if config.payload_bytes > MAX_PAYLOAD_BYTES {
+        return Err(layers.refuse(
+            "workload.payload_bytes",
+            format!("must be at most {MAX_PAYLOAD_BYTES}"),
         ));
     }
-    for (key, value) in [
-        ("long_poll", c.long_poll),
-        ("pickup_timeout", c.pickup_timeout),
-    ] {
-        if value.is_some_and(|v| v.is_zero()) {
-            return Err(refuse(Some("cluster"), key, None, "must be above 0".into()));
+    config.stream_bytes = need(w.stream_bytes, "workload.stream_bytes")?;
+    if config.stream_bytes > MAX_STREAM_BYTES {
+        return Err(layers.refuse(
+            "workload.stream_bytes",
+            format!("must be at most {MAX_STREAM_BYTES} (the data-stream limit)"),
+        ));
+    }
+    config.faults = faults;
+    config.thresholds = merged.thresholds.clone();
+    config.control = merged.output.control;
+    config.metrics = merged.output.metrics;
+    config.processes = merged.processes;
+    config.redis = c.redis.clone();
+    config.listening_cluster = merged
+        .listening_cluster
+        .config(duration, scale)
+        .map_err(|(key, message)| layers.refuse(&format!("listening_cluster.{key}"), message))?;
+    Ok(config)
+}
+
+/// The figures the rest of the checks depend on.
+struct Shape {
+    nodes: u16,
+    agents: usize,
+    connections_per_node: usize,
+    /// Already scaled.
+    duration: Duration,
+    scale: f64,
+    rate: f64,
+    seed: u64,
+}
+
+impl Shape {
+    /// The run's size and times, with every time bounded.
+    fn of(merged: &ScenarioFile, layers: &Layers) -> Result<Self, ScenarioError> {
+        let c = &merged.cluster;
+        let nodes = need(c.nodes, "cluster.nodes")?;
+        if !(1..=MAX_NODES).contains(&nodes) {
+            return Err(layers.refuse(
+                "cluster.nodes",
+                format!("{nodes} nodes: a cluster has 1 to {MAX_NODES}"),
+            ));
         }
+        let agents = need(merged.agents.count, "agents.count")?;
+        if !(1..=MAX_AGENTS).contains(&agents) {
+            return Err(layers.refuse(
+                "agents.count",
+                format!("{agents} agents: a run has 1 to {MAX_AGENTS}"),
+            ));
+        }
+        let scale = need(merged.time_scale, "time_scale")?;
+        if !(scale.is_finite() && scale > 0.0 && scale <= 100.0) {
+            return Err(layers.refuse(
+                "time_scale",
+                format!("must be above 0 and at most 100, got {scale}"),
+            ));
+        }
+        let too_long = |d: Duration| d > LONGEST;
+        for (key, value) in [
+            ("duration", merged.duration),
+            ("drain", merged.drain),
+            ("mesh_timeout", merged.mesh_timeout),
+            ("cluster.long_poll", c.long_poll),
+            ("cluster.pickup_timeout", c.pickup_timeout),
+            ("cluster.node_drain", c.node_drain),
+            ("agents.backoff_min", merged.agents.backoff_min),
+            ("agents.backoff_max", merged.agents.backoff_max),
+        ] {
+            if value.is_some_and(too_long) {
+                return Err(layers.refuse(key, "must be at most 7 days"));
+            }
+        }
+        let duration = need(merged.duration, "duration")?.mul_f64(scale);
+        if duration < Duration::from_millis(1) {
+            return Err(layers.refuse("duration", "must be above 0 (after time_scale)"));
+        }
+        let rate = need(merged.workload.rate, "workload.rate")?;
+        if !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0) {
+            return Err(layers.refuse(
+                "workload.rate",
+                format!(
+                    "must be a positive number of requests per second, at most 100000, got {rate}"
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("long_poll", c.long_poll),
+            ("pickup_timeout", c.pickup_timeout),
+        ] {
+            if value.is_some_and(|v| v.is_zero()) {
+                return Err(layers.refuse(&format!("cluster.{key}"), "must be above 0"));
+            }
+        }
+        let connections_per_node = need(
+            merged.agents.connections_per_node,
+            "agents.connections_per_node",
+        )?;
+        if !(1..=16).contains(&connections_per_node) {
+            return Err(layers.refuse(
+                "agents.connections_per_node",
+                format!("must be 1 to 16, got {connections_per_node}"),
+            ));
+        }
+        Ok(Shape {
+            nodes,
+            agents,
+            connections_per_node,
+            duration,
+            scale,
+            rate,
+            seed: need(merged.seed, "seed")?,
+        })
     }
-    let connections_per_node = need(
-        merged.agents.connections_per_node,
-        "agents.connections_per_node",
-    )?;
-    if !(1..=16).contains(&connections_per_node) {
-        return Err(refuse(
-            Some("agents"),
-            "connections_per_node",
-            None,
-            format!("must be 1 to 16, got {connections_per_node}"),
-        ));
-    }
+}
+
+/// Thresholds that are numbers must be numbers that can hold.
+fn check_thresholds(merged: &ScenarioFile, layers: &Layers) -> Result<(), ScenarioError> {
     let t = &merged.thresholds;
     for (key, value) in [
         ("pickup_p99_ms", t.pickup_p99_ms),
         ("full_mesh_after_fault_s", t.full_mesh_after_fault_s),
     ] {
         if value.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
-            return Err(refuse(
-                Some("thresholds"),
-                key,
-                None,
-                "must be a number of 0 or more".into(),
+            return Err(layers.refuse(
+                &format!("thresholds.{key}"),
+                "must be a number of 0 or more",
             ));
         }
     }
     if let Some(min) = merged.thresholds.coverage_min {
         if !(0.0..=1.0).contains(&min) {
-            return Err(refuse(
-                Some("thresholds"),
-                "coverage_min",
-                None,
+            return Err(layers.refuse(
+                "thresholds.coverage_min",
                 format!("must be from 0 to 1, got {min}"),
             ));
         }
     }
 
-    let seed = need(merged.seed, "seed")?;
+    Ok(())
+}
+
+/// The faults, in time order, each checked against the run and the cluster.
+fn faults(
+    merged: &ScenarioFile,
+    layers: &Layers,
+    shape: &Shape,
+) -> Result<Vec<Fault>, ScenarioError> {
+    let &Shape {
+        nodes,
+        duration,
+        scale,
+        seed,
+        ..
+    } = shape;
+    let too_long = |d: Duration| d > LONGEST;
     let mut rng = StdRng::seed_from_u64(seed ^ 0xFA17);
     let mut faults = Vec::new();
     for (i, keys) in merged.faults.iter().flatten().enumerate() {
-        let at_fault = |key: &str, message: String| refuse(Some("faults"), key, Some(i), message);
+        let at_fault =
+            |key: &str, message: String| layers.refuse(&format!("faults[{i}].{key}"), message);
         let action =
             crate::fault::action_of(keys).map_err(|(key, message)| at_fault(key, message))?;
         let at = keys.at.ok_or_else(|| {
@@ -210,19 +289,31 @@ pub(crate) fn resolve(merged: &ScenarioFile, layers: &Layers) -> Result<RunConfi
         });
     }
     faults.sort_by_key(|f| f.at);
-    check_overlaps(&faults).map_err(|(i, message)| {
-        let (location, key) = here(Some("faults"), "at", Some(i));
-        ScenarioError {
-            location,
-            key,
-            message,
-        }
-    })?;
+    check_overlaps(&faults)
+        .map_err(|(i, message)| layers.refuse(&format!("faults[{i}].at"), message))?;
 
+    Ok(faults)
+}
+
+/// The cluster and the swarm: the nodes' settings and limits, the agents'.
+fn lab(
+    merged: &ScenarioFile,
+    layers: &Layers,
+    shape: &Shape,
+    network_faults: bool,
+) -> Result<LabConfig, ScenarioError> {
+    let &Shape {
+        nodes,
+        agents,
+        connections_per_node,
+        seed,
+        ..
+    } = shape;
+    let c = &merged.cluster;
     let mut lab = LabConfig::new(nodes, agents);
     lab.topology = need(c.topology, "cluster.topology")?;
     lab.haproxy = c.haproxy.clone();
-    lab.chaos = need(c.chaos, "cluster.chaos")? || faults.iter().any(|f| f.action.is_network());
+    lab.chaos = need(c.chaos, "cluster.chaos")? || network_faults;
     let cluster = &mut lab.cluster;
     cluster.queue = need(c.queue, "cluster.queue")?;
     if let Some(bind) = c.bind {
@@ -241,12 +332,7 @@ pub(crate) fn resolve(merged: &ScenarioFile, layers: &Layers) -> Result<RunConfi
     }
     if let Some(handshakes) = c.max_concurrent_handshakes {
         if handshakes == 0 {
-            return Err(refuse(
-                Some("cluster"),
-                "max_concurrent_handshakes",
-                None,
-                "must be at least 1".into(),
-            ));
+            return Err(layers.refuse("cluster.max_concurrent_handshakes", "must be at least 1"));
         }
         cluster.node.max_concurrent_handshakes = handshakes;
     }
@@ -265,7 +351,7 @@ pub(crate) fn resolve(merged: &ScenarioFile, layers: &Layers) -> Result<RunConfi
     merged
         .limits
         .apply(&mut cluster.node)
-        .map_err(|bad| refuse(Some("limits"), bad.key, None, bad.message))?;
+        .map_err(|bad| layers.refuse(&format!("limits.{}", bad.key), bad.message))?;
     let key_type = need(merged.agents.key_type, "agents.key_type")?.into();
     lab.swarm.key_type = key_type;
     lab.server_key_type = key_type;
@@ -279,10 +365,8 @@ pub(crate) fn resolve(merged: &ScenarioFile, layers: &Layers) -> Result<RunConfi
     };
     let ramp = need(merged.agents.ramp, "agents.ramp")?;
     if !(ramp.is_finite() && ramp >= 0.0) {
-        return Err(refuse(
-            Some("agents"),
-            "ramp",
-            None,
+        return Err(layers.refuse(
+            "agents.ramp",
             format!(
                 "must be 0 (no ramp) or a positive number of connections per second, got {ramp}"
             ),
@@ -290,12 +374,7 @@ pub(crate) fn resolve(merged: &ScenarioFile, layers: &Layers) -> Result<RunConfi
     }
     polling.ramp = octopoll_agent::Ramp::per_second(ramp);
     if polling.backoff.max < polling.backoff.min {
-        return Err(refuse(
-            Some("agents"),
-            "backoff_max",
-            None,
-            "must not be below backoff_min".into(),
-        ));
+        return Err(layers.refuse("agents.backoff_max", "must not be below backoff_min"));
     }
 
     let mut layout = lab.cluster.clone();
@@ -305,70 +384,9 @@ pub(crate) fn resolve(merged: &ScenarioFile, layers: &Layers) -> Result<RunConfi
             octopoll_node::Error::PortRange { .. } => "comms_port",
             _ => "bind",
         };
-        return Err(refuse(Some("cluster"), key, None, error.to_string()));
+        return Err(layers.refuse(&format!("cluster.{key}"), error.to_string()));
     }
-    let mut config = RunConfig::new(lab);
-    config.name = merged.name.clone();
-    config.seed = seed;
-    config.duration = duration;
-    config.rate = rate;
-    if let Some(drain) = merged.drain {
-        config.drain = drain;
-    }
-    if let Some(mesh) = merged.mesh_timeout {
-        config.mesh_timeout = mesh;
-    }
-    let w = &merged.workload;
-    if let Some(mix) = w.mix {
-        if mix.total() == 0 {
-            return Err(refuse(
-                Some("workload"),
-                "mix",
-                None,
-                "every weight is 0".into(),
-            ));
-        }
-        config.mix = mix;
-    }
-    config.min_script_time = need(w.min_script_time, "workload.min_script_time")?;
-    config.max_script_time = need(w.max_script_time, "workload.max_script_time")?;
-    if config.max_script_time < config.min_script_time {
-        return Err(refuse(
-            Some("workload"),
-            "max_script_time",
-            None,
-            "must not be below min_script_time".into(),
-        ));
-    }
-    config.payload_bytes = need(w.payload_bytes, "workload.payload_bytes")?;
-    if config.payload_bytes > MAX_PAYLOAD_BYTES {
-        return Err(refuse(
-            Some("workload"),
-            "payload_bytes",
-            None,
-            format!("must be at most {MAX_PAYLOAD_BYTES}"),
-        ));
-    }
-    config.stream_bytes = need(w.stream_bytes, "workload.stream_bytes")?;
-    if config.stream_bytes > MAX_STREAM_BYTES {
-        return Err(refuse(
-            Some("workload"),
-            "stream_bytes",
-            None,
-            format!("must be at most {MAX_STREAM_BYTES} (the data-stream limit)"),
-        ));
-    }
-    config.faults = faults;
-    config.thresholds = merged.thresholds.clone();
-    config.control = merged.output.control;
-    config.metrics = merged.output.metrics;
-    config.processes = merged.processes;
-    config.redis = c.redis.clone();
-    config.listening_cluster = merged
-        .listening_cluster
-        .config(duration, scale)
-        .map_err(|(key, message)| refuse(Some("listening_cluster"), key, None, message))?;
-    Ok(config)
+    Ok(lab)
 }
 
 /// A key the built-in default sets: present unless that file lost it.

@@ -12,6 +12,7 @@ use octopoll_node::{
 use octopoll_wire::{DataStream, RequestMessage, SubscriptionId};
 use tokio::time::Instant;
 
+use crate::fault::FaultError;
 use octopoll_fleet::remote::RemoteNode;
 use octopoll_lab::actions::NodeAction;
 use octopoll_lab::fronts::ChaosFronts;
@@ -130,11 +131,9 @@ pub trait Testbed: Send + Sync {
         node: NodeId,
         action: NodeAction,
         undo: bool,
-    ) -> impl Future<Output = Result<(), String>> + Send + 'static;
+    ) -> impl Future<Output = Result<(), FaultError>> + Send + 'static;
     /// The chaos proxies in front of the nodes, if the run has them.
     fn fronts(&self) -> Option<ChaosFronts>;
-    /// The lab, when everything runs in this process (for the dashboard and metrics).
-    fn in_process(&self) -> Option<&Lab>;
     /// Marks the moment the mesh starts forming, for the memory figures.
     fn mesh_starting(&self) -> impl Future<Output = ()> + Send {
         async {}
@@ -242,22 +241,18 @@ impl Testbed for Lab {
         node: NodeId,
         action: NodeAction,
         undo: bool,
-    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
-        let node = self.cluster.node(node).cloned();
+    ) -> impl Future<Output = Result<(), FaultError>> + Send + 'static {
+        let found = self.cluster.node(node).cloned();
         async move {
-            let node = node.ok_or("no such node")?;
-            octopoll_lab::actions::node_action(&node, action, undo)
+            let found = found.ok_or(FaultError::NoSuchNode(node))?;
+            octopoll_lab::actions::node_action(&found, action, undo)
                 .await
-                .map_err(|error| error.to_string())
+                .map_err(|error| FaultError::Node { node, error })
         }
     }
 
     fn fronts(&self) -> Option<ChaosFronts> {
         self.fronts.clone()
-    }
-
-    fn in_process(&self) -> Option<&Lab> {
-        Some(self)
     }
 
     async fn stop(self) -> Stopped {
