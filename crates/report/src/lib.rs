@@ -7,10 +7,12 @@
 pub mod counts;
 pub mod html;
 pub mod listening;
+pub mod record;
 pub mod report;
 pub mod thresholds;
 pub mod timeline;
 pub mod verdict;
 
 pub use counts::Counts;
-pub use report::{ProcessFigures, Report, RunFacts, RunRecord};
+pub use record::RunRecord;
+pub use report::{ProcessFigures, Report, RunFacts};

@@ -32,7 +32,6 @@ use std::time::Duration;
 use serde::Serialize;
 use toml::{Table, Value};
 
-use crate::config::RunConfig;
 use crate::file::{key_lines, LoadError, ScenarioError, ScenarioFile, Source};
 
 /// Where a value came from.
@@ -174,12 +173,6 @@ impl Layers {
             location: self.origin(&error.key).to_string(),
             ..error
         })
-    }
-
-    /// The merged layers checked into a run: an impossible value (0 nodes, a
-    /// fault after the end) is refused, naming where it was set.
-    pub fn resolve(&self) -> Result<RunConfig, ScenarioError> {
-        crate::resolve::resolve(&self.scenario()?, self)
     }
 
     /// Merges `from` over the layers: tables key by key, anything else (arrays

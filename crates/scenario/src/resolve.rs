@@ -14,6 +14,14 @@ use crate::file::{ScenarioError, ScenarioFile, MAX_AGENTS, MAX_NODES};
 use crate::layers::{Layers, Origin};
 use octopoll_lab::LabConfig;
 
+impl Layers {
+    /// The merged layers checked into a run: an impossible value (0 nodes, a
+    /// fault after the end) is refused, naming where it was set.
+    pub fn resolve(&self) -> Result<RunConfig, ScenarioError> {
+        resolve(&self.scenario()?, self)
+    }
+}
+
 /// Checks a merged scenario into a run. `layers` says where each value came
 /// from, so a refusal names the file and line, or the flag, that set it.
 pub(crate) fn resolve(merged: &ScenarioFile, layers: &Layers) -> Result<RunConfig, ScenarioError> {

@@ -1,0 +1,44 @@
+//! A finished run's record, and the report made from it in one call.
+
+use octopoll_node::{NodeId, NodeStats};
+
+use crate::counts::Counts;
+use crate::listening::ListeningClusterReport;
+use crate::report::{ProcessFigures, Report, RunFacts};
+use crate::thresholds::Thresholds;
+use crate::timeline::FaultReport;
+
+/// Everything a finished run leaves, from which [`Report::of_run`] makes its report.
+#[derive(Debug)]
+pub struct RunRecord<'a> {
+    /// The scenario's name, if it has one.
+    pub name: Option<String>,
+    /// The run's shape and the mesh at the end of the workload.
+    pub facts: RunFacts,
+    /// The workload's final counts.
+    pub counts: &'a Counts,
+    /// Each stopped node's final counters, node 1 first.
+    pub nodes: &'a [(NodeId, NodeStats)],
+    /// Connections or attempts the agents saw fail.
+    pub agent_failures: u64,
+    /// What each process cost (empty for an in-process run).
+    pub processes: Vec<ProcessFigures>,
+    /// Each fault and how the mesh recovered from it.
+    pub faults: Vec<FaultReport>,
+    /// The clustered listening Tentacle's checks, if the run had one.
+    pub listening_cluster: Option<ListeningClusterReport>,
+}
+
+impl Report {
+    /// The whole report of a finished run, judged against `thresholds`.
+    pub fn of_run(run: RunRecord<'_>, thresholds: &Thresholds) -> Self {
+        let mut report = Report::new(run.facts, run.counts, run.nodes);
+        report.name = run.name;
+        report.churn.agent_failures = run.agent_failures;
+        report.processes = run.processes;
+        report.faults = run.faults;
+        report.listening_cluster = run.listening_cluster;
+        report.thresholds = thresholds.check(&report);
+        report
+    }
+}
