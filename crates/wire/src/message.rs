@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawBsonRef, RawDocument};
 use uuid::Uuid;
 
 use crate::bson::{guid, guid_from, timespan, timespan_from};
@@ -276,10 +276,7 @@ impl Envelope {
                 ),
             });
         }
-        check_depth(bytes)?;
-        let doc = Document::from_reader(bytes).map_err(|e| Error::Bson {
-            reason: e.to_string(),
-        })?;
+        let doc = owned_document(bytes)?;
         Self::from_document(&doc)
     }
 
@@ -322,30 +319,74 @@ impl Envelope {
 /// Deepest nesting of documents and arrays accepted: Json.NET's default `MaxDepth`.
 pub const MAX_DEPTH: usize = 64;
 
-/// Refuses documents nested deeper than [`MAX_DEPTH`] before anything recursive
-/// (bson's conversion, [`DataStreamRef::find_all`]) walks them, so a small hostile
-/// message cannot overflow the stack. The walk itself keeps its own stack.
-fn check_depth(bytes: &[u8]) -> Result<()> {
-    let bad = |reason: String| Error::Bson { reason };
-    let root = bson::RawDocument::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
-    let mut stack = vec![root.iter_elements()];
-    while let Some(elements) = stack.last_mut() {
-        let Some(element) = elements.next() else {
-            stack.pop();
-            continue;
-        };
-        let element = element.map_err(|e| bad(e.to_string()))?;
-        let nested = match element.value().map_err(|e| bad(e.to_string()))? {
-            bson::RawBsonRef::Document(doc) => doc.iter_elements(),
-            bson::RawBsonRef::Array(array) => array.iter_elements(),
-            _ => continue,
-        };
-        if stack.len() >= MAX_DEPTH {
-            return Err(bad(format!("nested deeper than {MAX_DEPTH} levels")));
-        }
-        stack.push(nested);
+/// The document in `bytes`, owned, in one pass that:
+/// - copies each value once (bson's own conversion copies every sub-document
+///   again at each level, so 62 levels around a 16 MiB string cost a gigabyte);
+/// - stops at [`MAX_DEPTH`] before its recursion could exhaust the stack;
+/// - refuses the BSON types Halibut never writes (code-with-scope, which holds a
+///   whole document, DBPointer, symbols, …), so nothing hides a document where
+///   the depth is not counted.
+fn owned_document(bytes: &[u8]) -> Result<Document> {
+    document(RawDocument::from_bytes(bytes).map_err(raw_error)?, 1)
+}
+
+fn document(raw: &RawDocument, depth: usize) -> Result<Document> {
+    let mut doc = Document::new();
+    for element in raw.iter_elements() {
+        let element = element.map_err(raw_error)?;
+        let value = element.value().map_err(raw_error)?;
+        doc.insert(element.key().as_str(), owned(value, depth)?);
     }
-    Ok(())
+    Ok(doc)
+}
+
+/// `value`, found at `depth` (the root document is at 1), as an owned [`Bson`]:
+/// the types Newtonsoft.Json.Bson writes for .NET values, and no others.
+fn owned(value: RawBsonRef<'_>, depth: usize) -> Result<Bson> {
+    let deeper = || {
+        if depth >= MAX_DEPTH {
+            Err(Error::Bson {
+                reason: format!("nested deeper than {MAX_DEPTH} levels"),
+            })
+        } else {
+            Ok(depth + 1)
+        }
+    };
+    Ok(match value {
+        RawBsonRef::Document(nested) => Bson::Document(document(nested, deeper()?)?),
+        RawBsonRef::Array(items) => {
+            let depth = deeper()?;
+            let items = items
+                .into_iter()
+                .map(|item| owned(item.map_err(raw_error)?, depth))
+                .collect::<Result<Vec<_>>>()?;
+            Bson::Array(items)
+        }
+        RawBsonRef::Double(v) => Bson::Double(v),
+        RawBsonRef::String(v) => Bson::String(v.to_owned()),
+        RawBsonRef::Binary(v) => Bson::Binary(v.to_binary()),
+        RawBsonRef::ObjectId(v) => Bson::ObjectId(v),
+        RawBsonRef::Boolean(v) => Bson::Boolean(v),
+        RawBsonRef::DateTime(v) => Bson::DateTime(v),
+        RawBsonRef::Null => Bson::Null,
+        RawBsonRef::Int32(v) => Bson::Int32(v),
+        RawBsonRef::Int64(v) => Bson::Int64(v),
+        other => {
+            let kind = other.element_type();
+            return Err(Error::Bson {
+                reason: format!(
+                    "a {kind:?} value (BSON type 0x{:02X}), which Halibut never writes",
+                    kind as u8
+                ),
+            });
+        }
+    })
+}
+
+fn raw_error(error: bson::error::Error) -> Error {
+    Error::Bson {
+        reason: error.to_string(),
+    }
 }
 
 fn error_document(error: &ServerError) -> Bson {

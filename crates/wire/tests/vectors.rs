@@ -336,6 +336,100 @@ fn deeply_nested_documents_are_refused_without_recursion() {
     );
 }
 
+#[test]
+fn code_with_scope_nested_deep_is_refused_without_recursion() {
+    // JavaScript code-with-scope (0x0F) holds a whole document: 10,000 of them,
+    // each the scope of the next, are about 200 KiB (12 KB deflated) and used to
+    // overflow the stack of the conversion that followed the depth check.
+    let depth = 10_000;
+    let mut scope = vec![5u8, 0, 0, 0, 0];
+    for _ in 0..depth {
+        // code-with-scope: total length, the code as a string ("x"), the scope.
+        let total = (4 + 4 + 2 + scope.len()) as i32;
+        let mut value = total.to_le_bytes().to_vec();
+        value.extend_from_slice(&2i32.to_le_bytes());
+        value.extend_from_slice(b"x\0");
+        value.extend_from_slice(&scope);
+        let len = (4 + 3 + value.len() + 1) as i32;
+        let mut doc = len.to_le_bytes().to_vec();
+        doc.extend_from_slice(&[0x0F, b'a', 0]);
+        doc.extend_from_slice(&value);
+        doc.push(0);
+        scope = doc;
+    }
+    let err = Envelope::from_bson_bytes(&scope).unwrap_err();
+    assert!(
+        matches!(&err, Error::Bson { reason } if reason.contains("JavaScriptCodeWithScope") && reason.contains("Halibut never writes")),
+        "{err}"
+    );
+}
+
+#[test]
+fn bson_types_halibut_never_writes_are_refused_by_name() {
+    use bson::oid::ObjectId;
+    use bson::{Decimal128, JavaScriptCodeWithScope, Regex, Timestamp};
+    let refused = [
+        ("JavaScriptCode", Bson::JavaScriptCode("x".into())),
+        (
+            "JavaScriptCodeWithScope",
+            Bson::JavaScriptCodeWithScope(JavaScriptCodeWithScope {
+                code: "x".into(),
+                scope: bson::doc! {},
+            }),
+        ),
+        ("Symbol", Bson::Symbol("x".into())),
+        ("Undefined", Bson::Undefined),
+        ("MaxKey", Bson::MaxKey),
+        ("MinKey", Bson::MinKey),
+        (
+            "Timestamp",
+            Bson::Timestamp(Timestamp {
+                time: 1,
+                increment: 1,
+            }),
+        ),
+        (
+            "Decimal128",
+            Bson::Decimal128(Decimal128::from_bytes([0; 16])),
+        ),
+        (
+            "RegularExpression",
+            Bson::RegularExpression(Regex {
+                pattern: "x".try_into().unwrap(),
+                options: "".try_into().unwrap(),
+            }),
+        ),
+    ];
+    for (name, value) in refused {
+        // Deep inside a response's result, where a peer's answer puts it.
+        let bytes = bson::doc! {
+            "Message": {
+                "$type": "Halibut.Transport.Protocol.ResponseMessage, Halibut",
+                "id": "x",
+                "result": { "list": [ { "value": value } ] },
+            }
+        }
+        .to_vec()
+        .unwrap();
+        let err = Envelope::from_bson_bytes(&bytes).unwrap_err();
+        assert!(
+            matches!(&err, Error::Bson { reason } if reason.contains(name) && reason.contains("never writes")),
+            "{name}: {err}"
+        );
+    }
+    // What Halibut does write still reads: an ObjectId among them.
+    let bytes = bson::doc! {
+        "Message": {
+            "$type": "Halibut.Transport.Protocol.ResponseMessage, Halibut",
+            "id": "x",
+            "result": { "oid": ObjectId::from_bytes([1; 12]), "n": 1i64, "f": 0.5, "ok": true },
+        }
+    }
+    .to_vec()
+    .unwrap();
+    assert!(Envelope::from_bson_bytes(&bytes).is_ok());
+}
+
 #[tokio::test]
 async fn a_message_announcing_more_stream_bytes_than_allowed_is_refused() {
     let mut wire = Vec::new();
