@@ -383,6 +383,23 @@ async fn a_decompression_bomb_is_refused_at_the_message_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_of_nested_code_with_scope_is_refused_without_a_crash() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let outcome = check_abuse(&lab, "bad-bson", 1, async {
+        take_a_request_then(&lab, "scoper", async |exchange, _| {
+            let bytes = common::nested_code_with_scope(10_000);
+            assert!(bytes.len() < 64 * 1024, "{} bytes", bytes.len());
+            let _ = exchange.write_raw(&bytes, "nested code-with-scope").await;
+        })
+        .await
+    })
+    .await;
+    assert_eq!(outcome, Err(FailReason::ProtocolError));
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_line_past_the_limit_is_refused() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|_| {}).await;

@@ -199,3 +199,52 @@ async fn a_silent_peer_holding_the_only_handshake_turn_holds_up_newcomers_not_th
     drop(exchange);
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_sent_nested_code_with_scope_drops_that_connection_and_polls_again() {
+    use octopoll_agent::{Agent, AgentConfig, BackoffConfig, ServerAddress, TrustedServer};
+    use octopoll_pki::{Identity, KeyType};
+    common::init_logging();
+    let agent_identity = Identity::generate("agent", KeyType::EcdsaP256).unwrap();
+    let node_identity = Identity::generate("node", KeyType::EcdsaP256).unwrap();
+    // A node that sends every poller 10,000 nested code-with-scope values.
+    let (address, connections, serving) = common::hostile_peer(
+        &node_identity,
+        agent_identity.thumbprint(),
+        common::nested_code_with_scope(10_000),
+        false,
+    )
+    .await;
+    let subscription = octopoll_wire::SubscriptionId::random(&mut rand::rng());
+    let mut config = AgentConfig::default();
+    config.polling.backoff = BackoffConfig::FAST;
+    let agent = Agent {
+        name: "target".into(),
+        identity: agent_identity,
+        subscription: subscription.clone(),
+        servers: vec![TrustedServer {
+            thumbprint: node_identity.thumbprint(),
+            address: ServerAddress {
+                host: address.ip().to_string(),
+                port: address.port(),
+            },
+            subscription,
+        }],
+        config,
+    }
+    .start()
+    .unwrap();
+    // The agent lives through it: it drops that connection and polls again.
+    wait_until(
+        Duration::from_secs(10),
+        "the agent polls again after each bad message",
+        || connections.load(std::sync::atomic::Ordering::SeqCst),
+        |&n| n >= 3,
+    )
+    .await;
+    assert!(agent.failures() >= 2, "{}", agent.failures());
+    let errors = agent.last_errors().join("; ");
+    assert!(errors.contains("Halibut never writes"), "{errors}");
+    agent.stop().await;
+    serving.abort();
+}

@@ -365,3 +365,39 @@ async fn a_silent_listening_tentacle_times_out_naming_the_step_and_nothing_else_
     held.abort();
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listening_tentacle_answering_nested_code_with_scope_fails_that_check_only() {
+    common::init_logging();
+    let lab = octopoll_lab::Lab::start(octopoll_lab::LabConfig::new(1, 1))
+        .await
+        .unwrap();
+    common::ready(&lab).await;
+    let node = &lab.cluster.nodes()[0];
+    let tentacle = Identity::generate("hostile", KeyType::EcdsaP256).unwrap();
+    let (address, _, serving) = common::hostile_peer(
+        &tentacle,
+        node.thumbprint(),
+        common::nested_code_with_scope(10_000),
+        true,
+    )
+    .await;
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        node.health_check_listening(&address.to_string(), tentacle.thumbprint()),
+    )
+    .await
+    .expect("answered in time")
+    .unwrap_err();
+    let chain: Vec<String> =
+        std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+            .map(ToString::to_string)
+            .collect();
+    let chain = chain.join(": ");
+    assert!(chain.contains(&address.to_string()), "{chain}");
+    assert!(chain.contains("Halibut never writes"), "{chain}");
+    // The node and its polling side carry on.
+    common::swarm_still_works(&lab).await;
+    serving.abort();
+    lab.stop().await;
+}

@@ -220,3 +220,79 @@ pub async fn local_redis(test: &str) -> Option<octopoll_fleet::redis_server::Loc
         }
     }
 }
+
+/// A BSON document of JavaScript code-with-scope values nested `depth` deep,
+/// each the scope of the next, deflated as a peer sends it (about 12 KB for
+/// 10,000): a recursive decoder overflows its stack on it.
+pub fn nested_code_with_scope(depth: usize) -> Vec<u8> {
+    let mut scope = vec![5u8, 0, 0, 0, 0];
+    for _ in 0..depth {
+        let total = (4 + 4 + 2 + scope.len()) as i32;
+        let mut doc = ((4 + 3 + total as usize + 1) as i32).to_le_bytes().to_vec();
+        doc.extend_from_slice(&[0x0F, b'a', 0]);
+        doc.extend_from_slice(&total.to_le_bytes());
+        doc.extend_from_slice(&2i32.to_le_bytes());
+        doc.extend_from_slice(b"x\0");
+        doc.extend_from_slice(&scope);
+        doc.push(0);
+        scope = doc;
+    }
+    let mut wire = Vec::new();
+    octopoll_wire::deflate::compress(&scope, &mut wire);
+    wire
+}
+
+/// A hostile peer serving TLS as `identity` to clients presenting `trusted`: it
+/// reads the preamble and identity line, answers `MX-SERVER`, reads one message
+/// first when `after_a_request` (a listening Tentacle answering), then writes
+/// `bytes` and holds the connection until the client closes it. Returns its
+/// address and how many connections it has accepted.
+pub async fn hostile_peer(
+    identity: &Identity,
+    trusted: octopoll_pki::Thumbprint,
+    bytes: Vec<u8>,
+    after_a_request: bool,
+) -> (
+    std::net::SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let allowed = octopoll_pki::TrustedThumbprints::new();
+    allowed.insert(trusted);
+    let config = octopoll_pki::tls::polling_server_config(identity, allowed).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    let serving = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, bytes) = (acceptor.clone(), bytes.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut exchange = Exchange::new(tls, Limits::default());
+                if exchange.read_preamble().await.is_err()
+                    || exchange.read_identity().await.is_err()
+                {
+                    return;
+                }
+                let _ = exchange.write_identity(&RemoteIdentity::Server).await;
+                if after_a_request && !matches!(exchange.read_message().await, Ok(Some(_))) {
+                    return;
+                }
+                let _ = exchange.write_raw(&bytes, "hostile bytes").await;
+                let mut rest = Vec::new();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    tokio::io::AsyncReadExt::read_to_end(exchange.get_mut(), &mut rest),
+                )
+                .await;
+            });
+        }
+    });
+    (address, accepted, serving)
+}

@@ -489,6 +489,21 @@ mod tests {
             .is_err_and(|e| e.starts_with("give one of message")));
         let bad = body(serde_json::json!({"subscription": "https://x/", "call": call}));
         assert!(bad.decode().is_err_and(|e| e.starts_with("subscription: ")));
+        // A type Halibut never writes (code-with-scope holds a whole document) is
+        // refused with its name, before anything walks it.
+        let scope = bson::Bson::JavaScriptCodeWithScope(bson::JavaScriptCodeWithScope {
+            code: "x".into(),
+            scope: bson::doc! {},
+        });
+        let envelope = bson::doc! {"Message": {
+            "$type": octopoll_wire::message::REQUEST_TYPE, "id": "x", "service": "s", "method": "m",
+            "activityId": octopoll_wire::bson::guid(uuid::Uuid::nil()), "params": [scope],
+        }};
+        let message = BASE64.encode(envelope.to_vec().unwrap());
+        let hostile = body(serde_json::json!({"subscription": SUBSCRIPTION, "message": message}));
+        assert!(hostile
+            .decode()
+            .is_err_and(|e| e.starts_with("message: ") && e.contains("Halibut never writes")));
         let garbled = body(serde_json::json!({"subscription": SUBSCRIPTION, "message": "%%%"}));
         assert!(garbled
             .decode()
