@@ -16,7 +16,8 @@ pub enum Error {
     /// A line, preamble or frame ran past its limit.
     #[error("{what} exceeds the limit of {limit} bytes")]
     TooLong {
-        /// `preamble`, `identity line`, `control line`, `message`, `data stream`.
+        /// `preamble`, `identity line`, `control line`, `message`, `decoded
+        /// message` (its values in memory), `data stream`.
         what: &'static str,
         /// The limit that was hit.
         limit: u64,
@@ -147,7 +148,7 @@ impl Error {
             Error::NotMx { .. } => "not-mx",
             Error::TooLong { what, .. } => match *what {
                 "preamble" => "preamble-too-long",
-                "message" => "message-too-large",
+                "message" | "decoded message" => "message-too-large",
                 "data stream" | "data streams of one message" => "stream-too-large",
                 _ => "line-too-long",
             },

@@ -157,7 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         let Some(bytes) = self.read_deflated().await? else {
             return Ok(None);
         };
-        let envelope = Envelope::from_bson_bytes(&bytes)?;
+        let envelope = Envelope::from_bson_bytes_within(&bytes, self.limits.max_decoded_bytes())?;
         let references = envelope.data_streams();
         let announced: u64 = references.iter().map(|r| r.length.max(0) as u64).sum();
         if announced > self.limits.max_stream_bytes {

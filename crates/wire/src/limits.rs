@@ -22,6 +22,18 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// octopoll's cap on one data stream.
 pub const DEFAULT_MAX_STREAM_BYTES: u64 = 64 * 1024 * 1024;
 
+impl Limits {
+    /// Memory one message's values may take once decoded: twice
+    /// `max_message_bytes`, so that reading a message peaks at about four times
+    /// the message limit (the inflated bytes, their buffer's growth, the values).
+    /// Tiny values cost far more decoded than on the wire (an empty value is 3
+    /// bytes there and over 100 here): a message of millions of them is refused,
+    /// while any real Halibut message (thousands of log lines) fits many times.
+    pub fn max_decoded_bytes(&self) -> usize {
+        self.max_message_bytes.saturating_mul(2)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

@@ -7,7 +7,7 @@ use bson::{doc, Bson, Document, RawBsonRef, RawDocument};
 use uuid::Uuid;
 
 use crate::bson::{guid, guid_from, timespan, timespan_from};
-use crate::{Error, Result};
+use crate::{Error, Limits, Result};
 
 /// `$type` of a request.
 pub const REQUEST_TYPE: &str = "Halibut.Transport.Protocol.RequestMessage, Halibut";
@@ -260,8 +260,15 @@ impl Envelope {
         })
     }
 
-    /// Decodes an envelope from one inflated BSON document.
+    /// Decodes an envelope from one inflated BSON document, within the default
+    /// limits' [`Limits::max_decoded_bytes`].
     pub fn from_bson_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::from_bson_bytes_within(bytes, Limits::default().max_decoded_bytes())
+    }
+
+    /// Decodes an envelope from one inflated BSON document whose values may take
+    /// at most `max_decoded` bytes once decoded.
+    pub fn from_bson_bytes_within(bytes: &[u8], max_decoded: usize) -> Result<Self> {
         let declared = bytes
             .get(..4)
             .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
@@ -276,7 +283,7 @@ impl Envelope {
                 ),
             });
         }
-        let doc = owned_document(bytes)?;
+        let doc = owned_document(bytes, max_decoded)?;
         Self::from_document(&doc)
     }
 
@@ -325,62 +332,99 @@ pub const MAX_DEPTH: usize = 64;
 /// - stops at [`MAX_DEPTH`] before its recursion could exhaust the stack;
 /// - refuses the BSON types Halibut never writes (code-with-scope, which holds a
 ///   whole document, DBPointer, symbols, …), so nothing hides a document where
-///   the depth is not counted.
-fn owned_document(bytes: &[u8]) -> Result<Document> {
-    document(RawDocument::from_bytes(bytes).map_err(raw_error)?, 1)
-}
-
-fn document(raw: &RawDocument, depth: usize) -> Result<Document> {
-    let mut doc = Document::new();
-    for element in raw.iter_elements() {
-        let element = element.map_err(raw_error)?;
-        let value = element.value().map_err(raw_error)?;
-        doc.insert(element.key().as_str(), owned(value, depth)?);
-    }
-    Ok(doc)
-}
-
-/// `value`, found at `depth` (the root document is at 1), as an owned [`Bson`]:
-/// the types Newtonsoft.Json.Bson writes for .NET values, and no others.
-fn owned(value: RawBsonRef<'_>, depth: usize) -> Result<Bson> {
-    let deeper = || {
-        if depth >= MAX_DEPTH {
-            Err(Error::Bson {
-                reason: format!("nested deeper than {MAX_DEPTH} levels"),
-            })
-        } else {
-            Ok(depth + 1)
-        }
+///   the depth is not counted;
+/// - stops when the values would take more than `max_decoded` bytes of memory
+///   (millions of tiny values cost far more decoded than on the wire).
+fn owned_document(bytes: &[u8], max_decoded: usize) -> Result<Document> {
+    let raw = RawDocument::from_bytes(bytes).map_err(raw_error)?;
+    let mut decoder = Decoder {
+        budget: max_decoded,
+        remaining: max_decoded,
     };
-    Ok(match value {
-        RawBsonRef::Document(nested) => Bson::Document(document(nested, deeper()?)?),
-        RawBsonRef::Array(items) => {
-            let depth = deeper()?;
-            let items = items
-                .into_iter()
-                .map(|item| owned(item.map_err(raw_error)?, depth))
-                .collect::<Result<Vec<_>>>()?;
-            Bson::Array(items)
+    decoder.document(raw, 1)
+}
+
+/// What one value costs decoded beyond its payload: the enum itself, and in a
+/// document the map entry (hash, key string, index) around it.
+const VALUE_COST: usize = std::mem::size_of::<Bson>();
+const ENTRY_COST: usize = std::mem::size_of::<String>() + 2 * std::mem::size_of::<usize>();
+
+/// Builds owned values within a memory budget.
+struct Decoder {
+    budget: usize,
+    remaining: usize,
+}
+
+impl Decoder {
+    fn take(&mut self, bytes: usize) -> Result<()> {
+        self.remaining = self.remaining.checked_sub(bytes).ok_or(Error::TooLong {
+            what: "decoded message",
+            limit: self.budget as u64,
+        })?;
+        Ok(())
+    }
+
+    fn document(&mut self, raw: &RawDocument, depth: usize) -> Result<Document> {
+        let mut doc = Document::new();
+        for element in raw.iter_elements() {
+            let element = element.map_err(raw_error)?;
+            let key = element.key().as_str();
+            self.take(ENTRY_COST + key.len())?;
+            let value = self.owned(element.value().map_err(raw_error)?, depth)?;
+            doc.insert(key, value);
         }
-        RawBsonRef::Double(v) => Bson::Double(v),
-        RawBsonRef::String(v) => Bson::String(v.to_owned()),
-        RawBsonRef::Binary(v) => Bson::Binary(v.to_binary()),
-        RawBsonRef::ObjectId(v) => Bson::ObjectId(v),
-        RawBsonRef::Boolean(v) => Bson::Boolean(v),
-        RawBsonRef::DateTime(v) => Bson::DateTime(v),
-        RawBsonRef::Null => Bson::Null,
-        RawBsonRef::Int32(v) => Bson::Int32(v),
-        RawBsonRef::Int64(v) => Bson::Int64(v),
-        other => {
-            let kind = other.element_type();
-            return Err(Error::Bson {
-                reason: format!(
-                    "a {kind:?} value (BSON type 0x{:02X}), which Halibut never writes",
-                    kind as u8
-                ),
-            });
-        }
-    })
+        Ok(doc)
+    }
+
+    /// `value`, found at `depth` (the root document is at 1), as an owned
+    /// [`Bson`]: the types Newtonsoft.Json.Bson writes for .NET values, and no others.
+    fn owned(&mut self, value: RawBsonRef<'_>, depth: usize) -> Result<Bson> {
+        self.take(VALUE_COST)?;
+        let deeper = || {
+            if depth >= MAX_DEPTH {
+                Err(Error::Bson {
+                    reason: format!("nested deeper than {MAX_DEPTH} levels"),
+                })
+            } else {
+                Ok(depth + 1)
+            }
+        };
+        Ok(match value {
+            RawBsonRef::Document(nested) => Bson::Document(self.document(nested, deeper()?)?),
+            RawBsonRef::Array(items) => {
+                let depth = deeper()?;
+                let mut owned = Vec::new();
+                for item in items {
+                    owned.push(self.owned(item.map_err(raw_error)?, depth)?);
+                }
+                Bson::Array(owned)
+            }
+            RawBsonRef::Double(v) => Bson::Double(v),
+            RawBsonRef::String(v) => {
+                self.take(v.len())?;
+                Bson::String(v.to_owned())
+            }
+            RawBsonRef::Binary(v) => {
+                self.take(v.bytes.len())?;
+                Bson::Binary(v.to_binary())
+            }
+            RawBsonRef::ObjectId(v) => Bson::ObjectId(v),
+            RawBsonRef::Boolean(v) => Bson::Boolean(v),
+            RawBsonRef::DateTime(v) => Bson::DateTime(v),
+            RawBsonRef::Null => Bson::Null,
+            RawBsonRef::Int32(v) => Bson::Int32(v),
+            RawBsonRef::Int64(v) => Bson::Int64(v),
+            other => {
+                let kind = other.element_type();
+                return Err(Error::Bson {
+                    reason: format!(
+                        "a {kind:?} value (BSON type 0x{:02X}), which Halibut never writes",
+                        kind as u8
+                    ),
+                });
+            }
+        })
+    }
 }
 
 fn raw_error(error: bson::error::Error) -> Error {
