@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     ("pki", 0),
     ("wire", 0),
-    ("chaos", 0),
+    ("chaos", 1),
+    ("http", 0),
     ("node", 1),
     ("agent", 1),
     ("lab", 2),

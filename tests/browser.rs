@@ -2,7 +2,9 @@
 //! - the live dashboard of a running run, after a node was killed through the API
 //!   the page's button calls: the rendered DOM shows the node down and its agents'
 //!   cells lost;
-//! - the HTML report of `node-failover`: its plots render, with the faults marked.
+//! - the HTML report of `node-failover`: its plots render, with the faults marked;
+//! - another web page, and a page whose name resolves to 127.0.0.1 (DNS
+//!   rebinding), trying to drive the local APIs: refused, and nothing changes.
 //!
 //! Screenshots are saved under the tests' output directory. Without chromium the
 //! tests are skipped with a message on a developer's machine, and fail under
@@ -222,4 +224,136 @@ async fn the_node_failover_html_report_renders_its_plots_with_the_faults_marked(
     );
 
     screenshot(&chromium, &url, "node-failover-report.png", "1000,1400").await;
+}
+
+/// Serves `html` on a free port of 127.0.0.2: another site, as the browser sees it.
+async fn attacker_page(html: String) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move { axum::response::Html(html) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_web_page_cannot_drive_the_local_apis() {
+    let Some(chromium) = chromium() else { return };
+    common::init_logging();
+    let control: SocketAddr = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap()
+    };
+    // A run with its dashboard and the chaos proxies' API on `control`.
+    let mut config = RunConfig::new(LabConfig::new(2, 2));
+    config.lab.chaos = true;
+    config.duration = Duration::from_secs(20);
+    config.rate = 5.0;
+    config.control = Some(control);
+    let run = tokio::spawn(async move { execute(config, &mut Progress::stderr(true)).await });
+    let base = format!("http://{control}");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    common::wait_until_async(
+        Duration::from_secs(30),
+        "full coverage on the dashboard",
+        || async {
+            let response = client
+                .get(format!("{base}/api/cluster"))
+                .send()
+                .await
+                .ok()?;
+            response.json::<serde_json::Value>().await.ok()
+        },
+        |state| state.as_ref().is_some_and(|s| s["coverage"] == 1.0),
+    )
+    .await;
+    // A node process's control API, served as `octopoll node` serves it.
+    let lab = octopoll_lab::Lab::start_ready(LabConfig::new(1, 1), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let node_api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node_base = format!("http://{}", node_api.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(octopoll_fleet::http::serve(
+        node_api,
+        octopoll_fleet::node_api::router(lab.node(1).unwrap().clone()),
+        stop.clone(),
+    ));
+
+    // What any page a user opens can send without asking: no-cors requests, a
+    // text/plain body. Each would kill a node, queue a burst, or open a proxy
+    // on every interface relaying anywhere.
+    let html = format!(
+        r#"<html><body><p id="status">running</p><script>
+const control = "{base}";
+const attempts = [
+  fetch(control + "/api/nodes/node-1/kill", {{method: "POST", mode: "no-cors"}}),
+  fetch(control + "/api/burst", {{method: "POST", mode: "no-cors", body: '{{"requests": 1000}}'}}),
+  fetch(control + "/proxies", {{method: "POST", mode: "no-cors",
+    body: JSON.stringify({{name: "evil", listen: "0.0.0.0:0", upstream: "127.0.0.1:9"}})}}),
+  fetch("{node_base}/api/node/kill", {{method: "POST", mode: "no-cors"}}),
+];
+Promise.allSettled(attempts).then(results => {{
+  document.getElementById("status").textContent =
+    "done: " + results.map(r => r.status).join(",");
+}});
+</script></body></html>"#
+    );
+    let page = attacker_page(html).await;
+    let dom = browse(
+        &chromium,
+        &format!("http://{page}/"),
+        &["--dump-dom", "--virtual-time-budget=10000"],
+    )
+    .await;
+    assert!(
+        dom.contains("done: fulfilled,fulfilled,fulfilled,fulfilled"),
+        "the page's requests were sent:\n{dom}"
+    );
+    let state = cluster(&client, &base).await;
+    assert_eq!(
+        state["nodes"][0]["running"], true,
+        "node-1 still runs: {state}"
+    );
+    let proxies: serde_json::Value = client
+        .get(format!("{base}/proxies"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        proxies.get("evil").is_none(),
+        "no proxy was opened: {proxies}"
+    );
+    assert!(
+        lab.node(1).unwrap().is_running(),
+        "the node process's node still runs"
+    );
+
+    // DNS rebinding: a name the attacker controls, resolved to 127.0.0.1, makes
+    // its page same-origin with the API; the Host names it, and is refused.
+    let rebind = |port: u16| format!("http://rebind.test:{port}/");
+    let rules = "--host-resolver-rules=MAP rebind.test 127.0.0.1";
+    let dom = browse(&chromium, &rebind(control.port()), &["--dump-dom", rules]).await;
+    assert!(dom.contains("is not this API's address"), "{dom}");
+    assert!(
+        !dom.contains("data-rendered"),
+        "the dashboard was not served:\n{dom}"
+    );
+    let node_port = node_base.rsplit(':').next().unwrap().parse().unwrap();
+    let machines = format!("{}api/machines", rebind(node_port));
+    let dom = browse(&chromium, &machines, &["--dump-dom", rules]).await;
+    assert!(dom.contains("is not this API's address"), "{dom}");
+
+    // The dashboard itself, at its own address, still works.
+    let dom = browse(&chromium, &format!("{base}/?static"), &["--dump-dom"]).await;
+    assert!(dom.contains(r#"data-rendered="yes""#), "{dom}");
+    stop.cancel();
+    lab.stop().await;
+    let finished = run.await.unwrap().unwrap();
+    assert_eq!(finished.report.requests.lost, 0);
 }

@@ -9,11 +9,16 @@
 //! * `POST /reset`
 //!
 //! Errors answer `{"error": "...", "status": N}` with status N, as toxiproxy does.
+//!
+//! Served with [`serve`], the API is behind [`octopoll_http::local_only`]: no other
+//! web page can drive it. A proxy relays to anywhere, so proxies created or moved
+//! through the API listen on loopback addresses only, unless the API was started
+//! with [`ListenPolicy::Any`] (`octopoll proxy --allow-public-listen`).
 
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -36,6 +41,9 @@ pub enum ApiError {
     /// The body is not the JSON expected.
     #[error("bad request body: {0}")]
     BadRequest(String),
+    /// A listen address the API's policy does not allow.
+    #[error("proxies created through the API listen on loopback addresses only, not {0} (start `octopoll proxy --allow-public-listen` to allow any)")]
+    PublicListen(std::net::SocketAddr),
 }
 
 impl ApiError {
@@ -50,6 +58,7 @@ impl ApiError {
             }
             ApiError::Chaos(Error::InvalidToxic(_) | Error::InvalidProxy(_))
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PublicListen(_) => StatusCode::FORBIDDEN,
             ApiError::Chaos(Error::Bind { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -79,8 +88,49 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The API's routes over `chaos`.
-pub fn router(chaos: Chaos) -> Router {
+/// Where proxies created or moved through the API may listen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListenPolicy {
+    /// Loopback addresses only: a proxy on every interface would relay the
+    /// network to anywhere for whoever reaches it.
+    #[default]
+    Loopback,
+    /// Any address.
+    Any,
+}
+
+impl ListenPolicy {
+    fn allow(self, listen: std::net::SocketAddr) -> ApiResult<()> {
+        match self {
+            ListenPolicy::Loopback if !listen.ip().is_loopback() => {
+                Err(ApiError::PublicListen(listen))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct ApiState {
+    chaos: Chaos,
+    listen: ListenPolicy,
+}
+
+impl FromRef<ApiState> for Chaos {
+    fn from_ref(state: &ApiState) -> Chaos {
+        state.chaos.clone()
+    }
+}
+
+impl FromRef<ApiState> for ListenPolicy {
+    fn from_ref(state: &ApiState) -> ListenPolicy {
+        state.listen
+    }
+}
+
+/// The API's routes over `chaos`, with new proxies' addresses held to `listen`.
+pub fn router(chaos: Chaos, listen: ListenPolicy) -> Router {
     Router::new()
         .route("/version", get(version))
         .route("/reset", post(reset))
@@ -91,16 +141,19 @@ pub fn router(chaos: Chaos) -> Router {
             "/proxies/{name}/toxics/{toxic}",
             get(show_toxic).post(update_toxic).delete(remove_toxic),
         )
-        .with_state(chaos)
+        .with_state(ApiState { chaos, listen })
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled.
+/// Serves the API on `listener`, behind the guard that keeps other web pages
+/// out, until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     chaos: Chaos,
+    listen: ListenPolicy,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(chaos))
+    let router = octopoll_http::local_only(router(chaos, listen), listener.local_addr()?);
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
@@ -126,9 +179,11 @@ async fn list(State(chaos): State<Chaos>) -> Json<BTreeMap<String, ProxyInfo>> {
 
 async fn create(
     State(chaos): State<Chaos>,
+    State(listen): State<ListenPolicy>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<ProxyInfo>)> {
     let config: ProxyConfig = parse(&body)?;
+    listen.allow(config.listen)?;
     let info = chaos.create(config).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
@@ -139,10 +194,14 @@ async fn show(State(chaos): State<Chaos>, Path(name): Path<String>) -> ApiResult
 
 async fn update(
     State(chaos): State<Chaos>,
+    State(listen): State<ListenPolicy>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<ProxyInfo>> {
     let update: ProxyUpdate = parse(&body)?;
+    if let Some(to) = update.listen {
+        listen.allow(to)?;
+    }
     Ok(Json(chaos.update(&name, update).await?))
 }
 

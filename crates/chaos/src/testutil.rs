@@ -117,7 +117,12 @@ impl Lab {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(crate::api::serve(listener, chaos.clone(), shutdown.clone()));
+        let server = tokio::spawn(crate::api::serve(
+            listener,
+            chaos.clone(),
+            crate::api::ListenPolicy::Loopback,
+            shutdown.clone(),
+        ));
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         Lab {
             chaos,
@@ -151,9 +156,20 @@ impl Lab {
         Self::answer(self.http.post(format!("{}{path}", self.base)).json(body)).await
     }
 
-    /// `POST path` with a raw body.
+    /// `POST path` with a raw body, said to be JSON.
     pub(crate) async fn post_raw(&self, path: &str, body: &'static str) -> Answer {
-        Self::answer(self.http.post(format!("{}{path}", self.base)).body(body)).await
+        self.post_typed(path, "application/json", body).await
+    }
+
+    /// `POST path` with a raw body of `content_type`.
+    pub(crate) async fn post_typed(
+        &self,
+        path: &str,
+        content_type: &'static str,
+        body: &'static str,
+    ) -> Answer {
+        let request = self.http.post(format!("{}{path}", self.base));
+        Self::answer(request.header("content-type", content_type).body(body)).await
     }
 
     /// `DELETE path`.

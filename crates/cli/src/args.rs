@@ -117,6 +117,11 @@ pub struct ProxyArgs {
     /// be created with `POST /proxies`.
     #[arg(long, value_name = "NAME=LISTEN=UPSTREAM")]
     pub proxy: Vec<String>,
+    /// Let `POST /proxies` open proxies on any address, not only loopback ones.
+    /// A proxy relays to anywhere: allow it only where the API is reachable by
+    /// people you trust.
+    #[arg(long)]
+    pub allow_public_listen: bool,
 }
 
 /// Pending request queue mode.

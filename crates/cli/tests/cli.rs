@@ -340,14 +340,22 @@ fn proxy_runs_standalone_with_a_toxiproxy_shaped_api_and_stops_on_sigterm() {
     };
     let body = r#"{"type":"latency","attributes":{"latency":50,"jitter":0}}"#;
     let added = http(format!(
-        "POST /proxies/node-1/toxics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /proxies/node-1/toxics HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     ));
     assert!(added.starts_with("HTTP/1.1 200"), "{added}");
-    let listed = http("GET /proxies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into());
+    let listed = http(format!(
+        "GET /proxies HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+    ));
     assert!(listed.contains(r#""name":"node-1""#), "{listed}");
     assert!(listed.contains(r#""latency_downstream""#), "{listed}");
-    let missing = http("GET /proxies/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into());
+    let missing = http(format!(
+        "GET /proxies/nope HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+    ));
+    // A name in Host (DNS rebinding) is refused.
+    let rebound =
+        http("GET /proxies HTTP/1.1\r\nHost: rebind.test:8474\r\nConnection: close\r\n\r\n".into());
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 
     nix::sys::signal::kill(
@@ -397,7 +405,10 @@ fn metrics_are_scraped_during_a_run_and_the_connection_gauge_counts_connected_pa
     let scrape = || -> Option<String> {
         let mut stream = std::net::TcpStream::connect(addr).ok()?;
         stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .write_all(
+                format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
             .ok()?;
         let mut text = String::new();
         stream.read_to_string(&mut text).ok()?;

@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -22,9 +20,17 @@ const MAX_STREAMS: u32 = 100_000;
 /// How long open connections may take to finish after shutdown.
 const CLOSE_BOUND: Duration = Duration::from_secs(5);
 
-/// Serves `router` on `listener` until `shutdown`, then lets open connections
-/// finish within a bound.
+/// Serves `router` on `listener`, behind the guard that keeps other web pages
+/// out ([`octopoll_http::local_only`]), until `shutdown`; then lets open
+/// connections finish within a bound.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    let router = match listener.local_addr() {
+        Ok(bound) => octopoll_http::local_only(router, bound),
+        Err(error) => {
+            tracing::warn!(%error, "the control API's listener has no address; not serving");
+            return;
+        }
+    };
     let tracker = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -55,14 +61,4 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
     }
     tracker.close();
     let _ = tokio::time::timeout(CLOSE_BOUND, tracker.wait()).await;
-}
-
-/// A JSON error, as every octopoll control API answers one:
-/// `{"error": message, "status": code}`.
-pub fn error(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": message, "status": status.as_u16() })),
-    )
-        .into_response()
 }

@@ -32,7 +32,7 @@ use octopoll_node::{FailReason, Machine, Node, NodeId, NodeStats, Outcome, PairS
 use octopoll_wire::{DataStream, Envelope, RequestMessage, ServiceEndPoint, SubscriptionId};
 use serde::{Deserialize, Serialize};
 
-use crate::http::error;
+use octopoll_http::error;
 use octopoll_lab::actions::node_action;
 use octopoll_lab::actions::NodeAction;
 

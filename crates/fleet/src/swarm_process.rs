@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::child::{announce, Announcement, Listening};
-use crate::http::error;
+use octopoll_http::error;
 
 /// Everything a swarm process needs.
 #[derive(Clone, Debug)]

@@ -9,7 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::{serve, ListenPolicy};
 use crate::testutil::{await_connections, connect, read_to_close, round_trip, within, Lab};
+use crate::Chaos;
 
 /// Bytes sent from 0 up, wrapping, so order and completeness can be checked.
 fn pattern(len: usize) -> Vec<u8> {
@@ -450,5 +452,81 @@ async fn reset_removes_toxics_and_enables_proxies() {
     assert_eq!(proxy["enabled"], true);
     assert_eq!(proxy["toxics"], json!([]));
     round_trip(&mut connect(listen).await, b"clean").await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_listen_on_loopback_unless_the_api_allows_any_address() {
+    let lab = Lab::start().await;
+    let upstream = lab.echo.addr.to_string();
+    for (body, path) in [
+        (
+            json!({"name": "open", "listen": "0.0.0.0:0", "upstream": upstream}),
+            "/proxies",
+        ),
+        (
+            json!({"name": "lan", "listen": "10.1.2.3:0", "upstream": upstream}),
+            "/proxies",
+        ),
+    ] {
+        let refused = lab.post(path, &body).await;
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        assert!(
+            refused.body["error"]
+                .as_str()
+                .unwrap()
+                .contains("--allow-public-listen"),
+            "{}",
+            refused.body
+        );
+    }
+    // Nor can a proxy on loopback be moved onto every address.
+    lab.proxy("p").await;
+    let moved = lab
+        .post("/proxies/p", &json!({"listen": "0.0.0.0:0"}))
+        .await;
+    assert_eq!(moved.status, 403, "{}", moved.body);
+    assert_eq!(lab.get("/proxies").await.body.as_object().unwrap().len(), 1);
+
+    // With the policy that allows it, the same request opens the proxy.
+    let chaos = Chaos::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(serve(
+        listener,
+        chaos.clone(),
+        ListenPolicy::Any,
+        shutdown.clone(),
+    ));
+    let answer = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{base}/proxies"))
+        .json(&json!({"name": "open", "listen": "0.0.0.0:0", "upstream": upstream}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    shutdown.cancel();
+    serving.await.unwrap().unwrap();
+    chaos.shutdown().await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_json_or_a_foreign_page_is_refused_before_the_api() {
+    let lab = Lab::start().await;
+    let body = r#"{"name": "p", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"}"#;
+    let plain = lab.post_typed("/proxies", "text/plain", body).await;
+    assert_eq!(plain.status, 415, "{}", plain.body);
+    let form = lab
+        .post_typed("/proxies", "application/x-www-form-urlencoded", body)
+        .await;
+    assert_eq!(form.status, 415, "{}", form.body);
+    assert_eq!(lab.get("/proxies").await.body, json!({}));
+    // The same body as JSON is served.
+    assert_eq!(lab.post_raw("/proxies", body).await.status, 201);
     lab.stop().await;
 }

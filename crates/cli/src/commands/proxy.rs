@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context};
+use octopoll_chaos::api::ListenPolicy;
 use octopoll_chaos::{Chaos, ProxyConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -37,9 +38,15 @@ pub async fn proxy(
     let addr = listener.local_addr()?;
     println!("chaos proxy API on http://{addr} (toxiproxy's: GET /proxies, POST /proxies/{{name}}/toxics, POST /reset)");
     let shutdown = CancellationToken::new();
+    let listen = if args.allow_public_listen {
+        ListenPolicy::Any
+    } else {
+        ListenPolicy::Loopback
+    };
     let serving = tokio::spawn(octopoll_chaos::api::serve(
         listener,
         chaos.clone(),
+        listen,
         shutdown.clone(),
     ));
     stop.await;

@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 use crate::fault::{Action, Target};
 use crate::testbed::Dispatcher;
 use crate::workload::{request_for, spawn_request, Ledger, Recipient, Shape};
-use octopoll_fleet::http::error;
+use octopoll_http::error;
 use octopoll_lab::actions::node_action;
 use octopoll_lab::actions::NodeAction;
 use octopoll_lab::fronts::ChaosFronts;
@@ -242,13 +242,24 @@ pub fn router(state: Arc<ControlState>, fronts: Option<&ChaosFronts>) -> Router 
         .route("/api/burst", post(burst))
         .with_state(state);
     match fronts {
-        Some(fronts) => control.merge(octopoll_chaos::api::router(fronts.chaos().clone())),
+        Some(fronts) => control.merge(octopoll_chaos::api::router(
+            fronts.chaos().clone(),
+            octopoll_chaos::api::ListenPolicy::Loopback,
+        )),
         None => control,
     }
 }
 
-/// Serves `router` on `listener` until `shutdown`.
+/// Serves `router` on `listener`, behind the guard that keeps other web pages
+/// out ([`octopoll_http::local_only`]), until `shutdown`.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    let router = match listener.local_addr() {
+        Ok(bound) => octopoll_http::local_only(router, bound),
+        Err(error) => {
+            tracing::warn!(%error, "the control API's listener has no address; not serving");
+            return;
+        }
+    };
     let serving = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
     if let Err(error) = serving.await {
         tracing::warn!(%error, "control API stopped");
@@ -396,7 +407,8 @@ mod tests {
             pub async fn call(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
                 let mut stream = tokio::net::TcpStream::connect(self.0).await.unwrap();
                 let request = format!(
-                    "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    self.0
                 );
                 stream.write_all(request.as_bytes()).await.unwrap();
                 let mut response = String::new();
