@@ -93,6 +93,28 @@ async fn any_node_registers_into_the_shared_registry_and_repeats_are_idempotent(
         matches!(error, Error::Rejected { status: 409, .. }),
         "{error}"
     );
+    // A second certificate with the first machine's subscription: 409, naming it.
+    let (impostor, _) = new_agent("impostor");
+    let claim = machine_resource("impostor", impostor.thumbprint(), &subscription);
+    let error = client
+        .register(&lab.cluster.nodes()[1].api_url(), &key, &claim)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Rejected { status: 409, .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains(r#"already belongs to machine "newcomer""#),
+        "{error}"
+    );
+    assert!(!lab
+        .cluster
+        .registry()
+        .trusted()
+        .contains(&impostor.thumbprint()));
     let thumbprint = client
         .server_thumbprint(&lab.cluster.nodes()[1].api_url(), &key)
         .await

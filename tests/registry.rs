@@ -136,11 +136,26 @@ async fn conflicts_hold_across_processes_and_ids_stay_unique() {
     ));
     let renamed = NewMachine {
         name: "db-02".into(),
-        ..first
+        ..first.clone()
     };
     assert!(matches!(
         b.register(renamed).await,
         Err(RegisterError::Conflict(Conflict::Thumbprint { .. }))
+    ));
+    // Another certificate claiming db-01's subscription, through the other process.
+    let (mut claimer, _) = machine("impostor");
+    claimer.endpoint = first.endpoint.clone();
+    let claimed = b.register(claimer.clone()).await;
+    assert!(
+        matches!(&claimed, Err(RegisterError::Conflict(Conflict::Endpoint { existing, .. })) if existing == "db-01"),
+        "{claimed:?}"
+    );
+    assert!(!b.trusted().contains(&claimer.thumbprint));
+    // Once db-01 is gone, its subscription is free again.
+    a.deregister(&first.thumbprint).await.unwrap();
+    assert!(matches!(
+        b.register(claimer).await,
+        Ok(Registered::Created(_))
     ));
     // Forty registrations racing through two processes: forty distinct ids.
     let mut racing = tokio::task::JoinSet::new();

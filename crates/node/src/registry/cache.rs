@@ -48,6 +48,16 @@ impl Machines {
         if inner.by_thumbprint.values().any(|m| m.name == new.name) {
             return Err(Conflict::Name { name: new.name });
         }
+        if let Some(holder) = inner
+            .by_thumbprint
+            .values()
+            .find(|m| m.endpoint == new.endpoint)
+        {
+            return Err(Conflict::Endpoint {
+                endpoint: new.endpoint.to_string(),
+                existing: holder.name.clone(),
+            });
+        }
         inner.next_id += 1;
         let machine = new.with_id(format!("Machines-{}", inner.next_id));
         // The trusted set changes under the map's lock, so the two never disagree.

@@ -109,6 +109,16 @@ pub enum Conflict {
         /// The existing machine's name.
         existing: String,
     },
+    /// Another machine already has this endpoint: a polling subscription (or a
+    /// listening address) belongs to one machine, or a second certificate could
+    /// collect its requests and use up its connections.
+    #[error("{endpoint} already belongs to machine {existing:?}")]
+    Endpoint {
+        /// The endpoint's URI.
+        endpoint: String,
+        /// The machine that has it.
+        existing: String,
+    },
 }
 
 /// Why registering did not happen.
@@ -368,6 +378,18 @@ mod tests {
             registry.register(new_machine("b", 1, "poll://b/")).await,
             Err(RegisterError::Conflict(Conflict::Thumbprint { .. }))
         ));
+        // Another certificate cannot take machine a's subscription.
+        let taken = registry.register(new_machine("b", 2, "poll://a/")).await;
+        let Err(RegisterError::Conflict(conflict)) = taken else {
+            panic!("{taken:?}")
+        };
+        assert_eq!(
+            conflict.to_string(),
+            r#"poll://a/ already belongs to machine "a""#
+        );
+        assert!(!registry
+            .trusted()
+            .contains(&new_machine("b", 2, "poll://a/").thumbprint));
     }
 
     #[test]

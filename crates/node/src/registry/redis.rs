@@ -4,6 +4,8 @@
 //! Keys, under `octopoll:<namespace>:`:
 //! * `machines`: a hash, thumbprint → the machine as JSON;
 //! * `names`: a hash, name → thumbprint (names are unique);
+//! * `endpoints`: a hash, endpoint URI (`poll://…/`, `https://…/`) → thumbprint
+//!   (a subscription belongs to one machine);
 //! * `next-id`: the counter behind `Machines-<n>`;
 //! * `events`: the pub/sub channel every change is announced on.
 //!
@@ -26,17 +28,25 @@ use tracing::{debug, info, warn};
 use super::cache::{same_or_conflict, Machines};
 use super::{Conflict, Machine, NewMachine, RegisterError, Registered, StoreError};
 
-/// Registers atomically; answers `{created, json}`, `{exists, json}` or `{name, thumbprint}`.
-/// The machine JSON comes with `"id":""` first; the script puts the new id there.
+/// Registers atomically; answers `{created, json}`, `{exists, json}`,
+/// `{name, thumbprint}` or `{endpoint, holder's name}`. The machine JSON comes
+/// with `"id":""` first; the script puts the new id there.
 const REGISTER: &str = r#"
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if existing then return {'exists', existing} end
 local owner = redis.call('HGET', KEYS[2], ARGV[2])
 if owner then return {'name', owner} end
+local holder = redis.call('HGET', KEYS[5], ARGV[4])
+if holder then
+  local machine = redis.call('HGET', KEYS[1], holder)
+  if machine then return {'endpoint', cjson.decode(machine)['name']} end
+  return {'endpoint', holder}
+end
 local id = redis.call('INCR', KEYS[3])
 local text = '{"id":"Machines-' .. id .. '"' .. string.sub(ARGV[3], 9)
 redis.call('HSET', KEYS[1], ARGV[1], text)
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[5], ARGV[4], ARGV[1])
 redis.call('PUBLISH', KEYS[4], '{"registered":' .. text .. '}')
 return {'created', text}
 "#;
@@ -46,7 +56,11 @@ const DEREGISTER: &str = r#"
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if not existing then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], cjson.decode(existing)['name'])
+local machine = cjson.decode(existing)
+redis.call('HDEL', KEYS[2], machine['name'])
+if redis.call('HGET', KEYS[5], machine['endpoint']) == ARGV[1] then
+  redis.call('HDEL', KEYS[5], machine['endpoint'])
+end
 redis.call('PUBLISH', KEYS[4], '{"deregistered":"' .. ARGV[1] .. '"}')
 return existing
 "#;
@@ -71,6 +85,7 @@ struct Keys {
     names: String,
     next_id: String,
     events: String,
+    endpoints: String,
 }
 
 impl Keys {
@@ -81,6 +96,7 @@ impl Keys {
             names: key("names"),
             next_id: key("next-id"),
             events: key("events"),
+            endpoints: key("endpoints"),
         }
     }
 }
@@ -167,6 +183,7 @@ impl RedisStore {
             .arg(&keys.machines)
             .arg(&keys.names)
             .arg(&keys.next_id)
+            .arg(&keys.endpoints)
             .query_async::<()>(&mut connection)
             .await
             .map_err(&error)
@@ -187,9 +204,11 @@ impl RedisStore {
             .key(&self.keys.names)
             .key(&self.keys.next_id)
             .key(&self.keys.events)
+            .key(&self.keys.endpoints)
             .arg(new.thumbprint.to_string())
             .arg(&new.name)
             .arg(body)
+            .arg(new.endpoint.to_string())
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(redis_error(&self.url))?;
@@ -208,6 +227,11 @@ impl RedisStore {
                 Ok(Registered::Unchanged(existing))
             }
             [kind, _] if kind == "name" => Err(Conflict::Name { name: new.name }.into()),
+            [kind, holder] if kind == "endpoint" => Err(Conflict::Endpoint {
+                endpoint: new.endpoint.to_string(),
+                existing: holder.clone(),
+            }
+            .into()),
             other => Err(self
                 .malformed(format!("register answered {other:?}"))
                 .into()),
@@ -223,6 +247,7 @@ impl RedisStore {
             .key(&self.keys.names)
             .key(&self.keys.next_id)
             .key(&self.keys.events)
+            .key(&self.keys.endpoints)
             .arg(thumbprint.to_string())
             .invoke_async(&mut self.connection.clone())
             .await
