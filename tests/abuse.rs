@@ -167,6 +167,37 @@ async fn slowloris_on_the_api_is_cut_off_at_the_header_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_api_cap_are_closed_at_once_and_the_api_still_serves() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|node| node.max_api_connections = 8).await;
+    let node = &lab.cluster.nodes()[0];
+    let past = (ABUSERS - 8) as u64;
+    check_abuse(&lab, "api-connection-limit", past, async {
+        // Silent clients: 8 hold the API's slots, the rest are closed at once.
+        let mut silent = Vec::new();
+        for _ in 0..ABUSERS {
+            silent.push(TcpStream::connect(node.api_addr()).await.unwrap());
+        }
+        let mut closed = 0;
+        for stream in &mut silent {
+            let mut byte = [0u8; 1];
+            let read =
+                tokio::time::timeout(Duration::from_millis(500), stream.read(&mut byte)).await;
+            if matches!(read, Ok(Ok(0)) | Ok(Err(_))) {
+                closed += 1;
+            }
+        }
+        assert_eq!(closed, ABUSERS - 8, "all but the cap closed at once");
+        // The holders leave; their slots are free again.
+        drop(silent);
+    })
+    .await;
+    // The API still answers a well-behaved caller.
+    common::register_raw_agent(&lab, "after-the-cap").await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_bytes_fail_the_tls_handshake() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|_| {}).await;

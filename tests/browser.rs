@@ -276,9 +276,10 @@ async fn another_web_page_cannot_drive_the_local_apis() {
     let node_api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let node_base = format!("http://{}", node_api.local_addr().unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(octopoll_fleet::http::serve(
+    tokio::spawn(octopoll_http::serve(
         node_api,
         octopoll_fleet::node_api::router(lab.node(1).unwrap().clone()),
+        octopoll_http::ServeLimits::default(),
         stop.clone(),
     ));
 

@@ -152,10 +152,8 @@ pub async fn serve(
     listen: ListenPolicy,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = octopoll_http::local_only(router(chaos, listen), listener.local_addr()?);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let limits = octopoll_http::ServeLimits::default();
+    octopoll_http::serve(listener, router(chaos, listen), limits, shutdown).await
 }
 
 /// Parses a JSON body, answering 400 on anything else.

@@ -8,7 +8,6 @@
 pub mod child;
 pub mod cluster_file;
 pub mod guard;
-pub mod http;
 pub mod limits;
 pub mod node_api;
 pub mod node_process;

@@ -47,6 +47,9 @@ pub struct LimitKeys {
     /// Registrations a node accepts at once before the rate applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration_burst: Option<u32>,
+    /// Most connections a node's registration API holds at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_api_connections: Option<usize>,
     /// Largest registration API request body, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_api_body_bytes: Option<usize>,
@@ -89,6 +92,7 @@ impl LimitKeys {
             max_connections_per_subscription: Some(config.max_connections_per_subscription),
             registrations_per_second: Some(config.registrations_per_second),
             registration_burst: Some(config.registration_burst),
+            max_api_connections: Some(config.max_api_connections),
             max_api_body_bytes: Some(config.max_api_body_bytes),
             api_header_timeout: Some(config.api_header_timeout),
             api_request_timeout: Some(config.api_request_timeout),
@@ -159,6 +163,11 @@ impl LimitKeys {
             "registration_burst",
             self.registration_burst,
             &mut config.registration_burst,
+        )?;
+        positive(
+            "max_api_connections",
+            self.max_api_connections,
+            &mut config.max_api_connections,
         )?;
         positive(
             "max_api_body_bytes",

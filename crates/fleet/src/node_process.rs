@@ -56,9 +56,10 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         api,
     )?);
     let serving = CancellationToken::new();
-    let server = tokio::spawn(crate::http::serve(
+    let server = tokio::spawn(octopoll_http::serve(
         control,
         crate::node_api::router(node.clone()),
+        octopoll_http::ServeLimits::default(),
         serving.clone(),
     ));
     info!(node = %id, comms = %node.comms_addr(), api = %node.api_addr(), control = %control_addr, registry = node.registry().store_url().unwrap_or("in this process"), "node process ready");

@@ -170,9 +170,10 @@ pub async fn run(settings: SwarmSettings, stop: CancellationToken) -> anyhow::Re
         share.poll().map_err(anyhow::Error::msg)?;
     }
     let serving = CancellationToken::new();
-    let server = tokio::spawn(crate::http::serve(
+    let server = tokio::spawn(octopoll_http::serve(
         control,
         router(share.clone(), key),
+        octopoll_http::ServeLimits::default(),
         serving.clone(),
     ));
     info!(agents, first = first + 1, nodes = settings.nodes.len(), control = %control_addr, "swarm process ready");

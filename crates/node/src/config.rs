@@ -38,6 +38,8 @@ pub const DEFAULT_IDENTIFICATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// peers cannot take the descriptors identified Tentacles need; a reconnect storm
 /// of 8,000 agents per node still queues whole.
 pub const DEFAULT_MAX_UNAUTHENTICATED_CONNECTIONS: usize = 8192;
+/// Most connections the registration API holds at once (TLS, HTTP, idle).
+pub const DEFAULT_MAX_API_CONNECTIONS: usize = 1024;
 /// Most polling connections one subscription may hold to a node (Halibut's
 /// `MaximumActiveTcpConnectionsPerPollingSubscription`, unset there). A Tentacle
 /// opens `PollingConnectionCount` of them, a handful; a runaway peer is cut off.
@@ -92,6 +94,8 @@ pub struct NodeConfig {
     pub registrations_per_second: u32,
     /// Registration API: registrations allowed at once before the rate applies.
     pub registration_burst: u32,
+    /// Registration API: most connections open at once; more are closed at once.
+    pub max_api_connections: usize,
     /// Registration API: largest request body.
     pub max_api_body_bytes: usize,
     /// Registration API: bound on receiving a request's headers.
@@ -125,6 +129,7 @@ impl NodeConfig {
             max_connections_per_subscription: DEFAULT_MAX_CONNECTIONS_PER_SUBSCRIPTION,
             registrations_per_second: DEFAULT_REGISTRATIONS_PER_SECOND,
             registration_burst: DEFAULT_REGISTRATION_BURST,
+            max_api_connections: DEFAULT_MAX_API_CONNECTIONS,
             max_api_body_bytes: DEFAULT_MAX_API_BODY_BYTES,
             api_header_timeout: DEFAULT_API_HEADER_TIMEOUT,
             api_request_timeout: DEFAULT_API_REQUEST_TIMEOUT,

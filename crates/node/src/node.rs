@@ -445,6 +445,7 @@ fn run(inner: &NodeInner, comms: TcpListener, api: TcpListener) -> Result<Runnin
         router,
         api::https::ApiGuards {
             header_timeout: config.api_header_timeout,
+            max_connections: config.max_api_connections,
             metrics: inner.metrics.clone(),
         },
         Arc::new(https_tls),

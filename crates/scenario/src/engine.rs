@@ -97,7 +97,12 @@ impl InProcess {
                 lab.cluster.view(),
                 lab.swarm.agents().to_vec(),
             );
-            tokio::spawn(control::serve(listener, router, stop.clone()));
+            tokio::spawn(octopoll_http::serve(
+                listener,
+                router,
+                octopoll_http::ServeLimits::default(),
+                stop.clone(),
+            ));
         }
         let dashboard = match config.control {
             Some(addr) => {
@@ -113,7 +118,12 @@ impl InProcess {
                     listener.local_addr()?
                 );
                 let router = control::router(dashboard.clone(), lab.fronts.as_ref());
-                tokio::spawn(control::serve(listener, router, stop.clone()));
+                tokio::spawn(octopoll_http::serve(
+                    listener,
+                    router,
+                    octopoll_http::ServeLimits::default(),
+                    stop.clone(),
+                ));
                 tokio::spawn(dashboard.clone().keep_history(stop.clone()));
                 Some(dashboard)
             }

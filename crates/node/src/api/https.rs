@@ -23,6 +23,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ApiGuards {
     /// A client that takes longer to send a request's headers is disconnected.
     pub header_timeout: Duration,
+    /// Connections open at once; one past it is closed as soon as it is
+    /// accepted, so silent clients cannot take the descriptors the comms port needs.
+    pub max_connections: usize,
     /// Where failed API connections are counted, by reason.
     pub metrics: Arc<NodeMetrics>,
 }
@@ -41,17 +44,24 @@ pub async fn serve(
     abort: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let open = Arc::new(tokio::sync::Semaphore::new(guards.max_connections));
     info!(addr = ?listener.local_addr().ok(), "registration API listening (https)");
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = crate::tcp::accept(&listener, "registration API") => accepted,
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            guards.metrics.api_ended("api-connection-limit");
+            debug!(%peer, limit = guards.max_connections, "API connection past the cap closed");
+            continue;
+        };
         let acceptor = acceptor.clone();
         let router = router.clone();
         let (shutdown, abort) = (shutdown.clone(), abort.clone());
         let (metrics, header_timeout) = (guards.metrics.clone(), guards.header_timeout);
         tracker.spawn(async move {
+            let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {

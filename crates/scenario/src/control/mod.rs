@@ -28,7 +28,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use octopoll_node::{ClusterView, CoverageMatrix, Node, NodeStats, PairState};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -250,22 +249,6 @@ pub fn router(state: Arc<ControlState>, fronts: Option<&ChaosFronts>) -> Router 
     }
 }
 
-/// Serves `router` on `listener`, behind the guard that keeps other web pages
-/// out ([`octopoll_http::local_only`]), until `shutdown`.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    let router = match listener.local_addr() {
-        Ok(bound) => octopoll_http::local_only(router, bound),
-        Err(error) => {
-            tracing::warn!(%error, "the control API's listener has no address; not serving");
-            return;
-        }
-    };
-    let serving = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
-    if let Err(error) = serving.await {
-        tracing::warn!(%error, "control API stopped");
-    }
-}
-
 async fn page(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
     // Every `<` escaped (only strings can hold one), so no value can end or
     // confuse the script element it is embedded in.
@@ -435,13 +418,14 @@ mod tests {
         crate::testbed::wait_for_full_coverage(&lab, Duration::from_secs(10))
             .await
             .expect("full mesh");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = reqwest_free::Client(listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let state = ControlState::new(lab.cluster.view());
-        let serving = tokio::spawn(serve(
+        let serving = tokio::spawn(octopoll_http::serve(
             listener,
             router(state, lab.fronts.as_ref()),
+            octopoll_http::ServeLimits::default(),
             shutdown.clone(),
         ));
 
@@ -485,7 +469,7 @@ mod tests {
         assert!(proxies.get("node-2").is_some(), "{proxies}");
 
         shutdown.cancel();
-        serving.await.unwrap();
+        serving.await.unwrap().unwrap();
         lab.stop().await;
     }
 }
