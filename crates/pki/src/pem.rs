@@ -80,30 +80,76 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+/// Writes `bytes` to `path` through a temporary file in the same directory,
+/// renamed over it: the file ends up with `mode` whatever was there before
+/// (`certs --force` over a world-readable key), a symlink at `path` is replaced
+/// rather than followed, and a reader never sees half a file.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     use std::io::Write;
+    let failed = |source: std::io::Error| Error::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".octopoll-").suffix(".tmp");
     #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(mode);
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        builder.permissions(std::fs::Permissions::from_mode(mode));
+    }
     #[cfg(not(unix))]
     let _ = mode;
-    options
-        .open(path)
-        .and_then(|mut file| file.write_all(bytes))
-        .map_err(|source| Error::Io {
-            action: "write",
-            path: path.to_owned(),
-            source,
-        })
+    let mut file = builder.tempfile_in(dir).map_err(failed)?;
+    file.write_all(bytes).map_err(failed)?;
+    file.as_file().sync_all().map_err(failed)?;
+    file.persist(path).map_err(|e| failed(e.error))?;
+    Ok(())
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_file(path, bytes, mode)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::KeyType;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_is_written_owner_only_over_a_readable_file_and_never_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity::generate("node", KeyType::EcdsaP256).unwrap();
+        let key = dir.path().join("node.key.pem");
+        std::fs::write(&key, "old").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        save(&identity, dir.path(), "node").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(&dir.path().join("node.crt.pem")), 0o644);
+        // A symlink planted where the key goes is replaced, its target untouched.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "keep me").unwrap();
+        std::fs::remove_file(&key).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &key).unwrap();
+        save(&identity, dir.path(), "node").unwrap();
+        assert!(!std::fs::symlink_metadata(&key)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "keep me");
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(
+            load(dir.path(), "node").unwrap().thumbprint(),
+            identity.thumbprint()
+        );
+    }
 
     #[test]
     fn save_then_load_keeps_thumbprint_and_key() {

@@ -868,13 +868,10 @@ fn host_name() -> String {
         .unwrap_or_else(|| "octopoll-tentacle".to_owned())
 }
 
-/// Writes `bytes` to `path` readable by its owner only (a PFX holds a private key).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(bytes)
+/// Writes `bytes` to `path` readable by its owner only (a PFX holds a private
+/// key), never through a symlink.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), octopoll_pki::Error> {
+    octopoll_pki::pem::write_file(path, bytes, 0o600)
 }
 
 #[cfg(test)]
