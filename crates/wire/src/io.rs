@@ -159,7 +159,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         };
         let envelope = Envelope::from_bson_bytes_within(&bytes, self.limits.max_decoded_bytes())?;
         let references = envelope.data_streams();
-        let announced: u64 = references.iter().map(|r| r.length.max(0) as u64).sum();
+        // Saturating: three streams of i64::MAX would wrap a plain sum past the limit.
+        let announced = references
+            .iter()
+            .fold(0u64, |sum, r| sum.saturating_add(r.length.max(0) as u64));
         if announced > self.limits.max_stream_bytes {
             return Err(Error::TooLong {
                 what: "data streams of one message",

@@ -448,6 +448,36 @@ async fn a_message_announcing_more_stream_bytes_than_allowed_is_refused() {
 }
 
 #[tokio::test]
+async fn streams_announcing_more_than_a_u64_in_total_are_refused_not_wrapped() {
+    // Three streams of i64::MAX: a plain sum overflows (a panic in a debug build,
+    // a small number in a release one).
+    let huge = |_| DataStreamRef {
+        id: Uuid::new_v4(),
+        length: i64::MAX,
+    };
+    let refs: Vec<Bson> = (0..3)
+        .map(|i| DataStreamRef::to_bson(huge(i), true))
+        .collect();
+    let envelope = Envelope::Response(ResponseMessage {
+        id: "x".into(),
+        error: None,
+        result: Bson::Array(refs),
+    });
+    let mut wire = Vec::new();
+    deflate::compress(&envelope.to_bson_bytes().unwrap(), &mut wire);
+    let (mut writer, reader) = tokio::io::duplex(4096);
+    writer.write_all(&wire).await.unwrap();
+    let mut exchange = Exchange::new(reader, Limits::default());
+    assert!(matches!(
+        exchange.read_message().await,
+        Err(Error::TooLong {
+            what: "data streams of one message",
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
 async fn sending_a_message_without_its_announced_stream_is_an_error() {
     let (writer, _reader) = tokio::io::duplex(4096);
     let mut exchange = Exchange::new(writer, Limits::default());
