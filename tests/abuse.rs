@@ -339,6 +339,36 @@ async fn a_response_for_an_id_never_sent_fails_the_request_in_flight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deflate_starting_with_e_where_next_is_due_is_a_message_not_a_control_line() {
+    let _one = SERIAL.lock().await;
+    let lab = abuse_lab(|_| {}).await;
+    let outcome = check_abuse(&lab, "message-instead-of-next", 1, async {
+        take_a_request_then(&lab, "lookalike", async |exchange, id| {
+            exchange
+                .write_message(&echo_response(id), &[])
+                .await
+                .unwrap();
+            // 0x45 ('E') opens a final dynamic-Huffman DEFLATE block: a message,
+            // though its first byte is the first of END.
+            let _ = exchange
+                .write_raw(
+                    &[0x45, 0x8c, 0x31, 0x0e, 0x00],
+                    "a message where NEXT is due",
+                )
+                .await;
+        })
+        .await
+    })
+    .await;
+    assert_eq!(
+        outcome,
+        Ok(()),
+        "the response before it completes the request"
+    );
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_sent_twice_completes_once_and_closes_the_connection() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|_| {}).await;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use octopoll_pki::{PeerRejected, Thumbprint};
-use octopoll_wire::{ControlMessage, Envelope, Exchange, RemoteIdentity, SubscriptionId};
+use octopoll_wire::{ControlMessage, Envelope, Exchange, Next, RemoteIdentity, SubscriptionId};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::server::TlsStream;
@@ -494,26 +494,27 @@ async fn exchange_request(
         exchange.write_message(&envelope, &pending.streams),
     )
     .await?;
-    // Tentacle's rule: the response timeout bounds the first byte; the I/O timeout the rest.
-    let closed = timeout(config.response_timeout, exchange.wait_for_peer())
+    // Tentacle's rule: the response timeout bounds the first byte (and the few
+    // that tell a control line from a message); the I/O timeout the rest.
+    let next = timeout(config.response_timeout, exchange.next_item())
         .await
         .map_err(|_| ConnectionError::NoResponse)??;
-    if closed {
-        return Err(octopoll_wire::Error::Truncated {
-            during: "awaiting a response",
+    match next {
+        None => {
+            return Err(octopoll_wire::Error::Truncated {
+                during: "awaiting a response",
+            }
+            .into())
         }
-        .into());
-    }
-    if certainly_control_line(exchange.buffered()) {
-        let line = match within(config.io_timeout, "control line", exchange.read_control()).await {
-            Ok(Some(control)) => control.to_string(),
-            Ok(None) => String::new(),
-            Err(_) => String::from_utf8_lossy(exchange.buffered())
-                .chars()
-                .take(16)
-                .collect(),
-        };
-        return Err(ConnectionError::ControlInsteadOfResponse(line));
+        Some(Next::ControlLine) => {
+            let line =
+                match within(config.io_timeout, "control line", exchange.read_control()).await {
+                    Ok(Some(control)) => control.to_string(),
+                    Ok(None) | Err(_) => String::new(),
+                };
+            return Err(ConnectionError::ControlInsteadOfResponse(line));
+        }
+        Some(Next::Message) => {}
     }
     let message = within(
         config.io_timeout,
@@ -578,36 +579,18 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Reads a control line where `expected` is due; bytes that cannot start one (a
-/// message: raw DEFLATE) are [`ConnectionError::MessageInsteadOfControl`].
+/// Reads a control line where `expected` is due; a message there (raw DEFLATE,
+/// told apart by up to a line's length of bytes) is
+/// [`ConnectionError::MessageInsteadOfControl`].
 async fn read_control(
     exchange: &mut TlsExchange,
     expected: Awaiting,
 ) -> Result<Option<ControlMessage>> {
-    if exchange.wait_for_peer().await? {
-        return Ok(None);
+    match exchange.next_item().await? {
+        None => Ok(None),
+        Some(Next::Message) => Err(ConnectionError::MessageInsteadOfControl(expected)),
+        Some(Next::ControlLine) => Ok(exchange.read_control().await?),
     }
-    if !starts_like_control_line(exchange.buffered()) {
-        return Err(ConnectionError::MessageInsteadOfControl(expected));
-    }
-    Ok(exchange.read_control().await?)
-}
-
-/// Whether buffered bytes can start a control line (`NEXT`, `PROCEED`, `END`, or
-/// the blank lines before one). Anything else is read as a message sent out of
-/// turn, without reading further.
-fn starts_like_control_line(buffered: &[u8]) -> bool {
-    matches!(
-        buffered.first(),
-        None | Some(b'N' | b'P' | b'E' | b'\r' | b'\n')
-    )
-}
-
-/// Whether buffered bytes cannot be a message: an `N` (`NEXT`) is a DEFLATE block
-/// header of the reserved type 3, which no inflater accepts, so a valid response
-/// never starts with it.
-fn certainly_control_line(buffered: &[u8]) -> bool {
-    buffered.first() == Some(&b'N')
 }
 
 /// Whether a failed handshake failed for want of a client certificate.

@@ -73,6 +73,38 @@ impl fmt::Display for ControlMessage {
     }
 }
 
+/// What may come next where either a control line or a message is possible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// `NEXT`, `PROCEED` or `END` (after any blank lines).
+    ControlLine,
+    /// Anything else: a message's raw DEFLATE.
+    Message,
+}
+
+/// Tells a control line from a message by the bytes at the front of `buf`, or
+/// `None` if they do not tell yet. One byte is not enough: a DEFLATE stream may
+/// begin with `E`, `P`, CR or LF (only `N`, a block of the reserved type, never
+/// starts one), so the bytes are matched against the whole line, which is at
+/// most nine bytes after the blank lines.
+pub fn next_in(buf: &[u8]) -> Option<Next> {
+    let mut rest = buf;
+    loop {
+        match rest {
+            [] | [b'\r'] => return None,
+            [b'\r', b'\n', after @ ..] => rest = after,
+            _ => break,
+        }
+    }
+    for line in [&b"NEXT\r\n"[..], b"PROCEED\r\n", b"END\r\n"] {
+        let n = rest.len().min(line.len());
+        if rest[..n] == line[..n] {
+            return (n == line.len()).then_some(Next::ControlLine);
+        }
+    }
+    Some(Next::Message)
+}
+
 /// Splits one CR LF-terminated ASCII line off the front of `buf`.
 ///
 /// As .NET's reader does: a CR must be followed by LF, and a lone LF stays inside
@@ -115,6 +147,29 @@ pub(crate) fn split_line<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_starting_like_a_control_line_is_told_apart_by_its_next_bytes() {
+        assert_eq!(next_in(b"END\r\n"), Some(Next::ControlLine));
+        assert_eq!(next_in(b"\r\n\r\nNEXT\r\n"), Some(Next::ControlLine));
+        assert_eq!(next_in(b"PROCEED\r\nmore"), Some(Next::ControlLine));
+        // Not known yet: a prefix of a line, or of the blank lines before one.
+        for partial in [&b""[..], b"E", b"EN", b"END\r", b"\r", b"\r\n", b"\r\nNE"] {
+            assert_eq!(next_in(partial), None, "{partial:?}");
+        }
+        // DEFLATE that happens to start with E, P, CR or LF (0x45 is a final
+        // dynamic-Huffman block header) is a message as soon as a byte differs.
+        for deflate in [
+            &[0x45u8, 0x8c, 0x31][..],
+            &[b'P', b'R', 0x00],
+            &[b'\r', 0x9d],
+            b"\nE",
+            b"END\n",
+            &[0x1d, 0x8e],
+        ] {
+            assert_eq!(next_in(deflate), Some(Next::Message), "{deflate:?}");
+        }
+    }
 
     #[test]
     fn lines_round_trip_byte_exact() {

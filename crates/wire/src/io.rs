@@ -8,6 +8,7 @@
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::control::Next;
 use crate::deflate::{compress, Feed, Inflater};
 use crate::stream::decode_header;
 use crate::{
@@ -186,6 +187,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
             return Ok(false);
         }
         Ok(self.fill("the peer while idle").await? == 0)
+    }
+
+    /// Waits for the peer's next item where either a control line or a message may
+    /// come, and says which it is (reading only as far as that takes, at most a
+    /// control line's length); `Ok(None)` if the peer closed cleanly before it.
+    pub async fn next_item(&mut self) -> Result<Option<Next>> {
+        loop {
+            if let Some(next) = crate::control::next_in(&self.buffer) {
+                return Ok(Some(next));
+            }
+            if self.fill("the peer's next line or message").await? == 0 {
+                if self.buffer.is_empty() {
+                    return Ok(None);
+                }
+                return Err(Error::Truncated {
+                    during: "a control line",
+                });
+            }
+        }
     }
 
     /// Shuts down the write side (TLS close_notify).

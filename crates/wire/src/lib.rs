@@ -26,7 +26,7 @@ pub mod message;
 pub mod preamble;
 pub mod stream;
 
-pub use control::ControlMessage;
+pub use control::{ControlMessage, Next};
 pub use error::{Error, Result};
 pub use identity::{RemoteIdentity, SubscriptionId};
 pub use io::Exchange;
