@@ -401,3 +401,65 @@ async fn a_listening_tentacle_answering_nested_code_with_scope_fails_that_check_
     serving.abort();
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listening_tentacle_drops_a_caller_that_stops_reading_its_response() {
+    use rand::distr::{Alphanumeric, SampleString};
+    common::init_logging();
+    let server = Identity::generate("server", KeyType::EcdsaP256).unwrap();
+    let tentacle = Identity::generate("tentacle", KeyType::EcdsaP256).unwrap();
+    let mut config = ListeningConfig::trusting("stuck", vec![server.thumbprint()]);
+    config.write_timeout = Duration::from_millis(500);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = ListeningTentacle::start(&tentacle, config, listener).unwrap();
+    // An echo of 12 MiB that does not compress: far more than the sockets hold.
+    let text = Alphanumeric.sample_string(&mut rand::rng(), 12 << 20);
+    let request = echo::request(ServiceEndPoint::new("https://stuck/", ""), &text, 1);
+    let tls = octopoll_pki::tls::polling_client_config(&server, tentacle.thumbprint()).unwrap();
+    let tcp = tokio::net::TcpStream::connect(running.local_addr())
+        .await
+        .unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(
+            rustls_pki_types::ServerName::try_from("stuck").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let mut exchange = octopoll_wire::Exchange::new(stream, octopoll_wire::Limits::default());
+    exchange.write_preamble().await.unwrap();
+    exchange
+        .write_identity(&RemoteIdentity::Client)
+        .await
+        .unwrap();
+    assert_eq!(
+        exchange.read_identity().await.unwrap(),
+        RemoteIdentity::Server
+    );
+    exchange
+        .write_message(&octopoll_wire::Envelope::Request(request), &[])
+        .await
+        .unwrap();
+    // Read nothing past the write timeout: the Tentacle gives up on this caller.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let read = tokio::time::timeout(Duration::from_secs(10), exchange.read_message()).await;
+    assert!(
+        matches!(read, Ok(Err(_))),
+        "the response was cut off, not delivered whole: {:?}",
+        read.map(|r| r.map(|m| m.is_some()))
+    );
+    // The next caller, who reads, is served.
+    let hello = echo::request(ServiceEndPoint::new("https://stuck/", ""), "hi", 2);
+    let reply = octopoll_node::listening::call(
+        &server,
+        &running.local_addr().to_string(),
+        tentacle.thumbprint(),
+        hello,
+        vec![],
+        octopoll_node::listening::CallLimits::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.response.result, bson::Bson::from("hi..."));
+    running.stop().await;
+}

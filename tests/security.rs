@@ -221,3 +221,47 @@ async fn only_tls_1_2_and_1_3_are_spoken() {
     common::swarm_still_works(&lab).await;
     lab.stop().await;
 }
+
+/// A current-thread runtime, as above: every warning of the lab is captured.
+#[tokio::test]
+async fn fifty_untrusted_peers_are_one_warning_and_fifty_counted_refusals() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let lab = octopoll_lab::Lab::start(octopoll_lab::LabConfig::new(1, 1))
+        .await
+        .unwrap();
+    common::ready(&lab).await;
+    let node = &lab.cluster.nodes()[0];
+    for i in 0..50 {
+        let stranger = Identity::generate(&format!("stranger-{i}"), KeyType::EcdsaP256).unwrap();
+        // TLS 1.3 finishes the client's side before the node checks its
+        // certificate; the refusal arrives on the first read.
+        let mut exchange = common::connect_raw(node, &stranger).await;
+        let _ = exchange.write_preamble().await;
+        let _ = exchange.read_identity().await;
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "50 untrusted certificates counted",
+        || {
+            node.stats()
+                .close_reasons
+                .get("untrusted-certificate")
+                .copied()
+        },
+        |n| *n == Some(50),
+    )
+    .await;
+    lab.stop().await;
+    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let lines = log.matches("refused before it identified").count();
+    assert_eq!(
+        lines, 1,
+        "one warning for the flood, not one per peer:\n{log}"
+    );
+}

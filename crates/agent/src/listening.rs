@@ -31,6 +31,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may sit between exchanges (Tentacle's
 /// `TcpClientReceiveTimeout` on the service side: the client pools for 9 min).
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How long one write may wait for a caller that stops reading.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A listening Tentacle's settings.
 #[derive(Clone, Debug)]
@@ -43,6 +45,9 @@ pub struct ListeningConfig {
     pub services: ServiceConfig,
     /// Decoder limits.
     pub limits: Limits,
+    /// A write (a response, an identity or control line) that a caller that
+    /// stopped reading holds up longer ends the connection.
+    pub write_timeout: Duration,
 }
 
 impl ListeningConfig {
@@ -53,6 +58,7 @@ impl ListeningConfig {
             trusted,
             services: ServiceConfig::default(),
             limits: Limits::default(),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
     }
 }
@@ -88,7 +94,7 @@ impl ListeningTentacle {
         let span = info_span!("listening", agent = %config.name, %addr);
         info!(parent: &span, thumbprint = %identity.thumbprint(), "listening Tentacle started");
         let (stop, connections) = (shutdown.clone(), tracker.clone());
-        let limits = config.limits;
+        let (limits, write_timeout) = (config.limits, config.write_timeout);
         tracker.spawn(
             async move {
                 loop {
@@ -108,7 +114,7 @@ impl ListeningTentacle {
                     connections.spawn(
                         async move {
                             tokio::select! {
-                                result = serve(acceptor, services, tcp, limits) => match result {
+                                result = serve(acceptor, services, tcp, limits, write_timeout) => match result {
                                     Ok(()) => debug!("connection closed"),
                                     Err(error) => warn!(%error, "connection ended"),
                                 },
@@ -164,7 +170,9 @@ async fn serve(
     services: Arc<Services>,
     tcp: TcpStream,
     limits: Limits,
+    write_timeout: Duration,
 ) -> std::result::Result<(), ServeError> {
+    let written = |during: &'static str| move |_| ServeError::Timeout(during);
     let _ = tcp.set_nodelay(true);
     let mut exchange = timeout(HANDSHAKE_TIMEOUT, async {
         let tls = acceptor.accept(tcp).await.map_err(ServeError::Tls)?;
@@ -181,7 +189,12 @@ async fn serve(
                 ))
             }
         }
-        exchange.write_identity(&RemoteIdentity::Server).await?;
+        timeout(
+            write_timeout,
+            exchange.write_identity(&RemoteIdentity::Server),
+        )
+        .await
+        .map_err(written("the identity line to be taken"))??;
         Ok(exchange)
     })
     .await
@@ -201,14 +214,22 @@ async fn serve(
         };
         debug!(request_id = %request.id, service = %request.service, "request");
         let (response, streams) = services.dispatch(&request, message.streams).await;
-        exchange
-            .write_message(&Envelope::Response(response), &streams)
-            .await?;
+        timeout(
+            write_timeout,
+            exchange.write_message(&Envelope::Response(response), &streams),
+        )
+        .await
+        .map_err(written("the response to be taken"))??;
         match timeout(RECEIVE_TIMEOUT, exchange.read_control())
             .await
             .map_err(|_| ServeError::Timeout("NEXT or END"))??
         {
-            Some(ControlMessage::Next) => exchange.write_control(ControlMessage::Proceed).await?,
+            Some(ControlMessage::Next) => timeout(
+                write_timeout,
+                exchange.write_control(ControlMessage::Proceed),
+            )
+            .await
+            .map_err(written("PROCEED to be taken"))??,
             Some(ControlMessage::End) | None => return Ok(()),
             Some(other) => {
                 return Err(octopoll_wire::Error::UnexpectedControl {

@@ -255,6 +255,13 @@ pub(crate) async fn serve(
                 // Dropped by this node's own stop or kill, or by a peer going away:
                 // expected in a fault scenario. The rest is a misbehaving peer.
                 // A flood over the unauthenticated cap is counted, not logged per connection.
+                // A peer that never identified is logged once per reason per
+                // interval, with how many were held back (all are counted).
+                let reason = error.reason();
+                let stranger = matches!(
+                    error.ending(),
+                    Ending::Untrusted | Ending::Subscription | Ending::Handshake | Ending::Probe
+                );
                 if matches!(
                     error,
                     ConnectionError::Aborted
@@ -262,8 +269,14 @@ pub(crate) async fn serve(
                         | ConnectionError::TooManyUnauthenticated(_)
                 ) {
                     debug!(%error, ?cause, "polling connection ended");
+                } else if !stranger {
+                    warn!(%error, ?cause, reason, "polling connection ended");
+                } else if let Some(held_back) =
+                    shared.strangers.admit(reason, tokio::time::Instant::now())
+                {
+                    warn!(%error, ?cause, reason, held_back, "polling connection refused before it identified (logged once per reason every 10 s)");
                 } else {
-                    warn!(%error, ?cause, reason = error.reason(), "polling connection ended");
+                    debug!(%error, ?cause, reason, "polling connection refused before it identified");
                 }
                 shared.metrics.ended(error.ending(), error.reason());
             }

@@ -28,6 +28,7 @@ pub mod node;
 pub mod queue;
 pub mod registry;
 mod shared;
+mod strangers;
 pub mod tcp;
 
 pub use cluster::{Addressing, Cluster, ClusterConfig, ClusterView};

@@ -422,6 +422,7 @@ fn run(inner: &NodeInner, comms: TcpListener, api: TcpListener) -> Result<Runnin
         handshakes: Arc::new(tokio::sync::Semaphore::new(
             config.max_concurrent_handshakes.max(1),
         )),
+        strangers: Default::default(),
     });
     let tracker = TaskTracker::new();
     let shutdown = CancellationToken::new();

@@ -27,6 +27,8 @@ pub(crate) struct NodeShared {
     pub(crate) killed: AtomicBool,
     /// Turns at the TLS handshake (`max_concurrent_handshakes`).
     pub(crate) handshakes: Arc<tokio::sync::Semaphore>,
+    /// Which refusals of peers that never identified were logged when.
+    pub(crate) strangers: crate::strangers::Strangers,
 }
 
 impl NodeShared {
