@@ -128,7 +128,11 @@ pub async fn collect_a_request(
     let request = echo(&subscription, "x");
     let sender = node.sender();
     let call = tokio::spawn(async move { sender.send(&subscription, request, vec![]).await });
-    let message = exchange.read_message().await.unwrap().unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(10), exchange.read_message())
+        .await
+        .expect("the queued request arrives")
+        .unwrap()
+        .unwrap();
     let octopoll_wire::Envelope::Request(request) = message.envelope else {
         panic!("a request")
     };
