@@ -283,6 +283,22 @@ async fn another_web_page_cannot_drive_the_local_apis() {
         stop.clone(),
     ));
 
+    // The machine list names every trusted certificate: it needs the key too.
+    let listed = client
+        .get(format!("{node_base}/api/machines"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 401);
+    let key = lab.node(1).unwrap().config().api_key.expose().to_owned();
+    let listed = client
+        .get(format!("{node_base}/api/machines"))
+        .header("X-Octopus-ApiKey", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+
     // What any page a user opens can send without asking: no-cors requests, a
     // text/plain body. Each would kill a node, queue a burst, or open a proxy
     // on every interface relaying anywhere.

@@ -1,20 +1,17 @@
-//! Scenario files: parsing and resolving any text never panics; a bad file is a
+//! Scenario files: layering and resolving any text never panics; a bad file is a
 //! `ScenarioError` naming where.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use octopoll_scenario::file::{resolve, ScenarioFile, Source};
+use octopoll_scenario::file::Source;
+use octopoll_scenario::layers::Layers;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let source = Source {
-        name: "fuzz.toml".into(),
-        text: text.into(),
-    };
-    if let Ok(file) = ScenarioFile::parse(&source) {
-        let (default, _) = ScenarioFile::default_scenario();
-        let _ = resolve(&default.overlay(file), Some(&source));
+    let mut layers = Layers::new();
+    if layers.file(&Source::new("fuzz.toml", text)).is_ok() {
+        let _ = layers.resolve();
     }
 });

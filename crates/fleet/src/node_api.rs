@@ -4,7 +4,8 @@
 //!
 //! * `GET /api/node`: status — running, addresses, counters, polling pairs.
 //! * `GET /api/node/pairs`: every registered machine's state with this node.
-//! * `GET /api/machines`: the registered machines, in name order.
+//! * `GET /api/machines`: the registered machines, in name order (with the key:
+//!   it lists every certificate the cluster trusts).
 //! * `POST /api/node/{kill|stop|start|restart}[?undo=true]`: a node fault.
 //! * `POST /api/requests`: queue one request and answer with its outcome once
 //!   it ends (a workload's request; dropping the call withdraws it).
@@ -289,18 +290,18 @@ impl SendOutcome {
 /// The routes over `node`, apart from serving them.
 pub fn router(node: Arc<Node>) -> Router {
     let key = node.config().api_key.clone();
-    let writes = Router::new()
+    let keyed = Router::new()
         .route("/api/node/{action}", post(act))
         .route("/api/requests", post(send))
         .route("/api/health", post(health))
+        .route("/api/machines", get(machines))
         .route_layer(axum::middleware::from_fn(move |request, next| {
             require_key(key.clone(), request, next)
         }));
     Router::new()
         .route("/api/node", get(status))
         .route("/api/node/pairs", get(pairs))
-        .route("/api/machines", get(machines))
-        .merge(writes)
+        .merge(keyed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(node)
 }

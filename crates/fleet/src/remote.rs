@@ -106,8 +106,11 @@ impl ControlClient {
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RemoteError> {
         let url = format!("{}{path}", self.base);
-        self.call(self.http.get(&url).timeout(CALL_TIMEOUT), url)
-            .await
+        let request = self
+            .http
+            .get(&url)
+            .header(API_KEY_HEADER, self.key.expose());
+        self.call(request.timeout(CALL_TIMEOUT), url).await
     }
 
     async fn post<T: DeserializeOwned>(
