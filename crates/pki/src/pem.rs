@@ -81,16 +81,12 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory,
-/// renamed over it: the file ends up with `mode` whatever was there before
-/// (`certs --force` over a world-readable key), a symlink at `path` is replaced
-/// rather than followed, and a reader never sees half a file.
-pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+/// flushed, then renamed over it: the file ends up with `mode` whatever was
+/// there before (`certs --force` over a world-readable key), a symlink at `path`
+/// is replaced rather than followed, a reader never sees half a file, and a
+/// failure leaves the old file as it was and no temporary file behind.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
-    let failed = |source: std::io::Error| Error::Io {
-        action: "write",
-        path: path.to_owned(),
-        source,
-    };
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -104,15 +100,24 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     }
     #[cfg(not(unix))]
     let _ = mode;
-    let mut file = builder.tempfile_in(dir).map_err(failed)?;
-    file.write_all(bytes).map_err(failed)?;
-    file.as_file().sync_all().map_err(failed)?;
-    file.persist(path).map_err(|e| failed(e.error))?;
+    let mut file = builder.tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    // Make the rename itself durable; the file is already complete either way.
+    #[cfg(unix)]
+    if let Ok(dir) = std::fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
     Ok(())
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    write_file(path, bytes, mode)
+    write_file(path, bytes, mode).map_err(|source| Error::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -870,7 +870,7 @@ fn host_name() -> String {
 
 /// Writes `bytes` to `path` readable by its owner only (a PFX holds a private
 /// key), never through a symlink.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), octopoll_pki::Error> {
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     octopoll_pki::pem::write_file(path, bytes, 0o600)
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -119,31 +118,12 @@ impl TentacleConfig {
     /// file as it was and no temporary file behind. On unix the file is mode
     /// 0600, since it holds the private key.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let fail = |source| ConfigError::Write {
-            path: path.to_owned(),
-            source,
-        };
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(".tentacle-config-").suffix(".tmp");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            builder.permissions(std::fs::Permissions::from_mode(0o600));
-        }
-        let mut file = builder.tempfile_in(dir).map_err(fail)?;
-        file.write_all(self.to_xml().as_bytes()).map_err(fail)?;
-        file.as_file().sync_all().map_err(fail)?;
-        file.persist(path).map_err(|e| fail(e.error))?;
-        // Make the rename itself durable; the file is already complete either way.
-        #[cfg(unix)]
-        if let Ok(dir) = std::fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        octopoll_pki::pem::write_file(path, self.to_xml().as_bytes(), 0o600).map_err(|source| {
+            ConfigError::Write {
+                path: path.to_owned(),
+                source,
+            }
+        })
     }
 
     /// The value of `key` (any case); `None` when unset or null.
