@@ -332,3 +332,60 @@ async fn registered_through_one_node_an_agent_polls_the_other_at_once() {
     two.stop().await;
     redis.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_comes_back_empty_is_detected_and_said() {
+    let Some(redis) = local_redis("registry emptied").await else {
+        return;
+    };
+    let (a, b) = pair(&redis.url(), "emptied").await;
+    for name in ["web-01", "web-02", "web-03"] {
+        a.register(machine(name).0).await.unwrap();
+    }
+    wait_until(
+        Duration::from_secs(5),
+        "b sees the three",
+        || b.len(),
+        |n| *n == 3,
+    )
+    .await;
+    assert_eq!(b.store_emptied(), 0);
+    // What a Redis restarted without persistence looks like: the data gone, and
+    // every connection dropped (so each process subscribes again and reloads).
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "b reloads and finds the registry empty",
+        || (b.store_emptied(), b.len()),
+        |(emptied, len)| *emptied == 1 && *len == 0,
+    )
+    .await;
+    assert_eq!(
+        a.store_emptied(),
+        1,
+        "every process that knew machines says so"
+    );
+    // Registering again fills it, and is not another loss.
+    a.register(machine("web-04").0).await.unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "b sees the newcomer",
+        || b.len(),
+        |n| *n == 1,
+    )
+    .await;
+    assert_eq!(b.store_emptied(), 1);
+    redis.stop().await;
+}

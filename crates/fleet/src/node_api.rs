@@ -53,6 +53,10 @@ pub struct NodeStatus {
     pub api: SocketAddr,
     /// Machines its copy of the registry holds.
     pub machines: usize,
+    /// Times the shared registry was found empty while this node knew machines
+    /// (Redis restarted without its data; every agent must register again).
+    #[serde(default)]
+    pub registry_emptied: u64,
     /// Subscriptions polling it now.
     pub polling: usize,
     /// Its counters.
@@ -68,6 +72,7 @@ impl NodeStatus {
             comms: node.comms_addr(),
             api: node.api_addr(),
             machines: node.registry().len(),
+            registry_emptied: node.registry().store_emptied(),
             polling: node.polling_pairs(),
             stats: node.stats(),
         }

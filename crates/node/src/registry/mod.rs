@@ -241,6 +241,13 @@ impl MachineRegistry {
         self.store.as_deref().map(RedisStore::url)
     }
 
+    /// How many times the shared store was found empty while this process knew
+    /// machines (Redis restarted without its data): each time, every agent is
+    /// distrusted until it registers again. Always 0 without a shared store.
+    pub fn store_emptied(&self) -> u64 {
+        self.store.as_deref().map_or(0, |store| store.emptied())
+    }
+
     /// The thumbprints of registered *polling* machines, as the TLS acceptors
     /// read them (a listening machine never connects to a node).
     pub fn trusted(&self) -> TrustedThumbprints {

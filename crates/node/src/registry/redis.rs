@@ -23,7 +23,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use serde::Deserialize;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::cache::{same_or_conflict, Machines};
 use super::{Conflict, Machine, NewMachine, RegisterError, Registered, StoreError};
@@ -116,6 +116,8 @@ pub(super) struct Link {
     keys: Keys,
     connection: ConnectionManager,
     machines: Machines,
+    /// Reloads that found Redis empty while this process knew machines.
+    emptied: std::sync::atomic::AtomicU64,
 }
 
 impl std::ops::Deref for RedisStore {
@@ -145,6 +147,7 @@ impl RedisStore {
             keys: Keys::new(namespace),
             connection,
             machines,
+            emptied: Default::default(),
         });
         // Subscribed before loading, so no change falls between the two.
         let pubsub = subscribe(&client, &link.keys.events)
@@ -296,8 +299,26 @@ impl Link {
             .iter()
             .map(|(_, text)| self.parse(text))
             .collect::<Result<Vec<_>, _>>()?;
+        let known = self.machines.len();
+        if machines.is_empty() && known > 0 {
+            // A Redis that came back without its data (restarted without
+            // persistence, or flushed): every agent is distrusted until it
+            // registers again. Said loudly, and counted for `GET /api/node`.
+            self.emptied
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            error!(
+                url = %self.url,
+                known,
+                "the machine registry in Redis is empty, but this node knew {known} machines: Redis lost its data (restarted without persistence, or flushed); every agent is refused until it registers again"
+            );
+        }
         self.machines.replace_all(machines);
         Ok(())
+    }
+
+    /// How many reloads found Redis empty while this process knew machines.
+    pub(super) fn emptied(&self) -> u64 {
+        self.emptied.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn apply(&self, payload: &str) {
