@@ -106,35 +106,53 @@ async fn cluster(client: &reqwest::Client, base: &str) -> serde_json::Value {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_a_node_from_the_dashboard_shows_it_down_and_its_agents_lost() {
-    let Some(chromium) = chromium() else { return };
-    common::init_logging();
+/// A run of `config` with its dashboard on a free port, once the dashboard shows
+/// full coverage: the run's task, the dashboard's base URL and a client for it.
+async fn run_with_dashboard(
+    mut config: RunConfig,
+) -> (
+    tokio::task::JoinHandle<Result<octopoll_scenario::Finished, String>>,
+    String,
+    reqwest::Client,
+) {
     let addr: SocketAddr = {
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         free.local_addr().unwrap()
     };
-    let mut config = RunConfig::new(LabConfig::new(3, AGENTS));
-    // Long enough for two chromium runs and the final start on a loaded machine.
-    config.duration = Duration::from_secs(25);
-    config.rate = 10.0;
     config.control = Some(addr);
-    let run = tokio::spawn(async move { execute(config, &mut Progress::stderr(true)).await });
-
+    let run = tokio::spawn(async move {
+        execute(config, &mut Progress::stderr(true))
+            .await
+            .map_err(|e| format!("{e:#}"))
+    });
     let base = format!("http://{addr}");
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
     common::wait_until_async(
         Duration::from_secs(30),
         "full coverage on the dashboard",
         || async {
-            match client.get(format!("{base}/api/cluster")).send().await {
-                Ok(response) => response.json::<serde_json::Value>().await.ok(),
-                Err(_) => None,
-            }
+            let response = client
+                .get(format!("{base}/api/cluster"))
+                .send()
+                .await
+                .ok()?;
+            response.json::<serde_json::Value>().await.ok()
         },
         |state| state.as_ref().is_some_and(|s| s["coverage"] == 1.0),
     )
     .await;
+    (run, base, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_from_the_dashboard_shows_it_down_and_its_agents_lost() {
+    let Some(chromium) = chromium() else { return };
+    common::init_logging();
+    let mut config = RunConfig::new(LabConfig::new(3, AGENTS));
+    // Long enough for two chromium runs and the final start on a loaded machine.
+    config.duration = Duration::from_secs(25);
+    config.rate = 10.0;
+    let (run, base, client) = run_with_dashboard(config).await;
 
     // What the page's "kill" button on node-2's card does.
     let killed: serde_json::Value = client
@@ -242,33 +260,13 @@ async fn attacker_page(html: String) -> SocketAddr {
 async fn another_web_page_cannot_drive_the_local_apis() {
     let Some(chromium) = chromium() else { return };
     common::init_logging();
-    let control: SocketAddr = {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        free.local_addr().unwrap()
-    };
-    // A run with its dashboard and the chaos proxies' API on `control`.
+    // A run with its dashboard and the chaos proxies' API.
     let mut config = RunConfig::new(LabConfig::new(2, 2));
     config.lab.chaos = true;
     config.duration = Duration::from_secs(20);
     config.rate = 5.0;
-    config.control = Some(control);
-    let run = tokio::spawn(async move { execute(config, &mut Progress::stderr(true)).await });
-    let base = format!("http://{control}");
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    common::wait_until_async(
-        Duration::from_secs(30),
-        "full coverage on the dashboard",
-        || async {
-            let response = client
-                .get(format!("{base}/api/cluster"))
-                .send()
-                .await
-                .ok()?;
-            response.json::<serde_json::Value>().await.ok()
-        },
-        |state| state.as_ref().is_some_and(|s| s["coverage"] == 1.0),
-    )
-    .await;
+    let (run, base, client) = run_with_dashboard(config).await;
+    let control: SocketAddr = base.trim_start_matches("http://").parse().unwrap();
     // A node process's control API, served as `octopoll node` serves it.
     let lab = octopoll_lab::Lab::start_ready(LabConfig::new(1, 1), Duration::from_secs(30))
         .await
