@@ -96,14 +96,12 @@ async fn screenshot(chromium: &Path, url: &str, name: &str, size: &str) {
 }
 
 async fn cluster(client: &reqwest::Client, base: &str) -> serde_json::Value {
-    client
-        .get(format!("{base}/api/cluster"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    answer(client.get(format!("{base}/api/cluster"))).await
+}
+
+/// The JSON a request is answered with.
+async fn answer(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 /// A run of `config` with its dashboard on a free port, once the dashboard shows
@@ -155,14 +153,7 @@ async fn killing_a_node_from_the_dashboard_shows_it_down_and_its_agents_lost() {
     let (run, base, client) = run_with_dashboard(config).await;
 
     // What the page's "kill" button on node-2's card does.
-    let killed: serde_json::Value = client
-        .post(format!("{base}/api/nodes/node-2/kill"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let killed = answer(client.post(format!("{base}/api/nodes/node-2/kill"))).await;
     assert_eq!(killed["running"], false, "{killed}");
     let state = cluster(&client, &base).await;
     assert!(
@@ -332,14 +323,7 @@ Promise.allSettled(attempts).then(results => {{
         state["nodes"][0]["running"], true,
         "node-1 still runs: {state}"
     );
-    let proxies: serde_json::Value = client
-        .get(format!("{base}/proxies"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let proxies = answer(client.get(format!("{base}/proxies"))).await;
     assert!(
         proxies.get("evil").is_none(),
         "no proxy was opened: {proxies}"
