@@ -182,6 +182,10 @@ impl Layers {
     }
 }
 
+/// Keys whose value is one thing written as a table: a later layer replaces it
+/// whole (`mix = { echo = 1 }` means echo alone, not echo over the default mix).
+const WHOLE_VALUES: &[&str] = &["workload.mix"];
+
 fn merge_into(
     into: &mut Table,
     from: Table,
@@ -192,7 +196,9 @@ fn merge_into(
     for (key, value) in from {
         let path = join(prefix, &key);
         match (into.get_mut(&key), value) {
-            (Some(Value::Table(existing)), Value::Table(new)) => {
+            (Some(Value::Table(existing)), Value::Table(new))
+                if !WHOLE_VALUES.contains(&path.as_str()) =>
+            {
                 origins.entry(path.clone()).or_insert_with(|| origin(&path));
                 merge_into(existing, new, &path, origins, origin);
             }
@@ -333,6 +339,20 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "--long-poll: cluster.long_poll: must be above 0"
+        );
+    }
+
+    #[test]
+    fn a_mix_replaces_the_default_mix_whole() {
+        let config = over("[workload]\nmix = { echo = 1 }\n").resolve().unwrap();
+        assert_eq!(
+            (
+                config.mix.echo,
+                config.mix.script,
+                config.mix.capabilities,
+                config.mix.upload
+            ),
+            (1, 0, 0, 0)
         );
     }
 
