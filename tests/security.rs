@@ -131,17 +131,29 @@ impl Write for Captured {
     }
 }
 
+impl Captured {
+    /// Captures this thread's log at `level` and up until the guard is dropped.
+    fn start(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(move || sink.clone())
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// Everything captured so far.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 /// A current-thread runtime: every task of the lab runs on this thread, under
 /// the capturing subscriber.
 #[tokio::test]
 async fn the_api_key_never_reaches_the_log_at_any_level() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::start(tracing::Level::TRACE);
     let lab = octopoll_lab::Lab::start(octopoll_lab::LabConfig::new(1, 2))
         .await
         .unwrap();
@@ -160,7 +172,7 @@ async fn the_api_key_never_reaches_the_log_at_any_level() {
         .unwrap_err();
     assert!(error.to_string().contains("401"), "{error}");
     lab.stop().await;
-    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let log = captured.text();
     assert!(
         log.contains("API request refused"),
         "the capture works: the refusal is logged"
@@ -225,13 +237,7 @@ async fn only_tls_1_2_and_1_3_are_spoken() {
 /// A current-thread runtime, as above: every warning of the lab is captured.
 #[tokio::test]
 async fn fifty_untrusted_peers_are_one_warning_and_fifty_counted_refusals() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::start(tracing::Level::WARN);
     let lab = octopoll_lab::Lab::start(octopoll_lab::LabConfig::new(1, 1))
         .await
         .unwrap();
@@ -258,7 +264,7 @@ async fn fifty_untrusted_peers_are_one_warning_and_fifty_counted_refusals() {
     )
     .await;
     lab.stop().await;
-    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let log = captured.text();
     let lines = log.matches("refused before it identified").count();
     assert_eq!(
         lines, 1,
