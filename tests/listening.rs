@@ -426,16 +426,8 @@ async fn a_listening_tentacle_drops_a_caller_that_stops_reading_its_response() {
         )
         .await
         .unwrap();
-    let mut exchange = octopoll_wire::Exchange::new(stream, octopoll_wire::Limits::default());
-    exchange.write_preamble().await.unwrap();
-    exchange
-        .write_identity(&RemoteIdentity::Client)
-        .await
-        .unwrap();
-    assert_eq!(
-        exchange.read_identity().await.unwrap(),
-        RemoteIdentity::Server
-    );
+    let exchange = octopoll_wire::Exchange::new(stream, octopoll_wire::Limits::default());
+    let mut exchange = common::identify_as(exchange, RemoteIdentity::Client).await;
     exchange
         .write_message(&octopoll_wire::Envelope::Request(request), &[])
         .await

@@ -100,6 +100,17 @@ impl Writer {
             self.string(code);
             at
         });
+        self.push_open(scope_start, array);
+    }
+
+    /// Opens a document under a fixed `header` (type byte, key, NUL).
+    fn open_named(&mut self, header: &[u8]) {
+        self.out.extend_from_slice(header);
+        self.push_open(None, false);
+    }
+
+    /// Leaves room for a container's length and remembers where it goes.
+    fn push_open(&mut self, scope_start: Option<usize>, array: bool) {
         let start = self.out.len();
         self.out.extend_from_slice(&[0; 4]);
         self.open.push(Open {
@@ -204,31 +215,12 @@ fn response(ops: &[Op]) -> Vec<u8> {
         open: vec![root],
     };
     // { Message: { $type, id, result: { …ops… } } }
-    for (header, value) in [(&b"\x03Message\0"[..], None), (b"\x02$type\0", Some(RESPONSE_TYPE))] {
-        writer.out.extend_from_slice(header);
-        match value {
-            Some(text) => writer.string(text),
-            None => {
-                let start = writer.out.len();
-                writer.out.extend_from_slice(&[0; 4]);
-                writer.open.push(Open {
-                    start,
-                    scope_start: None,
-                    index: None,
-                });
-            }
-        }
-    }
+    writer.open_named(b"\x03Message\0");
+    writer.out.extend_from_slice(b"\x02$type\0");
+    writer.string(RESPONSE_TYPE);
     writer.out.extend_from_slice(b"\x02id\0");
     writer.string("x");
-    writer.out.extend_from_slice(b"\x03result\0");
-    let start = writer.out.len();
-    writer.out.extend_from_slice(&[0; 4]);
-    writer.open.push(Open {
-        start,
-        scope_start: None,
-        index: None,
-    });
+    writer.open_named(b"\x03result\0");
     let floor = writer.open.len();
     for op in ops {
         match op {

@@ -150,14 +150,19 @@ pub async fn identify_raw(
 
 /// Identifies `exchange` as `subscription` and checks the node answers `MX-SERVER`.
 pub async fn identify(
-    mut exchange: Exchange<TlsStream<TcpStream>>,
+    exchange: Exchange<TlsStream<TcpStream>>,
     subscription: &SubscriptionId,
 ) -> Exchange<TlsStream<TcpStream>> {
+    identify_as(exchange, RemoteIdentity::Subscriber(subscription.clone())).await
+}
+
+/// Sends the preamble and `identity`, and checks the peer answers `MX-SERVER`.
+pub async fn identify_as(
+    mut exchange: Exchange<TlsStream<TcpStream>>,
+    identity: RemoteIdentity,
+) -> Exchange<TlsStream<TcpStream>> {
     exchange.write_preamble().await.unwrap();
-    exchange
-        .write_identity(&RemoteIdentity::Subscriber(subscription.clone()))
-        .await
-        .unwrap();
+    exchange.write_identity(&identity).await.unwrap();
     assert_eq!(
         exchange.read_identity().await.unwrap(),
         RemoteIdentity::Server
