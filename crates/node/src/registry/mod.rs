@@ -333,6 +333,10 @@ mod no_store {
         pub(super) async fn fetch(&self, _: &Thumbprint) -> Result<Option<Machine>, StoreError> {
             match *self {}
         }
+
+        pub(super) fn emptied(&self) -> u64 {
+            match *self {}
+        }
     }
 }
 
