@@ -31,8 +31,9 @@ static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::Syste
 /// One case at a time: the allocator's count is the whole binary's.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Abusive connections per case: enough that a per-connection leak of a few KiB
-/// shows above [`MEMORY_SLACK`].
+/// Abusive connections per case, all open at once: enough that a per-connection
+/// leak of a few KiB shows above [`MEMORY_SLACK`], and that a per-connection peak
+/// times fifty stays under [`PEAK_BUDGET`] only if each is bounded.
 const ABUSERS: usize = 50;
 /// What a case may leave allocated beyond its baseline (log buffers, the
 /// reason table, the swarm's own variation).
@@ -261,24 +262,60 @@ async fn a_client_silent_after_tls_is_cut_off_at_the_identification_deadline() {
     lab.stop().await;
 }
 
-/// A peer that identifies and takes one request, then `misbehaves`; returns how
-/// the request ended.
-async fn take_a_request_then(
+/// [`ABUSERS`] peers, each registered, identified and holding one request it
+/// collected, all open at once; then each `misbehaves`. Returns how their requests
+/// ended, which must be one way for all of them.
+async fn abusers_take_a_request_then(
     lab: &Lab,
     name: &str,
-    misbehave: impl AsyncFnOnce(
+    misbehave: impl AsyncFn(
         &mut octopoll_wire::Exchange<tokio_rustls::client::TlsStream<TcpStream>>,
         String,
     ),
 ) -> Result<(), FailReason> {
-    let (mut exchange, id, call) = common::collect_a_request(lab, name).await;
-    misbehave(&mut exchange, id).await;
-    let outcome = tokio::time::timeout(Duration::from_secs(10), call)
-        .await
-        .expect("the request ends in time")
-        .unwrap();
-    closed_by_peer(exchange.get_mut()).await;
-    outcome.result.map(|_| ())
+    let mut peers = Vec::with_capacity(ABUSERS);
+    for n in 0..ABUSERS {
+        peers.push(common::collect_a_request(lab, &format!("{name}-{n}")).await);
+    }
+    for (exchange, id, _) in &mut peers {
+        misbehave(exchange, id.clone()).await;
+    }
+    let mut outcomes = Vec::with_capacity(ABUSERS);
+    for (mut exchange, _, call) in peers {
+        let outcome = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("the request ends in time")
+            .unwrap();
+        closed_by_peer(exchange.get_mut()).await;
+        outcomes.push(outcome.result.map(|_| ()));
+    }
+    let first = outcomes[0];
+    assert!(
+        outcomes.iter().all(|outcome| *outcome == first),
+        "every abuser's request ends the same way: {outcomes:?}"
+    );
+    first
+}
+
+/// [`ABUSERS`] peers, each registered and identified, all open at once; then
+/// each `misbehaves` and is closed by the node.
+async fn abusers_identify_then(
+    lab: &Lab,
+    name: &str,
+    misbehave: impl AsyncFn(&mut octopoll_wire::Exchange<tokio_rustls::client::TlsStream<TcpStream>>),
+) {
+    let node = &lab.cluster.nodes()[0];
+    let mut peers = Vec::with_capacity(ABUSERS);
+    for n in 0..ABUSERS {
+        let (identity, subscription) = register_raw_agent(lab, &format!("{name}-{n}")).await;
+        peers.push(common::identify_raw(node, &identity, &subscription).await);
+    }
+    for exchange in &mut peers {
+        misbehave(exchange).await;
+    }
+    for mut exchange in peers {
+        closed_by_peer(exchange.get_mut()).await;
+    }
 }
 
 fn echo_response(id: String) -> Envelope {
@@ -293,15 +330,20 @@ fn echo_response(id: String) -> Envelope {
 async fn next_without_a_response_fails_the_request_as_a_protocol_error() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|_| {}).await;
-    let outcome = check_abuse(&lab, "control-line-instead-of-response", 1, async {
-        take_a_request_then(&lab, "skipper", async |exchange, _| {
-            exchange
-                .write_control(octopoll_wire::ControlMessage::Next)
-                .await
-                .unwrap();
-        })
-        .await
-    })
+    let outcome = check_abuse(
+        &lab,
+        "control-line-instead-of-response",
+        ABUSERS as u64,
+        async {
+            abusers_take_a_request_then(&lab, "skipper", async |exchange, _| {
+                exchange
+                    .write_control(octopoll_wire::ControlMessage::Next)
+                    .await
+                    .unwrap();
+            })
+            .await
+        },
+    )
     .await;
     assert_eq!(outcome, Err(FailReason::ProtocolError));
     lab.stop().await;
@@ -311,15 +353,15 @@ async fn next_without_a_response_fails_the_request_as_a_protocol_error() {
 async fn a_response_nobody_asked_for_is_an_unsolicited_message() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|_| {}).await;
-    let (identity, subscription) = register_raw_agent(&lab, "chatterbox").await;
     let node = &lab.cluster.nodes()[0];
-    check_abuse(&lab, "unsolicited-message", 1, async {
-        let mut exchange = common::identify_raw(node, &identity, &subscription).await;
-        exchange
-            .write_message(&echo_response("never-sent".into()), &[])
-            .await
-            .unwrap();
-        closed_by_peer(exchange.get_mut()).await;
+    check_abuse(&lab, "unsolicited-message", ABUSERS as u64, async {
+        abusers_identify_then(&lab, "chatterbox", async |exchange| {
+            exchange
+                .write_message(&echo_response("never-sent".into()), &[])
+                .await
+                .unwrap();
+        })
+        .await
     })
     .await;
     assert_eq!(
@@ -334,8 +376,8 @@ async fn a_response_nobody_asked_for_is_an_unsolicited_message() {
 async fn a_response_for_an_id_never_sent_fails_the_request_in_flight() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|_| {}).await;
-    let outcome = check_abuse(&lab, "response-id-mismatch", 1, async {
-        take_a_request_then(&lab, "impostor", async |exchange, _| {
+    let outcome = check_abuse(&lab, "response-id-mismatch", ABUSERS as u64, async {
+        abusers_take_a_request_then(&lab, "impostor", async |exchange, _| {
             let _ = exchange
                 .write_message(&echo_response("ISomething::Else[7] / never".into()), &[])
                 .await;
@@ -344,7 +386,7 @@ async fn a_response_for_an_id_never_sent_fails_the_request_in_flight() {
     })
     .await;
     assert_eq!(outcome, Err(FailReason::ProtocolError));
-    assert_eq!(lab.cluster.nodes()[0].stats().anomalies, 1);
+    assert_eq!(lab.cluster.nodes()[0].stats().anomalies, ABUSERS as u64);
     lab.stop().await;
 }
 
@@ -352,8 +394,8 @@ async fn a_response_for_an_id_never_sent_fails_the_request_in_flight() {
 async fn deflate_starting_with_e_where_next_is_due_is_a_message_not_a_control_line() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|_| {}).await;
-    let outcome = check_abuse(&lab, "message-instead-of-next", 1, async {
-        take_a_request_then(&lab, "lookalike", async |exchange, id| {
+    let outcome = check_abuse(&lab, "message-instead-of-next", ABUSERS as u64, async {
+        abusers_take_a_request_then(&lab, "lookalike", async |exchange, id| {
             exchange
                 .write_message(&echo_response(id), &[])
                 .await
@@ -382,8 +424,8 @@ async fn deflate_starting_with_e_where_next_is_due_is_a_message_not_a_control_li
 async fn a_response_sent_twice_completes_once_and_closes_the_connection() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|_| {}).await;
-    let outcome = check_abuse(&lab, "message-instead-of-next", 1, async {
-        take_a_request_then(&lab, "stutterer", async |exchange, id| {
+    let outcome = check_abuse(&lab, "message-instead-of-next", ABUSERS as u64, async {
+        abusers_take_a_request_then(&lab, "stutterer", async |exchange, id| {
             exchange
                 .write_message(&echo_response(id.clone()), &[])
                 .await
@@ -411,8 +453,8 @@ async fn a_response_sent_twice_completes_once_and_closes_the_connection() {
 async fn a_data_stream_whose_trailer_differs_fails_the_request() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|_| {}).await;
-    let outcome = check_abuse(&lab, "stream-length-mismatch", 1, async {
-        take_a_request_then(&lab, "fibber", async |exchange, id| {
+    let outcome = check_abuse(&lab, "stream-length-mismatch", ABUSERS as u64, async {
+        abusers_take_a_request_then(&lab, "fibber", async |exchange, id| {
             let stream = DataStream::new(vec![7u8; 100]);
             let response = Envelope::Response(ResponseMessage {
                 id,
@@ -455,8 +497,8 @@ async fn a_decompression_bomb_is_refused_at_the_message_limit() {
     octopoll_wire::deflate::compress(&response.to_bson_bytes().unwrap(), &mut bomb);
     drop(response);
     assert!(bomb.len() < 1024 * 1024, "a bomb: {} bytes", bomb.len());
-    let outcome = check_abuse(&lab, "message-too-large", 1, async {
-        take_a_request_then(&lab, "bomber", async |exchange, _| {
+    let outcome = check_abuse(&lab, "message-too-large", ABUSERS as u64, async {
+        abusers_take_a_request_then(&lab, "bomber", async |exchange, _| {
             let _ = exchange.write_raw(&bomb, "a bomb").await;
         })
         .await
@@ -470,10 +512,10 @@ async fn a_decompression_bomb_is_refused_at_the_message_limit() {
 async fn a_response_of_nested_code_with_scope_is_refused_without_a_crash() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|_| {}).await;
-    let outcome = check_abuse(&lab, "bad-bson", 1, async {
-        take_a_request_then(&lab, "scoper", async |exchange, _| {
-            let bytes = common::nested_code_with_scope(10_000);
-            assert!(bytes.len() < 64 * 1024, "{} bytes", bytes.len());
+    let bytes = common::nested_code_with_scope(10_000);
+    assert!(bytes.len() < 64 * 1024, "{} bytes", bytes.len());
+    let outcome = check_abuse(&lab, "bad-bson", ABUSERS as u64, async {
+        abusers_take_a_request_then(&lab, "scoper", async |exchange, _| {
             let _ = exchange.write_raw(&bytes, "nested code-with-scope").await;
         })
         .await
@@ -487,16 +529,25 @@ async fn a_response_of_nested_code_with_scope_is_refused_without_a_crash() {
 async fn an_identity_line_past_the_limit_is_refused() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|_| {}).await;
-    let (identity, _) = register_raw_agent(&lab, "rambler").await;
     let node = &lab.cluster.nodes()[0];
-    check_abuse(&lab, "line-too-long", 1, async {
-        let mut exchange = connect_raw(node, &identity).await;
-        exchange.write_preamble().await.unwrap();
-        let line = format!("MX-SUBSCRIBER 1.0 poll://{}/", "a".repeat(4096));
-        let _ = exchange
-            .write_raw(line.as_bytes(), "an endless identity")
-            .await;
-        closed_by_peer(exchange.get_mut()).await;
+    let mut identities = Vec::with_capacity(ABUSERS);
+    for n in 0..ABUSERS {
+        identities.push(register_raw_agent(&lab, &format!("rambler-{n}")).await.0);
+    }
+    let line = format!("MX-SUBSCRIBER 1.0 poll://{}/", "a".repeat(4096));
+    check_abuse(&lab, "line-too-long", ABUSERS as u64, async {
+        let mut peers = Vec::with_capacity(ABUSERS);
+        for identity in &identities {
+            let mut exchange = connect_raw(node, identity).await;
+            exchange.write_preamble().await.unwrap();
+            let _ = exchange
+                .write_raw(line.as_bytes(), "an endless identity")
+                .await;
+            peers.push(exchange);
+        }
+        for mut exchange in peers {
+            closed_by_peer(exchange.get_mut()).await;
+        }
     })
     .await;
     lab.stop().await;
@@ -627,8 +678,8 @@ async fn a_data_stream_past_the_limit_is_refused_before_it_is_buffered() {
         }
     })
     .await;
-    let outcome = check_abuse(&lab, "stream-too-large", 1, async {
-        take_a_request_then(&lab, "hoarder", async |exchange, id| {
+    let outcome = check_abuse(&lab, "stream-too-large", ABUSERS as u64, async {
+        abusers_take_a_request_then(&lab, "hoarder", async |exchange, id| {
             // Announces 1 GiB; sends only the header.
             let stream = DataStreamRef {
                 id: DataStream::new(Vec::new()).id,

@@ -262,6 +262,27 @@ async fn a_three_node_cluster_in_containers_fails_over_and_heals() {
     // `up` returns once every service it waits on is healthy (or fails).
     project.run(&["up", "-d"]);
     lap("stack up", &mut timings);
+    // Redis holds who is trusted: a client without the password is refused (the
+    // nodes, which have it, became healthy above).
+    let anonymous = project
+        .command(&[
+            "exec",
+            "-T",
+            "redis",
+            "env",
+            "-u",
+            "REDISCLI_AUTH",
+            "redis-cli",
+            "ping",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&anonymous.stdout).into_owned()
+        + &String::from_utf8_lossy(&anonymous.stderr);
+    assert!(
+        said.contains("NOAUTH"),
+        "Redis without a password said: {said}"
+    );
     let nodes = [project.node(1), project.node(2), project.node(3)];
     for node in &nodes {
         wait_polling(node, AGENTS).await;

@@ -19,7 +19,7 @@ use octopoll_node::{
 use octopoll_pki::{ApiKey, Identity, KeyType};
 use octopoll_wire::SubscriptionId;
 
-use common::{local_redis, wait_until};
+use common::{local_redis, local_redis_on_tcp, wait_until};
 
 fn machine(name: &str) -> (NewMachine, Identity) {
     let identity = Identity::generate(name, KeyType::EcdsaP256).unwrap();
@@ -387,5 +387,76 @@ async fn a_redis_that_comes_back_empty_is_detected_and_said() {
     )
     .await;
     assert_eq!(b.store_emptied(), 1);
+    redis.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_link_that_goes_silent_is_noticed_followed_again_and_caught_up() {
+    let Some(redis) = local_redis_on_tcp("registry silent link").await else {
+        return;
+    };
+    // b reaches Redis through a chaos proxy; a directly.
+    let chaos = octopoll_chaos::Chaos::new();
+    let redis_addr = redis.url().trim_start_matches("redis://").to_owned();
+    let proxy = chaos
+        .create(octopoll_chaos::ProxyConfig::new(
+            "redis",
+            "127.0.0.1:0".parse().unwrap(),
+            redis_addr,
+        ))
+        .await
+        .unwrap();
+    let a = MachineRegistry::connect(&redis.url(), "silent")
+        .await
+        .unwrap();
+    let b = MachineRegistry::connect(&format!("redis://{}", proxy.listen), "silent")
+        .await
+        .unwrap();
+    let (new, _) = machine("web-01");
+    let thumbprint = new.thumbprint;
+    a.register(new).await.unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "b learns web-01",
+        || b.len(),
+        |n| *n == 1,
+    )
+    .await;
+
+    // The link goes silent: nothing reaches b, and no FIN or RST says so.
+    let hold = octopoll_chaos::Toxic::new(
+        octopoll_chaos::ToxicKind::Timeout(octopoll_chaos::toxic::Timeout { timeout: 0 }),
+        octopoll_chaos::Stream::Downstream,
+    );
+    let hold = chaos.add_toxic("redis", hold).await.unwrap();
+    assert_eq!(
+        a.deregister(&thumbprint).await.unwrap().map(|m| m.name),
+        Some("web-01".into())
+    );
+    assert_eq!(b.store_channel_losses(), 0);
+    // A ping unanswered within the bounds (5 s quiet + 3 s) says it.
+    wait_until(
+        Duration::from_secs(15),
+        "b notices its silent change channel",
+        || b.store_channel_losses(),
+        |lost| *lost >= 1,
+    )
+    .await;
+    assert!(
+        b.trusted().contains(&thumbprint),
+        "nothing could reach b while its link was silent"
+    );
+
+    // Once the link carries again, b subscribes anew and reloads: the removal it
+    // never heard is caught up.
+    chaos.remove_toxic("redis", &hold.name).await.unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "b catches up with the removal it never heard",
+        || (b.len(), b.trusted().contains(&thumbprint)),
+        |state| *state == (0, false),
+    )
+    .await;
+    chaos.shutdown().await;
     redis.stop().await;
 }

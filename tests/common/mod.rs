@@ -218,7 +218,25 @@ pub fn haproxy_available(test: &str) -> bool {
 /// A redis-server of the test's own, if Redis is installed; under `CI=true` its
 /// absence fails the test instead of skipping it.
 pub async fn local_redis(test: &str) -> Option<octopoll_fleet::redis_server::LocalRedis> {
-    match octopoll_fleet::redis_server::LocalRedis::start(None).await {
+    local_redis_on(test, octopoll_fleet::redis_server::Listen::UnixSocket).await
+}
+
+/// [`local_redis`] on TCP, at a free port of 127.0.0.1 (so a chaos proxy can
+/// stand in front of it).
+pub async fn local_redis_on_tcp(test: &str) -> Option<octopoll_fleet::redis_server::LocalRedis> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    local_redis_on(test, octopoll_fleet::redis_server::Listen::Tcp(addr)).await
+}
+
+async fn local_redis_on(
+    test: &str,
+    listen: octopoll_fleet::redis_server::Listen,
+) -> Option<octopoll_fleet::redis_server::LocalRedis> {
+    match octopoll_fleet::redis_server::LocalRedis::start_on(None, listen).await {
         Ok(redis) => Some(redis),
         Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
             panic!("{test} needs redis-server in CI: {error}")

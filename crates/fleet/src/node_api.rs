@@ -57,6 +57,10 @@ pub struct NodeStatus {
     /// (Redis restarted without its data; every agent must register again).
     #[serde(default)]
     pub registry_emptied: u64,
+    /// Times this node lost the shared registry's change channel (closed, or
+    /// silent past a ping) and followed it again.
+    #[serde(default)]
+    pub registry_channel_lost: u64,
     /// Subscriptions polling it now.
     pub polling: usize,
     /// Its counters.
@@ -73,6 +77,7 @@ impl NodeStatus {
             api: node.api_addr(),
             machines: node.registry().len(),
             registry_emptied: node.registry().store_emptied(),
+            registry_channel_lost: node.registry().store_channel_losses(),
             polling: node.polling_pairs(),
             stats: node.stats(),
         }

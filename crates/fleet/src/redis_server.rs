@@ -1,8 +1,10 @@
 //! A Redis server of octopoll's own, for runs whose nodes share their machine
 //! registry across processes and none was given (`--redis URL`): Debian's
 //! `redis-server`, on a Unix socket in a temporary directory (no port to collide
-//! on), with persistence off, stopped with the run.
+//! on) or on a TCP address (to put a chaos proxy in front of it), with
+//! persistence off, stopped with the run.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -46,11 +48,20 @@ pub enum RedisError {
     NotReady(Duration, String),
 }
 
+/// Where a [`LocalRedis`] listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// A Unix socket in its temporary directory.
+    UnixSocket,
+    /// A TCP address (give a free port: redis-server cannot pick one itself).
+    Tcp(SocketAddr),
+}
+
 /// A running redis-server of octopoll's own.
 #[derive(Debug)]
 pub struct LocalRedis {
     child: Supervised,
-    socket: PathBuf,
+    url: String,
     /// Held open: a guard (see [`LocalRedis::start_guarded`]) stops Redis when it closes.
     _guard_stdin: Option<tokio::process::ChildStdin>,
     _dir: tempfile::TempDir,
@@ -59,17 +70,26 @@ pub struct LocalRedis {
 impl LocalRedis {
     /// Starts `redis-server` (`binary`, or found on PATH) and waits until it answers.
     pub async fn start(binary: Option<&Path>) -> Result<Self, RedisError> {
-        Self::start_with(binary, None).await
+        Self::start_with(binary, None, Listen::UnixSocket).await
+    }
+
+    /// [`LocalRedis::start`] on `listen`.
+    pub async fn start_on(binary: Option<&Path>, listen: Listen) -> Result<Self, RedisError> {
+        Self::start_with(binary, None, listen).await
     }
 
     /// [`LocalRedis::start`], with redis-server run under `octopoll guard` (the
     /// `octopoll` binary at `guard`): it then stops even when this process is
     /// killed outright, with no chance to stop it.
     pub async fn start_guarded(binary: Option<&Path>, guard: &Path) -> Result<Self, RedisError> {
-        Self::start_with(binary, Some(guard)).await
+        Self::start_with(binary, Some(guard), Listen::UnixSocket).await
     }
 
-    async fn start_with(binary: Option<&Path>, guard: Option<&Path>) -> Result<Self, RedisError> {
+    async fn start_with(
+        binary: Option<&Path>,
+        guard: Option<&Path>,
+        listen: Listen,
+    ) -> Result<Self, RedisError> {
         let binary = find_program("redis-server", binary, &["/usr/bin", "/usr/sbin"])
             .ok_or(RedisError::NotInstalled)?;
         let dir = tempfile::Builder::new()
@@ -96,8 +116,22 @@ impl LocalRedis {
             }
             None => Command::new(&binary),
         };
+        let url = match listen {
+            Listen::UnixSocket => {
+                command
+                    .args(["--port", "0", "--unixsocketperm", "700", "--unixsocket"])
+                    .arg(&socket);
+                format!("redis+unix://{}", socket.display())
+            }
+            Listen::Tcp(addr) => {
+                command
+                    .args(["--bind", &addr.ip().to_string(), "--port"])
+                    .arg(addr.port().to_string());
+                format!("redis://{addr}")
+            }
+        };
         command
-            .args(["--port", "0", "--unixsocketperm", "700", "--save", ""])
+            .args(["--save", ""])
             .args([
                 "--appendonly",
                 "no",
@@ -106,8 +140,6 @@ impl LocalRedis {
                 "--loglevel",
                 "warning",
             ])
-            .arg("--unixsocket")
-            .arg(&socket)
             .arg("--dir")
             .arg(dir.path())
             .arg("--logfile")
@@ -125,7 +157,6 @@ impl LocalRedis {
                 source,
             })?;
         let guard_stdin = child.child_mut().stdin.take();
-        let url = url_of(&socket);
         let answers = async {
             while ping(&url).await.is_err() {
                 tokio::time::sleep(Duration::from_millis(25)).await;
@@ -145,25 +176,21 @@ impl LocalRedis {
         info!(%url, "redis-server ready");
         Ok(Self {
             child,
-            socket,
+            url,
             _guard_stdin: guard_stdin,
             _dir: dir,
         })
     }
 
-    /// The URL clients connect to (`redis+unix:///…/redis.sock`).
+    /// The URL clients connect to (`redis+unix:///…/redis.sock`, `redis://ADDR`).
     pub fn url(&self) -> String {
-        url_of(&self.socket)
+        self.url.clone()
     }
 
     /// Stops it (SIGTERM, then SIGKILL after a bound).
     pub async fn stop(self) {
         self.child.stop(STOP_BOUND).await;
     }
-}
-
-fn url_of(socket: &Path) -> String {
-    format!("redis+unix://{}", socket.display())
 }
 
 /// Sends PING to `url`.

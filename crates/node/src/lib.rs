@@ -26,6 +26,8 @@ pub mod listening;
 pub mod metrics;
 pub mod node;
 pub mod queue;
+#[cfg(feature = "redis")]
+mod redis_link;
 pub mod registry;
 mod shared;
 mod strangers;

@@ -248,6 +248,15 @@ impl MachineRegistry {
         self.store.as_deref().map_or(0, |store| store.emptied())
     }
 
+    /// How many times this process lost the shared store's change channel (closed,
+    /// or silent past a ping) and followed it again, reloading every machine.
+    /// Always 0 without a shared store.
+    pub fn store_channel_losses(&self) -> u64 {
+        self.store
+            .as_deref()
+            .map_or(0, |store| store.channel_losses())
+    }
+
     /// The thumbprints of registered *polling* machines, as the TLS acceptors
     /// read them (a listening machine never connects to a node).
     pub fn trusted(&self) -> TrustedThumbprints {
@@ -335,6 +344,10 @@ mod no_store {
         }
 
         pub(super) fn emptied(&self) -> u64 {
+            match *self {}
+        }
+
+        pub(super) fn channel_losses(&self) -> u64 {
             match *self {}
         }
     }

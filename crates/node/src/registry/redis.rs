@@ -14,12 +14,12 @@
 //! connect, kept current by the channel, reloaded whole after the channel drops,
 //! and asked of Redis directly on a miss (`fetch`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use octopoll_pki::Thumbprint;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use serde::Deserialize;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -27,6 +27,7 @@ use tracing::{debug, error, info, warn};
 
 use super::cache::{same_or_conflict, Machines};
 use super::{Conflict, Machine, NewMachine, RegisterError, Registered, StoreError};
+use crate::redis_link::{manager_config, redacted, Channel};
 
 /// Registers atomically; answers `{created, json}`, `{exists, json}`,
 /// `{name, thumbprint}` or `{endpoint, holder's name}`. The machine JSON comes
@@ -117,7 +118,9 @@ pub(super) struct Link {
     connection: ConnectionManager,
     machines: Machines,
     /// Reloads that found Redis empty while this process knew machines.
-    emptied: std::sync::atomic::AtomicU64,
+    emptied: AtomicU64,
+    /// Times the change channel was lost (closed, or silent past a ping).
+    channel_losses: AtomicU64,
 }
 
 impl std::ops::Deref for RedisStore {
@@ -148,9 +151,10 @@ impl RedisStore {
             connection,
             machines,
             emptied: Default::default(),
+            channel_losses: Default::default(),
         });
         // Subscribed before loading, so no change falls between the two.
-        let pubsub = subscribe(&client, &link.keys.events)
+        let channel = Channel::subscribe(&client, &link.keys.events)
             .await
             .map_err(&error)?;
         link.reload().await?;
@@ -159,7 +163,7 @@ impl RedisStore {
             client,
             link: link.clone(),
         };
-        tokio::spawn(follower.run(pubsub, stop.clone()));
+        tokio::spawn(follower.run(channel, stop.clone()));
         info!(
             url = %shown,
             namespace,
@@ -304,8 +308,7 @@ impl Link {
             // A Redis that came back without its data (restarted without
             // persistence, or flushed): every agent is distrusted until it
             // registers again. Said loudly, and counted for `GET /api/node`.
-            self.emptied
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.emptied.fetch_add(1, Ordering::Relaxed);
             error!(
                 url = %self.url,
                 known,
@@ -318,7 +321,13 @@ impl Link {
 
     /// How many reloads found Redis empty while this process knew machines.
     pub(super) fn emptied(&self) -> u64 {
-        self.emptied.load(std::sync::atomic::Ordering::Relaxed)
+        self.emptied.load(Ordering::Relaxed)
+    }
+
+    /// How many times the change channel was lost (closed, or silent past a ping)
+    /// and followed again.
+    pub(super) fn channel_losses(&self) -> u64 {
+        self.channel_losses.load(Ordering::Relaxed)
     }
 
     fn apply(&self, payload: &str) {
@@ -346,29 +355,6 @@ impl Link {
     }
 }
 
-/// Bounded waits, so a registration while Redis is gone fails within seconds
-/// (the API answers 503) instead of hanging the caller.
-fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500))
-}
-
-/// `url` with its user name and password hidden: it goes into logs and into the
-/// registration API's error answers.
-pub(crate) fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-    match authority.rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
-}
-
 fn redis_error(url: &str) -> impl Fn(redis::RedisError) -> StoreError + '_ {
     move |source| StoreError::Redis {
         url: url.to_owned(),
@@ -376,73 +362,48 @@ fn redis_error(url: &str) -> impl Fn(redis::RedisError) -> StoreError + '_ {
     }
 }
 
-async fn subscribe(
-    client: &redis::Client,
-    channel: &str,
-) -> redis::RedisResult<redis::aio::PubSub> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
-    Ok(pubsub)
-}
-
 /// Applies the announced changes to the local copy until stopped; after the
-/// channel drops, subscribes again and reloads everything (changes may have been
-/// missed in between).
+/// channel is lost (closed, or silent past a ping), subscribes again and reloads
+/// everything (changes may have been missed in between).
 struct Follower {
     client: redis::Client,
     link: Arc<Link>,
 }
 
 impl Follower {
-    async fn run(self, mut pubsub: redis::aio::PubSub, stop: CancellationToken) {
+    async fn run(self, mut channel: Channel, stop: CancellationToken) {
         loop {
-            {
-                let mut messages = pubsub.on_message();
-                loop {
-                    let message = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        message = messages.next() => message,
-                    };
-                    let Some(message) = message else { break };
-                    match message.get_payload::<String>() {
-                        Ok(payload) => self.link.apply(&payload),
-                        Err(error) => warn!(%error, "unreadable registry event ignored"),
-                    }
+            let lost = loop {
+                let message = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    message = channel.next() => message,
+                };
+                match message.map(|message| message.get_payload::<String>()) {
+                    Ok(Ok(payload)) => self.link.apply(&payload),
+                    Ok(Err(error)) => warn!(%error, "unreadable registry event ignored"),
+                    Err(lost) => break lost,
                 }
-            }
-            warn!(url = %self.link.url, "lost the registry's change channel; subscribing again");
-            pubsub = loop {
+            };
+            self.link.channel_losses.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                url = %self.link.url,
+                link = lost.as_str(),
+                "lost the registry's change channel; subscribing again, then reloading every machine"
+            );
+            channel = loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
                 }
-                match subscribe(&self.client, &self.link.keys.events).await {
-                    Ok(pubsub) => match self.link.reload().await {
-                        Ok(()) => break pubsub,
+                match Channel::subscribe(&self.client, &self.link.keys.events).await {
+                    Ok(channel) => match self.link.reload().await {
+                        Ok(()) => break channel,
                         Err(error) => debug!(%error, "reloading the registry failed"),
                     },
                     Err(error) => debug!(%error, "subscribing to the registry failed"),
                 }
             };
+            info!(url = %self.link.url, machines = self.link.machines.len(), "registry followed again");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redacted;
-
-    #[test]
-    fn credentials_never_leave_the_url() {
-        assert_eq!(
-            redacted("redis://user:s3cret@redis:6379/0"),
-            "redis://***@redis:6379/0"
-        );
-        assert_eq!(redacted("redis://:s3cret@redis"), "redis://***@redis");
-        assert_eq!(redacted("redis://redis:6379"), "redis://redis:6379");
-        assert_eq!(
-            redacted("redis+unix:///tmp/a@b/redis.sock"),
-            "redis+unix:///tmp/a@b/redis.sock"
-        );
     }
 }
