@@ -164,6 +164,18 @@ impl Telemetry {
                 labels.push(Label::new("reason", reason.clone()));
                 self.counter("octopoll_connection_endings_total", labels, *value);
             }
+            // The shared registry's trouble (always 0 for a registry in this process).
+            let registry = node.registry();
+            self.counter(
+                "octopoll_registry_emptied_total",
+                at(&[]),
+                registry.store_emptied(),
+            );
+            self.counter(
+                "octopoll_registry_channel_lost_total",
+                at(&[]),
+                registry.store_channel_losses(),
+            );
             for (state, value) in [
                 ("created", stats.requests_created),
                 ("collected", stats.collected),
@@ -265,6 +277,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# HELP octopoll_connections "), "{text}");
+        assert_eq!(
+            sample(&text, "octopoll_registry_emptied_total{node=\"node-3\"}"),
+            Some(0.0),
+            "a registry in this process is never emptied: {text}"
+        );
         lab.stop().await;
     }
 }
