@@ -3,14 +3,17 @@
 //! node's `close_reasons`, no panic, the memory it took given back, and the swarm's
 //! agents still answering on every node.
 //!
-//! Memory is counted by the allocator of this test binary (`cap`), so the cases
-//! run one at a time (`SERIAL`): each compares the bytes allocated before and
-//! after its abuse, with the swarm warmed up first, and holds the peak while it
-//! runs under [`PEAK_BUDGET`].
+//! Memory is counted by the allocator of this test binary ([`Counting`]), so the
+//! cases run one at a time (`SERIAL`): each compares the bytes allocated before
+//! and after its abuse, with the swarm warmed up first, holds the peak while it
+//! runs under [`PEAK_BUDGET`], and prints that peak per abuser (the figures in
+//! docs/LIMITS.md: `cargo test -p octopoll-tests --test abuse -- --nocapture`).
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +29,93 @@ use tokio_rustls::TlsConnector;
 use common::{connect_raw, register_raw_agent, wait_until};
 
 #[global_allocator]
-static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+static ALLOCATOR: Counting = Counting::new();
+
+/// The system allocator, counting the bytes allocated now and their peak since
+/// the last [`Counting::reset_peak`], and refusing (a null pointer, which aborts
+/// the binary) any allocation that would go past its limit. `cap` does the
+/// refusing too, but its peak cannot be reset between cases.
+struct Counting {
+    allocated: AtomicUsize,
+    peak: AtomicUsize,
+    limit: AtomicUsize,
+}
+
+impl Counting {
+    const fn new() -> Self {
+        Self {
+            allocated: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            limit: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    fn allocated(&self) -> usize {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
+    /// The most allocated at once since the last reset.
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Refuses allocations past `limit` bytes from now on, and starts a new peak.
+    fn limit_to(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+        self.peak.store(self.allocated(), Ordering::Relaxed);
+    }
+
+    fn reserve(&self, size: usize) -> bool {
+        let now = self.allocated.fetch_add(size, Ordering::Relaxed) + size;
+        if now > self.limit.load(Ordering::Relaxed) {
+            self.allocated.fetch_sub(size, Ordering::Relaxed);
+            return false;
+        }
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        true
+    }
+
+    fn release(&self, size: usize) {
+        self.allocated.fetch_sub(size, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call goes to `System` with the caller's layout; the counters
+// only decide whether to call it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if !self.reserve(layout.size()) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the caller's contract, passed on.
+        let pointer = unsafe { System.alloc(layout) };
+        if pointer.is_null() {
+            self.release(layout.size());
+        }
+        pointer
+    }
+
+    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(pointer, layout) };
+        self.release(layout.size());
+    }
+
+    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let grow = new_size.saturating_sub(layout.size());
+        if grow > 0 && !self.reserve(grow) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the caller's contract, passed on.
+        let moved = unsafe { System.realloc(pointer, layout, new_size) };
+        if moved.is_null() {
+            self.release(grow);
+        } else {
+            self.release(layout.size().saturating_sub(new_size));
+        }
+        moved
+    }
+}
 
 /// One case at a time: the allocator's count is the whole binary's.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -68,11 +157,15 @@ async fn check_abuse<T>(lab: &Lab, reason: &str, times: u64, abuse: impl Future<
     let held = node.stats().connections;
     common::swarm_still_works(lab).await;
     let before = ALLOCATOR.allocated();
-    ALLOCATOR
-        .set_limit(before + PEAK_BUDGET)
-        .expect("the peak budget is above what is allocated");
+    ALLOCATOR.limit_to(before + PEAK_BUDGET);
     let out = abuse.await;
-    ALLOCATOR.set_limit(usize::MAX).expect("the limit lifted");
+    let peak = ALLOCATOR.peak().saturating_sub(before);
+    ALLOCATOR.limit_to(usize::MAX);
+    println!(
+        "{reason}: peak {} KiB above the baseline for {times} abusers, {:.1} KiB each",
+        peak / 1024,
+        peak as f64 / 1024.0 / times.max(1) as f64
+    );
     let stats = wait_until(
         Duration::from_secs(10),
         &format!("{times} × {reason} counted and the abusers gone"),
@@ -558,7 +651,7 @@ async fn connections_past_the_unauthenticated_cap_are_closed_at_once() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|node| node.max_unauthenticated_connections = 4).await;
     let node = &lab.cluster.nodes()[0];
-    check_abuse(&lab, "unauthenticated-limit", 1, async {
+    check_abuse(&lab, "unauthenticated-limit", ABUSERS as u64, async {
         let mut silent = Vec::new();
         for _ in 0..4 {
             silent.push(TcpStream::connect(node.comms_addr()).await.unwrap());
@@ -570,13 +663,19 @@ async fn connections_past_the_unauthenticated_cap_are_closed_at_once() {
             |&n| n == 4,
         )
         .await;
-        let mut fifth = TcpStream::connect(node.comms_addr()).await.unwrap();
-        let mut byte = [0u8; 1];
-        let read = tokio::time::timeout(Duration::from_millis(500), fifth.read(&mut byte)).await;
-        assert!(
-            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-            "the fifth is closed at once, long before the 1 s handshake deadline: {read:?}"
-        );
+        let mut past = Vec::with_capacity(ABUSERS);
+        for _ in 0..ABUSERS {
+            past.push(TcpStream::connect(node.comms_addr()).await.unwrap());
+        }
+        for stream in &mut past {
+            let mut byte = [0u8; 1];
+            let read =
+                tokio::time::timeout(Duration::from_millis(500), stream.read(&mut byte)).await;
+            assert!(
+                matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+                "each past the cap is closed at once, long before the 1 s handshake deadline: {read:?}"
+            );
+        }
         // Identified connections are not counted against the cap.
         common::swarm_still_works(&lab).await;
     })
@@ -588,30 +687,41 @@ async fn connections_past_the_unauthenticated_cap_are_closed_at_once() {
 async fn connections_past_the_subscription_cap_are_closed_before_mx_server() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|node| node.max_connections_per_subscription = 2).await;
-    let (identity, subscription) = register_raw_agent(&lab, "greedy").await;
+    let mut greedy = Vec::with_capacity(ABUSERS);
+    for n in 0..ABUSERS {
+        greedy.push(register_raw_agent(&lab, &format!("greedy-{n}")).await);
+    }
     let node = &lab.cluster.nodes()[0];
-    check_abuse(&lab, "subscription-connection-limit", 1, async {
-        let first = common::identify_raw(node, &identity, &subscription).await;
-        let second = common::identify_raw(node, &identity, &subscription).await;
-        let mut third = connect_raw(node, &identity).await;
-        third.write_preamble().await.unwrap();
-        third
-            .write_identity(&octopoll_wire::RemoteIdentity::Subscriber(
-                subscription.clone(),
-            ))
-            .await
-            .unwrap();
-        assert!(
-            third.read_identity().await.is_err(),
-            "no MX-SERVER for the third"
-        );
-        assert_eq!(
-            node.stats().connections,
-            2 + 2,
-            "the swarm's two and the greedy two"
-        );
-        drop((first, second));
-    })
+    check_abuse(
+        &lab,
+        "subscription-connection-limit",
+        ABUSERS as u64,
+        async {
+            let mut held = Vec::with_capacity(2 * ABUSERS);
+            for (identity, subscription) in &greedy {
+                held.push(common::identify_raw(node, identity, subscription).await);
+                held.push(common::identify_raw(node, identity, subscription).await);
+                let mut third = connect_raw(node, identity).await;
+                third.write_preamble().await.unwrap();
+                third
+                    .write_identity(&octopoll_wire::RemoteIdentity::Subscriber(
+                        subscription.clone(),
+                    ))
+                    .await
+                    .unwrap();
+                assert!(
+                    third.read_identity().await.is_err(),
+                    "no MX-SERVER for the third"
+                );
+            }
+            assert_eq!(
+                node.stats().connections,
+                2 + 2 * ABUSERS,
+                "the swarm's two and each greedy subscription's two"
+            );
+            drop(held);
+        },
+    )
     .await;
     lab.stop().await;
 }
@@ -720,39 +830,57 @@ async fn an_api_body_trickled_past_the_request_deadline_gets_408() {
     let _one = SERIAL.lock().await;
     let lab = abuse_lab(|_| {}).await;
     let node = &lab.cluster.nodes()[0];
-    let tls = octopoll_pki::tls::https_client_config(node.thumbprint()).unwrap();
-    let tcp = TcpStream::connect(node.api_addr()).await.unwrap();
-    let mut stream = TlsConnector::from(Arc::new(tls))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = Arc::new(octopoll_pki::tls::https_client_config(node.thumbprint()).unwrap());
     let key = common::api_key(&lab);
     let head = format!(
         "POST /api/machines HTTP/1.1\r\nHost: x\r\nX-Octopus-ApiKey: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
         key.expose()
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // One byte of the hundred announced, then nothing: the 2 s request deadline passes.
-    let mut answer = Vec::new();
-    let reader = async {
-        let mut buf = [0u8; 512];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    answer.extend_from_slice(&buf[..n]);
-                    if answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
+    common::swarm_still_works(&lab).await;
+    let before = ALLOCATOR.allocated();
+    ALLOCATOR.limit_to(before + PEAK_BUDGET);
+    // Each sends one byte of the hundred announced, then nothing: the 2 s request
+    // deadline passes for all of them at once.
+    let mut tricklers = Vec::with_capacity(ABUSERS);
+    for _ in 0..ABUSERS {
+        let tcp = TcpStream::connect(node.api_addr()).await.unwrap();
+        let mut stream = TlsConnector::from(tls.clone())
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        tricklers.push(stream);
+    }
+    for stream in &mut tricklers {
+        let mut answer = Vec::new();
+        let reader = async {
+            let mut buf = [0u8; 512];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        answer.extend_from_slice(&buf[..n]);
+                        if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
                     }
                 }
             }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), reader)
-        .await
-        .expect("the node answers within its deadline");
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        };
+        tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the node answers within its deadline");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    drop(tricklers);
+    let peak = ALLOCATOR.peak().saturating_sub(before);
+    ALLOCATOR.limit_to(usize::MAX);
+    println!(
+        "api-request-timeout: peak {} KiB above the baseline for {ABUSERS} abusers, {:.1} KiB each",
+        peak / 1024,
+        peak as f64 / 1024.0 / ABUSERS as f64
+    );
     common::register_raw_agent(&lab, "after-trickle").await;
     common::swarm_still_works(&lab).await;
     lab.stop().await;
