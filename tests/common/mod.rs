@@ -323,3 +323,23 @@ pub async fn hostile_peer(
     });
     (address, accepted, serving)
 }
+
+/// `GET path` on `node`'s registration API with the lab's key, as JSON.
+pub async fn api_get(lab: &Lab, node: &Node, path: &str) -> serde_json::Value {
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(
+            octopoll_pki::tls::https_client_config(node.thumbprint()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    http.get(format!("{}{path}", node.api_url()))
+        .header("X-Octopus-ApiKey", api_key(lab).expose())
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

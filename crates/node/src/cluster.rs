@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::coverage::{Coverage, CoverageMatrix};
 use crate::node::QueueSource;
-use crate::queue::{InProcessQueue, QueueMode};
+use crate::queue::{InProcessQueue, QueueMode, RedisQueueConfig};
 use crate::{Error, MachineRegistry, Node, NodeConfig, NodeId, NodeStats, Result};
 
 /// How the nodes of a cluster are addressed (the two layouts the Octopus HA docs
@@ -46,6 +46,8 @@ pub struct ClusterConfig {
     pub api_port: u16,
     /// A queue per node, or one shared by all nodes.
     pub queue: QueueMode,
+    /// Where the Redis queue is, for [`QueueMode::Redis`].
+    pub redis_queue: Option<RedisQueueConfig>,
 }
 
 impl ClusterConfig {
@@ -59,6 +61,7 @@ impl ClusterConfig {
             comms_port: 0,
             api_port: 0,
             queue: QueueMode::PerNode,
+            redis_queue: None,
         }
     }
 
@@ -110,6 +113,26 @@ impl ClusterConfig {
     }
 }
 
+/// Node `node`'s own link to the Redis queue.
+async fn redis_queue(config: Option<&RedisQueueConfig>, node: &NodeConfig) -> Result<QueueSource> {
+    let config = config.ok_or(Error::NoRedisQueue)?;
+    #[cfg(feature = "redis")]
+    {
+        crate::queue::RedisQueueLink::connect(config, node)
+            .await
+            .map(QueueSource::Redis)
+            .map_err(|source| Error::RedisQueue {
+                node: node.id,
+                source,
+            })
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (config, node);
+        Err(Error::RedisUnsupported)
+    }
+}
+
 /// A running cluster.
 pub struct Cluster {
     queue: QueueMode,
@@ -125,10 +148,7 @@ impl Cluster {
         let comms = bind_all(&config, config.comms_port, "polling listener")?;
         let api = bind_all(&config, config.api_port, "registration API")?;
         let registry = MachineRegistry::new();
-        let queue = match config.queue {
-            QueueMode::PerNode => QueueSource::PerNode,
-            QueueMode::Shared => QueueSource::Shared(InProcessQueue::new()),
-        };
+        let shared = InProcessQueue::new();
         let mut nodes = Vec::with_capacity(usize::from(config.nodes));
         for ((n, comms), api) in (1..=config.nodes).zip(comms).zip(api) {
             let id = NodeId(n);
@@ -136,14 +156,15 @@ impl Cluster {
                 id,
                 ..config.node.clone()
             };
-            match Node::start_with_queue(
-                node_config,
-                &identity,
-                registry.clone(),
-                queue.clone(),
-                comms,
-                api,
-            ) {
+            let queue = match config.queue {
+                QueueMode::PerNode => Ok(QueueSource::PerNode),
+                QueueMode::Shared => Ok(QueueSource::Shared(shared.clone())),
+                QueueMode::Redis => redis_queue(config.redis_queue.as_ref(), &node_config).await,
+            };
+            let started = queue.and_then(|queue| {
+                Node::start_with_queue(node_config, &identity, registry.clone(), queue, comms, api)
+            });
+            match started {
                 Ok(node) => nodes.push(Arc::new(node)),
                 Err(error) => {
                     // Leave nothing half-started behind.

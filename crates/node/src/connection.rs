@@ -102,6 +102,9 @@ pub enum ConnectionError {
     /// The shared machine registry could not be asked about the certificate.
     #[error("could not look the certificate up in the machine registry")]
     Registry(#[source] crate::StoreError),
+    /// The request queue could not be read (Redis down past its retries).
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueFailed),
 }
 
 impl From<octopoll_wire::Error> for ConnectionError {
@@ -185,6 +188,7 @@ impl ConnectionError {
             ConnectionError::Anomaly { .. } => "response-id-mismatch",
             ConnectionError::Probe => "probe",
             ConnectionError::Registry(_) => "registry-unavailable",
+            ConnectionError::Queue(_) => "queue-unavailable",
         }
     }
 
@@ -204,7 +208,7 @@ impl ConnectionError {
             | ConnectionError::NoResponse
             | ConnectionError::Aborted => Ending::Stalled,
             ConnectionError::Protocol(_) | ConnectionError::Anomaly { .. } => Ending::Protocol,
-            ConnectionError::Dropped(_) => Ending::Dropped,
+            ConnectionError::Dropped(_) | ConnectionError::Queue(_) => Ending::Dropped,
             ConnectionError::Probe => Ending::Probe,
         }
     }
@@ -341,7 +345,7 @@ async fn handle(shared: &NodeShared, tcp: TcpStream, shutdown: CancellationToken
             next = async {
                 let _waiting = counted.waiting();
                 shared.queue.collect_next(&subscription, config.long_poll).await
-            } => next,
+            } => next?,
         };
         // A poll ends here with work or the null request; the pair counts as polling.
         counted.polled();

@@ -62,6 +62,22 @@ pub enum Error {
     /// A cluster was asked for with no nodes.
     #[error("a cluster needs at least one node")]
     NoNodes,
+    /// The Redis queue was asked for without saying where it is.
+    #[error("queue = redis needs the Redis queue's URL (redis://HOST:PORT)")]
+    NoRedisQueue,
+    /// The Redis queue was asked for in a build without the `redis` feature.
+    #[error("this build of octopoll-node has no Redis support: enable its `redis` feature")]
+    RedisUnsupported,
+    /// A node could not connect to the Redis queue.
+    #[cfg(feature = "redis")]
+    #[error("{node} could not connect to the Redis queue")]
+    RedisQueue {
+        /// The node.
+        node: NodeId,
+        /// Why.
+        #[source]
+        source: crate::queue::QueueLinkError,
+    },
 }
 
 /// Result with this crate's [`Error`].

@@ -40,7 +40,10 @@ pub use error::{Error, Result};
 pub use health::{HealthCheck, HealthError, HealthSummary};
 pub use metrics::NodeStats;
 pub use node::{Node, NodeSender, QueueSource};
-pub use queue::{FailReason, Outcome, QueueMode, Reply, RequestQueue};
+pub use queue::{
+    FailReason, Outcome, QueueMode, RedisQueueConfig, RedisQueueTiming, RedisStatus, Reply,
+    RequestQueue,
+};
 pub use registry::{
     Conflict, Endpoint, EndpointError, ListeningAddress, Machine, MachineRegistry, NewMachine,
     RegisterError, Registered, StoreError,

@@ -30,6 +30,9 @@ pub enum QueueSource {
     PerNode,
     /// A view of a queue the cluster's nodes share.
     Shared(Arc<InProcessQueue>),
+    /// Halibut's Redis queue, through this node's own link to it.
+    #[cfg(feature = "redis")]
+    Redis(Arc<crate::queue::RedisQueueLink>),
 }
 
 impl QueueSource {
@@ -37,6 +40,8 @@ impl QueueSource {
         match self {
             QueueSource::PerNode => Arc::new(NodeQueue::per_node(node)),
             QueueSource::Shared(queue) => Arc::new(queue.for_node(node)),
+            #[cfg(feature = "redis")]
+            QueueSource::Redis(link) => Arc::new(link.queue_for(node)),
         }
     }
 }
@@ -440,6 +445,7 @@ fn run(inner: &NodeInner, comms: TcpListener, api: TcpListener) -> Result<Runnin
         registrations: inner.registrations.clone(),
         max_body_bytes: config.max_api_body_bytes,
         request_timeout: config.api_request_timeout,
+        queue: shared.queue.clone(),
     });
     tracker.spawn(api::https::serve(
         api,

@@ -62,26 +62,39 @@ impl Lost {
     }
 }
 
-/// A subscription to one pub/sub channel that pings while quiet.
+/// A pub/sub connection that pings while quiet.
 pub(crate) struct Channel {
     sink: PubSubSink,
     stream: PubSubStream,
 }
 
 impl Channel {
-    /// Opens a connection of its own and subscribes to `channel`, within a bound.
+    /// Opens a pub/sub connection of its own, subscribed to nothing yet, within a bound.
+    pub(crate) async fn open(client: &redis::Client) -> redis::RedisResult<Self> {
+        let opened = async {
+            let (sink, stream) = client.get_async_pubsub().await?.split();
+            Ok(Self { sink, stream })
+        };
+        tokio::time::timeout(CONNECT_WITHIN, opened)
+            .await
+            .unwrap_or_else(|_| Err(timed_out("connecting")))
+    }
+
+    /// [`Channel::open`], then subscribes to `channel`, within a bound.
     pub(crate) async fn subscribe(
         client: &redis::Client,
         channel: &str,
     ) -> redis::RedisResult<Self> {
-        let subscribed = async {
-            let (mut sink, stream) = client.get_async_pubsub().await?.split();
-            sink.subscribe(channel).await?;
-            Ok(Self { sink, stream })
-        };
-        tokio::time::timeout(CONNECT_WITHIN, subscribed)
+        let mut opened = Self::open(client).await?;
+        tokio::time::timeout(CONNECT_WITHIN, opened.sink.subscribe(channel))
             .await
-            .unwrap_or_else(|_| Err(timed_out("subscribing")))
+            .unwrap_or_else(|_| Err(timed_out("subscribing")))?;
+        Ok(opened)
+    }
+
+    /// A handle that subscribes and unsubscribes while the messages are read.
+    pub(crate) fn sink(&self) -> PubSubSink {
+        self.sink.clone()
     }
 
     /// The next message, or why the link is gone. Cancel-safe.

@@ -55,6 +55,17 @@ pub struct ResponseMessage {
     pub result: Bson,
 }
 
+impl ResponseMessage {
+    /// The answer to request `id` that failed with `error` (no result).
+    pub fn failed(id: impl Into<String>, error: ServerError) -> Self {
+        Self {
+            id: id.into(),
+            error: Some(error),
+            result: Bson::Null,
+        }
+    }
+}
+
 /// Halibut's `ServerError`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerError {

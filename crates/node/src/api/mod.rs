@@ -32,7 +32,7 @@ pub use error::{authorize, ApiError};
 use crate::{MachineRegistry, NodeId};
 
 /// What the handlers share.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ApiState {
     /// Which node serves.
     pub node: NodeId,
@@ -49,6 +49,17 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// Bound on one whole request.
     pub request_timeout: Duration,
+    /// This start's request queue (for `GET /api/serverstatus/redis`).
+    pub queue: Arc<dyn crate::RequestQueue>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("node", &self.node)
+            .field("thumbprint", &self.thumbprint)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The registration rate limit of one node: a GCRA bucket (the `governor` crate).
@@ -91,6 +102,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api", get(root))
         .route(CERTIFICATE_PATH, get(certificate))
+        .route(REDIS_STATUS_PATH, get(redis_status))
         .route(MACHINES_PATH, post(machines::register).get(machines::list))
         .route(
             &format!("{MACHINES_PATH}/{{id}}"),
@@ -124,6 +136,18 @@ async fn root(State(state): State<Arc<ApiState>>) -> Json<RootResource> {
         api_version: "3.0.0".into(),
         node: Some(state.node.to_string()),
     })
+}
+
+/// Octopus's health of multi-node polling over Redis.
+pub const REDIS_STATUS_PATH: &str = "/api/serverstatus/redis";
+
+/// Whether this node's queue goes through Redis, and whether Redis answers now.
+async fn redis_status(
+    State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<crate::queue::RedisStatus>, ApiError> {
+    error::authorize(&state.api_key, &headers)?;
+    Ok(Json(state.queue.redis_status().await))
 }
 
 async fn certificate(

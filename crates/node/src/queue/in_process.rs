@@ -144,7 +144,7 @@ impl RequestQueue for NodeQueue {
     }
 
     fn collect_next<'a>(&'a self, subscription: &'a SubscriptionId, wait: Duration) -> Collect<'a> {
-        Box::pin(self.next(subscription, wait))
+        Box::pin(async move { Ok(self.next(subscription, wait).await) })
     }
 
     fn stop(&self, reason: FailReason) -> usize {
@@ -207,6 +207,7 @@ mod tests {
         assert!(queue
             .collect_next(&sub(), Duration::from_secs(30))
             .await
+            .unwrap()
             .is_none());
         assert_eq!(started.elapsed(), Duration::from_secs(30));
     }
@@ -216,7 +217,12 @@ mod tests {
         let queue = Arc::new(NodeQueue::per_node(NodeId(1)));
         let waiter = {
             let queue = queue.clone();
-            tokio::spawn(async move { queue.collect_next(&sub(), Duration::from_secs(30)).await })
+            tokio::spawn(async move {
+                queue
+                    .collect_next(&sub(), Duration::from_secs(30))
+                    .await
+                    .unwrap()
+            })
         };
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (request, rx) = pending(1);
@@ -236,7 +242,11 @@ mod tests {
         assert!(queue.withdraw(&sub(), &request, FailReason::PickupTimeout));
         assert!(!queue.withdraw(&sub(), &request, FailReason::RunEnded));
         assert_eq!(queue.depth(), 0);
-        assert!(queue.collect_next(&sub(), Duration::ZERO).await.is_none());
+        assert!(queue
+            .collect_next(&sub(), Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none());
         assert_eq!(
             rx.await.unwrap().result.unwrap_err(),
             FailReason::PickupTimeout
@@ -291,8 +301,16 @@ mod tests {
         );
         let (request, _rx) = pending(1);
         one.enqueue(&sub(), request);
-        assert!(two.collect_next(&sub(), Duration::ZERO).await.is_none());
-        assert!(one.collect_next(&sub(), Duration::ZERO).await.is_some());
+        assert!(two
+            .collect_next(&sub(), Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(one
+            .collect_next(&sub(), Duration::ZERO)
+            .await
+            .unwrap()
+            .is_some());
     }
 
     #[tokio::test]
@@ -309,6 +327,7 @@ mod tests {
         let collected = two
             .collect_next(&sub(), Duration::ZERO)
             .await
+            .unwrap()
             .expect("node 2 collects");
         assert_eq!(collected.origin, NodeId(1));
     }
@@ -332,6 +351,7 @@ mod tests {
         let collected = one
             .collect_next(&sub(), Duration::ZERO)
             .await
+            .unwrap()
             .expect("still collectable");
         assert_eq!(collected.origin, NodeId(2));
     }

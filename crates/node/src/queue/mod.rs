@@ -17,6 +17,9 @@
 
 mod in_process;
 mod pending;
+#[cfg(feature = "redis")]
+mod redis;
+mod redis_config;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,9 +31,35 @@ use serde::{Deserialize, Serialize};
 
 pub use in_process::{InProcessQueue, NodeQueue};
 pub use pending::{FailReason, Outcome, PendingRequest, Reply, RequestCounters};
+#[cfg(feature = "redis")]
+pub use redis::{QueueLinkError, RedisQueue, RedisQueueLink};
+pub use redis_config::{RedisQueueConfig, RedisQueueTiming};
+
+/// Octopus's `GET /api/serverstatus/redis`: whether a node's queue goes through
+/// Redis, and whether Redis answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RedisStatus {
+    /// Multi-node polling over Redis is switched on.
+    pub is_enabled: bool,
+    /// A connection string is set.
+    pub is_configured: bool,
+    /// Redis answers a PING now.
+    pub is_reachable: bool,
+}
+
+/// The future [`RequestQueue::redis_status`] returns.
+pub type StatusFuture<'a> = Pin<Box<dyn Future<Output = RedisStatus> + Send + 'a>>;
 
 /// The future [`RequestQueue::collect_next`] returns.
-pub type Collect<'a> = Pin<Box<dyn Future<Output = Option<Arc<PendingRequest>>> + Send + 'a>>;
+pub type Collect<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Arc<PendingRequest>>, QueueFailed>> + Send + 'a>>;
+
+/// A queue that could not be read (Redis down past its retries): the connection
+/// waiting on it is dropped, so its Tentacle connects again later.
+#[derive(Debug, thiserror::Error)]
+#[error("the request queue could not be read: {0}")]
+pub struct QueueFailed(pub String);
 
 /// One node's view of a pending request queue.
 pub trait RequestQueue: Send + Sync {
@@ -49,7 +78,8 @@ pub trait RequestQueue: Send + Sync {
     ) -> bool;
 
     /// The next request `subscription`'s connection on this node may collect,
-    /// waiting up to `wait` (the long-poll); `None` if none came. Cancel-safe.
+    /// waiting up to `wait` (the long-poll); `None` if none came, an error if the
+    /// queue cannot be read. Cancel-safe.
     fn collect_next<'a>(&'a self, subscription: &'a SubscriptionId, wait: Duration) -> Collect<'a>;
 
     /// Stops queuing for this node and fails every request this node queued and
@@ -58,6 +88,12 @@ pub trait RequestQueue: Send + Sync {
 
     /// Requests this node queued that wait now.
     fn depth(&self) -> usize;
+
+    /// Whether this queue goes through Redis and Redis answers; an in-process
+    /// queue is neither.
+    fn redis_status(&self) -> StatusFuture<'_> {
+        Box::pin(std::future::ready(RedisStatus::default()))
+    }
 }
 
 /// Which requests a subscription's connection to a node may collect.
@@ -67,8 +103,12 @@ pub enum QueueMode {
     /// Only those queued on that node (Halibut's in-memory queue; the default).
     #[default]
     PerNode,
-    /// Those queued on any node of the cluster (Halibut's Redis queue).
+    /// Those queued on any node of the cluster, in this process (as Halibut's
+    /// Redis queue would, without Redis).
     Shared,
+    /// Those queued on any node of the cluster, through Halibut's Redis queue
+    /// (each node with a link of its own, as separate processes have).
+    Redis,
 }
 
 impl QueueMode {
@@ -77,6 +117,7 @@ impl QueueMode {
         match self {
             QueueMode::PerNode => "per-node",
             QueueMode::Shared => "shared",
+            QueueMode::Redis => "redis",
         }
     }
 }

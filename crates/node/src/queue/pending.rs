@@ -39,8 +39,14 @@ pub enum FailReason {
     /// The run ended (after draining) before it finished.
     RunEnded,
     /// The node's process went away, or could not be reached, while the request
-    /// was queued or in flight there (a node in another process or container).
+    /// was queued or in flight there (a node in another process or container), or
+    /// the node processing it through the Redis queue stopped heartbeating.
     NodeLost,
+    /// The Redis queue could not be written or read (retried for 30 s first).
+    QueueUnavailable,
+    /// The Redis queue lost its data (its canary was gone) while the request was
+    /// waiting on it; the caller may send it again.
+    QueueDataLost,
 }
 
 impl FailReason {
@@ -56,6 +62,8 @@ impl FailReason {
             FailReason::ProtocolError => "protocol-error",
             FailReason::RunEnded => "run-ended",
             FailReason::NodeLost => "node-lost",
+            FailReason::QueueUnavailable => "queue-unavailable",
+            FailReason::QueueDataLost => "queue-data-lost",
         }
     }
 }
@@ -168,6 +176,20 @@ impl PendingRequest {
             }
         }
         collected
+    }
+
+    /// Records `pickup` as its queued → collected time (measured where it was
+    /// collected, in another process), replacing the local estimate.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn set_pickup(&self, pickup: Duration) {
+        if let Some((_, recorded)) = self
+            .reply
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            *recorded = Some(pickup);
+        }
     }
 
     /// Ends it with `reason` if nobody collected it yet; false if it was collected or ended.

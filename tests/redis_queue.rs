@@ -1,0 +1,241 @@
+//! Halibut's Redis queue on a real `redis-server`: each node has a link of its
+//! own, as separate processes have, so a request queued on one node reaches a
+//! Tentacle connected only to another through Redis alone. Each way it ends is
+//! checked: answered, never collected, its processor killed, Redis losing its data.
+//!
+//! Skipped without `redis-server` on a developer's machine; a failure under `CI=true`.
+
+mod common;
+
+use std::time::Duration;
+
+use bson::Bson;
+use octopoll_fleet::redis_server::LocalRedis;
+use octopoll_lab::{Lab, LabConfig};
+use octopoll_node::{FailReason, QueueMode, RedisQueueConfig, RedisQueueTiming};
+use octopoll_wire::{ControlMessage, Envelope, Exchange, ResponseMessage};
+
+use common::{echo, local_redis, register_raw_agent};
+
+/// Halibut's timings scaled down so that each way a request ends shows in seconds.
+fn quick() -> RedisQueueTiming {
+    RedisQueueTiming {
+        heartbeat_first: Duration::from_millis(200),
+        heartbeat_every: Duration::from_millis(300),
+        processor_silence: Duration::from_secs(2),
+        sender_silence: Duration::from_secs(3),
+        collected_check: Duration::from_millis(300),
+        response_poll_step: Duration::from_millis(500),
+        response_poll_max: Duration::from_secs(2),
+        canary_every: Duration::from_millis(300),
+        retry_for: Duration::from_secs(2),
+        ..RedisQueueTiming::default()
+    }
+}
+
+/// Two nodes sharing the Redis queue at `redis`, no agents of the lab's own.
+async fn redis_lab(redis: &LocalRedis, prefix: &str, pickup: Duration) -> Lab {
+    common::init_logging();
+    let mut config = LabConfig::new(2, 0);
+    config.cluster.queue = QueueMode::Redis;
+    let mut queue = RedisQueueConfig::new(redis.url(), prefix);
+    queue.timing = quick();
+    config.cluster.redis_queue = Some(queue);
+    config.cluster.node.pickup_timeout = pickup;
+    Lab::start(config).await.expect("a lab on the Redis queue")
+}
+
+type Peer = Exchange<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// Reads the next request the node hands `peer`.
+async fn next_request(peer: &mut Peer) -> octopoll_wire::RequestMessage {
+    let message = tokio::time::timeout(Duration::from_secs(10), peer.read_message())
+        .await
+        .expect("a request arrives")
+        .unwrap()
+        .unwrap();
+    match message.envelope {
+        Envelope::Request(request) => request,
+        other => panic!("a request, got {other:?}"),
+    }
+}
+
+/// Answers request `id` with `result`, then NEXT, and reads PROCEED.
+async fn answer(peer: &mut Peer, id: String, result: Bson) {
+    let response = Envelope::Response(ResponseMessage {
+        id,
+        error: None,
+        result,
+    });
+    peer.write_message(&response, &[]).await.unwrap();
+    peer.write_control(ControlMessage::Next).await.unwrap();
+    assert_eq!(
+        peer.read_control().await.unwrap(),
+        Some(ControlMessage::Proceed)
+    );
+}
+
+async fn redis_command<T: redis::FromRedisValue>(redis: &LocalRedis, args: &[&str]) -> T {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut command = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        command.arg(*arg);
+    }
+    command.query_async(&mut connection).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_queued_on_one_node_reaches_a_tentacle_on_another_through_redis() {
+    let Some(redis) = local_redis("the Redis queue").await else {
+        return;
+    };
+    let lab = redis_lab(&redis, "reach", Duration::from_secs(30)).await;
+    let [one, two] = [&lab.cluster.nodes()[0], &lab.cluster.nodes()[1]];
+    // A Tentacle connected to node 2 only.
+    let (identity, subscription) = register_raw_agent(&lab, "web-01").await;
+    let mut peer = common::identify_raw(two, &identity, &subscription).await;
+
+    let sender = one.sender();
+    let request = echo(&subscription, "across");
+    let sub = subscription.clone();
+    let call = tokio::spawn(async move { sender.send(&sub, request, vec![]).await });
+    // Node 2 hands over what node 1 queued.
+    let request = next_request(&mut peer).await;
+    assert_eq!(request.service, "IEchoService");
+    answer(&mut peer, request.id, Bson::String("across".into())).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("node 1's caller hears back")
+        .unwrap();
+    let reply = outcome.result.expect("answered");
+    assert_eq!(reply.response.result, Bson::String("across".into()));
+    assert!(outcome.pickup.is_some(), "the pickup time crossed over");
+    assert_eq!(one.stats().requests_completed, 1);
+    assert_eq!(two.stats().collected, 1, "node 2 collected it");
+    assert_eq!(one.stats().queued, 0);
+
+    // Halibut's key layout: one canary per node; the request and response hashes gone.
+    let canaries: Vec<String> = redis_command(
+        &redis,
+        &["KEYS", "reach:HalibutRedis:string:WatchForDataLoss::*"],
+    )
+    .await;
+    assert_eq!(canaries.len(), 2, "{canaries:?}");
+    let left: Vec<String> = redis_command(&redis, &["KEYS", "reach:HalibutRedis:hash:*"]).await;
+    assert!(left.is_empty(), "{left:?}");
+
+    // Octopus's health endpoint, on each node's API.
+    let status = common::api_get(&lab, two, "/api/serverstatus/redis").await;
+    assert_eq!(
+        status,
+        serde_json::json!({"IsEnabled": true, "IsConfigured": true, "IsReachable": true})
+    );
+    lab.stop().await;
+    redis.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_nobody_collects_is_taken_back_at_the_pickup_timeout() {
+    let Some(redis) = local_redis("the Redis queue's pickup timeout").await else {
+        return;
+    };
+    let lab = redis_lab(&redis, "pickup", Duration::from_secs(1)).await;
+    let one = &lab.cluster.nodes()[0];
+    let (_, subscription) = register_raw_agent(&lab, "web-02").await;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        one.sender()
+            .send(&subscription, echo(&subscription, "x"), vec![]),
+    )
+    .await
+    .expect("it ends");
+    assert_eq!(outcome.result.unwrap_err(), FailReason::PickupTimeout);
+    let left: Vec<String> = redis_command(&redis, &["KEYS", "pickup:HalibutRedis:hash:*"]).await;
+    assert!(
+        left.is_empty(),
+        "the sender took its request back: {left:?}"
+    );
+    assert_eq!(one.stats().queued, 0);
+    lab.stop().await;
+    redis.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_processor_is_killed_fails_when_its_heartbeats_stop() {
+    let Some(redis) = local_redis("the Redis queue's heartbeats").await else {
+        return;
+    };
+    let lab = redis_lab(&redis, "heartbeat", Duration::from_secs(30)).await;
+    let [one, two] = [
+        lab.cluster.nodes()[0].clone(),
+        lab.cluster.nodes()[1].clone(),
+    ];
+    let (identity, subscription) = register_raw_agent(&lab, "web-03").await;
+    let mut peer = common::identify_raw(&two, &identity, &subscription).await;
+    let sender = one.sender();
+    let sub = subscription.clone();
+    let request = echo(&subscription, "never answered");
+    let call = tokio::spawn(async move { sender.send(&sub, request, vec![]).await });
+    // Collected by node 2, which then dies without a word.
+    next_request(&mut peer).await;
+    // Long enough for node 1 to see it collected and hear node 2's heartbeats.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed = std::time::Instant::now();
+    two.kill().await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("it ends")
+        .unwrap();
+    assert_eq!(outcome.result.unwrap_err(), FailReason::NodeLost);
+    let took = killed.elapsed();
+    println!("node-lost {took:?} after the kill");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "failed {took:?} after the kill: when 2 s of heartbeats were missed"
+    );
+    let (created, completed, failed) = (
+        one.stats().requests_created,
+        one.stats().requests_completed,
+        one.stats().requests_failed,
+    );
+    assert_eq!((created, completed, failed), (1, 0, 1), "lost = 0");
+    lab.stop().await;
+    redis.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_losing_its_data_fails_what_waits_on_it_and_work_goes_on() {
+    let Some(redis) = local_redis("the Redis queue's canary").await else {
+        return;
+    };
+    let lab = redis_lab(&redis, "canary", Duration::from_secs(30)).await;
+    let [one, two] = [&lab.cluster.nodes()[0], &lab.cluster.nodes()[1]];
+    let (identity, subscription) = register_raw_agent(&lab, "web-04").await;
+    let mut peer = common::identify_raw(two, &identity, &subscription).await;
+    let sender = one.sender();
+    let sub = subscription.clone();
+    let request = echo(&subscription, "held");
+    let call = tokio::spawn(async move { sender.send(&sub, request, vec![]).await });
+    let held = next_request(&mut peer).await;
+    redis_command::<()>(&redis, &["FLUSHALL"]).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("it ends")
+        .unwrap();
+    assert_eq!(outcome.result.unwrap_err(), FailReason::QueueDataLost);
+    // The Tentacle answers the old request late; the next one goes through.
+    answer(&mut peer, held.id, Bson::Null).await;
+    let sender = one.sender();
+    let sub = subscription.clone();
+    let call = tokio::spawn(async move { sender.send(&sub, echo(&sub, "after"), vec![]).await });
+    let next = next_request(&mut peer).await;
+    answer(&mut peer, next.id, Bson::Null).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    lab.stop().await;
+    redis.stop().await;
+}
