@@ -129,8 +129,11 @@ pub struct ProxyArgs {
 pub enum QueueArg {
     /// A queue per node: only a connection to the node that queued it collects a request.
     PerNode,
-    /// One queue shared by every node: any node's connection of the subscription collects it.
+    /// One queue shared by every node in this process (no Redis): any node's connection collects it.
     Shared,
+    /// Halibut's Redis queue, shared by every node and process: octopoll's own
+    /// redis-server unless --redis names one.
+    Redis,
 }
 
 impl From<QueueArg> for QueueMode {
@@ -138,6 +141,7 @@ impl From<QueueArg> for QueueMode {
         match value {
             QueueArg::PerNode => QueueMode::PerNode,
             QueueArg::Shared => QueueMode::Shared,
+            QueueArg::Redis => QueueMode::Redis,
         }
     }
 }
@@ -232,7 +236,8 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub topology: Option<Topology>,
     /// Pending request queue: per node (Halibut's default), or shared by all nodes
-    /// (Halibut's Redis queue: any node's connection collects the work) [cluster.queue; per-node].
+    /// through Halibut's Redis queue (`redis`; any node's connection collects the
+    /// work), or shared in this process only (`shared`) [cluster.queue; per-node].
     #[arg(long, value_enum)]
     pub queue: Option<QueueArg>,
     /// The HAProxy binary for the unique-port and load-balanced topologies

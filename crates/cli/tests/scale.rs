@@ -519,6 +519,7 @@ mod by_hand {
         let cluster = ClusterFile {
             name: "by-hand".into(),
             registry: Some(redis.url()),
+            multi_node_polling_redis: None,
             api_key: None,
             certificate: "node.crt.pem".into(),
             private_key: "node.key.pem".into(),

@@ -7,6 +7,10 @@
 //! ```toml
 //! name = "octopoll"
 //! registry = "redis://redis:6379"     # env OCTOPOLL_REGISTRY wins
+//! # Halibut's Redis queue, as Octopus's --multiNodePollingTentaclesRedisConnectionString:
+//! # a URL or StackExchange.Redis's "host:port,password=…"; env
+//! # OCTOPUS_MULTI_NODE_POLLING_TENTACLES_REDIS_CONNECTION_STRING wins. Left out: per-node queues.
+//! multi_node_polling_redis = "redis://redis:6379"
 //! api_key = "API-…"                   # env OCTOPOLL_API_KEY wins; better kept there
 //! certificate = "certs/node.crt.pem"  # relative to this file
 //! private_key = "certs/node.key.pem"
@@ -31,6 +35,9 @@ use serde::{Deserialize, Serialize};
 pub const API_KEY_ENV: &str = "OCTOPOLL_API_KEY";
 /// The environment variable whose value replaces `registry`.
 pub const REGISTRY_ENV: &str = "OCTOPOLL_REGISTRY";
+/// The environment variable whose value replaces `multi_node_polling_redis`, as
+/// Octopus Server spells it.
+pub const QUEUE_REDIS_ENV: &str = "OCTOPUS_MULTI_NODE_POLLING_TENTACLES_REDIS_CONNECTION_STRING";
 
 /// A cluster file as written.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,6 +50,11 @@ pub struct ClusterFile {
     /// Required for more than one node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
+    /// Halibut's Redis queue shared by the nodes (Octopus's
+    /// `--multiNodePollingTentaclesRedisConnectionString`): a `redis://` URL or a
+    /// StackExchange.Redis connection string. Left out, each node has its own queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_node_polling_redis: Option<String>,
     /// The key `POST /api/machines` requires (or set `OCTOPOLL_API_KEY`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
@@ -141,6 +153,8 @@ pub struct NodeSettings {
     pub cluster: String,
     /// The shared registry, if any.
     pub registry: Option<String>,
+    /// The Redis queue's URL, if the nodes share one.
+    pub queue_redis: Option<String>,
     /// Node settings, with this node's id.
     pub config: NodeConfig,
     /// The server certificate and key, resolved against the file's directory.
@@ -212,6 +226,12 @@ impl ClusterFile {
                 "{count} nodes need a shared registry to agree on the machines: set registry = \"redis://HOST:PORT\" or {REGISTRY_ENV}"
             )));
         }
+        let queue_redis = env(QUEUE_REDIS_ENV)
+            .or_else(|| self.multi_node_polling_redis.clone())
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| redis_url(&text))
+            .transpose()
+            .map_err(|message| invalid(format!("multi_node_polling_redis: {message}")))?;
         if self.max_concurrent_handshakes == 0 {
             return Err(invalid(
                 "max_concurrent_handshakes must be at least 1".into(),
@@ -229,6 +249,7 @@ impl ClusterFile {
         Ok(NodeSettings {
             cluster: self.name.clone(),
             registry,
+            queue_redis,
             config,
             certificate: base.join(&self.certificate),
             private_key: base.join(&self.private_key),
@@ -238,9 +259,83 @@ impl ClusterFile {
     }
 }
 
+/// A Redis URL from what Octopus accepts as its connection string: a URL as it
+/// is, or StackExchange.Redis's `host[:port][,option=value…]` (`password`, `user`,
+/// `ssl`, `defaultDatabase`; other options are refused by name).
+pub fn redis_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.contains("://") {
+        return Ok(text.to_owned());
+    }
+    let mut parts = text.split(',').map(str::trim);
+    let host = parts.next().filter(|h| !h.is_empty() && !h.contains('='));
+    let Some(host) = host else {
+        return Err(format!(
+            "`{text}` names no Redis host (write host:port or redis://host:port)"
+        ));
+    };
+    let host = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:6379")
+    };
+    let (mut user, mut password, mut tls, mut database) = (String::new(), None, false, None);
+    for option in parts.filter(|p| !p.is_empty()) {
+        let (key, value) = option
+            .split_once('=')
+            .ok_or_else(|| format!("`{option}` is not option=value"))?;
+        match key.trim().to_ascii_lowercase().as_str() {
+            "password" => password = Some(value.trim().to_owned()),
+            "user" => user = value.trim().to_owned(),
+            "ssl" => tls = value.trim().eq_ignore_ascii_case("true"),
+            "defaultdatabase" => database = Some(value.trim().to_owned()),
+            // How StackExchange.Redis itself connects: nothing to carry over.
+            "abortconnect" | "connecttimeout" | "synctimeout" | "asynctimeout" | "connectretry"
+            | "keepalive" | "allowadmin" | "name" | "clientname" => {}
+            other => {
+                return Err(format!(
+                    "the connection string option `{other}` is not supported (password, user, ssl, defaultDatabase are)"
+                ))
+            }
+        }
+    }
+    let scheme = if tls { "rediss" } else { "redis" };
+    let auth = match password {
+        Some(password) => format!("{user}:{password}@"),
+        None if !user.is_empty() => format!("{user}@"),
+        None => String::new(),
+    };
+    let database = database.map(|d| format!("/{d}")).unwrap_or_default();
+    Ok(format!("{scheme}://{auth}{host}{database}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn octopus_connection_strings_become_urls() {
+        assert_eq!(redis_url("redis://r:6379").unwrap(), "redis://r:6379");
+        assert_eq!(redis_url("redis-host").unwrap(), "redis://redis-host:6379");
+        assert_eq!(
+            redis_url("redis:6380,password=s3cret,abortConnect=false").unwrap(),
+            "redis://:s3cret@redis:6380"
+        );
+        assert_eq!(
+            redis_url("redis,tiebreaker=x").unwrap_err(),
+            "the connection string option `tiebreaker` is not supported (password, user, ssl, defaultDatabase are)"
+        );
+        assert_eq!(
+            redis_url("redis:6380, password=s3cret ,ssl=True,defaultDatabase=2").unwrap(),
+            "rediss://:s3cret@redis:6380/2"
+        );
+        assert!(redis_url(",password=x")
+            .unwrap_err()
+            .contains("names no Redis host"));
+        assert!(redis_url("r,nonsense")
+            .unwrap_err()
+            .contains("not option=value"));
+    }
 
     const FILE: &str = r#"
 name = "lab"

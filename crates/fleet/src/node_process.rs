@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use octopoll_node::QueueSource;
 use octopoll_node::{MachineRegistry, Node, NodeStats};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -48,10 +49,21 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
     let api = bind(listen.api, "registration API")?;
     let control = bind(listen.control, "control API")?;
     let control_addr = control.local_addr()?;
-    let node = Arc::new(Node::start(
+    let queue = match &settings.queue_redis {
+        Some(url) => {
+            let queue = octopoll_node::RedisQueueConfig::new(url.clone(), &settings.cluster);
+            let link = octopoll_node::queue::RedisQueueLink::connect(&queue, &settings.config)
+                .await
+                .with_context(|| format!("connecting {id} to the Redis queue"))?;
+            QueueSource::Redis(link)
+        }
+        None => QueueSource::PerNode,
+    };
+    let node = Arc::new(Node::start_with_queue(
         settings.config.clone(),
         &identity,
         registry,
+        queue,
         comms,
         api,
     )?);

@@ -113,6 +113,17 @@ impl ClusterConfig {
     }
 }
 
+/// Coverage by `matrix`: per pair, or through the queue the nodes share.
+fn coverage(queue: QueueMode, nodes: &[Arc<Node>], matrix: &CoverageMatrix) -> Coverage {
+    match queue {
+        QueueMode::PerNode => matrix.coverage(),
+        QueueMode::Shared | QueueMode::Redis => {
+            let running = nodes.iter().filter(|n| n.is_running()).count();
+            matrix.coverage_through_shared_queue(running)
+        }
+    }
+}
+
 /// Node `node`'s own link to the Redis queue.
 async fn redis_queue(config: Option<&RedisQueueConfig>, node: &NodeConfig) -> Result<QueueSource> {
     let config = config.ok_or(Error::NoRedisQueue)?;
@@ -209,9 +220,10 @@ impl Cluster {
         &self.identity
     }
 
-    /// Coverage of registered machines over all nodes, now.
+    /// Coverage of registered machines over all nodes, now (through the shared
+    /// queue, when the nodes share one).
     pub fn coverage(&self) -> Coverage {
-        self.coverage_matrix().coverage()
+        coverage(self.queue, &self.nodes, &self.coverage_matrix())
     }
 
     /// Every registered machine's state with every node, now, counted per node.
@@ -223,6 +235,7 @@ impl Cluster {
     /// task that outlives a borrow of the cluster (a control API).
     pub fn view(&self) -> ClusterView {
         ClusterView {
+            queue: self.queue,
             nodes: self.nodes.clone(),
             registry: self.registry.clone(),
         }
@@ -272,11 +285,17 @@ impl Drop for Cluster {
 /// The nodes and registry of a running cluster, shareable with other tasks.
 #[derive(Clone)]
 pub struct ClusterView {
+    queue: QueueMode,
     nodes: Vec<Arc<Node>>,
     registry: MachineRegistry,
 }
 
 impl ClusterView {
+    /// Coverage now, as [`Cluster::coverage`] counts it.
+    pub fn coverage(&self) -> Coverage {
+        coverage(self.queue, &self.nodes, &self.coverage_matrix())
+    }
+
     /// The nodes, node 1 first.
     pub fn nodes(&self) -> &[Arc<Node>] {
         &self.nodes

@@ -7,6 +7,11 @@
 //! one or the other; one busy with a request longer than the interval is *stale*. Coverage is polling pairs over all pairs; the matrix counts
 //! agents per state and node, so a load-balanced run shows at a glance that each
 //! agent reaches one node of three.
+//!
+//! When the nodes share their queue (Halibut's Redis queue), work queued on any
+//! node reaches an agent through whichever node it polls: a pair is covered when
+//! its node runs and the agent polls *some* node
+//! ([`CoverageMatrix::coverage_through_shared_queue`]).
 
 use std::fmt;
 
@@ -144,6 +149,18 @@ impl CoverageMatrix {
         }
     }
 
+    /// The coverage when the nodes share their queue (Halibut's Redis queue): an
+    /// agent polling any node is reached from every node that runs, so each of
+    /// its pairs with a running node counts as polling. `running` nodes of the
+    /// matrix's run; the others' pairs count as lost.
+    pub fn coverage_through_shared_queue(&self, running: usize) -> Coverage {
+        let reaching = self.agents() - self.agents_reaching.first().copied().unwrap_or(0);
+        Coverage {
+            polling_pairs: reaching * running.min(self.nodes.len()),
+            total_pairs: self.agents() * self.nodes.len(),
+        }
+    }
+
     /// Nodes an agent reaches on average (polling pairs per agent).
     pub fn mean_nodes_reached(&self) -> f64 {
         match self.agents() {
@@ -157,6 +174,26 @@ impl CoverageMatrix {
 mod tests {
     use super::*;
     use PairState::*;
+
+    #[test]
+    fn through_a_shared_queue_one_polled_node_covers_every_running_node() {
+        let mut matrix =
+            CoverageMatrix::new(vec!["node-1".into(), "node-2".into(), "node-3".into()]);
+        // Load-balanced: each agent holds one connection to one node.
+        matrix.add_agent([Polling, Never, Never]);
+        matrix.add_agent([Never, Polling, Never]);
+        assert_eq!(
+            matrix.coverage().ratio(),
+            2.0 / 6.0,
+            "per node, two pairs of six"
+        );
+        assert!(matrix.coverage_through_shared_queue(3).is_full());
+        // A node down cannot dispatch; an agent polling nothing is reached by none.
+        assert_eq!(matrix.coverage_through_shared_queue(2).polling_pairs, 4);
+        matrix.add_agent([Lost, Never, Never]);
+        let coverage = matrix.coverage_through_shared_queue(3);
+        assert_eq!((coverage.polling_pairs, coverage.total_pairs), (6, 9));
+    }
 
     #[test]
     fn the_matrix_counts_agents_per_state_and_nodes_reached() {

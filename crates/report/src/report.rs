@@ -302,7 +302,7 @@ fn findings(run: &RunFacts, counts: &Counts) -> Vec<String> {
                 "{reach}; work queued on unreached nodes timed out ({timed_out} pickup-timeout)"
             )
         }
-        QueueMode::Shared if timed_out == 0 => {
+        QueueMode::Shared | QueueMode::Redis if timed_out == 0 => {
             format!("{reach}; the shared queue let a connection to any node collect the work")
         }
         _ => reach,

@@ -110,9 +110,9 @@ impl RunConfig {
                     "the {topology} topology puts every connection through one HAProxy process, which cannot hold them (use unique-port-direct or unique-address)"
                 )));
             }
-            if self.lab.cluster.queue != octopoll_node::QueueMode::PerNode {
+            if self.lab.cluster.queue == octopoll_node::QueueMode::Shared {
                 return Err(why(
-                    "the shared queue lives in one process: it is not available".into(),
+                    "the shared queue lives in one process: it is not available (queue = \"redis\" shares it across processes)".into(),
                 ));
             }
             if self.lab.chaos || self.faults.iter().any(|f| f.action.is_network()) {

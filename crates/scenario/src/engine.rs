@@ -1,6 +1,8 @@
 //! `octopoll run`: start a lab, wait for the mesh, drive the workload, drain, report.
 
 use std::sync::Arc;
+
+use anyhow::Context as _;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -47,9 +49,14 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
     config.lab.swarm.seed = config.seed;
     match config.plan()? {
         Plan::InProcess => {
+            let redis = redis_queue(&mut config).await?;
             let lab = Lab::start(config.lab.clone()).await?;
             let in_process = InProcess::serve(&lab, &config).await?;
-            run_on(lab, &config, in_process, progress).await
+            let finished = run_on(lab, &config, in_process, progress).await;
+            if let Some(redis) = redis {
+                redis.stop().await;
+            }
+            finished
         }
         Plan::Processes { swarms } => {
             info!(
@@ -60,6 +67,31 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
             run_on(lab, &config, InProcess::default(), progress).await
         }
     }
+}
+
+/// Points an in-process run's Redis queue at `--redis`, or at a redis-server of
+/// its own (returned, to be stopped after the run); nothing for other queues.
+async fn redis_queue(
+    config: &mut RunConfig,
+) -> anyhow::Result<Option<octopoll_fleet::redis_server::LocalRedis>> {
+    let cluster = &mut config.lab.cluster;
+    if cluster.queue != octopoll_node::QueueMode::Redis || cluster.redis_queue.is_some() {
+        return Ok(None);
+    }
+    let (redis, url) = match &config.redis {
+        Some(url) => (None, url.clone()),
+        None => {
+            let redis = octopoll_fleet::redis_server::LocalRedis::start(None)
+                .await
+                .context("starting the Redis server the run's queue goes through")?;
+            let url = redis.url();
+            (Some(redis), url)
+        }
+    };
+    // A prefix of this run's own: a Redis of the user's may hold other runs.
+    let prefix = format!("run-{}", uuid::Uuid::new_v4().simple());
+    cluster.redis_queue = Some(octopoll_node::RedisQueueConfig::new(url, prefix));
+    Ok(redis)
 }
 
 /// What only a run in this process has (a split run refuses to be asked for

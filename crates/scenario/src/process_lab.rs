@@ -66,6 +66,7 @@ pub struct ProcessLab {
     registry: (String, String),
     usage: UsageSampler,
     topology: Topology,
+    queue: QueueMode,
     agents: usize,
     /// Polling links the agents hold when every one is up.
     links: usize,
@@ -153,6 +154,7 @@ impl ProcessLab {
             registry: (registry, namespace),
             usage: UsageSampler::start(watched),
             topology: config.lab.topology,
+            queue: config.lab.cluster.queue,
             agents: config.lab.swarm.agents,
             links: config.lab.swarm.agents
                 * usize::from(config.lab.cluster.nodes)
@@ -231,6 +233,8 @@ fn write_cluster(
     let file = ClusterFile {
         name: namespace.to_owned(),
         registry: Some(registry.to_owned()),
+        // The queue shares the registry's Redis (Octopus may use one for both too).
+        multi_node_polling_redis: (cluster.queue == QueueMode::Redis).then(|| registry.to_owned()),
         api_key: None,
         certificate,
         private_key,
@@ -352,7 +356,7 @@ impl Testbed for ProcessLab {
     }
 
     fn queue_mode(&self) -> QueueMode {
-        QueueMode::PerNode
+        self.queue
     }
 
     fn agents(&self) -> usize {
@@ -407,13 +411,21 @@ impl Testbed for ProcessLab {
                 },
             })
             .collect::<Vec<_>>();
-        Snapshot {
-            coverage: Coverage {
+        let coverage = match self.queue {
+            // Through Redis, an agent polling any node is reached from every running
+            // one: which agents poll somewhere takes each node's pairs.
+            QueueMode::Redis => {
+                let running = nodes.iter().filter(|n| n.up).count();
+                self.coverage_matrix()
+                    .await
+                    .coverage_through_shared_queue(running)
+            }
+            _ => Coverage {
                 polling_pairs: polling,
                 total_pairs: machines * nodes.len(),
             },
-            nodes,
-        }
+        };
+        Snapshot { coverage, nodes }
     }
 
     async fn coverage_matrix(&self) -> CoverageMatrix {

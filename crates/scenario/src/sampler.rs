@@ -55,7 +55,8 @@ pub async fn run_facts(
         seed,
         duration_s,
         connections: lab.snapshot().await.connections(),
-        coverage: coverage_matrix.coverage().ratio(),
+        // The testbed's own count: through the queue, when the nodes share one.
+        coverage: lab.snapshot().await.coverage.ratio(),
         full_coverage_ms: full_coverage.map(|d| d.as_millis() as u64),
         coverage_matrix,
     }

@@ -185,7 +185,11 @@ impl Telemetry {
                 self.counter("octopoll_requests_total", at(&[("state", state)]), value);
             }
         }
-        self.gauge("octopoll_coverage_ratio", vec![], matrix.coverage().ratio());
+        self.gauge(
+            "octopoll_coverage_ratio",
+            vec![],
+            cluster.coverage().ratio(),
+        );
         self.gauge(
             "octopoll_registered_machines",
             vec![],

@@ -143,7 +143,7 @@ impl ControlState {
                 .iter()
                 .map(|n| NodeState::of(n))
                 .collect(),
-            coverage: matrix.coverage().ratio(),
+            coverage: self.cluster.coverage().ratio(),
             coverage_matrix: matrix,
             grid,
             history: lock(&self.history).iter().copied().collect(),
@@ -162,7 +162,7 @@ impl ControlState {
             }
             let point = (
                 self.started.elapsed().as_secs_f64(),
-                self.cluster.coverage_matrix().coverage().ratio(),
+                self.cluster.coverage().ratio(),
             );
             let mut history = lock(&self.history);
             if history.len() == HISTORY {
