@@ -255,3 +255,78 @@ async fn a_killed_node_fails_queued_and_in_flight_work_as_killed_and_starts_agai
         stats.requests_completed + stats.requests_failed
     );
 }
+
+/// An agent polling `addr` with Halibut's backoff scaled down to `FAST`.
+fn lone_agent(addr: SocketAddr) -> Agent {
+    let identity = Identity::generate("retrier", KeyType::EcdsaP256).unwrap();
+    let server = Identity::generate("some-node", KeyType::EcdsaP256).unwrap();
+    let subscription = SubscriptionId::random(&mut rand::rng());
+    let mut config = AgentConfig::default();
+    config.polling.backoff = BackoffConfig::FAST;
+    Agent {
+        name: "retrier".into(),
+        servers: trusted_servers(&[addr.into()], server.thumbprint(), &subscription),
+        identity,
+        subscription,
+        config,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_retries_a_reset_connect_five_times_as_halibut_does() {
+    // A peer that takes each TCP connection and resets it: no TLS ever happens.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = accepted.clone();
+    let peer = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = stream.set_zero_linger();
+            drop(stream);
+        }
+    });
+    let agent = lone_agent(addr).start().unwrap();
+    let handle = agent.handle().clone();
+    wait_until(
+        Duration::from_secs(10),
+        "two failed attempts",
+        || handle.failures(),
+        |&failures| failures >= 2,
+    )
+    .await;
+    agent.stop().await;
+    let connects = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (10..=15).contains(&connects),
+        "5 connects per attempt (Halibut's SecureClient), 2 or 3 attempts: {connects}"
+    );
+    peer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connect_ends_the_attempt_at_once() {
+    // A port nobody listens on: every connect is refused.
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let agent = lone_agent(addr).start().unwrap();
+    let handle = agent.handle().clone();
+    let started = std::time::Instant::now();
+    wait_until(
+        Duration::from_secs(10),
+        "three failed attempts",
+        || handle.failures(),
+        |&failures| failures >= 3,
+    )
+    .await;
+    agent.stop().await;
+    // With retries inside each attempt, three attempts would take 3 × 4 × 20 ms
+    // of retry sleeps on top of the backoff; without, only the backoff (≥ 2 × 100 ms).
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(200 + 240),
+        "no retries within an attempt on a refusal: {took:?}"
+    );
+}

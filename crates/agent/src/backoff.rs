@@ -1,11 +1,26 @@
 //! Reconnect delays for a polling connection.
 //!
-//! The default is Halibut's: after a failed connection the loop sleeps
-//! `elapsed × (1 + r)`, clamped to `[min, max]` (5 s and 2 min in Halibut), where
-//! `elapsed` runs from the first attempt after the last successful identification
-//! (so a 60 s connect timeout alone makes the next wait at least 60 s) and `r` in
-//! `[0, 1)` is drawn once per polling connection. So a drop right after identifying
-//! waits `min`, and a node that stays down is retried less and less often.
+//! The default is Halibut's, rule by rule (OctopusDeploy/Halibut,
+//! `source/Halibut/Util/RetryPolicy.cs` and `Transport/PollingClient.cs`):
+//! - after a failed attempt the loop sleeps `elapsed × (1 + r)`, clamped to
+//!   `[min, max]` (5 s and 2 min in Halibut), where `r` in `[0, 1)` is drawn once
+//!   per polling connection (`RetryPolicy.Create`);
+//! - `elapsed` is a stopwatch that starts at the first attempt after the last
+//!   identification (`Try`), keeps running across failed attempts and their
+//!   sleeps, and is reset (stopped at zero) when a connection identifies
+//!   (`Success`, called from the identified callback). So when an identified
+//!   connection drops, the stopwatch is not running: the first retry comes after
+//!   exactly `min`, without jitter; the attempt after it failing fast also waits
+//!   about `min`; jitter shows from the third consecutive failure on, once the
+//!   stopwatch holds a sleep;
+//! - a connect that times out takes its time into `elapsed`, so a 60 s connect
+//!   timeout alone makes the next wait at least 60 s.
+//!
+//! Inside one attempt (`Transport/SecureClient.cs`), a connect that is reset or
+//! times out before the connection is identified is tried again, up to
+//! [`ATTEMPT_CONNECTS`] times, `min / 5` apart (Halibut: 5 tries, 1 s apart);
+//! a refused connection or a TLS authentication failure ends the attempt at once
+//! ([`crate::poller::PollError::retried_within_an_attempt`]).
 //!
 //! The other strategies exist to compare against it: `fixed` (always `min`),
 //! `exponential-full-jitter` (AWS's: uniform in `[0, min(max, min × 2^n)]` after the
@@ -94,6 +109,9 @@ pub struct BackoffConfig {
 pub const DEFAULT_MIN_DELAY: Duration = Duration::from_secs(5);
 /// Halibut's longest reconnect delay.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(120);
+/// Connects one attempt may make when they are reset or time out (Halibut's
+/// `RetryCountLimit`).
+pub const ATTEMPT_CONNECTS: u32 = 5;
 
 impl Default for BackoffConfig {
     fn default() -> Self {
@@ -106,6 +124,12 @@ impl Default for BackoffConfig {
 }
 
 impl BackoffConfig {
+    /// How long one attempt waits between its connects: `min / 5` (Halibut's
+    /// `RetryListeningSleepInterval`, 1 s of its 5 s minimum).
+    pub fn connect_retry_interval(&self) -> Duration {
+        self.min / 5
+    }
+
     /// Halibut's strategy from 100 ms to 1 s: for tests and demos that must not wait
     /// Halibut's 5 s.
     pub const FAST: Self = Self {
@@ -156,13 +180,18 @@ impl Backoff {
         self.failures
     }
 
-    /// An attempt failed: how long to wait before the next.
+    /// An attempt failed, or an identified connection dropped: how long to wait
+    /// before the next attempt.
     pub fn failed(&mut self) -> Duration {
-        let first = *self.first_attempt.get_or_insert_with(Instant::now);
         self.failures = self.failures.saturating_add(1);
         let (min, max) = (self.config.min, self.config.max.max(self.config.min));
+        // No attempt since the last identification: Halibut's stopwatch is not
+        // running, so nothing has elapsed.
+        let elapsed = self
+            .first_attempt
+            .map_or(Duration::ZERO, |first| first.elapsed());
         match self.config.strategy {
-            BackoffStrategy::Halibut => first.elapsed().mul_f64(1.0 + self.jitter).clamp(min, max),
+            BackoffStrategy::Halibut => elapsed.mul_f64(1.0 + self.jitter).clamp(min, max),
             BackoffStrategy::Fixed => min,
             BackoffStrategy::ExponentialFullJitter => {
                 let exponent = (self.failures - 1).min(30);
@@ -190,8 +219,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn delay_grows_with_time_since_first_failure_and_jitter() {
         let mut backoff = halibut(0.5);
+        backoff.attempting();
         backoff.failed();
         tokio::time::advance(Duration::from_secs(20)).await;
+        backoff.attempting();
         assert_eq!(backoff.failed(), Duration::from_secs(30));
         tokio::time::advance(Duration::from_secs(600)).await;
         assert_eq!(
@@ -271,8 +302,50 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_dropped_connection_retries_at_the_minimum_and_jitter_shows_from_the_third_failure() {
+        let mut backoff = halibut(0.5);
+        backoff.attempting();
+        backoff.identified();
+        tokio::time::advance(Duration::from_secs(3600)).await; // an hour connected
+        assert_eq!(
+            backoff.failed(),
+            Duration::from_secs(5),
+            "the drop: exactly the minimum"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        backoff.attempting();
+        tokio::time::advance(Duration::from_millis(10)).await; // refused at once
+        assert_eq!(
+            backoff.failed(),
+            Duration::from_secs(5),
+            "a fast failure: the minimum"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        backoff.attempting();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert_eq!(
+            backoff.failed(),
+            Duration::from_millis(5020).mul_f64(1.5),
+            "the third: the stopwatch held a sleep, times 1 + r"
+        );
+    }
+
+    #[test]
+    fn an_attempt_retries_its_connect_a_fifth_of_the_minimum_apart() {
+        assert_eq!(
+            BackoffConfig::default().connect_retry_interval(),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            BackoffConfig::FAST.connect_retry_interval(),
+            Duration::from_millis(20)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn identifying_resets_the_series() {
         let mut backoff = halibut(0.0);
+        backoff.attempting();
         backoff.failed();
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(backoff.failed(), Duration::from_secs(60));

@@ -23,6 +23,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backoff::ATTEMPT_CONNECTS;
 use crate::services::Services;
 use crate::{Backoff, Error, PollingConfig, TrustedServer};
 
@@ -120,6 +121,29 @@ pub enum PollError {
     Timeout(&'static str),
 }
 
+impl PollError {
+    /// Whether Halibut's `SecureClient` tries the connect again within the same
+    /// attempt: a connect or set-up that was reset or timed out, yes; a refused
+    /// connection, a TLS authentication failure (a pinning mismatch, a refused
+    /// certificate, a bad certificate) or anything after identification, no.
+    pub fn retried_within_an_attempt(&self) -> bool {
+        use std::io::ErrorKind::{
+            BrokenPipe, ConnectionAborted, ConnectionReset, TimedOut, UnexpectedEof,
+        };
+        match self {
+            PollError::Connect { source, .. } => {
+                source.kind() != std::io::ErrorKind::ConnectionRefused
+            }
+            PollError::Tls { source, .. } => matches!(
+                source.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | TimedOut
+            ),
+            PollError::Timeout(_) => true,
+            PollError::Mismatch(_) | PollError::Refused { .. } | PollError::Protocol(_) => false,
+        }
+    }
+}
+
 /// Whether a polling loop goes on after a turn.
 #[derive(Debug, PartialEq, Eq)]
 enum Turn {
@@ -191,13 +215,32 @@ impl Poller {
             _ = shutdown.cancelled() => return Ok(()),
             // Boxed: a connection is made once and then held for hours; its
             // memory is not held by every idle link (nor is an answer's, below).
-            established = Box::pin(self.establish()) => established?,
+            established = Box::pin(self.establish_with_retries()) => established?,
         };
         backoff.identified();
         self.state.identified.store(true, Ordering::Relaxed);
         self.state.connects.fetch_add(1, Ordering::Relaxed);
         debug!("identified");
         self.poll(&mut exchange, shutdown).await
+    }
+
+    /// [`Poller::establish`], tried again within the attempt as Halibut's
+    /// `SecureClient` does: up to [`ATTEMPT_CONNECTS`] connects,
+    /// [`crate::BackoffConfig::connect_retry_interval`] apart, while each fails in a way
+    /// worth retrying at once ([`PollError::retried_within_an_attempt`]).
+    async fn establish_with_retries(&self) -> Result<Exchange<TlsStream<TcpStream>>, PollError> {
+        let interval = self.config.backoff.connect_retry_interval();
+        let mut connects = 1;
+        loop {
+            match self.establish().await {
+                Err(error) if error.retried_within_an_attempt() && connects < ATTEMPT_CONNECTS => {
+                    debug!(%error, connects, "connect failed; retrying within the attempt");
+                    connects += 1;
+                    tokio::time::sleep(interval).await;
+                }
+                established => return established,
+            }
+        }
     }
 
     /// Connects, handshakes and identifies; returns the exchange once `MX-SERVER` came.
