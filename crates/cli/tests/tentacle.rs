@@ -803,3 +803,87 @@ async fn register_with_a_new_certificate_needs_force_and_force_replaces_the_mach
     assert!(registry.by_thumbprint(&first).is_none());
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_to_one_address_with_poll_server_then_clear_trusted_servers_keep() {
+    // The migration the multi-node polling docs describe: the Tentacle polls every
+    // node, then also the balancer's address with the same subscription, then
+    // drops every entry but the balancer's. Node 3's address stands in for it.
+    let lab = lab().await;
+    let machine = Machine::new();
+    let config = machine.path("Tentacle.config");
+    let key = key(&lab);
+    let nodes = lab.cluster.nodes();
+    machine
+        .run(&["create-instance", "--config", config.to_str().unwrap()])
+        .await;
+    machine.run(&["new-certificate"]).await;
+    machine
+        .run(&[
+            "register-with",
+            &format!("--server={}", nodes[0].api_url()),
+            &format!("--apikey={key}"),
+            "--comms-style=TentacleActive",
+            &format!("--server-comms-port={}", nodes[0].comms_addr().port()),
+        ])
+        .await;
+    machine
+        .run(&[
+            "poll-server",
+            &format!("--server={}", nodes[1].api_url()),
+            &format!("--apikey={key}"),
+            &format!("--server-comms-port={}", nodes[1].comms_addr().port()),
+        ])
+        .await;
+    let mut agent = machine.command(&["agent"]).spawn().unwrap();
+    wait_for_held(&lab, &[2, 2, 1]).await;
+    let balancer = format!("https://{}", nodes[2].comms_addr());
+    machine
+        .run(&[
+            "poll-server",
+            &format!("--server={}", nodes[2].api_url()),
+            &format!("--apikey={key}"),
+            &format!("--server-comms-address={balancer}"),
+        ])
+        .await;
+    wait_for_held(&lab, &[2, 2, 2]).await;
+    let subscriptions: Vec<_> = config_at(&config)
+        .trusted_servers()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.subscription_id)
+        .collect();
+    assert_eq!(subscriptions.len(), 3);
+    assert!(
+        subscriptions.windows(2).all(|w| w[0] == w[1]),
+        "one subscription: {subscriptions:?}"
+    );
+
+    // A --keep that is not an address changes nothing.
+    let before = std::fs::read(&config).unwrap();
+    let refused = machine
+        .try_run(&["clear-trusted-servers", "--keep=lb:10943"])
+        .await;
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("is not an address"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(std::fs::read(&config).unwrap(), before, "nothing written");
+
+    // The same address written with another case and an explicit path still matches.
+    let keep = balancer.replace("https://127.0.0.1", "HTTPS://127.0.0.1") + "/";
+    let printed = machine
+        .run(&["clear-trusted-servers", &format!("--keep={keep}")])
+        .await;
+    assert!(printed.contains("Kept 1 trusted server(s)"), "{printed}");
+    assert!(printed.contains("The running agent (pid"), "{printed}");
+    let left = config_at(&config).trusted_servers().unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].address.as_deref(), Some(balancer.as_str()));
+    // The running agent drops the other nodes and keeps polling the kept one.
+    wait_for_held(&lab, &[1, 1, 2]).await;
+    agent.kill().await.unwrap();
+    lab.stop().await;
+}

@@ -57,6 +57,9 @@ pub async fn run(
             api,
             comms,
         } => poll_server(&instance, &api, &comms, out).await,
+        TentacleCommand::ClearTrustedServers { instance, keep } => {
+            clear_trusted_servers(&instance, &keep, out)
+        }
         TentacleCommand::ListInstances { format } => list_instances(format, out),
         TentacleCommand::DeregisterFrom {
             instance,
@@ -306,6 +309,52 @@ async fn poll_server(
     writeln!(out, "Polling endpoint configured")?;
     if let Some(pid) = tell_running_agent(&path) {
         writeln!(out, "The running agent (pid {pid}) polls it now.")?;
+    }
+    Ok(())
+}
+
+/// An address as `clear-trusted-servers --keep` compares it: scheme, host (any
+/// case) and port (the scheme's default when none is written).
+fn address_key(address: &str) -> Option<(String, String, u16)> {
+    let url = url::Url::parse(address).ok()?;
+    Some((
+        url.scheme().to_owned(),
+        url.host_str()?.to_ascii_lowercase(),
+        url.port_or_known_default()?,
+    ))
+}
+
+/// `clear-trusted-servers`.
+fn clear_trusted_servers(
+    instance: &InstanceArgs,
+    keep: &[String],
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut kept_keys = Vec::with_capacity(keep.len());
+    for address in keep {
+        let key = address_key(address).with_context(|| {
+            format!("--keep {address:?} is not an address (write it as https://host:port)")
+        })?;
+        kept_keys.push(key);
+    }
+    let (_, path, mut config) = load(instance)?;
+    let servers = config.trusted_servers()?;
+    let (kept, removed): (Vec<_>, Vec<_>) = servers.into_iter().partition(|server| {
+        server
+            .address
+            .as_deref()
+            .and_then(address_key)
+            .is_some_and(|key| kept_keys.contains(&key))
+    });
+    config.set_trusted_servers(&kept);
+    save(&config, &path, out)?;
+    for server in &removed {
+        let what = server.address.as_deref().unwrap_or("a listening trust");
+        writeln!(out, "Removed trusted server {what} ({})", server.thumbprint)?;
+    }
+    writeln!(out, "Kept {} trusted server(s)", kept.len())?;
+    if let Some(pid) = tell_running_agent(&path) {
+        writeln!(out, "The running agent (pid {pid}) polls only those now.")?;
     }
     Ok(())
 }
@@ -589,6 +638,18 @@ async fn agent(
         tokio::select! {
             _ = &mut stop => break,
             _ = reloads.recv() => {
+                match removed_polling_servers(&path, &pollers) {
+                    Ok(0) => {}
+                    Ok(count) => {
+                        // Start over with what the config trusts now (a moment's reconnect).
+                        for handle in pollers.drain(..) {
+                            handle.stop().await;
+                        }
+                        writeln!(out, "Stopped polling {count} server(s)")?;
+                        out.flush()?;
+                    }
+                    Err(error) => tracing::warn!(error = %format!("{error:#}"), "the change could not be read; still polling as before"),
+                }
                 match added_polling_servers(&path, &pollers) {
                     Ok(added) if added.is_empty() => {}
                     Ok(added) => {
@@ -621,6 +682,18 @@ async fn agent(
         tentacle.stop().await;
     }
     Ok(())
+}
+
+/// How many servers `running` polls that the config at `path` no longer trusts.
+fn removed_polling_servers(path: &Path, running: &[RunningAgent]) -> anyhow::Result<usize> {
+    let config =
+        TentacleConfig::load(path).with_context(|| format!("reading {}", path.display()))?;
+    let trusted = trusted_polling_servers(&config)?;
+    Ok(running
+        .iter()
+        .flat_map(|h| h.servers())
+        .filter(|polled| !trusted.iter().any(|t| t.address == polled.address))
+        .count())
 }
 
 /// Polling entries the config at `path` has now that none of `running` polls, all
@@ -672,7 +745,8 @@ impl Drop for PidFile {
 }
 
 /// Asks the agent running the config at `config` (if any) to pick up new polling
-/// entries at once (SIGHUP); its pid if one was told. Only poll-server does
+/// entries at once (SIGHUP); its pid if one was told. Only poll-server and
+/// clear-trusted-servers do
 /// this: a hand edit of Tentacle.config changes nothing until a restart, as with
 /// Tentacle.
 fn tell_running_agent(config: &Path) -> Option<i32> {

@@ -168,6 +168,18 @@ pub enum TentacleCommand {
         #[command(flatten)]
         comms: CommsArgs,
     },
+    /// Removes every trusted server but those at a `--keep` address (scheme, host
+    /// and port must match): the last step of moving polling Tentacles from every
+    /// node's address to a load balancer.
+    #[command(name = "clear-trusted-servers")]
+    ClearTrustedServers {
+        /// Which instance.
+        #[command(flatten)]
+        instance: InstanceArgs,
+        /// An address to keep, e.g. `https://lb:10943` (repeat for more).
+        #[arg(long)]
+        keep: Vec<String>,
+    },
     /// Lists the instances on this machine.
     #[command(name = "list-instances")]
     ListInstances {
