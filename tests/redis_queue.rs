@@ -239,3 +239,59 @@ async fn redis_losing_its_data_fails_what_waits_on_it_and_work_goes_on() {
     lab.stop().await;
     redis.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_polling_two_nodes_at_once_gets_each_request_exactly_once() {
+    // A Tentacle mid-migration: one subscription polling node 1 and node 2 (the
+    // per-node entry and the balancer's). Work queued on either reaches it once.
+    let Some(redis) = local_redis("the Redis queue's exactly-once claim").await else {
+        return;
+    };
+    let lab = redis_lab(&redis, "once", Duration::from_secs(30)).await;
+    let nodes = lab.cluster.nodes();
+    let (identity, subscription) = register_raw_agent(&lab, "web-05").await;
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut peers = tokio::task::JoinSet::new();
+    for node in &nodes[..2] {
+        let mut peer = common::identify_raw(node, &identity, &subscription).await;
+        let received = received.clone();
+        peers.spawn(async move {
+            loop {
+                let request = next_request(&mut peer).await;
+                received.lock().unwrap().push(request.id.clone());
+                answer(&mut peer, request.id, Bson::Null).await;
+            }
+        });
+    }
+    const REQUESTS: usize = 20;
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..REQUESTS {
+        let sender = nodes[n % 2].sender();
+        let sub = subscription.clone();
+        calls.spawn(async move {
+            sender
+                .send(&sub, echo(&sub, &format!("#{n}")), vec![])
+                .await
+        });
+    }
+    while let Some(call) = calls.join_next().await {
+        let outcome = tokio::time::timeout(Duration::from_secs(10), async { call.unwrap() })
+            .await
+            .unwrap();
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    }
+    let mut ids = received.lock().unwrap().clone();
+    assert_eq!(
+        ids.len(),
+        REQUESTS,
+        "each request handed over once: {ids:?}"
+    );
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), REQUESTS, "no request twice");
+    let collected: u64 = nodes.iter().map(|n| n.stats().collected).sum();
+    assert_eq!(collected, REQUESTS as u64);
+    peers.abort_all();
+    lab.stop().await;
+    redis.stop().await;
+}
