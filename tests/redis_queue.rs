@@ -295,3 +295,96 @@ async fn a_subscription_polling_two_nodes_at_once_gets_each_request_exactly_once
     lab.stop().await;
     redis.stop().await;
 }
+
+/// A run over the Redis queue (octopoll's own redis-server) with `fault`, at
+/// quick timings but Halibut's 30 s of retries: its report.
+async fn run_with_redis_fault(
+    action: octopoll_scenario::fault::RedisAction,
+) -> octopoll_report::Report {
+    use octopoll_scenario::fault::{Action, Fault};
+    use octopoll_scenario::progress::Progress;
+    use octopoll_scenario::{execute, RunConfig};
+    common::init_logging();
+    let mut lab = LabConfig::new(3, 10);
+    lab.cluster.queue = QueueMode::Redis;
+    let mut queue = RedisQueueConfig::new("", "");
+    queue.timing = RedisQueueTiming {
+        retry_for: Duration::from_secs(30),
+        ..quick()
+    };
+    lab.cluster.redis_queue = Some(queue);
+    let mut config = RunConfig::new(lab);
+    config.duration = Duration::from_secs(8);
+    config.rate = 20.0;
+    config.mesh_timeout = Duration::from_secs(20);
+    config.drain = Duration::from_secs(10);
+    config.max_script_time = Duration::from_millis(50);
+    config.faults = vec![Fault {
+        at: Duration::from_secs(3),
+        action: Action::Redis(action),
+        nodes: Vec::new(),
+        duration: (action == octopoll_scenario::fault::RedisAction::Down)
+            .then_some(Duration::from_secs(1)),
+    }];
+    let report = execute(config, &mut Progress::stderr(true))
+        .await
+        .expect("the run completes")
+        .report;
+    println!("{report}");
+    report
+}
+
+/// What a Redis that lost its data may cost: requests it held fail with
+/// `queue-data-lost` (the canary), none is lost, and work goes on after.
+fn assert_only_data_lost_and_work_goes_on(report: &octopoll_report::Report) {
+    assert_eq!(report.requests.lost, 0, "{report}");
+    assert_eq!(report.requests.counted_twice, 0, "{report}");
+    for (reason, count) in &report.failures_by_reason {
+        assert_eq!(
+            reason,
+            FailReason::QueueDataLost.as_str(),
+            "{count} failed otherwise\n{report}"
+        );
+    }
+    assert!(
+        report.requests.completed * 10 >= report.requests.queued * 7,
+        "most of the work completes, before and after\n{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_redis_restarts_empty_loses_nothing_and_goes_on() {
+    if octopoll_lab::supervised::find_program("redis-server", None, &["/usr/bin", "/usr/sbin"])
+        .is_none()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server is needed in CI"
+        );
+        return;
+    }
+    let report = run_with_redis_fault(octopoll_scenario::fault::RedisAction::Restart).await;
+    assert_only_data_lost_and_work_goes_on(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_redis_is_down_a_second_rides_it_out_on_retries() {
+    if octopoll_lab::supervised::find_program("redis-server", None, &["/usr/bin", "/usr/sbin"])
+        .is_none()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server is needed in CI"
+        );
+        return;
+    }
+    let report = run_with_redis_fault(octopoll_scenario::fault::RedisAction::Down).await;
+    assert_only_data_lost_and_work_goes_on(&report);
+    assert!(
+        report
+            .faults
+            .iter()
+            .any(|f| f.fault.contains("redis-down redis")),
+        "the fault shows in the report\n{report}"
+    );
+}

@@ -60,11 +60,117 @@ pub enum Listen {
 /// A running redis-server of octopoll's own.
 #[derive(Debug)]
 pub struct LocalRedis {
-    child: Supervised,
+    /// `None` while it is down ([`LocalRedis::kill`]).
+    child: Option<Supervised>,
+    spec: Spec,
     url: String,
     /// Held open: a guard (see [`LocalRedis::start_guarded`]) stops Redis when it closes.
     _guard_stdin: Option<tokio::process::ChildStdin>,
     _dir: tempfile::TempDir,
+}
+
+/// How to start it, again after a kill.
+#[derive(Debug, Clone)]
+struct Spec {
+    binary: PathBuf,
+    guard: Option<PathBuf>,
+    listen: Listen,
+    dir: PathBuf,
+}
+
+impl Spec {
+    fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("redis.log")
+    }
+
+    fn url(&self) -> String {
+        match self.listen {
+            Listen::UnixSocket => format!("redis+unix://{}", self.socket().display()),
+            Listen::Tcp(addr) => format!("redis://{addr}"),
+        }
+    }
+
+    /// Spawns redis-server and waits until it answers.
+    async fn spawn(&self) -> Result<(Supervised, Option<tokio::process::ChildStdin>), RedisError> {
+        let mut command = match &self.guard {
+            Some(guard) => {
+                let mut command = Command::new(guard);
+                // The guard deletes the directory too, should this process be
+                // killed before its TempDir can.
+                command
+                    .arg("guard")
+                    .arg("--remove")
+                    .arg(&self.dir)
+                    .arg("--")
+                    .arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        match self.listen {
+            Listen::UnixSocket => {
+                command
+                    .args(["--port", "0", "--unixsocketperm", "700", "--unixsocket"])
+                    .arg(self.socket());
+            }
+            Listen::Tcp(addr) => {
+                command
+                    .args(["--bind", &addr.ip().to_string(), "--port"])
+                    .arg(addr.port().to_string());
+            }
+        }
+        // As Octopus asks of the queue's Redis: no persistence, never evict.
+        command
+            .args(["--save", "", "--maxmemory-policy", "noeviction"])
+            .args([
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.log())
+            .stdin(if self.guard.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child =
+            Supervised::spawn("redis-server", command).map_err(|source| RedisError::Spawn {
+                dir: self.dir.clone(),
+                source,
+            })?;
+        let guard_stdin = child.child_mut().stdin.take();
+        let url = self.url();
+        let answers = async {
+            while ping(&url).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Ok::<_, std::convert::Infallible>(())
+        };
+        child
+            .until_ready(answers, READY_BOUND)
+            .await
+            .map_err(|not_ready| match not_ready {
+                NotReady::Exited(status) => RedisError::Exited {
+                    status,
+                    log: tail_of(&self.log()),
+                },
+                _ => RedisError::NotReady(READY_BOUND, tail_of(&self.log())),
+            })?;
+        info!(%url, "redis-server ready");
+        Ok((child, guard_stdin))
+    }
 }
 
 impl LocalRedis {
@@ -99,84 +205,17 @@ impl LocalRedis {
                 dir: std::env::temp_dir(),
                 source,
             })?;
-        let socket = dir.path().join("redis.sock");
-        let log = dir.path().join("redis.log");
-        let mut command = match guard {
-            Some(guard) => {
-                let mut command = Command::new(guard);
-                // The guard deletes the directory too, should this process be
-                // killed before its TempDir can.
-                command
-                    .arg("guard")
-                    .arg("--remove")
-                    .arg(dir.path())
-                    .arg("--")
-                    .arg(&binary);
-                command
-            }
-            None => Command::new(&binary),
+        let spec = Spec {
+            binary,
+            guard: guard.map(Path::to_owned),
+            listen,
+            dir: dir.path().to_owned(),
         };
-        let url = match listen {
-            Listen::UnixSocket => {
-                command
-                    .args(["--port", "0", "--unixsocketperm", "700", "--unixsocket"])
-                    .arg(&socket);
-                format!("redis+unix://{}", socket.display())
-            }
-            Listen::Tcp(addr) => {
-                command
-                    .args(["--bind", &addr.ip().to_string(), "--port"])
-                    .arg(addr.port().to_string());
-                format!("redis://{addr}")
-            }
-        };
-        command
-            .args(["--save", ""])
-            .args([
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--logfile")
-            .arg(&log)
-            .stdin(if guard.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child =
-            Supervised::spawn("redis-server", command).map_err(|source| RedisError::Spawn {
-                dir: dir.path().to_owned(),
-                source,
-            })?;
-        let guard_stdin = child.child_mut().stdin.take();
-        let answers = async {
-            while ping(&url).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            Ok::<_, std::convert::Infallible>(())
-        };
-        child
-            .until_ready(answers, READY_BOUND)
-            .await
-            .map_err(|not_ready| match not_ready {
-                NotReady::Exited(status) => RedisError::Exited {
-                    status,
-                    log: tail_of(&log),
-                },
-                _ => RedisError::NotReady(READY_BOUND, tail_of(&log)),
-            })?;
-        info!(%url, "redis-server ready");
+        let (child, guard_stdin) = spec.spawn().await?;
         Ok(Self {
-            child,
-            url,
+            child: Some(child),
+            url: spec.url(),
+            spec,
             _guard_stdin: guard_stdin,
             _dir: dir,
         })
@@ -187,9 +226,37 @@ impl LocalRedis {
         self.url.clone()
     }
 
+    /// Whether it runs (not [`LocalRedis::kill`]ed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills it outright (SIGKILL): what it held is gone, as with a Redis that
+    /// crashed without persistence. Nothing if it is down already.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await;
+            info!(url = %self.url, "redis-server killed");
+        }
+    }
+
+    /// Starts it again, empty, on the same address; nothing if it runs.
+    pub async fn start_again(&mut self) -> Result<(), RedisError> {
+        if self.child.is_none() {
+            let (child, guard_stdin) = self.spec.spawn().await?;
+            self.child = Some(child);
+            if guard_stdin.is_some() {
+                self._guard_stdin = guard_stdin;
+            }
+        }
+        Ok(())
+    }
+
     /// Stops it (SIGTERM, then SIGKILL after a bound).
     pub async fn stop(self) {
-        self.child.stop(STOP_BOUND).await;
+        if let Some(child) = self.child {
+            child.stop(STOP_BOUND).await;
+        }
     }
 }
 

@@ -49,12 +49,15 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
     config.lab.swarm.seed = config.seed;
     match config.plan()? {
         Plan::InProcess => {
-            let redis = redis_queue(&mut config).await?;
+            let redis = redis_queue(&mut config)
+                .await?
+                .map(|redis| Arc::new(tokio::sync::Mutex::new(redis)));
             let lab = Lab::start(config.lab.clone()).await?;
-            let in_process = InProcess::serve(&lab, &config).await?;
+            let mut in_process = InProcess::serve(&lab, &config).await?;
+            in_process.redis = redis.clone();
             let finished = run_on(lab, &config, in_process, progress).await;
             if let Some(redis) = redis {
-                redis.stop().await;
+                redis.lock().await.kill().await;
             }
             finished
         }
@@ -75,7 +78,11 @@ async fn redis_queue(
     config: &mut RunConfig,
 ) -> anyhow::Result<Option<octopoll_fleet::redis_server::LocalRedis>> {
     let cluster = &mut config.lab.cluster;
-    if cluster.queue != octopoll_node::QueueMode::Redis || cluster.redis_queue.is_some() {
+    let given = cluster
+        .redis_queue
+        .as_ref()
+        .is_some_and(|q| !q.url.is_empty());
+    if cluster.queue != octopoll_node::QueueMode::Redis || given {
         return Ok(None);
     }
     let (redis, url) = match &config.redis {
@@ -88,9 +95,18 @@ async fn redis_queue(
             (Some(redis), url)
         }
     };
-    // A prefix of this run's own: a Redis of the user's may hold other runs.
+    // A prefix of this run's own: a Redis of the user's may hold other runs. A
+    // queue set up without a URL (a test's timings) keeps its settings.
     let prefix = format!("run-{}", uuid::Uuid::new_v4().simple());
-    cluster.redis_queue = Some(octopoll_node::RedisQueueConfig::new(url, prefix));
+    let mut queue = cluster
+        .redis_queue
+        .take()
+        .unwrap_or_else(|| octopoll_node::RedisQueueConfig::new("", prefix.clone()));
+    queue.url = url;
+    if queue.prefix.is_empty() {
+        queue.prefix = prefix;
+    }
+    cluster.redis_queue = Some(queue);
     Ok(redis)
 }
 
@@ -102,6 +118,8 @@ struct InProcess {
     dashboard: Option<Arc<ControlState>>,
     telemetry: Option<Arc<Telemetry>>,
     nodes: Vec<Arc<Node>>,
+    /// The redis-server of the run's queue, for its Redis faults.
+    redis: Option<crate::fault::RedisHandle>,
     /// Ends the servers when the run ends.
     _serving: Option<DropGuard>,
 }
@@ -165,6 +183,7 @@ impl InProcess {
             dashboard,
             telemetry,
             nodes: lab.cluster.nodes().to_vec(),
+            redis: None,
             _serving: Some(stop.drop_guard()),
         })
     }
@@ -330,7 +349,14 @@ async fn drive<T: Testbed>(
             facts
         },
         async {
-            let executed = injector::run(lab, &config.faults, started, dashboard).await;
+            let executed = injector::run(
+                lab,
+                &config.faults,
+                started,
+                dashboard,
+                in_process.redis.as_ref(),
+            )
+            .await;
             faults_done.cancel();
             executed
         },

@@ -47,6 +47,17 @@ pub struct FaultKeys {
     pub bytes: Option<u64>,
 }
 
+/// A fault on the Redis server a run's queue goes through (`target = "redis"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisAction {
+    /// Killed; with a `duration`, started again (empty) when it runs out.
+    Down,
+    /// Killed and started again at once, empty: what a Redis without persistence
+    /// that restarts looks like (the nodes' canaries notice).
+    Restart,
+}
+
 /// A fault's action.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -55,6 +66,8 @@ pub enum Action {
     Node(NodeAction),
     /// On the network in front of a node.
     Network(NetworkAction),
+    /// On the queue's Redis.
+    Redis(RedisAction),
 }
 
 impl Action {
@@ -68,6 +81,8 @@ impl Action {
             Action::Network(NetworkAction::Down) => "down",
             Action::Network(NetworkAction::Partition) => "partition",
             Action::Network(NetworkAction::Toxic { toxic, .. }) => toxic.kind(),
+            Action::Redis(RedisAction::Down) => "redis-down",
+            Action::Redis(RedisAction::Restart) => "redis-restart",
         }
     }
 
@@ -80,6 +95,11 @@ impl Action {
     pub fn disrupts(&self) -> bool {
         !matches!(self, Action::Node(NodeAction::Start))
     }
+
+    /// Whether it acts on the queue's Redis rather than on nodes.
+    pub fn is_redis(&self) -> bool {
+        matches!(self, Action::Redis(_))
+    }
 }
 
 impl fmt::Display for Action {
@@ -89,7 +109,7 @@ impl fmt::Display for Action {
 }
 
 /// Every action name a scenario may use.
-pub const ACTIONS: [&str; 13] = [
+pub const ACTIONS: [&str; 15] = [
     "kill",
     "stop",
     "start",
@@ -103,6 +123,8 @@ pub const ACTIONS: [&str; 13] = [
     "slow_close",
     "down",
     "partition",
+    "redis-down",
+    "redis-restart",
 ];
 
 /// Which nodes a fault hits, as written.
@@ -166,7 +188,10 @@ fn node_names<S: serde::Serializer>(nodes: &[NodeId], s: S) -> Result<S::Ok, S::
 impl Fault {
     /// `kill node-2 at 10s for 15s`.
     pub fn describe(&self) -> String {
-        let nodes: Vec<String> = self.nodes.iter().map(ToString::to_string).collect();
+        let mut nodes: Vec<String> = self.nodes.iter().map(ToString::to_string).collect();
+        if self.action.is_redis() {
+            nodes = vec!["redis".into()];
+        }
         let mut text = format!(
             "{} {} at {}",
             self.action,
@@ -236,6 +261,11 @@ pub fn action_of(keys: &FaultKeys) -> Result<Action, (&'static str, String)> {
         |value: Option<u64>, key: &'static str| value.ok_or((key, format!("{name} needs {key}")));
     if let Ok(action) = name.parse::<NodeAction>() {
         return Ok(Action::Node(action));
+    }
+    match name {
+        "redis-down" => return Ok(Action::Redis(RedisAction::Down)),
+        "redis-restart" => return Ok(Action::Redis(RedisAction::Restart)),
+        _ => {}
     }
     let toxic = match name {
         "down" => return Ok(Action::Network(NetworkAction::Down)),
@@ -394,4 +424,14 @@ pub enum FaultError {
     /// The task carrying it out ended without an answer.
     #[error("the fault's task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A Redis fault in a run without a redis-server of octopoll's own in this
+    /// process.
+    #[error("Redis faults need the run's own redis-server in this process (queue = \"redis\", no --redis, not split over processes)")]
+    NoRedis,
+    /// The redis-server did not start again.
+    #[error("starting redis-server again: {0}")]
+    Redis(#[from] octopoll_fleet::redis_server::RedisError),
 }
+
+/// The redis-server a run's queue goes through, for its Redis faults.
+pub type RedisHandle = std::sync::Arc<tokio::sync::Mutex<octopoll_fleet::redis_server::LocalRedis>>;

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::control::ControlState;
-use crate::fault::{Action, Fault, FaultError};
+use crate::fault::{Action, Fault, FaultError, RedisAction, RedisHandle};
 use crate::testbed::Testbed;
 use octopoll_lab::actions::NodeAction;
 use octopoll_report::timeline::FaultSpan;
@@ -38,6 +38,7 @@ pub async fn run(
     faults: &[Fault],
     started: Instant,
     timeline: Option<&ControlState>,
+    redis: Option<&RedisHandle>,
 ) -> Vec<Executed> {
     let mut events: Vec<(Duration, usize, bool)> = Vec::new();
     for (i, fault) in faults.iter().enumerate() {
@@ -53,12 +54,22 @@ pub async fn run(
         let fault = &faults[index];
         info!(fault = %fault.describe(), undo, "fault");
         if let Some(timeline) = timeline {
-            let nodes: Vec<String> = fault.nodes.iter().map(ToString::to_string).collect();
+            let mut nodes: Vec<String> = fault.nodes.iter().map(ToString::to_string).collect();
+            if fault.action.is_redis() {
+                nodes = vec!["redis".into()];
+            }
             let what = if undo { "undo " } else { "" };
             timeline.record_fault(format!("{what}{} {}", fault.action, nodes.join(",")));
         }
         let when = started.elapsed();
-        let work = carry_out(lab, &fault.action, undo, &fault.nodes, index);
+        let work = carry_out(
+            lab,
+            &fault.action,
+            undo,
+            &fault.nodes,
+            index,
+            redis.cloned(),
+        );
         running.spawn(async move {
             let error = work.await.err().map(|error| {
                 warn!(%error, "fault could not be carried out");
@@ -92,9 +103,11 @@ fn carry_out(
     undo: bool,
     ids: &[NodeId],
     tag: usize,
+    redis: Option<RedisHandle>,
 ) -> impl std::future::Future<Output = Result<(), FaultError>> + Send + 'static {
     let mut nodes = JoinSet::new();
     let mut network = None;
+    let mut on_redis = None;
     match action {
         Action::Node(action) => {
             for id in ids {
@@ -102,9 +115,23 @@ fn carry_out(
             }
         }
         Action::Network(action) => network = Some((lab.fronts(), action.clone())),
+        Action::Redis(action) => on_redis = Some(*action),
     }
     let ids = ids.to_vec();
     async move {
+        if let Some(action) = on_redis {
+            let redis = redis.ok_or(FaultError::NoRedis)?;
+            let mut redis = redis.lock().await;
+            match (action, undo) {
+                (RedisAction::Down, false) => redis.kill().await,
+                (RedisAction::Down, true) => redis.start_again().await?,
+                (RedisAction::Restart, _) => {
+                    redis.kill().await;
+                    redis.start_again().await?;
+                }
+            }
+            return Ok(());
+        }
         if let Some((fronts, action)) = network {
             let fronts = fronts.ok_or(FaultError::NoProxy)?;
             for node in ids {
@@ -143,7 +170,9 @@ pub fn spans(faults: &[Fault], executed: &[Executed], run_end: Duration) -> Vec<
         .map(|(i, fault)| {
             let ended = match (&fault.action, fault.duration) {
                 (_, Some(lasts)) => Some(done(i, true, fault.at + lasts)),
-                (Action::Node(NodeAction::Restart), None) => Some(done(i, false, fault.at)),
+                (Action::Node(NodeAction::Restart) | Action::Redis(RedisAction::Restart), None) => {
+                    Some(done(i, false, fault.at))
+                }
                 (Action::Node(NodeAction::Kill | NodeAction::Stop), None) => faults[i + 1..]
                     .iter()
                     .enumerate()

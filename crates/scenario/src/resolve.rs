@@ -256,12 +256,13 @@ fn faults(
                 || matches!(
                     action,
                     crate::fault::Action::Node(octopoll_lab::actions::NodeAction::Restart)
+                        | crate::fault::Action::Redis(crate::fault::RedisAction::Restart)
                 )
             {
                 return Err(at_fault(
                     "duration",
                     format!(
-                        "{action} has no duration; only kill, stop and network faults are undone"
+                        "{action} has no duration; only kill, stop, redis-down and network faults are undone"
                     ),
                 ));
             }
@@ -276,10 +277,37 @@ fn faults(
                 ));
             }
         }
+        if action.is_redis() {
+            if keys.target.as_deref().is_some_and(|t| t != "redis") {
+                return Err(at_fault(
+                    "target",
+                    format!("{action} acts on the queue's Redis: write target = \"redis\" or leave it out"),
+                ));
+            }
+            if merged.cluster.queue != Some(octopoll_node::QueueMode::Redis) {
+                return Err(at_fault(
+                    "action",
+                    format!("{action} needs the Redis queue: set cluster.queue = \"redis\""),
+                ));
+            }
+            if merged.cluster.redis.is_some() {
+                return Err(at_fault(
+                    "action",
+                    format!("{action} stops and starts octopoll's own redis-server: leave cluster.redis out"),
+                ));
+            }
+            faults.push(Fault {
+                at,
+                nodes: Vec::new(),
+                action,
+                duration: lasts,
+            });
+            continue;
+        }
         let target_text = keys
             .target
             .as_deref()
-            .ok_or_else(|| at_fault("target", "missing: node-N, all or random".into()))?;
+            .ok_or_else(|| at_fault("target", "missing: node-N, all, random (or redis)".into()))?;
         let target = Target::parse(target_text).map_err(|m| at_fault("target", m))?;
         if let Target::Node(id) = &target {
             if id.0 > nodes {
@@ -583,5 +611,40 @@ mod tests {
         let two = resolve_text(text).unwrap();
         assert!(one.lab.chaos);
         assert_eq!(one.faults[0].nodes, two.faults[0].nodes);
+    }
+
+    #[test]
+    fn redis_faults_need_the_redis_queue_of_the_runs_own_and_no_node_target() {
+        let fault = |extra: &str| {
+            format!("[cluster]\nqueue = \"redis\"\n[[faults]]\nat = \"1s\"\naction = \"redis-down\"\nduration = \"2s\"\n{extra}")
+        };
+        let config = resolve_text(&fault("")).unwrap();
+        assert_eq!(config.faults[0].describe(), "redis-down redis at 1s for 2s");
+        assert!(resolve_text(&fault("target = \"redis\"\n")).is_ok());
+        let node = resolve_text(&fault("target = \"node-1\"\n")).unwrap_err();
+        assert!(node.to_string().contains("faults[0].target"), "{node}");
+        let per_node =
+            resolve_text("[[faults]]\nat = \"1s\"\naction = \"redis-restart\"\n").unwrap_err();
+        assert!(
+            per_node.to_string().contains("needs the Redis queue"),
+            "{per_node}"
+        );
+        let theirs = resolve_text(
+            &(fault("").replace(
+                "queue = \"redis\"",
+                "queue = \"redis\"\nredis = \"redis://r:6379\"",
+            )),
+        )
+        .unwrap_err();
+        assert!(
+            theirs.to_string().contains("leave cluster.redis out"),
+            "{theirs}"
+        );
+        let restart_for =
+            resolve_text(&fault("").replace("redis-down", "redis-restart")).unwrap_err();
+        assert!(
+            restart_for.to_string().contains("has no duration"),
+            "{restart_for}"
+        );
     }
 }
