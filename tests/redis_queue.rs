@@ -388,3 +388,136 @@ async fn a_run_whose_redis_is_down_a_second_rides_it_out_on_retries() {
         "the fault shows in the report\n{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_whose_sender_died_is_abandoned_not_stored() {
+    let Some(redis) = local_redis("the Redis queue's sender heartbeats").await else {
+        return;
+    };
+    let lab = redis_lab(&redis, "abandon", Duration::from_secs(30)).await;
+    let [one, two] = [
+        lab.cluster.nodes()[0].clone(),
+        lab.cluster.nodes()[1].clone(),
+    ];
+    let (identity, subscription) = register_raw_agent(&lab, "web-06").await;
+    let mut peer = common::identify_raw(&two, &identity, &subscription).await;
+    let sender = one.sender();
+    let sub = subscription.clone();
+    let request = echo(&subscription, "orphan");
+    tokio::spawn(async move { sender.send(&sub, request, vec![]).await });
+    let request = next_request(&mut peer).await;
+    // The sending node dies; the processor stops hearing it and, past 3 s of
+    // silence, abandons the request.
+    one.kill().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    answer(&mut peer, request.id, Bson::Null).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let responses: Vec<String> =
+        redis_command(&redis, &["KEYS", "abandon:HalibutRedis:hash:*Response*"]).await;
+    assert!(
+        responses.is_empty(),
+        "no response kept for a dead sender: {responses:?}"
+    );
+    lab.stop().await;
+    redis.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collectors_link_to_redis_that_blips_still_collects_when_it_heals() {
+    use octopoll_node::registry::NewMachine;
+    use octopoll_node::{MachineRegistry, Node, NodeConfig, NodeId, QueueSource};
+    use octopoll_pki::{ApiKey, Identity, KeyType};
+
+    common::init_logging();
+    let Some(redis) = common::local_redis_on_tcp("the Redis queue's link blip").await else {
+        return;
+    };
+    // Node 2 reaches Redis through a chaos proxy; node 1 directly.
+    let chaos = octopoll_chaos::Chaos::new();
+    let proxy = chaos
+        .create(octopoll_chaos::ProxyConfig::new(
+            "node-2-redis",
+            "127.0.0.1:0".parse().unwrap(),
+            redis.url().trim_start_matches("redis://").to_owned(),
+        ))
+        .await
+        .unwrap();
+    let server = Identity::generate("server", KeyType::EcdsaP256).unwrap();
+    let registry = MachineRegistry::new();
+    let key = ApiKey::random();
+    let mut nodes = Vec::new();
+    for (n, url) in [(1, redis.url()), (2, format!("redis://{}", proxy.listen))] {
+        let config = NodeConfig::new(NodeId(n), key.clone());
+        let mut queue = RedisQueueConfig::new(url, "blip");
+        queue.timing = quick();
+        let link = octopoll_node::queue::RedisQueueLink::connect(&queue, &config)
+            .await
+            .unwrap();
+        let bind = || octopoll_node::tcp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        nodes.push(
+            Node::start_with_queue(
+                config,
+                &server,
+                registry.clone(),
+                QueueSource::Redis(link),
+                bind(),
+                bind(),
+            )
+            .unwrap(),
+        );
+    }
+    let agent = Identity::generate("web-07", KeyType::EcdsaP256).unwrap();
+    let subscription = octopoll_wire::SubscriptionId::random(&mut rand::rng());
+    registry
+        .register(NewMachine {
+            name: "web-07".into(),
+            thumbprint: agent.thumbprint(),
+            endpoint: subscription.clone().into(),
+            roles: vec![],
+            environments: vec![],
+        })
+        .await
+        .unwrap();
+    let mut peer = common::identify_raw(&nodes[1], &agent, &subscription).await;
+
+    // Node 2's link holds every byte for 2 s while node 1 queues work.
+    let hold = chaos
+        .add_toxic(
+            "node-2-redis",
+            octopoll_chaos::Toxic::new(
+                octopoll_chaos::ToxicKind::Timeout(octopoll_chaos::toxic::Timeout { timeout: 0 }),
+                octopoll_chaos::Stream::Downstream,
+            ),
+        )
+        .await
+        .unwrap();
+    let sender = nodes[0].sender();
+    let sub = subscription.clone();
+    let call = tokio::spawn(async move {
+        sender
+            .send(&sub, echo(&sub, "through a blip"), vec![])
+            .await
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    chaos
+        .remove_toxic("node-2-redis", &hold.name)
+        .await
+        .unwrap();
+    let request = next_request(&mut peer).await;
+    answer(&mut peer, request.id, Bson::Null).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("it ends")
+        .unwrap();
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    let pickup = outcome.pickup.expect("collected");
+    assert!(
+        pickup >= Duration::from_millis(1900),
+        "collected once the link healed: {pickup:?}"
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+    chaos.shutdown().await;
+    redis.stop().await;
+}
