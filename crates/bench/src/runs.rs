@@ -1,7 +1,8 @@
 //! The whole-system benchmarks: real runs (split over processes at 10,000
 //! agents) whose reports hold the figures — time to full mesh and memory per held
 //! connection, dispatch latency at a fixed rate, and a restart storm's recovery
-//! and peak node CPU. Each is a scenario layered over the default, as a user
+//! and peak node CPU, and the same dispatch through Halibut's Redis queue beside
+//! the per-node one. Each is a scenario layered over the default, as a user
 //! would write it, so `octopoll run` with the same keys reproduces it.
 
 use serde::Serialize;
@@ -82,9 +83,19 @@ pub struct DispatchFigures {
 
 /// `rate` echo requests a second for 30 s over `agents` agents.
 pub async fn dispatch(agents: usize, rate: f64, key_type: &str) -> anyhow::Result<DispatchFigures> {
+    dispatch_with(agents, rate, key_type, "").await
+}
+
+/// [`dispatch`], with `cluster` keys added to the `[cluster]` table.
+async fn dispatch_with(
+    agents: usize,
+    rate: f64,
+    key_type: &str,
+    cluster: &str,
+) -> anyhow::Result<DispatchFigures> {
     let layer = format!(
         "duration = \"30s\"\nmesh_timeout = \"5m\"\n{}[workload]\nrate = {rate:.1}\nmix = {{ echo = 1 }}\n",
-        base(agents, key_type)
+        base(agents, key_type).replace("[cluster]\n", &format!("[cluster]\n{cluster}"))
     );
     let report = run("dispatch", &[&layer]).await?;
     Ok(DispatchFigures {
@@ -131,5 +142,72 @@ pub async fn storm(agents: usize, key_type: &str) -> anyhow::Result<StormFigures
         peak_node_cpu_percent: peak,
         handshakes: report.churn.handshakes,
         failed: report.requests.failed + report.requests.lost,
+    })
+}
+
+/// Dispatch through each node's own queue and through Halibut's Redis queue, in
+/// one invocation, and what the Redis queue costs in Redis commands.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueueFigures {
+    /// Every agent polling every node, per-node queues.
+    pub per_node: DispatchFigures,
+    /// Every agent polling every node, the nodes sharing the Redis queue.
+    pub redis: DispatchFigures,
+    /// Redis commands over the Redis run (`INFO commandstats`), per request.
+    pub redis_commands_per_request: f64,
+    /// The fewest the flow needs per request ([`MINIMUM_COMMANDS`]).
+    pub minimum_commands_per_request: u64,
+}
+
+/// The commands one request needs at the least: the sender's HSET, PEXPIRE,
+/// RPUSH, PEXPIRE, PUBLISH and its SUBSCRIBE and UNSUBSCRIBE of the response
+/// channel; the processor's LPOP, HMGET and DEL (the claim), HSET, PEXPIRE and
+/// PUBLISH (the response); the sender's HMGET and DEL (taking it).
+pub const MINIMUM_COMMANDS: u64 = 15;
+
+/// Commands Redis has run since its statistics were reset, `INFO commandstats`
+/// summed (less the INFO itself).
+async fn commands_run(url: &str) -> anyhow::Result<u64> {
+    let client = redis::Client::open(url)?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await?;
+    Ok(info
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_") && !line.starts_with("cmdstat_info:"))
+        .filter_map(|line| line.split("calls=").nth(1))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+/// `rate` echo requests a second over `agents` agents, per-node queues then the
+/// Redis queue (on a redis-server of the benchmark's own, whose statistics it reads).
+pub async fn queues(agents: usize, rate: f64, key_type: &str) -> anyhow::Result<QueueFigures> {
+    let per_node = dispatch_with(agents, rate, key_type, "queue = \"per-node\"\n").await?;
+    let redis_server = octopoll_fleet::redis_server::LocalRedis::start(None).await?;
+    let url = redis_server.url();
+    let client = redis::Client::open(url.as_str())?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut connection)
+        .await?;
+    let redis = dispatch_with(
+        agents,
+        rate,
+        key_type,
+        &format!("queue = \"redis\"\nredis = \"{url}\"\n"),
+    )
+    .await;
+    let commands = commands_run(&url).await;
+    redis_server.stop().await;
+    let (redis, commands) = (redis?, commands?);
+    Ok(QueueFigures {
+        redis_commands_per_request: commands as f64 / redis.requests.max(1) as f64,
+        minimum_commands_per_request: MINIMUM_COMMANDS,
+        per_node,
+        redis,
     })
 }

@@ -80,6 +80,9 @@ pub enum BenchWhat {
     Dispatch,
     /// Every node restarted at once: recovery time and peak node CPU.
     Storm,
+    /// Dispatch through per-node queues and through Halibut's Redis queue, and
+    /// Redis commands per request.
+    Queue,
     /// All of them.
     All,
 }

@@ -19,6 +19,7 @@ struct Figures {
     mesh: Option<runs::MeshFigures>,
     dispatch: Option<runs::DispatchFigures>,
     storm: Option<runs::StormFigures>,
+    queue: Option<runs::QueueFigures>,
 }
 
 /// Runs the benchmarks asked for and prints their table.
@@ -62,6 +63,13 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if wants(BenchWhat::Storm) {
         eprintln!("measuring a restart storm of {} agents…", args.agents);
         figures.storm = Some(runs::storm(args.agents, scenario_key).await?);
+    }
+    if wants(BenchWhat::Queue) {
+        eprintln!(
+            "measuring dispatch at {} requests/s through per-node queues, then the Redis queue…",
+            args.rate
+        );
+        figures.queue = Some(runs::queues(args.agents, args.rate, scenario_key).await?);
     }
     print!("{}", table(&figures, label));
     if let Some(path) = &args.json {
@@ -137,6 +145,33 @@ fn table(figures: &Figures, key_type: &str) -> String {
             s.p99,
             s.p999,
             verdict(s.p99 <= 5.0 && d.failed == 0)
+        );
+    }
+    if let Some(q) = &figures.queue {
+        let (a, b) = (&q.per_node.pickup_ms, &q.redis.pickup_ms);
+        let ratio = |x: f64, y: f64| if x > 0.0 { y / x } else { f64::NAN };
+        let _ = writeln!(
+            out,
+            "| queues: pickup at {:.0} requests/s over {} agents, per-node vs Redis ({} / {} requests, {} / {} failed) | {key_type}, {kx} | per-node p50 {:.2} / p99 {:.2} ms; Redis p50 {:.2} / p99 {:.2} ms; Redis ÷ per-node p50 {:.1}×, p99 {:.1}× | — (measured) | — |",
+            q.redis.rate,
+            q.redis.agents,
+            q.per_node.requests,
+            q.redis.requests,
+            q.per_node.failed,
+            q.redis.failed,
+            a.p50,
+            a.p99,
+            b.p50,
+            b.p99,
+            ratio(a.p50, b.p50),
+            ratio(a.p99, b.p99),
+        );
+        let _ = writeln!(
+            out,
+            "| Redis commands per request (INFO commandstats over the Redis run) | — | {:.1} | the flow's minimum {} | {} |",
+            q.redis_commands_per_request,
+            q.minimum_commands_per_request,
+            verdict(q.redis_commands_per_request <= 2.0 * q.minimum_commands_per_request as f64)
         );
     }
     if let Some(st) = &figures.storm {
