@@ -78,6 +78,7 @@ fn every_shipped_scenario_parses_and_is_valid() {
             "default",
             "listening-cluster",
             "load-balancer-pitfall",
+            "multi-node-polling",
             "network-partition",
             "node-failover",
             "reconnect-storm",
@@ -159,6 +160,36 @@ async fn network_partition_makes_pairs_stale_and_heals() {
 async fn slow_network_slows_but_fails_nothing() {
     let report = run_scenario("slow-network", 30).await;
     assert_eq!(report.requests.failed, 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_node_polling_completes_everything_and_rides_out_an_empty_redis() {
+    if !common::haproxy_available("multi_node_polling") {
+        return;
+    }
+    if common::local_redis("multi_node_polling").await.is_none() {
+        return;
+    }
+    let report = run_scenario("multi-node-polling", 30).await;
+    assert_eq!(
+        report.run.coverage, 1.0,
+        "through the Redis queue\n{report}"
+    );
+    assert_eq!(report.requests.lost, 0, "{report}");
+    for (reason, count) in &report.failures_by_reason {
+        assert_eq!(
+            reason, "queue-data-lost",
+            "{count} failed otherwise\n{report}"
+        );
+    }
+    assert!(
+        report.requests.completed * 10 >= report.requests.queued * 8,
+        "{report}"
+    );
+    assert!(
+        report.faults[0].fault.starts_with("redis-restart redis"),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

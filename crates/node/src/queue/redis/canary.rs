@@ -3,7 +3,9 @@
 //! (restarted without persistence, flushed, failed over to an empty replica):
 //! every request the node is waiting on can no longer end through Redis, so each
 //! fails at once with `queue-data-lost`, a reason the caller may retry, and a new
-//! canary is planted. A read that fails (Redis down) is not a loss.
+//! canary is planted. A read that fails (Redis down) is not a loss. The canary is
+//! also read as soon as the node's pub/sub link is back after a loss: a Redis
+//! that restarted dropped every connection, so that is when a loss shows first.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,6 +36,7 @@ impl Canary {
         keys: Keys,
         timing: RedisQueueTiming,
         url: String,
+        link_back: watch::Receiver<u64>,
         stop: CancellationToken,
     ) -> Self {
         let (tx, generation) = watch::channel(0);
@@ -46,6 +49,7 @@ impl Canary {
             url,
             losses: losses.clone(),
             tx,
+            link_back,
         };
         tokio::spawn(async move {
             tokio::select! {
@@ -75,6 +79,7 @@ struct Watcher {
     url: String,
     losses: Arc<AtomicU64>,
     tx: watch::Sender<u64>,
+    link_back: watch::Receiver<u64>,
 }
 
 impl Watcher {
@@ -99,14 +104,33 @@ impl Watcher {
         }
     }
 
-    async fn run(self) {
+    async fn run(mut self) {
         let (mut key, mut guid) = self.plant().await;
         loop {
-            tokio::time::sleep(self.every).await;
-            let read = redis::cmd("GET")
-                .arg(&key)
-                .query_async::<Option<String>>(&mut self.connection.clone())
-                .await;
+            tokio::select! {
+                () = tokio::time::sleep(self.every) => {}
+                changed = self.link_back.changed() => {
+                    if changed.is_err() {
+                        // The hub is gone: the link is stopping.
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+            let get = || async {
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async::<Option<String>>(&mut self.connection.clone())
+                    .await
+            };
+            // Once more after a failure: the command connection reconnects on the
+            // first call that finds it broken.
+            let read = match get().await {
+                Err(_) => {
+                    tokio::time::sleep(self.retry_every).await;
+                    get().await
+                }
+                read => read,
+            };
             match read {
                 Ok(Some(value)) if value == guid => {
                     let _ = redis::cmd("PEXPIRE")

@@ -30,6 +30,8 @@ struct Inner {
     sink: Mutex<Option<PubSubSink>>,
     /// Times the link was lost and followed again.
     losses: std::sync::atomic::AtomicU64,
+    /// Bumped each time the link is back after a loss.
+    back: watch::Sender<u64>,
 }
 
 impl Inner {
@@ -77,6 +79,7 @@ impl Hub {
             routes: Mutex::default(),
             sink: Mutex::new(Some(channel.sink())),
             losses: Default::default(),
+            back: watch::channel(0).0,
         });
         tokio::spawn(run(client, inner.clone(), channel, stop));
         Ok(Self { inner })
@@ -112,6 +115,12 @@ impl Hub {
             channel,
             inner: self.inner.clone(),
         }
+    }
+
+    /// Changes each time the link is back after a loss (a Redis restart drops
+    /// every connection: the canary reads again then).
+    pub(super) fn back(&self) -> watch::Receiver<u64> {
+        self.inner.back.subscribe()
     }
 
     /// Times the link was lost and followed again.
@@ -206,6 +215,7 @@ async fn run(
             }
         }
         inner.bump_all();
+        inner.back.send_modify(|n| *n += 1);
         info!(url = %inner.url, channels = channels.len(), "the queue's pub/sub link is back");
     }
 }

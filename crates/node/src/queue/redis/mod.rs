@@ -26,9 +26,12 @@
 //!
 //! Where octopoll differs: data streams travel in the request's hash (Halibut
 //! keeps them in a directory the cluster shares); each hash has a third field with
-//! what the simulator measures ([`stored`]); and a collector that loses a claim to
-//! another node waits on for the rest of its long-poll rather than returning the
-//! null request at once.
+//! what the simulator measures ([`stored`]); the commands of one step go in one
+//! pipeline (Halibut sends them one after another: the same commands, fewer round
+//! trips); a collector that loses a claim to another node waits on for the rest of
+//! its long-poll rather than returning the null request at once; and a node reads
+//! its canary again as soon as its pub/sub link comes back after a loss (a Redis
+//! restart drops every connection), not only every 60 s.
 
 mod canary;
 mod hub;
@@ -132,6 +135,7 @@ impl RedisQueueLink {
             keys.clone(),
             config.timing.clone(),
             shown.clone(),
+            hub.back(),
             stop.clone(),
         );
         Ok(Arc::new(Self {
@@ -217,30 +221,41 @@ impl RedisQueueLink {
         }
     }
 
-    /// Reads the three fields of `key` and deletes it: the fields if this caller's
-    /// `DEL` removed it (it owns what the hash held), `None` if the hash was gone
-    /// or another caller's `DEL` won.
+    /// Reads the three fields of `key` and deletes it, in one round trip: the
+    /// fields if this caller's `DEL` removed it (it owns what the hash held),
+    /// `None` if the hash was gone or another caller's `DEL` won. (Halibut sends
+    /// the two one after the other; the `DEL` decides either way.)
     async fn claim(&self, key: &str) -> redis::RedisResult<Option<[Vec<u8>; 3]>> {
-        let fields: [Option<Vec<u8>>; 3] = self
-            .retry("claim: HMGET", |mut c| async move {
-                redis::cmd("HMGET")
+        let (fields, deleted): ([Option<Vec<u8>>; 3], u64) = self
+            .retry("claim: HMGET, DEL", |mut c| async move {
+                redis::pipe()
+                    .cmd("HMGET")
                     .arg(key)
                     .arg(stored::MESSAGE)
                     .arg(stored::STREAMS)
                     .arg(stored::FACTS)
+                    .cmd("DEL")
+                    .arg(key)
                     .query_async(&mut c)
                     .await
             })
             .await?;
-        let [Some(message), streams, Some(facts)] = fields else {
-            return Ok(None);
-        };
-        let deleted: u64 = self
-            .retry("claim: DEL", |mut c| async move {
-                redis::cmd("DEL").arg(key).query_async(&mut c).await
-            })
-            .await?;
-        Ok((deleted == 1).then(|| [message, streams.unwrap_or_default(), facts]))
+        match fields {
+            [Some(message), streams, Some(facts)] if deleted == 1 => {
+                Ok(Some([message, streams.unwrap_or_default(), facts]))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Runs `pipe` (commands whose answers are not needed) in one round trip,
+    /// retried as every call is.
+    async fn send(&self, what: &str, pipe: &redis::Pipeline) -> redis::RedisResult<()> {
+        self.retry(
+            what,
+            |mut c| async move { pipe.query_async::<()>(&mut c).await },
+        )
+        .await
     }
 
     /// Stores `fields` in the hash `key` for `ttl`, then publishes on `pulse`.
@@ -251,40 +266,24 @@ impl RedisQueueLink {
         ttl: Duration,
         pulse: &str,
     ) -> redis::RedisResult<()> {
-        self.retry("HSET", |mut c| async move {
-            let mut command = redis::cmd("HSET");
-            command.arg(key);
-            for (field, value) in fields {
-                command.arg(*field).arg(value.as_slice());
-            }
-            command.query_async::<()>(&mut c).await
-        })
-        .await?;
-        self.expire(key, ttl).await?;
-        self.publish(pulse).await
+        let mut pipe = redis::pipe();
+        set_hash(&mut pipe, key, fields, ttl);
+        pipe.cmd("PUBLISH").arg(pulse).arg("{}").ignore();
+        self.send("HSET, PEXPIRE, PUBLISH", &pipe).await
     }
+}
 
-    async fn expire(&self, key: &str, ttl: Duration) -> redis::RedisResult<()> {
-        self.retry("PEXPIRE", |mut c| async move {
-            redis::cmd("PEXPIRE")
-                .arg(key)
-                .arg(ttl.as_millis() as u64)
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await
+/// Adds `HSET key fields…` and its `PEXPIRE` to `pipe`.
+fn set_hash(pipe: &mut redis::Pipeline, key: &str, fields: &stored::Fields, ttl: Duration) {
+    pipe.cmd("HSET").arg(key);
+    for (field, value) in fields {
+        pipe.arg(*field).arg(value.as_slice());
     }
-
-    async fn publish(&self, channel: &str) -> redis::RedisResult<()> {
-        self.retry("PUBLISH", |mut c| async move {
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg("{}")
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await
-    }
+    pipe.ignore()
+        .cmd("PEXPIRE")
+        .arg(key)
+        .arg(ttl.as_millis() as u64)
+        .ignore();
 }
 
 /// What one start of a node shares with its sender and processor tasks.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::keys::Role;
 use super::stored::{self, Processed};
-use super::QueueInner;
+use super::{set_hash, QueueInner};
 use crate::queue::{FailReason, Outcome, PendingRequest};
 
 /// A request this node won the claim for: its stored fields.
@@ -39,34 +39,17 @@ impl Claimed {
         let ttl = link.config.pickup_timeout + Duration::from_secs(120);
         let list = link.keys.pending(&self.subscription);
         let guid = self.guid.to_string();
-        let put = async {
-            link.retry("HSET", |mut c| {
-                let (key, fields) = (&key, &fields);
-                async move {
-                    let mut command = redis::cmd("HSET");
-                    command.arg(key);
-                    for (field, value) in fields {
-                        command.arg(*field).arg(value.as_slice());
-                    }
-                    command.query_async::<()>(&mut c).await
-                }
-            })
-            .await?;
-            link.expire(&key, ttl).await?;
-            link.retry("LPUSH", |mut c| {
-                let (list, guid) = (&list, &guid);
-                async move {
-                    redis::cmd("LPUSH")
-                        .arg(list)
-                        .arg(guid)
-                        .query_async::<()>(&mut c)
-                        .await
-                }
-            })
-            .await?;
-            link.publish(&link.keys.request_pulse(&self.subscription))
-                .await
-        };
+        let mut pipe = redis::pipe();
+        set_hash(&mut pipe, &key, &fields, ttl);
+        pipe.cmd("LPUSH")
+            .arg(&list)
+            .arg(&guid)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(link.keys.request_pulse(&self.subscription))
+            .arg("{}")
+            .ignore();
+        let put = link.send("HSET, PEXPIRE, LPUSH, PUBLISH", &pipe);
         if let Err(error) = put.await {
             warn!(%error, request = %self.guid, "a claimed request could not be put back; its sender fails it when nobody answers");
         }

@@ -11,7 +11,7 @@ use tracing::{info_span, warn, Instrument};
 
 use super::keys::Role;
 use super::stored::{self, Queued};
-use super::{hub, QueueInner};
+use super::{hub, set_hash, QueueInner};
 use crate::queue::{FailReason, PendingRequest, Reply};
 
 /// How long a subscription's list of guids lives after its last push (Halibut: 1 day).
@@ -97,35 +97,23 @@ impl Task<'_> {
         let guid = self.pending.request.activity_id;
         let key = link.keys.request(self.subscription, guid);
         let fields = stored::request(&self.pending.request, &self.pending.streams, queued);
-        link.retry("HSET", |mut c| {
-            let (key, fields) = (&key, &fields);
-            async move {
-                let mut command = redis::cmd("HSET");
-                command.arg(key);
-                for (field, value) in fields {
-                    command.arg(*field).arg(value.as_slice());
-                }
-                command.query_async::<()>(&mut c).await
-            }
-        })
-        .await?;
         let ttl = link.config.pickup_timeout + std::time::Duration::from_secs(120);
-        link.expire(&key, ttl).await?;
         let list = link.keys.pending(self.subscription);
-        let guid = guid.to_string();
-        link.retry("RPUSH", |mut c| {
-            let (list, guid) = (&list, &guid);
-            async move {
-                redis::cmd("RPUSH")
-                    .arg(list)
-                    .arg(guid)
-                    .query_async::<()>(&mut c)
-                    .await
-            }
-        })
-        .await?;
-        link.expire(&list, LIST_TTL).await?;
-        link.publish(&link.keys.request_pulse(self.subscription))
+        let mut pipe = redis::pipe();
+        set_hash(&mut pipe, &key, &fields, ttl);
+        pipe.cmd("RPUSH")
+            .arg(&list)
+            .arg(guid.to_string())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&list)
+            .arg(LIST_TTL.as_millis() as u64)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(link.keys.request_pulse(self.subscription))
+            .arg("{}")
+            .ignore();
+        link.send("HSET, PEXPIRE, RPUSH, PEXPIRE, PUBLISH", &pipe)
             .await
     }
 
