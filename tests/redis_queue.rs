@@ -75,6 +75,26 @@ async fn answer(peer: &mut Peer, id: String, result: Bson) {
     );
 }
 
+/// A raw Tentacle `name` connected to node 2 only, and the call of an echo
+/// (`text`) node 1 queued for it: what reaches the Tentacle only through Redis.
+async fn queued_across(
+    lab: &Lab,
+    name: &str,
+    text: &str,
+) -> (
+    Peer,
+    octopoll_wire::SubscriptionId,
+    tokio::task::JoinHandle<octopoll_node::Outcome>,
+) {
+    let (identity, subscription) = register_raw_agent(lab, name).await;
+    let peer = common::identify_raw(&lab.cluster.nodes()[1], &identity, &subscription).await;
+    let sender = lab.cluster.nodes()[0].sender();
+    let sub = subscription.clone();
+    let request = echo(&subscription, text);
+    let call = tokio::spawn(async move { sender.send(&sub, request, vec![]).await });
+    (peer, subscription, call)
+}
+
 async fn redis_command<T: redis::FromRedisValue>(redis: &LocalRedis, args: &[&str]) -> T {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
@@ -92,14 +112,7 @@ async fn a_request_queued_on_one_node_reaches_a_tentacle_on_another_through_redi
     };
     let lab = redis_lab(&redis, "reach", Duration::from_secs(30)).await;
     let [one, two] = [&lab.cluster.nodes()[0], &lab.cluster.nodes()[1]];
-    // A Tentacle connected to node 2 only.
-    let (identity, subscription) = register_raw_agent(&lab, "web-01").await;
-    let mut peer = common::identify_raw(two, &identity, &subscription).await;
-
-    let sender = one.sender();
-    let request = echo(&subscription, "across");
-    let sub = subscription.clone();
-    let call = tokio::spawn(async move { sender.send(&sub, request, vec![]).await });
+    let (mut peer, _, call) = queued_across(&lab, "web-01", "across").await;
     // Node 2 hands over what node 1 queued.
     let request = next_request(&mut peer).await;
     assert_eq!(request.service, "IEchoService");
@@ -171,12 +184,7 @@ async fn a_request_whose_processor_is_killed_fails_when_its_heartbeats_stop() {
         lab.cluster.nodes()[0].clone(),
         lab.cluster.nodes()[1].clone(),
     ];
-    let (identity, subscription) = register_raw_agent(&lab, "web-03").await;
-    let mut peer = common::identify_raw(&two, &identity, &subscription).await;
-    let sender = one.sender();
-    let sub = subscription.clone();
-    let request = echo(&subscription, "never answered");
-    let call = tokio::spawn(async move { sender.send(&sub, request, vec![]).await });
+    let (mut peer, _, call) = queued_across(&lab, "web-03", "never answered").await;
     // Collected by node 2, which then dies without a word.
     next_request(&mut peer).await;
     // Long enough for node 1 to see it collected and hear node 2's heartbeats.
@@ -210,13 +218,8 @@ async fn redis_losing_its_data_fails_what_waits_on_it_and_work_goes_on() {
         return;
     };
     let lab = redis_lab(&redis, "canary", Duration::from_secs(30)).await;
-    let [one, two] = [&lab.cluster.nodes()[0], &lab.cluster.nodes()[1]];
-    let (identity, subscription) = register_raw_agent(&lab, "web-04").await;
-    let mut peer = common::identify_raw(two, &identity, &subscription).await;
-    let sender = one.sender();
-    let sub = subscription.clone();
-    let request = echo(&subscription, "held");
-    let call = tokio::spawn(async move { sender.send(&sub, request, vec![]).await });
+    let one = &lab.cluster.nodes()[0];
+    let (mut peer, subscription, call) = queued_across(&lab, "web-04", "held").await;
     let held = next_request(&mut peer).await;
     redis_command::<()>(&redis, &["FLUSHALL"]).await;
     let outcome = tokio::time::timeout(Duration::from_secs(10), call)
@@ -395,16 +398,8 @@ async fn a_response_whose_sender_died_is_abandoned_not_stored() {
         return;
     };
     let lab = redis_lab(&redis, "abandon", Duration::from_secs(30)).await;
-    let [one, two] = [
-        lab.cluster.nodes()[0].clone(),
-        lab.cluster.nodes()[1].clone(),
-    ];
-    let (identity, subscription) = register_raw_agent(&lab, "web-06").await;
-    let mut peer = common::identify_raw(&two, &identity, &subscription).await;
-    let sender = one.sender();
-    let sub = subscription.clone();
-    let request = echo(&subscription, "orphan");
-    tokio::spawn(async move { sender.send(&sub, request, vec![]).await });
+    let one = lab.cluster.nodes()[0].clone();
+    let (mut peer, _, _call) = queued_across(&lab, "web-06", "orphan").await;
     let request = next_request(&mut peer).await;
     // The sending node dies; the processor stops hearing it and, past 3 s of
     // silence, abandons the request.

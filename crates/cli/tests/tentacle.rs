@@ -676,13 +676,12 @@ async fn wait_for_held(lab: &Lab, want: &[usize]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poll_server_reaches_a_running_agent_at_once_and_a_hand_edit_waits_for_a_restart() {
-    let lab = lab().await;
+/// A Tentacle instance with its own config and certificate, registered with node
+/// 1 as a polling Tentacle; its config's path.
+async fn registered_with_node_1(lab: &Lab) -> (Machine, PathBuf) {
     let machine = Machine::new();
     let config = machine.path("Tentacle.config");
-    let key = key(&lab);
-    let nodes = lab.cluster.nodes();
+    let node = &lab.cluster.nodes()[0];
     machine
         .run(&["create-instance", "--config", config.to_str().unwrap()])
         .await;
@@ -690,12 +689,21 @@ async fn poll_server_reaches_a_running_agent_at_once_and_a_hand_edit_waits_for_a
     machine
         .run(&[
             "register-with",
-            &format!("--server={}", nodes[0].api_url()),
-            &format!("--apikey={key}"),
+            &format!("--server={}", node.api_url()),
+            &format!("--apikey={}", key(lab)),
             "--comms-style=TentacleActive",
-            &format!("--server-comms-port={}", nodes[0].comms_addr().port()),
+            &format!("--server-comms-port={}", node.comms_addr().port()),
         ])
         .await;
+    (machine, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_server_reaches_a_running_agent_at_once_and_a_hand_edit_waits_for_a_restart() {
+    let lab = lab().await;
+    let (machine, config) = registered_with_node_1(&lab).await;
+    let key = key(&lab);
+    let nodes = lab.cluster.nodes();
     let mut agent = machine.command(&["agent"]).spawn().unwrap();
     // The swarm's one agent everywhere, and this Tentacle on node 1.
     wait_for_held(&lab, &[2, 1, 1]).await;
@@ -810,23 +818,9 @@ async fn moving_to_one_address_with_poll_server_then_clear_trusted_servers_keep(
     // node, then also the balancer's address with the same subscription, then
     // drops every entry but the balancer's. Node 3's address stands in for it.
     let lab = lab().await;
-    let machine = Machine::new();
-    let config = machine.path("Tentacle.config");
+    let (machine, config) = registered_with_node_1(&lab).await;
     let key = key(&lab);
     let nodes = lab.cluster.nodes();
-    machine
-        .run(&["create-instance", "--config", config.to_str().unwrap()])
-        .await;
-    machine.run(&["new-certificate"]).await;
-    machine
-        .run(&[
-            "register-with",
-            &format!("--server={}", nodes[0].api_url()),
-            &format!("--apikey={key}"),
-            "--comms-style=TentacleActive",
-            &format!("--server-comms-port={}", nodes[0].comms_addr().port()),
-        ])
-        .await;
     machine
         .run(&[
             "poll-server",

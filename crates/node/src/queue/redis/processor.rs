@@ -150,6 +150,11 @@ impl Processing {
                 }
             }
         };
+        // This node was killed (its connection ended the stand-in so before the
+        // queue heard): a dead process says nothing, its sender notices the silence.
+        if self.inner.dead.is_cancelled() || matches!(outcome.result, Err(FailReason::NodeKilled)) {
+            return;
+        }
         self.report(outcome).await;
     }
 
