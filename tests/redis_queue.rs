@@ -357,13 +357,7 @@ fn assert_only_data_lost_and_work_goes_on(report: &octopoll_report::Report) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_redis_restarts_empty_loses_nothing_and_goes_on() {
-    if octopoll_lab::supervised::find_program("redis-server", None, &["/usr/bin", "/usr/sbin"])
-        .is_none()
-    {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "redis-server is needed in CI"
-        );
+    if !common::redis_installed("a run on the Redis queue") {
         return;
     }
     let report = run_with_redis_fault(octopoll_scenario::fault::RedisAction::Restart).await;
@@ -372,13 +366,7 @@ async fn a_run_whose_redis_restarts_empty_loses_nothing_and_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_redis_is_down_a_second_rides_it_out_on_retries() {
-    if octopoll_lab::supervised::find_program("redis-server", None, &["/usr/bin", "/usr/sbin"])
-        .is_none()
-    {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "redis-server is needed in CI"
-        );
+    if !common::redis_installed("a run on the Redis queue") {
         return;
     }
     let report = run_with_redis_fault(octopoll_scenario::fault::RedisAction::Down).await;

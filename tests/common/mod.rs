@@ -215,6 +215,23 @@ pub fn haproxy_available(test: &str) -> bool {
     }
 }
 
+/// Whether redis-server is installed (for a run that starts its own); under
+/// `CI=true` its absence fails the test instead of skipping it.
+pub fn redis_installed(test: &str) -> bool {
+    let found =
+        octopoll_lab::supervised::find_program("redis-server", None, &["/usr/bin", "/usr/sbin"]);
+    match found {
+        Some(_) => true,
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test} needs redis-server in CI")
+        }
+        None => {
+            eprintln!("skipping {test}: redis-server is not installed");
+            false
+        }
+    }
+}
+
 /// A redis-server of the test's own, if Redis is installed; under `CI=true` its
 /// absence fails the test instead of skipping it.
 pub async fn local_redis(test: &str) -> Option<octopoll_fleet::redis_server::LocalRedis> {

@@ -676,6 +676,19 @@ async fn wait_for_held(lab: &Lab, want: &[usize]) {
     }
 }
 
+/// `poll-server` for node `index` (from 0) of `lab`, by its own comms port; what it printed.
+async fn poll_server(machine: &Machine, lab: &Lab, index: usize) -> String {
+    let node = &lab.cluster.nodes()[index];
+    machine
+        .run(&[
+            "poll-server",
+            &format!("--server={}", node.api_url()),
+            &format!("--apikey={}", key(lab)),
+            &format!("--server-comms-port={}", node.comms_addr().port()),
+        ])
+        .await
+}
+
 /// A Tentacle instance with its own config and certificate, registered with node
 /// 1 as a polling Tentacle; its config's path.
 async fn registered_with_node_1(lab: &Lab) -> (Machine, PathBuf) {
@@ -702,7 +715,6 @@ async fn registered_with_node_1(lab: &Lab) -> (Machine, PathBuf) {
 async fn poll_server_reaches_a_running_agent_at_once_and_a_hand_edit_waits_for_a_restart() {
     let lab = lab().await;
     let (machine, config) = registered_with_node_1(&lab).await;
-    let key = key(&lab);
     let nodes = lab.cluster.nodes();
     let mut agent = machine.command(&["agent"]).spawn().unwrap();
     // The swarm's one agent everywhere, and this Tentacle on node 1.
@@ -736,14 +748,7 @@ async fn poll_server_reaches_a_running_agent_at_once_and_a_hand_edit_waits_for_a
     );
 
     // poll-server tells the running agent: node 2 is polled at once.
-    let printed = machine
-        .run(&[
-            "poll-server",
-            &format!("--server={}", nodes[1].api_url()),
-            &format!("--apikey={key}"),
-            &format!("--server-comms-port={}", nodes[1].comms_addr().port()),
-        ])
-        .await;
+    let printed = poll_server(&machine, &lab, 1).await;
     assert!(printed.contains("The running agent (pid"), "{printed}");
     // It applies the config as it is then, so the hand-added node 3 comes too.
     wait_for_held(&lab, &[2, 2, 2]).await;
@@ -821,14 +826,7 @@ async fn moving_to_one_address_with_poll_server_then_clear_trusted_servers_keep(
     let (machine, config) = registered_with_node_1(&lab).await;
     let key = key(&lab);
     let nodes = lab.cluster.nodes();
-    machine
-        .run(&[
-            "poll-server",
-            &format!("--server={}", nodes[1].api_url()),
-            &format!("--apikey={key}"),
-            &format!("--server-comms-port={}", nodes[1].comms_addr().port()),
-        ])
-        .await;
+    poll_server(&machine, &lab, 1).await;
     let mut agent = machine.command(&["agent"]).spawn().unwrap();
     wait_for_held(&lab, &[2, 2, 1]).await;
     let balancer = format!("https://{}", nodes[2].comms_addr());
