@@ -30,12 +30,7 @@ impl Claimed {
     pub(super) async fn put_back(self, inner: &QueueInner) {
         let link = &inner.link;
         let key = link.keys.request(&self.subscription, self.guid);
-        let [message, streams, facts] = self.fields;
-        let fields = [
-            (stored::MESSAGE, message),
-            (stored::STREAMS, streams),
-            (stored::FACTS, facts),
-        ];
+        let fields = stored::named(self.fields);
         let ttl = link.config.pickup_timeout + Duration::from_secs(120);
         let list = link.keys.pending(&self.subscription);
         let guid = self.guid.to_string();

@@ -76,7 +76,12 @@ fn encode(envelope: &Envelope, streams: &[DataStream], facts: Vec<u8>) -> Fields
     for stream in streams {
         stream.encode(&mut framed);
     }
-    [(MESSAGE, message), (STREAMS, framed), (FACTS, facts)]
+    named([message, framed, facts])
+}
+
+/// The three values, message first, under their field names.
+pub(super) fn named([message, streams, facts]: [Vec<u8>; 3]) -> Fields {
+    [(MESSAGE, message), (STREAMS, streams), (FACTS, facts)]
 }
 
 /// A request's fields.
