@@ -72,6 +72,13 @@ struct LinkConfig {
     limits: Limits,
 }
 
+impl LinkConfig {
+    /// How long a queued request's hash lives: the pickup timeout + 2 min (Halibut's).
+    fn request_ttl(&self) -> Duration {
+        self.pickup_timeout + Duration::from_secs(120)
+    }
+}
+
 /// Why a node could not connect to the Redis queue.
 #[derive(Debug, thiserror::Error)]
 #[error("the Redis queue at {url} is unreachable or refused a command")]
@@ -256,6 +263,15 @@ impl RedisQueueLink {
             |mut c| async move { pipe.query_async::<()>(&mut c).await },
         )
         .await
+    }
+
+    /// Publishes a heartbeat on `channel`, once: a lost one is made up by the next.
+    async fn heartbeat(&self, channel: &str) {
+        let _ = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg("{}")
+            .query_async::<()>(&mut self.connection.clone())
+            .await;
     }
 
     /// Stores `fields` in the hash `key` for `ttl`, then publishes on `pulse`.

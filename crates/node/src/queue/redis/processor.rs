@@ -31,7 +31,7 @@ impl Claimed {
         let link = &inner.link;
         let key = link.keys.request(&self.subscription, self.guid);
         let fields = stored::named(self.fields);
-        let ttl = link.config.pickup_timeout + Duration::from_secs(120);
+        let ttl = link.config.request_ttl();
         let list = link.keys.pending(&self.subscription);
         let guid = self.guid.to_string();
         let mut pipe = redis::pipe();
@@ -125,8 +125,7 @@ impl Processing {
                 }),
                 () = tokio::time::sleep_until(next_heartbeat) => {
                     next_heartbeat = Instant::now() + timing.heartbeat_every;
-                    let _ = redis::cmd("PUBLISH").arg(&heartbeat).arg("{}")
-                        .query_async::<()>(&mut link.connection.clone()).await;
+                    link.heartbeat(&heartbeat).await;
                     if sender.is_none() {
                         sender = Some(link.hub.watch(link.keys.heartbeat(&self.subscription, self.guid, Role::Sender)).await);
                         heard = Instant::now();

@@ -97,7 +97,7 @@ impl Task<'_> {
         let guid = self.pending.request.activity_id;
         let key = link.keys.request(self.subscription, guid);
         let fields = stored::request(&self.pending.request, &self.pending.streams, queued);
-        let ttl = link.config.pickup_timeout + std::time::Duration::from_secs(120);
+        let ttl = link.config.request_ttl();
         let list = link.keys.pending(self.subscription);
         let mut pipe = redis::pipe();
         set_hash(&mut pipe, &key, &fields, ttl);
@@ -218,8 +218,7 @@ impl Task<'_> {
                 }
                 () = tokio::time::sleep_until(next_heartbeat) => {
                     next_heartbeat = Instant::now() + timing.heartbeat_every;
-                    let _ = redis::cmd("PUBLISH").arg(&heartbeat).arg("{}")
-                        .query_async::<()>(&mut link.connection.clone()).await;
+                    link.heartbeat(&heartbeat).await;
                 }
                 () = tokio::time::sleep_until(next_check), if processor.is_none() => {
                     next_check = Instant::now() + timing.collected_check;
