@@ -241,9 +241,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_connection_gauge_is_the_number_of_connected_pairs() {
         let lab = Lab::start(LabConfig::new(3, 5)).await.unwrap();
-        crate::testbed::wait_for_full_coverage(&lab, Duration::from_secs(10))
-            .await
-            .expect("full mesh");
+        // Both sides: the agents' count of their connections and the nodes'.
+        let mesh = crate::testbed::wait_for_mesh(&lab, Duration::from_secs(10)).await;
+        assert!(mesh.full_coverage_after.is_some(), "full mesh: {mesh:?}");
         let telemetry = Telemetry::new();
         telemetry.pickup(Duration::from_millis(2));
         telemetry.failure(octopoll_node::FailReason::PickupTimeout);
