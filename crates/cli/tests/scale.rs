@@ -276,6 +276,67 @@ full_mesh_after_fault_s = 10
 }
 
 #[test]
+fn a_redis_outage_across_processes_loses_nothing_and_leaves_the_registry_alone() {
+    // The node processes share a queue on a redis-server of its own; the fault
+    // kills it for a second, which also empties it.
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("redis-down.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+name = "redis-down-across-processes"
+duration = "8s"
+processes = 2
+[cluster]
+comms_port = 0
+queue = "redis"
+redis_drop_delay = "1s"
+[agents]
+count = 150
+[workload]
+rate = 40.0
+mix = { echo = 1 }
+[[faults]]
+at = "2s"
+action = "redis-down"
+duration = "1s"
+"#,
+    )
+    .unwrap();
+    let json = dir.path().join("r.json");
+    let (output, started) = run_watching(
+        octopoll()
+            .arg("run")
+            .arg(&scenario)
+            .args(["--quiet", "--json"])
+            .arg(&json),
+    );
+    let stdout = succeeded(&output);
+    let report = report(&json);
+    let fault = &report["faults"][0];
+    assert_eq!(fault["fault"], "redis-down redis at 2s for 1s", "{fault}");
+    assert_eq!(fault["error"], serde_json::Value::Null, "{fault}");
+    let requests = &report["requests"];
+    assert_eq!(requests["lost"], 0, "{stdout}");
+    assert_eq!(requests["counted_twice"], 0, "{stdout}");
+    // What Redis held is gone: only the canary's failures, and work goes on.
+    let reasons = report["failures_by_reason"].as_object().unwrap();
+    assert!(
+        reasons.keys().all(|r| r == "queue-data-lost"),
+        "{reasons:?}\n{stdout}"
+    );
+    let (completed, queued) = (
+        requests["completed"].as_u64().unwrap(),
+        requests["queued"].as_u64().unwrap(),
+    );
+    assert!(completed * 10 >= queued * 7, "{stdout}");
+    // The registry is on a Redis of its own: no agent was ever refused.
+    assert_eq!(report["churn"]["refused"], 0, "{stdout}");
+    assert_eq!(report["coverage"], 1.0, "{stdout}");
+    assert_none_left(&started, Duration::from_secs(5));
+}
+
+#[test]
 fn interrupting_a_run_across_processes_leaves_no_child_behind() {
     // Ctrl-C and SIGTERM stop every child; SIGKILL leaves octopoll no chance to,
     // and its children (Redis under its guard) notice their stdin closing.
@@ -520,6 +581,7 @@ mod by_hand {
             name: "by-hand".into(),
             registry: Some(redis.url()),
             multi_node_polling_redis: None,
+            redis_drop_delay: None,
             api_key: None,
             certificate: "node.crt.pem".into(),
             private_key: "node.key.pem".into(),

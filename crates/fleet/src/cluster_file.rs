@@ -11,6 +11,7 @@
 //! # a URL or StackExchange.Redis's "host:port,password=…"; env
 //! # OCTOPUS_MULTI_NODE_POLLING_TENTACLES_REDIS_CONNECTION_STRING wins. Left out: per-node queues.
 //! multi_node_polling_redis = "redis://redis:6379"
+//! redis_drop_delay = "30s"            # a failed queue read drops its connection after up to this
 //! api_key = "API-…"                   # env OCTOPOLL_API_KEY wins; better kept there
 //! certificate = "certs/node.crt.pem"  # relative to this file
 //! private_key = "certs/node.key.pem"
@@ -55,6 +56,14 @@ pub struct ClusterFile {
     /// StackExchange.Redis connection string. Left out, each node has its own queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_node_polling_redis: Option<String>,
+    /// The most a node waits, drawn at random, before dropping a connection whose
+    /// read of the Redis queue failed (Halibut: 30 s), so reconnects spread out.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub redis_drop_delay: Option<Duration>,
     /// The key `POST /api/machines` requires (or set `OCTOPOLL_API_KEY`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
@@ -153,8 +162,9 @@ pub struct NodeSettings {
     pub cluster: String,
     /// The shared registry, if any.
     pub registry: Option<String>,
-    /// The Redis queue's URL, if the nodes share one.
-    pub queue_redis: Option<String>,
+    /// The Redis queue, if the nodes share one: its URL, the cluster's name as
+    /// its key prefix, Halibut's timings but for `redis_drop_delay`.
+    pub queue_redis: Option<octopoll_node::RedisQueueConfig>,
     /// Node settings, with this node's id.
     pub config: NodeConfig,
     /// The server certificate and key, resolved against the file's directory.
@@ -231,7 +241,14 @@ impl ClusterFile {
             .filter(|text| !text.trim().is_empty())
             .map(|text| redis_url(&text))
             .transpose()
-            .map_err(|message| invalid(format!("multi_node_polling_redis: {message}")))?;
+            .map_err(|message| invalid(format!("multi_node_polling_redis: {message}")))?
+            .map(|url| {
+                let mut queue = octopoll_node::RedisQueueConfig::new(url, &self.name);
+                if let Some(delay) = self.redis_drop_delay {
+                    queue.timing.drop_delay_max = delay;
+                }
+                queue
+            });
         if self.max_concurrent_handshakes == 0 {
             return Err(invalid(
                 "max_concurrent_handshakes must be at least 1".into(),
@@ -404,5 +421,38 @@ control = "0.0.0.0:8080"
         );
         let unknown = toml::from_str::<ClusterFile>(&format!("{FILE}\nextra = 1"));
         assert!(unknown.unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn the_redis_queue_takes_octopus_spelling_and_its_drop_delay() {
+        let path = Path::new("c.toml");
+        let key_only = |name: &str| (name == API_KEY_ENV).then(|| "API-K".to_string());
+        assert!(parse(FILE)
+            .node(path, 1, key_only)
+            .unwrap()
+            .queue_redis
+            .is_none());
+        let text = FILE.replace(
+            "long_poll",
+            "multi_node_polling_redis = \"q:6380,password=s3cret\"\nredis_drop_delay = \"0s\"\nlong_poll",
+        );
+        let file = parse(&text);
+        let queue = file.node(path, 1, key_only).unwrap().queue_redis.unwrap();
+        assert_eq!(queue.url, "redis://:s3cret@q:6380");
+        assert_eq!(queue.prefix, "lab");
+        assert_eq!(queue.timing.drop_delay_max, Duration::ZERO);
+        // The environment wins, as Octopus's does; Halibut's delay when unset.
+        let env = |name: &str| match name {
+            QUEUE_REDIS_ENV => Some("redis://env:1".to_string()),
+            _ => key_only(name),
+        };
+        let mut file = parse(&text);
+        file.redis_drop_delay = None;
+        let queue = file.node(path, 1, env).unwrap().queue_redis.unwrap();
+        assert_eq!(queue.url, "redis://env:1");
+        assert_eq!(queue.timing.drop_delay_max, Duration::from_secs(30));
+        // What octopoll writes, it reads.
+        let again = parse(&parse(&text).render().unwrap());
+        assert_eq!(again.redis_drop_delay, Some(Duration::ZERO));
     }
 }

@@ -50,9 +50,8 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
     let control = bind(listen.control, "control API")?;
     let control_addr = control.local_addr()?;
     let queue = match &settings.queue_redis {
-        Some(url) => {
-            let queue = octopoll_node::RedisQueueConfig::new(url.clone(), &settings.cluster);
-            let link = octopoll_node::queue::RedisQueueLink::connect(&queue, &settings.config)
+        Some(queue) => {
+            let link = octopoll_node::queue::RedisQueueLink::connect(queue, &settings.config)
                 .await
                 .with_context(|| format!("connecting {id} to the Redis queue"))?;
             QueueSource::Redis(link)

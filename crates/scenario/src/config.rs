@@ -115,11 +115,6 @@ impl RunConfig {
                     "the shared queue lives in one process: it is not available (queue = \"redis\" shares it across processes)".into(),
                 ));
             }
-            if self.faults.iter().any(|f| f.action.is_redis()) {
-                return Err(why(
-                    "Redis faults (redis-down, redis-restart) act on a redis-server of this process's own: they are not available".into(),
-                ));
-            }
             if self.lab.chaos || self.faults.iter().any(|f| f.action.is_network()) {
                 return Err(why(
                     "the chaos proxy (network faults) is not available".into()

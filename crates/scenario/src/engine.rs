@@ -67,7 +67,11 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
                 "the run is larger than one process holds; using node and agent processes"
             );
             let lab = ProcessLab::start(&config, swarms).await?;
-            run_on(lab, &config, InProcess::default(), progress).await
+            let in_process = InProcess {
+                redis: lab.queue_redis(),
+                ..InProcess::default()
+            };
+            run_on(lab, &config, in_process, progress).await
         }
     }
 }
@@ -112,7 +116,8 @@ async fn redis_queue(
 
 /// What only a run in this process has (a split run refuses to be asked for
 /// them): the dashboard and metrics it serves, and the nodes the listening
-/// cluster registers with and is checked through.
+/// cluster registers with and is checked through; and, in either kind of run,
+/// the redis-server its Redis faults act on.
 #[derive(Default)]
 struct InProcess {
     dashboard: Option<Arc<ControlState>>,

@@ -424,9 +424,8 @@ pub enum FaultError {
     /// The task carrying it out ended without an answer.
     #[error("the fault's task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
-    /// A Redis fault in a run without a redis-server of octopoll's own in this
-    /// process.
-    #[error("Redis faults need the run's own redis-server in this process (queue = \"redis\", no --redis, not split over processes)")]
+    /// A Redis fault in a run without a redis-server of octopoll's own.
+    #[error("Redis faults need the run's own redis-server (queue = \"redis\", no --redis)")]
     NoRedis,
     /// The redis-server did not start again.
     #[error("starting redis-server again: {0}")]

@@ -137,6 +137,10 @@ pub struct ClusterKeys {
     /// The Redis that node processes share their registry through (runs split
     /// over processes); absent, octopoll starts its own.
     pub redis: Option<String>,
+    /// The Redis queue: the most a node waits, at random, before dropping a
+    /// connection whose queue read failed (Halibut: 30 s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub redis_drop_delay: Option<Duration>,
 }
 
 /// `[agents]`.

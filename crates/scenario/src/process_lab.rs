@@ -6,9 +6,10 @@
 //! through their control APIs. Every child is stopped when the lab stops, and
 //! killed if the lab is dropped (an error, Ctrl-C).
 
-use crate::fault::FaultError;
+use crate::fault::{FaultError, RedisHandle};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -62,6 +63,10 @@ pub struct ProcessLab {
     nodes: Vec<NodeChild>,
     swarms: Vec<SwarmChild>,
     redis: Option<LocalRedis>,
+    /// The redis-server of the nodes' Redis queue, when octopoll started it: one
+    /// of its own, apart from the registry's, so that the run's Redis faults hit
+    /// the queue alone (the registry stands in for Octopus's database).
+    queue_redis: Option<RedisHandle>,
     /// The registry's URL and this run's namespace in it, deleted at the end.
     registry: (String, String),
     usage: UsageSampler,
@@ -95,6 +100,21 @@ impl ProcessLab {
                 (Some(redis), url)
             }
         };
+        let queue_redis = match (config.lab.cluster.queue, &config.redis) {
+            (QueueMode::Redis, None) => Some(
+                LocalRedis::start_guarded(None, &program)
+                    .await
+                    .context("starting the Redis server the nodes' queue goes through")?,
+            ),
+            _ => None,
+        };
+        // Given a Redis, the queue shares it with the registry (Octopus may use one
+        // for both too).
+        let queue_url = match &queue_redis {
+            Some(redis) => redis.url(),
+            None => registry.clone(),
+        };
+        let queue_redis = queue_redis.map(|redis| Arc::new(tokio::sync::Mutex::new(redis)));
         let dir = tempfile::Builder::new()
             .prefix("octopoll-cluster-")
             .tempdir()
@@ -107,7 +127,13 @@ impl ProcessLab {
                 .context("generating the server certificate")?;
         // A namespace of this run's own: a Redis of the user's may hold other runs.
         let namespace = format!("run-{}", uuid::Uuid::new_v4().simple());
-        let cluster_file = write_cluster(config, &identity, (&registry, &namespace), dir.path())?;
+        let cluster_file = write_cluster(
+            config,
+            &identity,
+            (&registry, &namespace),
+            &queue_url,
+            dir.path(),
+        )?;
         let api_key = config.lab.cluster.node.api_key.expose().to_owned();
 
         let nodes = start_nodes(config, &program, &cluster_file, &api_key).await?;
@@ -151,6 +177,7 @@ impl ProcessLab {
             nodes: node_children,
             swarms: swarm_children,
             redis,
+            queue_redis,
             registry: (registry, namespace),
             usage: UsageSampler::start(watched),
             topology: config.lab.topology,
@@ -201,6 +228,7 @@ fn write_cluster(
     config: &RunConfig,
     identity: &Identity,
     (registry, namespace): (&str, &str),
+    queue: &str,
     dir: &std::path::Path,
 ) -> anyhow::Result<PathBuf> {
     let (certificate, private_key) = octopoll_pki::pem::paths(dir, "node");
@@ -233,8 +261,11 @@ fn write_cluster(
     let file = ClusterFile {
         name: namespace.to_owned(),
         registry: Some(registry.to_owned()),
-        // The queue shares the registry's Redis (Octopus may use one for both too).
-        multi_node_polling_redis: (cluster.queue == QueueMode::Redis).then(|| registry.to_owned()),
+        multi_node_polling_redis: (cluster.queue == QueueMode::Redis).then(|| queue.to_owned()),
+        redis_drop_delay: cluster
+            .redis_queue
+            .as_ref()
+            .map(|queue| queue.timing.drop_delay_max),
         api_key: None,
         certificate,
         private_key,
@@ -347,6 +378,14 @@ fn key_type_name(key_type: octopoll_pki::KeyType) -> KeyTypeName {
     match key_type {
         octopoll_pki::KeyType::Rsa2048 => KeyTypeName::Rsa,
         _ => KeyTypeName::Ecdsa,
+    }
+}
+
+impl ProcessLab {
+    /// The redis-server of the nodes' queue, when octopoll started one: what the
+    /// run's Redis faults act on.
+    pub fn queue_redis(&self) -> Option<RedisHandle> {
+        self.queue_redis.clone()
     }
 }
 
@@ -534,6 +573,9 @@ impl Testbed for ProcessLab {
         }
         if let Some(redis) = self.redis {
             redis.stop().await;
+        }
+        if let Some(redis) = self.queue_redis {
+            redis.lock().await.kill().await;
         }
         Stopped {
             nodes,

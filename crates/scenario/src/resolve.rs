@@ -136,6 +136,7 @@ impl Shape {
             ("cluster.long_poll", c.long_poll),
             ("cluster.pickup_timeout", c.pickup_timeout),
             ("cluster.node_drain", c.node_drain),
+            ("cluster.redis_drop_delay", c.redis_drop_delay),
             ("agents.backoff_min", merged.agents.backoff_min),
             ("agents.backoff_max", merged.agents.backoff_max),
         ] {
@@ -365,6 +366,15 @@ fn lab(
     }
     if let Some(drain) = c.node_drain {
         cluster.node.drain = drain;
+    }
+    if let Some(delay) = c.redis_drop_delay {
+        // Only a Redis queue reads it; set up here without a URL, which the run
+        // fills in (its own redis-server, or the one named).
+        cluster
+            .redis_queue
+            .get_or_insert_with(|| octopoll_node::RedisQueueConfig::new("", ""))
+            .timing
+            .drop_delay_max = delay;
     }
     if let Some(handshakes) = c.max_concurrent_handshakes {
         if handshakes == 0 {
@@ -611,6 +621,24 @@ mod tests {
         let two = resolve_text(text).unwrap();
         assert!(one.lab.chaos);
         assert_eq!(one.faults[0].nodes, two.faults[0].nodes);
+    }
+
+    #[test]
+    fn the_redis_drop_delay_reaches_the_queue_timing_and_is_bounded() {
+        let queue = |text: &str| resolve_text(text).map(|c| c.lab.cluster.redis_queue);
+        assert_eq!(
+            queue("").unwrap().unwrap().timing.drop_delay_max,
+            Duration::from_secs(30)
+        );
+        let none = queue("[cluster]\nqueue = \"redis\"\nredis_drop_delay = \"0s\"\n").unwrap();
+        assert_eq!(none.unwrap().timing.drop_delay_max, Duration::ZERO);
+        let long = queue("[cluster]\nredis_drop_delay = \"8d\"\n").unwrap_err();
+        assert!(
+            long.to_string().contains("cluster.redis_drop_delay"),
+            "{long}"
+        );
+        let bad = queue("[cluster]\nredis_drop_delay = \"soon\"\n").unwrap_err();
+        assert!(bad.to_string().contains("redis_drop_delay"), "{bad}");
     }
 
     #[test]
