@@ -431,20 +431,20 @@ impl<T: Testbed> Workload<'_, T> {
         let dispatchers: Vec<Dispatcher> =
             nodes.iter().filter_map(|&n| lab.dispatcher(n)).collect();
         let shape = config.shape();
-        let started = self.ledger.started();
-        let mut queued = 0u64;
-        let period = Duration::from_secs_f64(1.0 / config.rate.max(0.001));
-        while started.elapsed() < config.duration && !machines.is_empty() {
-            // Catch up to the rate: every request due by now is queued now.
-            let due = (started.elapsed().as_secs_f64() * config.rate) as u64 + 1;
-            while queued < due {
-                queued += 1;
-                let scheduled =
-                    started + Duration::from_secs_f64((queued - 1) as f64 / config.rate);
-                // Each request draws from its own generator, so the same seed gives the
-                // same requests whatever a fault did to the ones before.
+        let mut pacer =
+            crate::pacer::Pacer::new(self.ledger.started(), config.rate, config.duration);
+        if machines.is_empty() {
+            return;
+        }
+        while let Some(batch) = pacer.next_batch().await {
+            for n in batch {
+                let scheduled = pacer.scheduled(n);
+                // Requests are numbered from 1. Each draws from its own generator, so
+                // the same seed gives the same requests whatever a fault did to the
+                // ones before.
+                let number = n + 1;
                 let mut rng =
-                    StdRng::seed_from_u64(config.seed ^ queued.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    StdRng::seed_from_u64(config.seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 let machine = &machines[rng.random_range(0..machines.len())];
                 // Work starts on a node that runs, as Octopus starts a task on a live node.
                 let running: Vec<&Dispatcher> = dispatchers
@@ -461,7 +461,7 @@ impl<T: Testbed> Workload<'_, T> {
                     &shape,
                     &machine.subscription,
                     &machine.thumbprint,
-                    queued,
+                    number,
                 );
                 spawn_request(
                     tracker,
@@ -473,8 +473,6 @@ impl<T: Testbed> Workload<'_, T> {
                     scheduled,
                 );
             }
-            let until_next = period.min(config.duration.saturating_sub(started.elapsed()));
-            tokio::time::sleep(until_next.max(Duration::from_millis(1))).await;
         }
     }
 

@@ -14,6 +14,7 @@ pub mod injector;
 pub mod layers;
 pub mod listening_cluster;
 pub mod listening_keys;
+pub mod pacer;
 pub mod process_lab;
 pub mod progress;
 pub mod resolve;
