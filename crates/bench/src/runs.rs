@@ -1,9 +1,12 @@
 //! The whole-system benchmarks: real runs (split over processes at 10,000
 //! agents) whose reports hold the figures — time to full mesh and memory per held
 //! connection, dispatch latency at a fixed rate, and a restart storm's recovery
-//! and peak node CPU, and the same dispatch through Halibut's Redis queue beside
-//! the per-node one. Each is a scenario layered over the default, as a user
+//! and peak node CPU, the same dispatch through Halibut's Redis queue beside
+//! the per-node one, and the Redis queue's faults: a node killed while it
+//! processes requests, and Redis down past Halibut's retries. Each is a scenario layered over the default, as a user
 //! would write it, so `octopoll run` with the same keys reproduces it.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -77,6 +80,8 @@ pub struct DispatchFigures {
     pub pickup_ms: Pickup,
     /// Scheduled → collected: corrected for coordinated omission.
     pub pickup_from_schedule_ms: Pickup,
+    /// Queued → response.
+    pub end_to_end_ms: Pickup,
     /// Failed or lost requests (0 expected).
     pub failed: u64,
 }
@@ -104,6 +109,7 @@ async fn dispatch_with(
         requests: report.requests.queued,
         pickup_ms: report.pickup_ms.clone(),
         pickup_from_schedule_ms: report.pickup_from_schedule_ms.clone(),
+        end_to_end_ms: report.end_to_end_ms.clone(),
         failed: report.requests.failed + report.requests.lost,
     })
 }
@@ -209,5 +215,106 @@ pub async fn queues(agents: usize, rate: f64, key_type: &str) -> anyhow::Result<
         minimum_commands_per_request: MINIMUM_COMMANDS,
         per_node,
         redis,
+    })
+}
+
+/// How one run came through its one fault.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultFigures {
+    /// Requests queued over the run.
+    pub requests: u64,
+    /// Seconds from the fault until every request in flight at it had ended.
+    pub in_flight_ended_s: Option<f64>,
+    /// The most handshakes the nodes completed in one second after the fault.
+    pub peak_handshakes_per_s: u64,
+    /// Seconds from the end of the fault to every pair polling again.
+    pub full_mesh_s: Option<f64>,
+    /// Failures over the whole run, by reason.
+    pub failed_by_reason: BTreeMap<String, u64>,
+    /// Requests lost (0 expected).
+    pub lost: u64,
+}
+
+impl FaultFigures {
+    fn of(report: &Report) -> Self {
+        let fault = report.faults.first();
+        Self {
+            requests: report.requests.queued,
+            in_flight_ended_s: fault.and_then(|f| f.in_flight_ended_s),
+            peak_handshakes_per_s: fault.map_or(0, |f| f.peak_handshakes_per_s),
+            full_mesh_s: fault.and_then(|f| f.full_mesh_s),
+            failed_by_reason: report.failures_by_reason.clone(),
+            lost: report.requests.lost + report.requests.counted_twice,
+        }
+    }
+}
+
+/// The Redis queue's faults at scale, each beside its baseline, in one invocation.
+#[derive(Clone, Debug, Serialize)]
+pub struct RedisFaultFigures {
+    /// Agents.
+    pub agents: usize,
+    /// Requests a second.
+    pub rate: f64,
+    /// Node 2 killed under load, every node with its own queue.
+    pub kill_per_node: FaultFigures,
+    /// Node 2 killed under load, the nodes sharing the Redis queue: requests it
+    /// was processing for other nodes end when their senders stop hearing it.
+    pub kill_redis: FaultFigures,
+    /// How long Redis was down (past Halibut's 30 s of retries).
+    pub outage_s: u64,
+    /// Redis down, each failed connection dropped after Halibut's random 0–30 s.
+    pub outage_with_delay: FaultFigures,
+    /// Redis down, each failed connection dropped at once.
+    pub outage_without_delay: FaultFigures,
+}
+
+/// The seconds Redis stays down in [`redis_faults`]: past Halibut's 30 s of
+/// retries, so collections fail and connections are dropped.
+pub const OUTAGE_S: u64 = 35;
+
+/// `rate` echo requests a second over `agents` agents: node 2 killed at 10 s with
+/// per-node queues and then with the Redis queue; then Redis down for
+/// [`OUTAGE_S`] with Halibut's random drop delay and without it.
+pub async fn redis_faults(
+    agents: usize,
+    rate: f64,
+    key_type: &str,
+) -> anyhow::Result<RedisFaultFigures> {
+    let layer = |top: &str, cluster: &str, fault: &str| {
+        format!(
+            "{top}mesh_timeout = \"5m\"\n{}[workload]\nrate = {rate:.1}\nmix = {{ echo = 1 }}\n[[faults]]\n{fault}",
+            base(agents, key_type).replace("[cluster]\n", &format!("[cluster]\n{cluster}"))
+        )
+    };
+    // The drain outlasts Halibut's 60 s of processor silence.
+    let kill = |queue: &str| {
+        layer(
+            "duration = \"40s\"\ndrain = \"90s\"\n",
+            &format!("queue = \"{queue}\"\n"),
+            "at = \"10s\"\naction = \"kill\"\ntarget = \"node-2\"\n",
+        )
+    };
+    let kill_per_node =
+        FaultFigures::of(&run("kill, per-node queues", &[&kill("per-node")]).await?);
+    let kill_redis = FaultFigures::of(&run("kill, Redis queue", &[&kill("redis")]).await?);
+    let outage = |delay: &str| {
+        layer(
+            "duration = \"75s\"\n",
+            &format!("queue = \"redis\"\nredis_drop_delay = \"{delay}\"\n"),
+            &format!("at = \"5s\"\naction = \"redis-down\"\nduration = \"{OUTAGE_S}s\"\n"),
+        )
+    };
+    let outage_with_delay = FaultFigures::of(&run("Redis down", &[&outage("30s")]).await?);
+    let outage_without_delay =
+        FaultFigures::of(&run("Redis down, no drop delay", &[&outage("0s")]).await?);
+    Ok(RedisFaultFigures {
+        agents,
+        rate,
+        kill_per_node,
+        kill_redis,
+        outage_s: OUTAGE_S,
+        outage_with_delay,
+        outage_without_delay,
     })
 }

@@ -83,6 +83,10 @@ pub enum BenchWhat {
     /// Dispatch through per-node queues and through Halibut's Redis queue, and
     /// Redis commands per request.
     Queue,
+    /// The Redis queue's faults: a node killed while it processes requests
+    /// (beside per-node queues), and Redis down past Halibut's retries with and
+    /// without the random drop delay.
+    RedisFaults,
     /// All of them.
     All,
 }

@@ -7,6 +7,18 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use octopoll_node::{FailReason, NodeId};
 
+/// How finely [`Counts::last_end_by_queued`] tells queuing moments apart.
+pub const QUEUED_BUCKET: Duration = Duration::from_millis(100);
+
+/// A request as the ledger counted it queued: on which node, and when into the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Queued {
+    /// The node it was queued on.
+    pub node: NodeId,
+    /// Since the ledger started.
+    pub at: Duration,
+}
+
 /// One second of a run: what was queued and ended in it.
 #[derive(Clone, Debug, Default)]
 pub struct SecondCounts {
@@ -37,6 +49,13 @@ pub struct Counts {
     /// workload queued the request, so a stalled generator cannot hide latency
     /// (coordinated omission).
     pub pickup_from_schedule_us: Histogram<u64>,
+    /// Queued → response, completed requests only, in microseconds: the pickup,
+    /// the agent's work and the way back.
+    pub end_to_end_us: Histogram<u64>,
+    /// For the requests queued in each [`QUEUED_BUCKET`] of the run, when the
+    /// last of them ended (zero: none ended yet): how long the requests in
+    /// flight at a moment took to end.
+    pub last_end_by_queued: Vec<Duration>,
     /// The same, per node the requests were queued on.
     pub per_node: BTreeMap<NodeId, NodeCounts>,
     /// Per second since the ledger started.
@@ -90,6 +109,8 @@ impl Default for Counts {
             skipped: 0,
             pickup_us: pickup_histogram(),
             pickup_from_schedule_us: pickup_histogram(),
+            end_to_end_us: pickup_histogram(),
+            last_end_by_queued: Vec::new(),
             per_node: BTreeMap::new(),
             seconds: Vec::new(),
             failures_at: Vec::new(),
@@ -110,23 +131,34 @@ impl Counts {
     }
 
     /// Counts a request queued on `node`, `at` into the run.
-    pub fn record_queued(&mut self, node: NodeId, at: Duration) {
+    pub fn record_queued(&mut self, node: NodeId, at: Duration) -> Queued {
         self.queued += 1;
         self.per_node.entry(node).or_default().queued += 1;
         self.second(at).queued += 1;
+        Queued { node, at }
     }
 
-    /// Counts how a request on `node` ended, `at` into the run; `late` is how long
-    /// after its scheduled time it was queued.
+    /// Counts how the `queued` request ended, `at` into the run; `late` is how
+    /// long after its scheduled time it was queued.
     pub fn record_ended(
         &mut self,
-        node: NodeId,
+        queued: Queued,
         result: Result<(), FailReason>,
         pickup: Option<Duration>,
         late: Duration,
         at: Duration,
     ) {
-        let on_node = self.per_node.entry(node).or_default();
+        if result.is_ok() {
+            let took = at.saturating_sub(queued.at).as_micros().max(1) as u64;
+            self.end_to_end_us.saturating_record(took);
+        }
+        let bucket = (queued.at.as_nanos() / QUEUED_BUCKET.as_nanos()) as usize;
+        if self.last_end_by_queued.len() <= bucket {
+            self.last_end_by_queued.resize(bucket + 1, Duration::ZERO);
+        }
+        let last = &mut self.last_end_by_queued[bucket];
+        *last = (*last).max(at);
+        let on_node = self.per_node.entry(queued.node).or_default();
         let micros = pickup.map(|p| p.as_micros().max(1) as u64);
         if let Some(micros) = micros {
             self.pickup_us.saturating_record(micros);
@@ -156,6 +188,20 @@ impl Counts {
                 .pickups_us
                 .push(micros.min(u64::from(u32::MAX)) as u32);
         }
+    }
+
+    /// When the last request queued before `moment` ended, if any of them was
+    /// still in flight at it; queuing moments count to the [`QUEUED_BUCKET`], so
+    /// requests queued up to that much after `moment` count too. Requests that
+    /// never ended (lost, or unfinished) are not seen.
+    pub fn in_flight_ended(&self, moment: Duration) -> Option<Duration> {
+        let buckets = (moment.as_nanos() / QUEUED_BUCKET.as_nanos()) as usize + 1;
+        self.last_end_by_queued
+            .iter()
+            .take(buckets)
+            .copied()
+            .max()
+            .filter(|last| *last > moment)
     }
 
     fn second(&mut self, at: Duration) -> &mut SecondCounts {

@@ -58,6 +58,9 @@ pub struct Report {
     /// Queue → collected latency counted from when each request was scheduled:
     /// pickup plus however late the workload queued it (coordinated omission).
     pub pickup_from_schedule_ms: Pickup,
+    /// Queued → response of the completed requests: the pickup, the agent's
+    /// work and the way back.
+    pub end_to_end_ms: Pickup,
     /// What each process cost (node and agent processes in a multi-process run;
     /// empty for an in-process one).
     pub processes: Vec<ProcessFigures>,
@@ -268,6 +271,7 @@ impl Report {
             },
             pickup_ms: Pickup::of(&counts.pickup_us),
             pickup_from_schedule_ms: Pickup::of(&counts.pickup_from_schedule_us),
+            end_to_end_ms: Pickup::of(&counts.end_to_end_us),
             processes: Vec::new(),
             listening_cluster: None,
             failures_by_reason: reasons(&counts.failed),
@@ -351,6 +355,12 @@ impl fmt::Display for Report {
             "  pickup ms    p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}   (from schedule: p99 {:.2}  p99.9 {:.2})",
             p.p50, p.p99, p.p999, p.max, s.p99, s.p999
         )?;
+        let e = &self.end_to_end_ms;
+        writeln!(
+            f,
+            "  end to end   p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms   (queued → response)",
+            e.p50, e.p99, e.p999, e.max
+        )?;
         if !self.failures_by_reason.is_empty() {
             writeln!(
                 f,
@@ -430,6 +440,10 @@ impl fmt::Display for Report {
                 if !fault.failed_by_reason.is_empty() {
                     write!(f, "; failed {}", join_reasons(&fault.failed_by_reason))?;
                 }
+                if let Some(ended) = fault.in_flight_ended_s {
+                    write!(f, "; work in flight at it ended within {ended:.1}s")?;
+                }
+                write!(f, "; peak {} handshakes/s", fault.peak_handshakes_per_s)?;
             }
             if let Some(error) = &fault.error {
                 write!(f, "; ERROR {error}")?;

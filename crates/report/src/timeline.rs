@@ -22,6 +22,9 @@ pub struct CoverageSample {
     pub total: usize,
     /// Connections held, per node.
     pub connections: Vec<usize>,
+    /// TLS handshakes the nodes completed so far, all together (a node process
+    /// started again counts from zero; [`handshake_rates`] allows for it).
+    pub handshakes: u64,
 }
 
 impl CoverageSample {
@@ -56,6 +59,13 @@ pub struct FaultReport {
     pub full_mesh_s: Option<f64>,
     /// Requests that failed from the fault to full recovery, by reason.
     pub failed_by_reason: BTreeMap<String, u64>,
+    /// Seconds from the fault until every request in flight at it (queued
+    /// before it, to the 100 ms) had ended, completed or failed; `None` if none
+    /// was in flight.
+    pub in_flight_ended_s: Option<f64>,
+    /// The most handshakes the nodes completed in any one second from the fault
+    /// to the end of its window: how hard the agents came back.
+    pub peak_handshakes_per_s: u64,
     /// What went wrong carrying it out, if anything.
     pub error: Option<String>,
 }
@@ -142,6 +152,16 @@ pub fn analyse(span: &FaultSpan, samples: &[CoverageSample], counts: &Counts) ->
             *failed_by_reason.entry(reason.to_string()).or_insert(0) += 1;
         }
     }
+    let in_flight_ended_s = counts
+        .in_flight_ended(span.at)
+        .map(|last| secs(last - span.at));
+    let peak_handshakes_per_s = peak_per_second(
+        samples
+            .iter()
+            .zip(handshake_rates(samples))
+            .filter(|(s, _)| s.t > span.at && s.t <= span.window_end)
+            .map(|(s, new)| (s.t, new)),
+    );
     FaultReport {
         fault: span.description.clone(),
         at_s: secs(span.at),
@@ -152,8 +172,40 @@ pub fn analyse(span: &FaultSpan, samples: &[CoverageSample], counts: &Counts) ->
         mesh_99_s: p99,
         full_mesh_s: full,
         failed_by_reason,
+        in_flight_ended_s,
+        peak_handshakes_per_s,
         error: span.error.clone(),
     }
+}
+
+/// Handshakes completed since the sample before, per sample (the first: since
+/// the start). A total that went down (a node process started again, counting
+/// from zero) counts what it shows now as new.
+fn handshake_rates(samples: &[CoverageSample]) -> impl Iterator<Item = u64> + '_ {
+    let before = std::iter::once(0).chain(samples.iter().map(|s| s.handshakes));
+    samples.iter().zip(before).map(|(s, before)| {
+        if s.handshakes >= before {
+            s.handshakes - before
+        } else {
+            s.handshakes
+        }
+    })
+}
+
+/// The largest sum of `(t, count)` over any one second (a window ending at a
+/// sample), for samples in time order.
+fn peak_per_second(points: impl Iterator<Item = (Duration, u64)>) -> u64 {
+    let points: Vec<(Duration, u64)> = points.collect();
+    let (mut peak, mut sum, mut first) = (0, 0, 0);
+    for &(t, count) in &points {
+        sum += count;
+        while points[first].0 + Duration::from_secs(1) <= t {
+            sum -= points[first].1;
+            first += 1;
+        }
+        peak = peak.max(sum);
+    }
+    peak
 }
 
 /// The p99 of one second's pickups (microseconds), in milliseconds; 0 for none.
@@ -168,13 +220,15 @@ pub fn p99_ms(pickups_us: &[u32]) -> f64 {
 }
 
 /// The per-second CSV: connections per node, coverage, requests queued, completed
-/// and failed in that second, and the pickup p99 of the requests that ended in it.
+/// and failed in that second, the pickup p99 of the requests that ended in it,
+/// and the handshakes the nodes completed in it.
 pub fn csv(samples: &[CoverageSample], counts: &Counts, nodes: &[String]) -> String {
     let mut out = String::from("second");
     for node in nodes {
         let _ = write!(out, ",connections_{}", node.replace('-', "_"));
     }
-    out.push_str(",coverage,queued,completed,failed,pickup_p99_ms\n");
+    out.push_str(",coverage,queued,completed,failed,pickup_p99_ms,handshakes\n");
+    let rates: Vec<u64> = handshake_rates(samples).collect();
     let last_sample = samples.last().map_or(0, |s| s.t.as_secs());
     let seconds = (last_sample as usize + 1).max(counts.seconds.len());
     for second in 0..seconds {
@@ -191,9 +245,16 @@ pub fn csv(samples: &[CoverageSample], counts: &Counts, nodes: &[String]) -> Str
         }
         let counted = counts.seconds.get(second).cloned().unwrap_or_default();
         let p99 = p99_ms(&counted.pickups_us);
+        let from = Duration::from_secs(second as u64);
+        let handshakes: u64 = samples
+            .iter()
+            .zip(&rates)
+            .filter(|(s, _)| s.t >= from && s.t < at)
+            .map(|(_, new)| new)
+            .sum();
         let _ = writeln!(
             out,
-            ",{:.4},{},{},{},{p99:.3}",
+            ",{:.4},{},{},{},{p99:.3},{handshakes}",
             sample.map_or(0.0, CoverageSample::ratio),
             counted.queued,
             counted.completed,
@@ -214,6 +275,7 @@ mod tests {
             polling,
             total: 30,
             connections: vec![polling / 3; 3],
+            handshakes: 0,
         }
     }
 
@@ -237,10 +299,10 @@ mod tests {
             error: None,
         };
         let mut counts = Counts::default();
-        counts.record_queued(NodeId(2), Duration::ZERO);
+        let queued = counts.record_queued(NodeId(2), Duration::ZERO);
         let no_pickup = None;
         counts.record_ended(
-            NodeId(2),
+            queued,
             Err(FailReason::NodeKilled),
             no_pickup,
             Duration::ZERO,
@@ -259,6 +321,61 @@ mod tests {
             report.failed_by_reason,
             BTreeMap::from([("node-killed".to_string(), 1)]),
             "only failures until the mesh healed count"
+        );
+    }
+
+    #[test]
+    fn a_fault_measures_when_its_in_flight_requests_ended_and_the_handshake_peak() {
+        let mut counts = Counts::default();
+        let at = Duration::from_millis;
+        // In flight at the fault (1 s): queued at 0.5 s, ended at 3.2 s. Queued
+        // and ended before it, and queued long after it: neither counts.
+        let early = counts.record_queued(NodeId(1), at(100));
+        counts.record_ended(early, Ok(()), None, Duration::ZERO, at(200));
+        let in_flight = counts.record_queued(NodeId(2), at(500));
+        counts.record_ended(in_flight, Ok(()), None, Duration::ZERO, at(3200));
+        let late = counts.record_queued(NodeId(2), at(2000));
+        counts.record_ended(late, Ok(()), None, Duration::ZERO, at(9000));
+        // Handshakes: 50 at the start, then 30 + 40 within 1 s of each other, a
+        // node process started again (its count from 0) adding 25 after.
+        let samples: Vec<CoverageSample> = [(0, 50), (1500, 80), (2000, 120), (2600, 25)]
+            .into_iter()
+            .map(|(ms, handshakes)| CoverageSample {
+                handshakes,
+                ..sample(ms, 30)
+            })
+            .collect();
+        let span = FaultSpan {
+            description: "kill node-2 at 1s".into(),
+            at: at(1000),
+            ended: None,
+            disruptive: true,
+            window_end: at(5000),
+            error: None,
+        };
+        let report = analyse(&span, &samples, &counts);
+        let in_flight_s = report.in_flight_ended_s.expect("one was in flight");
+        assert!((in_flight_s - 2.2).abs() < 1e-9, "{in_flight_s}");
+        assert_eq!(
+            report.peak_handshakes_per_s, 70,
+            "the 50 before the fault do not count"
+        );
+        let quiet = FaultSpan {
+            at: at(5000),
+            window_end: at(6000),
+            ..span
+        };
+        let report = analyse(&quiet, &samples, &counts);
+        assert_eq!(
+            report.in_flight_ended_s,
+            Some(4.0),
+            "the one queued at 2 s ended at 9 s"
+        );
+        assert_eq!(report.peak_handshakes_per_s, 0);
+        assert_eq!(
+            counts.in_flight_ended(at(10_000)),
+            None,
+            "nothing in flight at the end"
         );
     }
 
@@ -313,9 +430,9 @@ mod tests {
     fn the_csv_has_a_row_per_second_with_per_node_connections() {
         let samples = vec![sample(0, 30), sample(900, 30), sample(1500, 21)];
         let mut counts = Counts::default();
-        counts.record_queued(NodeId(1), Duration::ZERO);
+        let queued = counts.record_queued(NodeId(1), Duration::ZERO);
         counts.record_ended(
-            NodeId(1),
+            queued,
             Ok(()),
             Some(Duration::from_millis(2)),
             Duration::ZERO,
@@ -329,9 +446,9 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "second,connections_node_1,connections_node_2,connections_node_3,coverage,queued,completed,failed,pickup_p99_ms"
+            "second,connections_node_1,connections_node_2,connections_node_3,coverage,queued,completed,failed,pickup_p99_ms,handshakes"
         );
-        assert_eq!(lines[1], "0,10,10,10,1.0000,1,1,0,2.000");
-        assert_eq!(lines[2], "1,7,7,7,0.7000,0,0,0,0.000");
+        assert_eq!(lines[1], "0,10,10,10,1.0000,1,1,0,2.000,0");
+        assert_eq!(lines[2], "1,7,7,7,0.7000,0,0,0,0.000,0");
     }
 }

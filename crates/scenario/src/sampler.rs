@@ -33,6 +33,7 @@ pub async fn sample(
             polling: snapshot.coverage.polling_pairs,
             total: snapshot.coverage.total_pairs,
             connections: snapshot.nodes.iter().map(|n| n.stats.connections).collect(),
+            handshakes: snapshot.nodes.iter().map(|n| n.stats.handshakes_ok).sum(),
         });
     }
     samples

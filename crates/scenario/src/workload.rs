@@ -16,6 +16,7 @@ use bson::Bson;
 use octopoll_node::{FailReason, Machine, NodeId};
 
 use crate::testbed::Dispatcher;
+use octopoll_report::counts::Queued;
 use octopoll_report::Counts;
 use octopoll_wire::contracts::{capabilities, echo, script};
 use octopoll_wire::{DataStream, RequestMessage, ServiceEndPoint, SubscriptionId};
@@ -88,10 +89,10 @@ impl Ledger {
         self.started
     }
 
-    /// Counts a request queued on `node`.
-    pub fn queued(&self, node: NodeId) {
+    /// Counts a request queued on `node`; what it returns goes to [`Ledger::ended`].
+    pub fn queued(&self, node: NodeId) -> Queued {
         let at = self.started.elapsed();
-        self.lock().record_queued(node, at);
+        self.lock().record_queued(node, at)
     }
 
     /// Counts a request that was due while every node was down.
@@ -99,11 +100,11 @@ impl Ledger {
         self.lock().skipped += 1;
     }
 
-    /// Counts how a request on `node` ended; `late` is how long after its
+    /// Counts how the `queued` request ended; `late` is how long after its
     /// scheduled time it was queued.
     pub fn ended(
         &self,
-        node: NodeId,
+        queued: Queued,
         result: Result<(), FailReason>,
         pickup: Option<Duration>,
         late: Duration,
@@ -117,7 +118,7 @@ impl Ledger {
                 telemetry.failure(reason);
             }
         }
-        self.lock().record_ended(node, result, pickup, late, at);
+        self.lock().record_ended(queued, result, pickup, late, at);
     }
 
     /// (queued, completed, failed) now, without copying the histogram: for
@@ -271,7 +272,7 @@ pub fn spawn_request(
     run_ended: CancellationToken,
     scheduled: Instant,
 ) {
-    ledger.queued(node.node());
+    let queued = ledger.queued(node.node());
     let ledger = ledger.clone();
     let late = scheduled.elapsed();
     tracker.spawn(async move {
@@ -279,7 +280,7 @@ pub fn spawn_request(
             ended = node.send(&agent, request) => ended,
             _ = run_ended.cancelled() => (Err(FailReason::RunEnded), None),
         };
-        ledger.ended(node.node(), result, pickup, late);
+        ledger.ended(queued, result, pickup, late);
     });
 }
 
@@ -290,21 +291,16 @@ mod tests {
     #[test]
     fn ledger_counts_each_request_once() {
         let ledger = Ledger::default();
-        ledger.queued(NodeId(1));
-        ledger.queued(NodeId(2));
+        let one = ledger.queued(NodeId(1));
+        let two = ledger.queued(NodeId(2));
         ledger.queued(NodeId(2));
         ledger.ended(
-            NodeId(1),
+            one,
             Ok(()),
             Some(Duration::from_millis(3)),
             Duration::from_millis(2),
         );
-        ledger.ended(
-            NodeId(2),
-            Err(FailReason::PickupTimeout),
-            None,
-            Duration::ZERO,
-        );
+        ledger.ended(two, Err(FailReason::PickupTimeout), None, Duration::ZERO);
         let counts = ledger.counts();
         assert_eq!(
             (counts.queued, counts.completed, counts.failed_total()),
@@ -312,8 +308,8 @@ mod tests {
         );
         assert_eq!(counts.unaccounted(), 1);
         assert_eq!(ledger.tally(), (3, 1, 1));
-        ledger.ended(NodeId(1), Ok(()), None, Duration::ZERO);
-        ledger.ended(NodeId(1), Ok(()), None, Duration::ZERO);
+        ledger.ended(one, Ok(()), None, Duration::ZERO);
+        ledger.ended(one, Ok(()), None, Duration::ZERO);
         assert_eq!(
             ledger.counts().unaccounted(),
             -1,
@@ -331,5 +327,7 @@ mod tests {
         assert_eq!(counts.seconds[0].queued, 3);
         assert_eq!(counts.seconds[0].pickups_us, vec![3000]);
         assert_eq!(counts.failures_at.len(), 1);
+        // Queued → response, for the completed one only.
+        assert_eq!(counts.end_to_end_us.len(), 1);
     }
 }

@@ -20,6 +20,7 @@ struct Figures {
     dispatch: Option<runs::DispatchFigures>,
     storm: Option<runs::StormFigures>,
     queue: Option<runs::QueueFigures>,
+    redis_faults: Option<runs::RedisFaultFigures>,
 }
 
 /// Runs the benchmarks asked for and prints their table.
@@ -70,6 +71,15 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             args.rate
         );
         figures.queue = Some(runs::queues(args.agents, args.rate, scenario_key).await?);
+    }
+    if wants(BenchWhat::RedisFaults) {
+        eprintln!(
+            "measuring a node killed under {} agents (per-node queues, then the Redis queue), then Redis down {} s with and without the drop delay…",
+            args.agents,
+            runs::OUTAGE_S
+        );
+        figures.redis_faults =
+            Some(runs::redis_faults(args.agents, args.rate, scenario_key).await?);
     }
     print!("{}", table(&figures, label));
     if let Some(path) = &args.json {
@@ -166,12 +176,73 @@ fn table(figures: &Figures, key_type: &str) -> String {
             ratio(a.p50, b.p50),
             ratio(a.p99, b.p99),
         );
+        let (a, b) = (&q.per_node.end_to_end_ms, &q.redis.end_to_end_ms);
+        let _ = writeln!(
+            out,
+            "| queues: end to end (queued → response), per-node vs Redis | {key_type}, {kx} | per-node p50 {:.2} / p99 {:.2} ms; Redis p50 {:.2} / p99 {:.2} ms; Redis ÷ per-node p50 {:.1}×, p99 {:.1}× | — (measured) | — |",
+            a.p50,
+            a.p99,
+            b.p50,
+            b.p99,
+            ratio(a.p50, b.p50),
+            ratio(a.p99, b.p99),
+        );
         let _ = writeln!(
             out,
             "| Redis commands per request (INFO commandstats over the Redis run) | — | {:.1} | the flow's minimum {} | {} |",
             q.redis_commands_per_request,
             q.minimum_commands_per_request,
             verdict(q.redis_commands_per_request <= 2.0 * q.minimum_commands_per_request as f64)
+        );
+    }
+    if let Some(r) = &figures.redis_faults {
+        let secs = |s: Option<f64>| s.map_or("—".into(), |s| format!("{s:.1} s"));
+        let failed = |f: &runs::FaultFigures| {
+            let all: Vec<String> = f
+                .failed_by_reason
+                .iter()
+                .map(|(reason, n)| format!("{n} {reason}"))
+                .collect();
+            if all.is_empty() {
+                "none failed".to_string()
+            } else {
+                all.join(", ")
+            }
+        };
+        let (p, q) = (&r.kill_per_node, &r.kill_redis);
+        let _ = writeln!(
+            out,
+            "| node 2 killed at {:.0} requests/s over {} agents: until every request in flight at the kill ended | {key_type}, {kx} | per-node queues {} ({}; lost {}); Redis queue {} ({}; lost {}) | Redis: Halibut's 60 s of processor silence; lost 0 | {} |",
+            r.rate,
+            r.agents,
+            secs(p.in_flight_ended_s),
+            failed(p),
+            p.lost,
+            secs(q.in_flight_ended_s),
+            failed(q),
+            q.lost,
+            verdict(p.lost == 0 && q.lost == 0)
+        );
+        let (d, n) = (&r.outage_with_delay, &r.outage_without_delay);
+        let ratio = if d.peak_handshakes_per_s > 0 {
+            n.peak_handshakes_per_s as f64 / d.peak_handshakes_per_s as f64
+        } else {
+            f64::NAN
+        };
+        let _ = writeln!(
+            out,
+            "| Redis down {} s under {} agents: peak handshakes/s as connections are dropped | {key_type}, {kx} | random 0–30 s drop delay {}/s, full mesh {} after ({}; lost {}); no delay {}/s, full mesh {} after ({}; lost {}); no delay ÷ delay {ratio:.1}× | lost 0 | {} |",
+            r.outage_s,
+            r.agents,
+            d.peak_handshakes_per_s,
+            secs(d.full_mesh_s),
+            failed(d),
+            d.lost,
+            n.peak_handshakes_per_s,
+            secs(n.full_mesh_s),
+            failed(n),
+            n.lost,
+            verdict(d.lost == 0 && n.lost == 0)
         );
     }
     if let Some(st) = &figures.storm {
