@@ -300,16 +300,18 @@ async fn a_subscription_polling_two_nodes_at_once_gets_each_request_exactly_once
 }
 
 /// A run over the Redis queue (octopoll's own redis-server) with `fault`, at
-/// quick timings but Halibut's 30 s of retries: its report.
-async fn run_with_redis_fault(
-    action: octopoll_scenario::fault::RedisAction,
+/// quick timings but Halibut's 30 s of retries, and `long_poll` as each
+/// collector's wait: its report.
+async fn run_on_the_redis_queue(
+    fault: octopoll_scenario::fault::Fault,
+    long_poll: Duration,
 ) -> octopoll_report::Report {
-    use octopoll_scenario::fault::{Action, Fault};
     use octopoll_scenario::progress::Progress;
     use octopoll_scenario::{execute, RunConfig};
     common::init_logging();
     let mut lab = LabConfig::new(3, 10);
     lab.cluster.queue = QueueMode::Redis;
+    lab.cluster.node.long_poll = long_poll;
     let mut queue = RedisQueueConfig::new("", "");
     queue.timing = RedisQueueTiming {
         retry_for: Duration::from_secs(30),
@@ -322,19 +324,28 @@ async fn run_with_redis_fault(
     config.mesh_timeout = Duration::from_secs(20);
     config.drain = Duration::from_secs(10);
     config.max_script_time = Duration::from_millis(50);
-    config.faults = vec![Fault {
-        at: Duration::from_secs(3),
-        action: Action::Redis(action),
-        nodes: Vec::new(),
-        duration: (action == octopoll_scenario::fault::RedisAction::Down)
-            .then_some(Duration::from_secs(1)),
-    }];
+    config.faults = vec![fault];
     let report = execute(config, &mut Progress::stderr(true))
         .await
         .expect("the run completes")
         .report;
     println!("{report}");
     report
+}
+
+/// [`run_on_the_redis_queue`] with a Redis fault at 3 s.
+async fn run_with_redis_fault(
+    action: octopoll_scenario::fault::RedisAction,
+) -> octopoll_report::Report {
+    use octopoll_scenario::fault::{Action, Fault};
+    let fault = Fault {
+        at: Duration::from_secs(3),
+        action: Action::Redis(action),
+        nodes: Vec::new(),
+        duration: (action == octopoll_scenario::fault::RedisAction::Down)
+            .then_some(Duration::from_secs(1)),
+    };
+    run_on_the_redis_queue(fault, Duration::from_secs(30)).await
 }
 
 /// What a Redis that lost its data may cost: requests it held fail with
@@ -377,6 +388,45 @@ async fn a_run_whose_redis_is_down_a_second_rides_it_out_on_retries() {
             .iter()
             .any(|f| f.fault.contains("redis-down redis")),
         "the fault shows in the report\n{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_lose_every_pulse_still_collect_on_their_long_poll_timeout() {
+    use octopoll_lab::actions::NodeAction;
+    use octopoll_node::NodeId;
+    use octopoll_scenario::fault::{Action, Fault};
+    if !common::redis_installed("a run on the Redis queue") {
+        return;
+    }
+    // Every node deaf to pulses from 3 s to 5 s of 8; collectors wait 1.5 s at most.
+    let fault = Fault {
+        at: Duration::from_secs(3),
+        action: Action::Node(NodeAction::LosePulses),
+        nodes: vec![NodeId(1), NodeId(2), NodeId(3)],
+        duration: Some(Duration::from_secs(2)),
+    };
+    let report = run_on_the_redis_queue(fault, Duration::from_millis(1500)).await;
+    assert_eq!(report.requests.lost, 0, "{report}");
+    assert_eq!(
+        report.requests.failed, 0,
+        "nothing fails, it is only late\n{report}"
+    );
+    assert_eq!(
+        report.requests.completed, report.requests.queued,
+        "{report}"
+    );
+    assert!(report.faults[0].error.is_none(), "{report}");
+    // Without a pulse a request waits for a collector's timeout: up to 1.5 s
+    // late, where a pulse hands it over in milliseconds.
+    assert!(
+        report.pickup_ms.max >= 300.0,
+        "pulses were lost: some request waited for a timeout\n{report}"
+    );
+    assert!(report.pickup_ms.max <= 2_500.0, "{report}");
+    assert!(
+        report.pickup_ms.p50 < 300.0,
+        "before and after, pulses work\n{report}"
     );
 }
 

@@ -270,20 +270,22 @@ pub struct RedisFaultFigures {
 }
 
 /// The seconds Redis stays down in [`redis_faults`]: past Halibut's 30 s of
-/// retries, so collections fail and connections are dropped.
-pub const OUTAGE_S: u64 = 35;
+/// retries plus a collector's 30 s long poll, so every collection fails and
+/// every connection is dropped once.
+pub const OUTAGE_S: u64 = 70;
 
-/// `rate` echo requests a second over `agents` agents: node 2 killed at 10 s with
-/// per-node queues and then with the Redis queue; then Redis down for
-/// [`OUTAGE_S`] with Halibut's random drop delay and without it.
+/// `rate` requests a second over `agents` agents: node 2 killed at 10 s with
+/// per-node queues and then with the Redis queue (half the requests scripts of
+/// 1–2 s, so some are being processed at the kill); then Redis down for
+/// [`OUTAGE_S`] with Halibut's random drop delay and without it (echo only).
 pub async fn redis_faults(
     agents: usize,
     rate: f64,
     key_type: &str,
 ) -> anyhow::Result<RedisFaultFigures> {
-    let layer = |top: &str, cluster: &str, fault: &str| {
+    let layer = |top: &str, cluster: &str, workload: &str, fault: &str| {
         format!(
-            "{top}mesh_timeout = \"5m\"\n{}[workload]\nrate = {rate:.1}\nmix = {{ echo = 1 }}\n[[faults]]\n{fault}",
+            "{top}mesh_timeout = \"5m\"\n{}[workload]\nrate = {rate:.1}\n{workload}[[faults]]\n{fault}",
             base(agents, key_type).replace("[cluster]\n", &format!("[cluster]\n{cluster}"))
         )
     };
@@ -292,6 +294,7 @@ pub async fn redis_faults(
         layer(
             "duration = \"40s\"\ndrain = \"90s\"\n",
             &format!("queue = \"{queue}\"\n"),
+            "mix = { echo = 1, script = 1 }\nmin_script_time = \"1s\"\nmax_script_time = \"2s\"\n",
             "at = \"10s\"\naction = \"kill\"\ntarget = \"node-2\"\n",
         )
     };
@@ -300,8 +303,9 @@ pub async fn redis_faults(
     let kill_redis = FaultFigures::of(&run("kill, Redis queue", &[&kill("redis")]).await?);
     let outage = |delay: &str| {
         layer(
-            "duration = \"75s\"\n",
+            &format!("duration = \"{}s\"\n", OUTAGE_S + 40),
             &format!("queue = \"redis\"\nredis_drop_delay = \"{delay}\"\n"),
+            "mix = { echo = 1 }\n",
             &format!("at = \"5s\"\naction = \"redis-down\"\nduration = \"{OUTAGE_S}s\"\n"),
         )
     };

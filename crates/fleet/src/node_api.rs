@@ -34,8 +34,8 @@ use octopoll_wire::{DataStream, Envelope, RequestMessage, ServiceEndPoint, Subsc
 use serde::{Deserialize, Serialize};
 
 use octopoll_http::error;
-use octopoll_lab::actions::node_action;
 use octopoll_lab::actions::NodeAction;
+use octopoll_lab::actions::{node_action, Undo};
 
 /// Largest request the API takes: a message and its streams, base64-encoded.
 pub const MAX_BODY_BYTES: usize = 96 * 1024 * 1024;
@@ -383,13 +383,6 @@ async fn pairs(State(node): State<Arc<Node>>) -> Json<Vec<MachinePair>> {
 
 async fn machines(State(node): State<Arc<Node>>) -> Json<Vec<Machine>> {
     Json(by_name(&node))
-}
-
-/// `?undo=true`: the action that ends a kill or stop (a start).
-#[derive(Debug, Deserialize)]
-struct Undo {
-    #[serde(default)]
-    undo: bool,
 }
 
 async fn act(

@@ -22,6 +22,9 @@ pub enum NodeAction {
     Start,
     /// Stop gracefully, then start.
     Restart,
+    /// Drop every pulse of the Redis queue the node receives, until undone: only
+    /// its long-poll timeouts find new work (Redis pub/sub may lose a message).
+    LosePulses,
 }
 
 /// `kill`, `stop`, `start` or `restart`.
@@ -34,14 +37,24 @@ impl std::str::FromStr for NodeAction {
             "stop" => Ok(NodeAction::Stop),
             "start" => Ok(NodeAction::Start),
             "restart" => Ok(NodeAction::Restart),
+            "lose-pulses" => Ok(NodeAction::LosePulses),
             _ => Err(UnknownAction(name.to_owned())),
         }
     }
 }
 
+/// `?undo=true` on a control API's node action: what ends it (a start after a
+/// kill or stop, hearing pulses again after `lose-pulses`).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub struct Undo {
+    /// Undo rather than do.
+    #[serde(default)]
+    pub undo: bool,
+}
+
 /// A name that is not a node action.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown action {0:?}: kill, stop, start or restart")]
+#[error("unknown action {0:?}: kill, stop, start, restart or lose-pulses")]
 pub struct UnknownAction(pub String);
 
 /// A toxiproxy toxic, with its attributes.
@@ -139,13 +152,13 @@ pub enum NetworkAction {
     Partition,
 }
 
-/// A node that would not start again.
+/// A node action that could not be done (a node that would not start again).
 #[derive(Debug, thiserror::Error)]
 #[error("{node}: {error}")]
 pub struct ActionError {
     /// Which node.
     pub node: NodeId,
-    /// Why it did not start.
+    /// Why.
     pub error: octopoll_node::Error,
 }
 
@@ -165,6 +178,13 @@ pub async fn node_action(node: &Node, action: NodeAction, undo: bool) -> Result<
             start(node).await
         }
         (NodeAction::Start, _) | (NodeAction::Kill | NodeAction::Stop, true) => start(node).await,
+        (NodeAction::LosePulses, undo) => match node.lose_pulses(!undo) {
+            true => Ok(()),
+            false => Err(ActionError {
+                node: node.id(),
+                error: octopoll_node::Error::NoPulses { node: node.id() },
+            }),
+        },
     }
 }
 
@@ -200,13 +220,14 @@ mod tests {
             ("stop", NodeAction::Stop),
             ("start", NodeAction::Start),
             ("restart", NodeAction::Restart),
+            ("lose-pulses", NodeAction::LosePulses),
         ] {
             assert_eq!(name.parse::<NodeAction>(), Ok(action));
         }
         let unknown = "explode".parse::<NodeAction>().unwrap_err();
         assert_eq!(
             unknown.to_string(),
-            "unknown action \"explode\": kill, stop, start or restart"
+            "unknown action \"explode\": kill, stop, start, restart or lose-pulses"
         );
         assert!(
             "Kill".parse::<NodeAction>().is_err(),

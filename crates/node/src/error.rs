@@ -65,6 +65,12 @@ pub enum Error {
     /// The Redis queue was asked for without saying where it is.
     #[error("queue = redis needs the Redis queue's URL (redis://HOST:PORT)")]
     NoRedisQueue,
+    /// Pulses were to be lost on a node whose queue has none.
+    #[error("{node} does not use the Redis queue, which is what has pulses to lose")]
+    NoPulses {
+        /// The node.
+        node: NodeId,
+    },
     /// The Redis queue was asked for in a build without the `redis` feature.
     #[error("this build of octopoll-node has no Redis support: enable its `redis` feature")]
     RedisUnsupported,

@@ -309,6 +309,23 @@ impl Node {
         &self.inner.registry
     }
 
+    /// A fault on a node of the Redis queue: drops every pulse it receives
+    /// (`true`), so only its collectors' long-poll timeouts find new work, or
+    /// hears them again. `false` returned: this node's queue has no pulses.
+    pub fn lose_pulses(&self, lose: bool) -> bool {
+        match &self.inner.queue {
+            #[cfg(feature = "redis")]
+            QueueSource::Redis(link) => {
+                link.lose_pulses(lose);
+                true
+            }
+            _ => {
+                let _ = lose;
+                false
+            }
+        }
+    }
+
     /// A snapshot of the node's counters, over all its runs.
     pub fn stats(&self) -> NodeStats {
         let (created, completed, failed) = self.inner.counters.snapshot();

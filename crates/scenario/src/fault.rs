@@ -78,6 +78,7 @@ impl Action {
             Action::Node(NodeAction::Stop) => "stop",
             Action::Node(NodeAction::Start) => "start",
             Action::Node(NodeAction::Restart) => "restart",
+            Action::Node(NodeAction::LosePulses) => "lose-pulses",
             Action::Network(NetworkAction::Down) => "down",
             Action::Network(NetworkAction::Partition) => "partition",
             Action::Network(NetworkAction::Toxic { toxic, .. }) => toxic.kind(),
@@ -109,11 +110,12 @@ impl fmt::Display for Action {
 }
 
 /// Every action name a scenario may use.
-pub const ACTIONS: [&str; 15] = [
+pub const ACTIONS: [&str; 16] = [
     "kill",
     "stop",
     "start",
     "restart",
+    "lose-pulses",
     "latency",
     "bandwidth",
     "timeout",

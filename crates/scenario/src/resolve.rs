@@ -263,7 +263,7 @@ fn faults(
                 return Err(at_fault(
                     "duration",
                     format!(
-                        "{action} has no duration; only kill, stop, redis-down and network faults are undone"
+                        "{action} has no duration; only kill, stop, lose-pulses, redis-down and network faults are undone"
                     ),
                 ));
             }
@@ -277,6 +277,16 @@ fn faults(
                     ),
                 ));
             }
+        }
+        let loses_pulses = matches!(
+            action,
+            crate::fault::Action::Node(octopoll_lab::actions::NodeAction::LosePulses)
+        );
+        if loses_pulses && merged.cluster.queue != Some(octopoll_node::QueueMode::Redis) {
+            return Err(at_fault(
+                "action",
+                format!("{action} drops the Redis queue's pulses: set cluster.queue = \"redis\""),
+            ));
         }
         if action.is_redis() {
             if keys.target.as_deref().is_some_and(|t| t != "redis") {
@@ -667,6 +677,19 @@ mod tests {
         assert!(
             theirs.to_string().contains("leave cluster.redis out"),
             "{theirs}"
+        );
+        let pulses = |queue: &str| {
+            resolve_text(&format!("[cluster]\nqueue = \"{queue}\"\n[[faults]]\nat = \"1s\"\naction = \"lose-pulses\"\ntarget = \"node-2\"\nduration = \"2s\"\n"))
+        };
+        let config = pulses("redis").unwrap();
+        assert_eq!(
+            config.faults[0].describe(),
+            "lose-pulses node-2 at 1s for 2s"
+        );
+        let per_node = pulses("per-node").unwrap_err();
+        assert!(
+            per_node.to_string().contains("set cluster.queue"),
+            "{per_node}"
         );
         let restart_for =
             resolve_text(&fault("").replace("redis-down", "redis-restart")).unwrap_err();

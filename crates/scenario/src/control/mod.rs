@@ -36,8 +36,8 @@ use crate::fault::{Action, Target};
 use crate::testbed::Dispatcher;
 use crate::workload::{request_for, spawn_request, Ledger, Recipient, Shape};
 use octopoll_http::error;
-use octopoll_lab::actions::node_action;
 use octopoll_lab::actions::NodeAction;
+use octopoll_lab::actions::{node_action, Undo};
 use octopoll_lab::fronts::ChaosFronts;
 
 /// The dashboard page.
@@ -284,6 +284,7 @@ async fn events(
 async fn act(
     State(state): State<Arc<ControlState>>,
     Path((node, action)): Path<(String, String)>,
+    Query(Undo { undo }): Query<Undo>,
 ) -> Response {
     if state.over.is_cancelled() {
         return error(StatusCode::CONFLICT, "the run is over".into());
@@ -300,9 +301,10 @@ async fn act(
         Err(unknown) => return error(StatusCode::NOT_FOUND, unknown.to_string()),
     };
     let fault = Action::Node(action);
-    tracing::info!(node = %id, action = fault.name(), "fault from the control API");
-    state.record_fault(format!("{} {id}", fault.name()));
-    match node_action(&target, action, false).await {
+    tracing::info!(node = %id, action = fault.name(), undo, "fault from the control API");
+    let what = if undo { "undo " } else { "" };
+    state.record_fault(format!("{what}{} {id}", fault.name()));
+    match node_action(&target, action, undo).await {
         Ok(()) => Json(NodeState::of(&target)).into_response(),
         Err(failed) => error(StatusCode::INTERNAL_SERVER_ERROR, failed.to_string()),
     }
@@ -443,7 +445,10 @@ mod tests {
             "node 2's pairs are gone: {state}"
         );
 
-        let (status, started) = client.call("POST", "/api/nodes/node-2/start").await;
+        // Undoing a kill starts the node, as a fault's end does.
+        let (status, started) = client
+            .call("POST", "/api/nodes/node-2/kill?undo=true")
+            .await;
         assert_eq!(status, 200, "{started}");
         assert_eq!(started["running"], true);
         crate::testbed::wait_for_full_coverage(&lab, Duration::from_secs(10))
@@ -456,12 +461,26 @@ mod tests {
             (404, Some(404)),
             "{body}"
         );
+        // Pulses belong to the Redis queue: this cluster's nodes have none.
+        let (status, body) = client.call("POST", "/api/nodes/1/lose-pulses").await;
+        assert_eq!(status, 500, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("does not use the Redis queue"),
+            "{body}"
+        );
+        assert_eq!(
+            client.get("/api/cluster").await["nodes"][0]["running"],
+            true
+        );
         let (status, body) = client.call("POST", "/api/nodes/1/explode").await;
         assert_eq!(status, 404, "{body}");
         assert!(body["error"]
             .as_str()
             .unwrap()
-            .contains("kill, stop, start or restart"));
+            .contains("kill, stop, start, restart or lose-pulses"));
 
         // The chaos proxies' routes sit beside the control routes.
         let (status, proxies) = client.call("GET", "/proxies").await;

@@ -32,6 +32,9 @@ struct Inner {
     losses: std::sync::atomic::AtomicU64,
     /// Bumped each time the link is back after a loss.
     back: watch::Sender<u64>,
+    /// Pulses are received and dropped (a fault: only the collectors' own
+    /// timeouts find new work).
+    deaf: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -80,6 +83,7 @@ impl Hub {
             sink: Mutex::new(Some(channel.sink())),
             losses: Default::default(),
             back: watch::channel(0).0,
+            deaf: Default::default(),
         });
         tokio::spawn(run(client, inner.clone(), channel, stop));
         Ok(Self { inner })
@@ -126,6 +130,13 @@ impl Hub {
     /// Times the link was lost and followed again.
     pub(super) fn losses(&self) -> u64 {
         self.inner.losses.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Drops every pulse from now on (`true`), or hears them again.
+    pub(super) fn lose_pulses(&self, lose: bool) {
+        self.inner
+            .deaf
+            .store(lose, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -187,6 +198,9 @@ async fn run(
                 message = channel.next() => message,
             };
             match message {
+                Ok(message) if inner.deaf.load(std::sync::atomic::Ordering::Relaxed) => {
+                    debug!(channel = message.get_channel_name(), "pulse lost (fault)");
+                }
                 Ok(message) => inner.bump(message.get_channel_name()),
                 Err(lost) => break lost,
             }

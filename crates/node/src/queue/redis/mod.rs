@@ -207,6 +207,13 @@ impl RedisQueueLink {
         self.hub.losses()
     }
 
+    /// A fault: drops every pulse this node receives from now on (`true`), as
+    /// Redis pub/sub may lose a message, so only a collector's long-poll timeout
+    /// (Halibut: 30 s) finds new work; `false` hears them again.
+    pub fn lose_pulses(&self, lose: bool) {
+        self.hub.lose_pulses(lose);
+    }
+
     /// Runs `call` until it succeeds, `retry_every` apart, for at most `retry_for`
     /// (Halibut's `RedisFacade`); the last error if it never does.
     async fn retry<T, F, Fut>(&self, what: &str, mut call: F) -> redis::RedisResult<T>
