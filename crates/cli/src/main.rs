@@ -77,10 +77,21 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             block_on(commands::bench::bench(args)).map(|()| ExitCode::SUCCESS)
         }
         Command::Run(args) => block_on(async {
+            // The first Ctrl-C or SIGTERM ends the run early, with its reports; a
+            // second one drops it at once (its HAProxy, nodes and agents with it).
+            let interrupt = tokio_util::sync::CancellationToken::new();
+            let run = commands::run::run(*args, interrupt.clone());
+            tokio::pin!(run);
             tokio::select! {
-                result = commands::run::run(*args) => result,
-                // Returning drops the run: its HAProxy, nodes and agents go with it.
-                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+                result = &mut run => return result,
+                signal = interrupted() => {
+                    eprintln!("octopoll: interrupted by {signal}: stopping the run and writing its reports (again to abort)");
+                    interrupt.cancel();
+                }
+            }
+            tokio::select! {
+                result = run => result,
+                signal = interrupted() => anyhow::bail!("interrupted by {signal} again: aborted without reports"),
             }
         }),
     }

@@ -69,6 +69,88 @@ fn bad_flags_get_a_clear_error_and_a_non_zero_exit() {
 }
 
 #[test]
+fn an_interrupted_run_still_prints_and_writes_every_report_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, csv, html) = (
+        dir.path().join("r.json"),
+        dir.path().join("r.csv"),
+        dir.path().join("r.html"),
+    );
+    for signal in ["-INT", "-TERM"] {
+        let run = octopoll()
+            .args(["run", "--nodes", "2", "--agents", "10", "--duration", "5m"])
+            .args(["--rate", "50", "--comms-port", "0", "--quiet", "--json"])
+            .arg(&json)
+            .arg("--csv")
+            .arg(&csv)
+            .arg("--html")
+            .arg(&html)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The mesh of 20 connections forms in well under a second; then work.
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        let killed = Command::new("kill")
+            .args([signal, &run.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let output = run.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(130),
+            "{signal}: {stdout}\n{stderr}"
+        );
+        assert!(stdout.contains("INTERRUPTED"), "{signal}: {stdout}");
+        assert!(stderr.contains("writing its reports"), "{signal}: {stderr}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(report["interrupted"], true);
+        let requests = &report["requests"];
+        assert!(requests["queued"].as_u64().unwrap() >= 50, "{report}");
+        assert_eq!(requests["lost"], 0, "{report}");
+        assert!(std::fs::read_to_string(&csv)
+            .unwrap()
+            .starts_with("second,"));
+        assert!(std::fs::read_to_string(&html)
+            .unwrap()
+            .contains("INTERRUPTED"));
+        for path in [&json, &csv, &html] {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_output_path_that_cannot_be_written_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let output = octopoll()
+        .args(["run", "--agents", "2", "--comms-port", "0", "--quiet"])
+        .arg("--json")
+        .arg(dir.path().join("r.json"))
+        .arg("--html")
+        .arg(dir.path().join("no-such-dir/r.html"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("the HTML report cannot go to") && stderr.contains("no-such-dir"),
+        "{stderr}"
+    );
+    // Refused up front: not after the default 30 s of work.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(
+        !dir.path().join("r.json").exists(),
+        "nothing was run or written"
+    );
+}
+
+#[test]
 fn a_busy_comms_port_is_reported_with_the_node_and_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();

@@ -61,6 +61,8 @@ pub struct Report {
     /// Queued → response of the completed requests: the pickup, the agent's
     /// work and the way back.
     pub end_to_end_ms: Pickup,
+    /// The run was stopped early (Ctrl-C, SIGTERM): the figures cover what ran.
+    pub interrupted: bool,
     /// What each process cost (node and agent processes in a multi-process run;
     /// empty for an in-process one).
     pub processes: Vec<ProcessFigures>,
@@ -272,6 +274,7 @@ impl Report {
             pickup_ms: Pickup::of(&counts.pickup_us),
             pickup_from_schedule_ms: Pickup::of(&counts.pickup_from_schedule_us),
             end_to_end_ms: Pickup::of(&counts.end_to_end_us),
+            interrupted: false,
             processes: Vec::new(),
             listening_cluster: None,
             failures_by_reason: reasons(&counts.failed),
@@ -330,6 +333,12 @@ impl fmt::Display for Report {
             "octopoll report:{name} {} nodes, {} agents, {} topology, {} queue, {:.1} s, seed {}",
             run.nodes, run.agents, run.topology, run.queue, run.duration_s, run.seed
         )?;
+        if self.interrupted {
+            writeln!(
+                f,
+                "  INTERRUPTED  the run was stopped early; these figures cover what ran"
+            )?;
+        }
         let full = run
             .full_coverage_ms
             .map_or("never full".to_string(), |ms| format!("full after {ms} ms"));

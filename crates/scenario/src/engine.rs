@@ -45,17 +45,38 @@ pub struct Finished {
 /// the open-file limit (or `processes` is 0), else with each node in a process of
 /// its own and the agents split over as many as they need. On an error the lab
 /// is dropped, which ends its nodes and agents (or kills their processes).
-pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::Result<Finished> {
+pub async fn execute(config: RunConfig, progress: &mut Progress) -> anyhow::Result<Finished> {
+    execute_until(config, progress, CancellationToken::new()).await
+}
+
+/// How long an interrupted run waits for the requests in flight, at most.
+pub const INTERRUPTED_DRAIN: Duration = Duration::from_secs(3);
+
+/// [`execute`], stopped early when `interrupt` is cancelled (Ctrl-C): the mesh
+/// wait or the workload ends, no fault not yet due is carried out, requests in
+/// flight get up to [`INTERRUPTED_DRAIN`], and the report of what ran comes
+/// back marked `interrupted`.
+pub async fn execute_until(
+    mut config: RunConfig,
+    progress: &mut Progress,
+    interrupt: CancellationToken,
+) -> anyhow::Result<Finished> {
     config.lab.swarm.seed = config.seed;
+    if interrupt.is_cancelled() {
+        anyhow::bail!("interrupted before the run started");
+    }
     match config.plan()? {
         Plan::InProcess => {
+            // Every listener the run serves is bound before anything starts, so a
+            // taken port costs nothing but the error.
+            let listeners = Listeners::bind(&config).await?;
             let redis = redis_queue(&mut config)
                 .await?
                 .map(|redis| Arc::new(tokio::sync::Mutex::new(redis)));
             let lab = Lab::start(config.lab.clone()).await?;
-            let mut in_process = InProcess::serve(&lab, &config).await?;
+            let mut in_process = InProcess::serve(&lab, listeners).await?;
             in_process.redis = redis.clone();
-            let finished = run_on(lab, &config, in_process, progress).await;
+            let finished = run_on(lab, &config, in_process, progress, &interrupt).await;
             if let Some(redis) = redis {
                 redis.lock().await.kill().await;
             }
@@ -71,7 +92,7 @@ pub async fn execute(mut config: RunConfig, progress: &mut Progress) -> anyhow::
                 redis: lab.queue_redis(),
                 ..InProcess::default()
             };
-            run_on(lab, &config, in_process, progress).await
+            run_on(lab, &config, in_process, progress, &interrupt).await
         }
     }
 }
@@ -129,20 +150,39 @@ struct InProcess {
     _serving: Option<DropGuard>,
 }
 
-impl InProcess {
-    /// Serves the control API and metrics of `lab`, as `config` asks.
-    async fn serve(lab: &Lab, config: &RunConfig) -> anyhow::Result<Self> {
-        let stop = CancellationToken::new();
-        let bind = |addr: std::net::SocketAddr, flag: &'static str| async move {
-            tokio::net::TcpListener::bind(addr).await.map_err(|error| {
-                anyhow::Error::new(error).context(format!(
-                    "binding {flag} {addr} (pass another --{flag} HOST:PORT)"
-                ))
-            })
+/// The listeners an in-process run serves its metrics and control API on.
+struct Listeners {
+    metrics: Option<tokio::net::TcpListener>,
+    control: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what `config` asks for.
+    async fn bind(config: &RunConfig) -> anyhow::Result<Self> {
+        let bind = |addr: Option<std::net::SocketAddr>, flag: &'static str| async move {
+            let Some(addr) = addr else { return Ok(None) };
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map(Some)
+                .map_err(|error| {
+                    anyhow::Error::new(error).context(format!(
+                        "binding {flag} {addr} (pass another --{flag} HOST:PORT)"
+                    ))
+                })
         };
-        let telemetry = config.metrics.map(|_| Telemetry::new());
-        if let (Some(addr), Some(telemetry)) = (config.metrics, &telemetry) {
-            let listener = bind(addr, "metrics").await?;
+        Ok(Self {
+            metrics: bind(config.metrics, "metrics").await?,
+            control: bind(config.control, "control").await?,
+        })
+    }
+}
+
+impl InProcess {
+    /// Serves the control API and metrics of `lab` on `listeners`.
+    async fn serve(lab: &Lab, listeners: Listeners) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let telemetry = listeners.metrics.as_ref().map(|_| Telemetry::new());
+        if let (Some(listener), Some(telemetry)) = (listeners.metrics, &telemetry) {
             eprintln!(
                 "Prometheus metrics on http://{}/metrics",
                 listener.local_addr()?
@@ -159,10 +199,9 @@ impl InProcess {
                 stop.clone(),
             ));
         }
-        let dashboard = match config.control {
-            Some(addr) => {
+        let dashboard = match listeners.control {
+            Some(listener) => {
                 let dashboard = ControlState::new(lab.cluster.view());
-                let listener = bind(addr, "control").await?;
                 let proxies = if lab.fronts.is_some() {
                     " and the chaos proxies' /proxies"
                 } else {
@@ -201,8 +240,9 @@ async fn run_on<T: Testbed>(
     config: &RunConfig,
     in_process: InProcess,
     progress: &mut Progress,
+    interrupt: &CancellationToken,
 ) -> anyhow::Result<Finished> {
-    let mesh = form_mesh(&lab, config).await;
+    let mesh = form_mesh(&lab, config, interrupt).await;
     let listening_cluster = match (&config.listening_cluster, in_process.nodes.first()) {
         (Some(cluster), Some(node)) => {
             Some(ListeningCluster::start(node, &node.config().api_key, cluster).await?)
@@ -220,6 +260,7 @@ async fn run_on<T: Testbed>(
         &mesh,
         listening_cluster,
         progress,
+        interrupt,
     )
     .await;
     let node_names: Vec<String> = lab.node_ids().iter().map(ToString::to_string).collect();
@@ -229,7 +270,7 @@ async fn run_on<T: Testbed>(
         .iter()
         .map(|span| timeline::analyse(span, &driven.samples, &counts))
         .collect();
-    let report = Report::of_run(
+    let mut report = Report::of_run(
         RunRecord {
             name: config.name.clone(),
             facts: driven.facts,
@@ -242,15 +283,19 @@ async fn run_on<T: Testbed>(
         },
         &config.thresholds,
     );
+    report.interrupted = interrupt.is_cancelled();
     let csv = timeline::csv(&driven.samples, &counts, &node_names);
     let html = octopoll_report::html::render(&report, &driven.samples, &counts, &node_names);
     Ok(Finished { report, csv, html })
 }
 
 /// Waits for every polling link (or the mesh timeout: the run goes on either way).
-async fn form_mesh<T: Testbed>(lab: &T, config: &RunConfig) -> Mesh {
+async fn form_mesh<T: Testbed>(lab: &T, config: &RunConfig, interrupt: &CancellationToken) -> Mesh {
     lab.mesh_starting().await;
-    let mesh = wait_for_mesh(lab, config.mesh_timeout).await;
+    let mesh = tokio::select! {
+        mesh = wait_for_mesh(lab, config.mesh_timeout) => mesh,
+        () = interrupt.cancelled() => Mesh { settled_after: None, full_coverage_after: None },
+    };
     match mesh.settled_after {
         Some(after) => info!(
             ?after,
@@ -286,6 +331,8 @@ struct Driven {
 /// drain is over, every fault has been carried out (undos included), and the
 /// mesh has healed or the recovery bound has passed. Every request task has
 /// ended (or is counted lost) when this returns.
+// Each argument is a different part of the run, borrowed for this one call.
+#[allow(clippy::too_many_arguments)]
 async fn drive<T: Testbed>(
     lab: &T,
     config: &RunConfig,
@@ -294,6 +341,7 @@ async fn drive<T: Testbed>(
     mesh: &Mesh,
     mut listening_cluster: Option<ListeningCluster>,
     progress: &mut Progress,
+    interrupt: &CancellationToken,
 ) -> Driven {
     let ledger = Arc::new(match &in_process.telemetry {
         Some(telemetry) => Ledger::with_telemetry(telemetry.clone()),
@@ -331,6 +379,7 @@ async fn drive<T: Testbed>(
                 config,
                 ledger: &ledger,
                 machines,
+                interrupt,
             };
             // Progress is sampled beside the workload, never inside its loop: a slow
             // sample must not make requests late.
@@ -360,6 +409,7 @@ async fn drive<T: Testbed>(
                 started,
                 dashboard,
                 in_process.redis.as_ref(),
+                interrupt,
             )
             .await;
             faults_done.cancel();
@@ -368,8 +418,11 @@ async fn drive<T: Testbed>(
         sampler::sample(lab, started, async {
             workload_done.cancelled().await;
             faults_done.cancelled().await;
-            if !config.faults.is_empty() {
-                let _ = wait_for_full_coverage(lab, recovery_bound).await;
+            if !config.faults.is_empty() && !interrupt.is_cancelled() {
+                tokio::select! {
+                    _ = wait_for_full_coverage(lab, recovery_bound) => {}
+                    () = interrupt.cancelled() => {}
+                }
             }
         }),
         cluster_run,
@@ -422,6 +475,8 @@ struct Workload<'a, T> {
     ledger: &'a Arc<Ledger>,
     /// The agents, in name order (registration order varies from run to run).
     machines: &'a [Recipient],
+    /// Ends the workload early (and shortens the drain).
+    interrupt: &'a CancellationToken,
 }
 
 impl<T: Testbed> Workload<'_, T> {
@@ -436,7 +491,12 @@ impl<T: Testbed> Workload<'_, T> {
         if machines.is_empty() {
             return;
         }
-        while let Some(batch) = pacer.next_batch().await {
+        loop {
+            let batch = tokio::select! {
+                batch = pacer.next_batch() => batch,
+                () = self.interrupt.cancelled() => None,
+            };
+            let Some(batch) = batch else { break };
             for n in batch {
                 let scheduled = pacer.scheduled(n);
                 // Requests are numbered from 1. Each draws from its own generator, so
@@ -488,13 +548,20 @@ impl<T: Testbed> Workload<'_, T> {
     }
 
     async fn drain(&self, progress: &mut Progress) {
-        let deadline = Instant::now() + self.config.drain;
+        let started = Instant::now();
+        let deadline = || {
+            let drain = match self.interrupt.is_cancelled() {
+                true => self.config.drain.min(INTERRUPTED_DRAIN),
+                false => self.config.drain,
+            };
+            started + drain
+        };
         let outstanding = || {
             let (queued, completed, failed) = self.ledger.tally();
             queued > completed + failed
         };
         let mut next_show = Instant::now();
-        while outstanding() && Instant::now() < deadline {
+        while outstanding() && Instant::now() < deadline() {
             if Instant::now() >= next_show {
                 progress.show(&self.sample("draining").await);
                 next_show += Duration::from_millis(500);

@@ -32,13 +32,16 @@ pub struct Executed {
 
 /// Carries out `faults` against `lab` on their schedule from `started`, and
 /// returns once every one (and every undo) is done. Each action runs in its own
-/// task, so a slow graceful stop never delays the next fault.
+/// task, so a slow graceful stop never delays the next fault. Once `interrupt`
+/// is cancelled nothing more is started, actions under way are abandoned, and
+/// what was done comes back.
 pub async fn run(
     lab: &impl Testbed,
     faults: &[Fault],
     started: Instant,
     timeline: Option<&ControlState>,
     redis: Option<&RedisHandle>,
+    interrupt: &tokio_util::sync::CancellationToken,
 ) -> Vec<Executed> {
     let mut events: Vec<(Duration, usize, bool)> = Vec::new();
     for (i, fault) in faults.iter().enumerate() {
@@ -50,7 +53,10 @@ pub async fn run(
     events.sort_by_key(|(at, i, undo)| (*at, *undo, *i));
     let mut running = JoinSet::new();
     for (at, index, undo) in events {
-        tokio::time::sleep_until(started + at).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(started + at) => {}
+            () = interrupt.cancelled() => break,
+        }
         let fault = &faults[index];
         info!(fault = %fault.describe(), undo, "fault");
         if let Some(timeline) = timeline {
@@ -85,9 +91,20 @@ pub async fn run(
         });
     }
     let mut done = Vec::new();
-    while let Some(executed) = running.join_next().await {
+    let mut abandoned = false;
+    loop {
+        let executed = tokio::select! {
+            executed = running.join_next() => executed,
+            () = interrupt.cancelled(), if !abandoned => {
+                running.abort_all();
+                abandoned = true;
+                continue;
+            }
+        };
+        let Some(executed) = executed else { break };
         match executed {
             Ok(executed) => done.push(executed),
+            Err(error) if error.is_cancelled() => {}
             Err(error) => warn!(%error, "a fault task failed"),
         }
     }

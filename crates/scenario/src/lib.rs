@@ -24,4 +24,4 @@ pub mod testbed;
 pub mod workload;
 
 pub use config::RunConfig;
-pub use engine::{execute, Finished};
+pub use engine::{execute, execute_until, Finished};

@@ -2,6 +2,7 @@
 //! report, and turn it into an exit code.
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -10,7 +11,8 @@ use octopoll_lab::haproxy::BalancerError;
 use octopoll_scenario::file::OutputKeys;
 use octopoll_scenario::layers::Layers;
 use octopoll_scenario::progress::Progress;
-use octopoll_scenario::{execute, RunConfig};
+use octopoll_scenario::{execute_until, RunConfig};
+use tokio_util::sync::CancellationToken;
 
 use crate::args::RunArgs;
 
@@ -20,10 +22,28 @@ const DEFAULT_DASHBOARD_PORT: u16 = 8080;
 /// The exit code of a run that breached a threshold.
 pub const THRESHOLD_BREACHED: u8 = 99;
 
-/// Runs and reports; fails if any request was lost, exits 99 if a threshold broke.
-pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+/// The exit code of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT), after
+/// its reports were written.
+pub const INTERRUPTED: u8 = 130;
+
+/// Runs and reports; fails if any request was lost, exits 99 if a threshold
+/// broke. Cancelling `interrupt` stops the run early: what ran is still
+/// reported and written, marked interrupted, and the exit code is 130.
+pub async fn run(args: RunArgs, interrupt: CancellationToken) -> anyhow::Result<ExitCode> {
     let (mut config, output) = config_of(&args)?;
-    let (json, csv, html) = (output.json, output.csv, output.html);
+    let outputs: Vec<(Output, PathBuf)> = [
+        (Output::Json, output.json),
+        (Output::Csv, output.csv),
+        (Output::Html, output.html),
+    ]
+    .into_iter()
+    .filter_map(|(kind, path)| Some((kind, path?)))
+    .collect();
+    // A path that cannot be written is found now, not after the run.
+    for (kind, path) in &outputs {
+        writable(path)
+            .with_context(|| format!("the {} cannot go to {}", kind.what(), path.display()))?;
+    }
     let quiet = output.quiet.unwrap_or(false);
     // On a terminal the dashboard is on unless asked otherwise, where it is free
     // (and where the run stays in this process: the page reads the nodes directly).
@@ -35,21 +55,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut progress = Progress::stderr(quiet);
-    let finished = execute(config, &mut progress).await.map_err(with_hint)?;
+    let finished = execute_until(config, &mut progress, interrupt)
+        .await
+        .map_err(with_hint)?;
     let report = &finished.report;
     print!("{report}");
-    if let Some(path) = json {
-        let text = serde_json::to_string_pretty(report)?;
-        std::fs::write(&path, text + "\n")
-            .with_context(|| format!("writing the JSON report to {}", path.display()))?;
+    // Each output is written even if another could not be.
+    let json = serde_json::to_string_pretty(report)? + "\n";
+    let unwritten: Vec<String> = outputs
+        .iter()
+        .filter_map(|(kind, path)| {
+            let text = match kind {
+                Output::Json => &json,
+                Output::Csv => &finished.csv,
+                Output::Html => &finished.html,
+            };
+            std::fs::write(path, text)
+                .err()
+                .map(|error| format!("the {} to {}: {error}", kind.what(), path.display()))
+        })
+        .collect();
+    if !unwritten.is_empty() {
+        bail!("could not write {}", unwritten.join("; "));
     }
-    if let Some(path) = csv {
-        std::fs::write(&path, &finished.csv)
-            .with_context(|| format!("writing the CSV time series to {}", path.display()))?;
-    }
-    if let Some(path) = html {
-        std::fs::write(&path, &finished.html)
-            .with_context(|| format!("writing the HTML report to {}", path.display()))?;
+    if report.interrupted {
+        eprintln!("octopoll: the run was interrupted; its reports cover what ran");
+        return Ok(ExitCode::from(INTERRUPTED));
     }
     let failed_faults: Vec<String> = report
         .faults
@@ -86,6 +117,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A file a run writes.
+#[derive(Clone, Copy)]
+enum Output {
+    Json,
+    Csv,
+    Html,
+}
+
+impl Output {
+    fn what(self) -> &'static str {
+        match self {
+            Output::Json => "JSON report",
+            Output::Csv => "CSV time series",
+            Output::Html => "HTML report",
+        }
+    }
+}
+
+/// Whether a file can be written at `path`: it is not a directory, and it can be
+/// opened for writing, or its directory exists and takes a new file (tried with
+/// a file created and removed at once).
+fn writable(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Err(std::io::Error::other("it is a directory"));
+    }
+    if path.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop);
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    std::fs::remove_file(path)
 }
 
 /// The built-in default, then the scenario file, then the flags; checked.
