@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use octopoll_report::report::{Pickup, Report};
+/// The latency summary the figures carry.
+pub use octopoll_report::report::Pickup;
+use octopoll_report::report::Report;
 use octopoll_scenario::execute;
 use octopoll_scenario::file::Source;
 use octopoll_scenario::layers::Layers;

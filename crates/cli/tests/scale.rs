@@ -140,6 +140,24 @@ fn report(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// `octopoll run` of the scenario `text`, which must succeed: its stdout, its
+/// JSON report and the processes it started.
+fn run_scenario(text: &str) -> (String, serde_json::Value, BTreeSet<u32>) {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, text).unwrap();
+    let json = dir.path().join("r.json");
+    let (output, started) = run_watching(
+        octopoll()
+            .arg("run")
+            .arg(&scenario)
+            .args(["--quiet", "--json"])
+            .arg(&json),
+    );
+    let stdout = succeeded(&output);
+    (stdout, report(&json), started)
+}
+
 #[test]
 fn fifteen_hundred_agents_across_processes_reach_full_coverage_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -207,10 +225,7 @@ fn fifteen_hundred_agents_across_processes_reach_full_coverage_and_lose_nothing(
 
 #[test]
 fn a_node_killed_across_processes_fails_only_its_own_work_and_the_mesh_heals() {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("failover.toml");
-    std::fs::write(
-        &scenario,
+    let (_, report, started) = run_scenario(
         r#"
 name = "failover-across-processes"
 duration = "8s"
@@ -231,18 +246,7 @@ duration = "2s"
 lost_max = 0
 full_mesh_after_fault_s = 10
 "#,
-    )
-    .unwrap();
-    let json = dir.path().join("r.json");
-    let (output, started) = run_watching(
-        octopoll()
-            .arg("run")
-            .arg(&scenario)
-            .args(["--quiet", "--json"])
-            .arg(&json),
     );
-    succeeded(&output);
-    let report = report(&json);
     let fault = &report["faults"][0];
     assert_eq!(fault["error"], serde_json::Value::Null, "{fault}");
     assert!(fault["coverage_min"].as_f64().unwrap() < 0.7, "{fault}");
@@ -279,10 +283,7 @@ full_mesh_after_fault_s = 10
 fn a_redis_outage_across_processes_loses_nothing_and_leaves_the_registry_alone() {
     // The node processes share a queue on a redis-server of its own; the fault
     // kills it for a second, which also empties it.
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("redis-down.toml");
-    std::fs::write(
-        &scenario,
+    let (stdout, report, started) = run_scenario(
         r#"
 name = "redis-down-across-processes"
 duration = "8s"
@@ -301,18 +302,7 @@ at = "2s"
 action = "redis-down"
 duration = "1s"
 "#,
-    )
-    .unwrap();
-    let json = dir.path().join("r.json");
-    let (output, started) = run_watching(
-        octopoll()
-            .arg("run")
-            .arg(&scenario)
-            .args(["--quiet", "--json"])
-            .arg(&json),
     );
-    let stdout = succeeded(&output);
-    let report = report(&json);
     let fault = &report["faults"][0];
     assert_eq!(fault["fault"], "redis-down redis at 2s for 1s", "{fault}");
     assert_eq!(fault["error"], serde_json::Value::Null, "{fault}");

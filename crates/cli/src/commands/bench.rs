@@ -89,6 +89,20 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Per-node beside Redis latencies, and their ratios.
+fn versus(per_node: &runs::Pickup, redis: &runs::Pickup) -> String {
+    let ratio = |x: f64, y: f64| if x > 0.0 { y / x } else { f64::NAN };
+    format!(
+        "per-node p50 {:.2} / p99 {:.2} ms; Redis p50 {:.2} / p99 {:.2} ms; Redis ÷ per-node p50 {:.1}×, p99 {:.1}×",
+        per_node.p50,
+        per_node.p99,
+        redis.p50,
+        redis.p99,
+        ratio(per_node.p50, redis.p50),
+        ratio(per_node.p99, redis.p99),
+    )
+}
+
 fn table(figures: &Figures, key_type: &str) -> String {
     let mut out = String::new();
     let kx = figures
@@ -158,34 +172,21 @@ fn table(figures: &Figures, key_type: &str) -> String {
         );
     }
     if let Some(q) = &figures.queue {
-        let (a, b) = (&q.per_node.pickup_ms, &q.redis.pickup_ms);
-        let ratio = |x: f64, y: f64| if x > 0.0 { y / x } else { f64::NAN };
         let _ = writeln!(
             out,
-            "| queues: pickup at {:.0} requests/s over {} agents, per-node vs Redis ({} / {} requests, {} / {} failed) | {key_type}, {kx} | per-node p50 {:.2} / p99 {:.2} ms; Redis p50 {:.2} / p99 {:.2} ms; Redis ÷ per-node p50 {:.1}×, p99 {:.1}× | — (measured) | — |",
+            "| queues: pickup at {:.0} requests/s over {} agents, per-node vs Redis ({} / {} requests, {} / {} failed) | {key_type}, {kx} | {} | — (measured) | — |",
             q.redis.rate,
             q.redis.agents,
             q.per_node.requests,
             q.redis.requests,
             q.per_node.failed,
             q.redis.failed,
-            a.p50,
-            a.p99,
-            b.p50,
-            b.p99,
-            ratio(a.p50, b.p50),
-            ratio(a.p99, b.p99),
+            versus(&q.per_node.pickup_ms, &q.redis.pickup_ms),
         );
-        let (a, b) = (&q.per_node.end_to_end_ms, &q.redis.end_to_end_ms);
         let _ = writeln!(
             out,
-            "| queues: end to end (queued → response), per-node vs Redis | {key_type}, {kx} | per-node p50 {:.2} / p99 {:.2} ms; Redis p50 {:.2} / p99 {:.2} ms; Redis ÷ per-node p50 {:.1}×, p99 {:.1}× | — (measured) | — |",
-            a.p50,
-            a.p99,
-            b.p50,
-            b.p99,
-            ratio(a.p50, b.p50),
-            ratio(a.p99, b.p99),
+            "| queues: end to end (queued → response), per-node vs Redis | {key_type}, {kx} | {} | — (measured) | — |",
+            versus(&q.per_node.end_to_end_ms, &q.redis.end_to_end_ms),
         );
         let _ = writeln!(
             out,
