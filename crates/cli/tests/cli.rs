@@ -110,7 +110,10 @@ fn an_interrupted_run_still_prints_and_writes_every_report_and_exits_130() {
             serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         assert_eq!(report["interrupted"], true);
         let requests = &report["requests"];
-        assert!(requests["queued"].as_u64().unwrap() > 0, "what ran is counted: {report}");
+        assert!(
+            requests["queued"].as_u64().unwrap() > 0,
+            "what ran is counted: {report}"
+        );
         assert_eq!(requests["lost"], 0, "{report}");
         assert!(std::fs::read_to_string(&csv)
             .unwrap()
@@ -147,6 +150,23 @@ fn an_output_path_that_cannot_be_written_is_refused_before_the_run() {
     assert!(
         !dir.path().join("r.json").exists(),
         "nothing was run or written"
+    );
+}
+
+#[test]
+fn a_taken_control_port_gets_a_clear_error_and_a_non_zero_exit() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = octopoll()
+        .args(["run", "--agents", "2", "--comms-port", "0", "--quiet"])
+        .args(["--control", &addr])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("binding control {addr}")) && stderr.contains("--control"),
+        "{stderr}"
     );
 }
 
