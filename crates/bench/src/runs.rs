@@ -32,10 +32,11 @@ async fn run(name: &str, layers_text: &[&str]) -> anyhow::Result<Report> {
     Ok(execute(config, &mut progress).await?.report)
 }
 
-/// The tables every benchmark run shares: free ports, the agents and key type
+/// The tables every benchmark run shares: free ports and `cluster` (more
+/// `[cluster]` keys, each line ending in a newline), the agents and key type
 /// (top-level keys go before it in a layer).
-fn base(agents: usize, key_type: &str) -> String {
-    format!("[cluster]\ncomms_port = 0\n[agents]\ncount = {agents}\nkey_type = \"{key_type}\"\n")
+fn base(agents: usize, key_type: &str, cluster: &str) -> String {
+    format!("[cluster]\ncomms_port = 0\n{cluster}[agents]\ncount = {agents}\nkey_type = \"{key_type}\"\n")
 }
 
 /// Time to full mesh from a cold start, and memory per held connection.
@@ -57,7 +58,7 @@ pub struct MeshFigures {
 pub async fn mesh(agents: usize, key_type: &str) -> anyhow::Result<MeshFigures> {
     let layer = format!(
         "duration = \"5s\"\nmesh_timeout = \"5m\"\n{}",
-        base(agents, key_type)
+        base(agents, key_type, "")
     );
     let report = run("mesh", &[&layer]).await?;
     Ok(MeshFigures {
@@ -102,7 +103,7 @@ async fn dispatch_with(
 ) -> anyhow::Result<DispatchFigures> {
     let layer = format!(
         "duration = \"30s\"\nmesh_timeout = \"5m\"\n{}[workload]\nrate = {rate:.1}\nmix = {{ echo = 1 }}\n",
-        base(agents, key_type).replace("[cluster]\n", &format!("[cluster]\n{cluster}"))
+        base(agents, key_type, cluster)
     );
     let report = run("dispatch", &[&layer]).await?;
     Ok(DispatchFigures {
@@ -136,7 +137,7 @@ pub struct StormFigures {
 
 /// The shipped reconnect-storm scenario with `agents` agents.
 pub async fn storm(agents: usize, key_type: &str) -> anyhow::Result<StormFigures> {
-    let report = run("storm", &[STORM, &base(agents, key_type)]).await?;
+    let report = run("storm", &[STORM, &base(agents, key_type, "")]).await?;
     let fault = report.faults.first();
     let nodes = report
         .processes
@@ -288,7 +289,7 @@ pub async fn redis_faults(
     let layer = |top: &str, cluster: &str, workload: &str, fault: &str| {
         format!(
             "{top}mesh_timeout = \"5m\"\n{}[workload]\nrate = {rate:.1}\n{workload}[[faults]]\n{fault}",
-            base(agents, key_type).replace("[cluster]\n", &format!("[cluster]\n{cluster}"))
+            base(agents, key_type, cluster)
         )
     };
     // The drain outlasts Halibut's 60 s of processor silence.

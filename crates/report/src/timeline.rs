@@ -228,7 +228,15 @@ pub fn csv(samples: &[CoverageSample], counts: &Counts, nodes: &[String]) -> Str
         let _ = write!(out, ",connections_{}", node.replace('-', "_"));
     }
     out.push_str(",coverage,queued,completed,failed,pickup_p99_ms,handshakes\n");
-    let rates: Vec<u64> = handshake_rates(samples).collect();
+    // Handshakes per second of the run, in one pass over the samples.
+    let mut handshakes_in: Vec<u64> = Vec::new();
+    for (sample, new) in samples.iter().zip(handshake_rates(samples)) {
+        let second = sample.t.as_secs() as usize;
+        if handshakes_in.len() <= second {
+            handshakes_in.resize(second + 1, 0);
+        }
+        handshakes_in[second] += new;
+    }
     let last_sample = samples.last().map_or(0, |s| s.t.as_secs());
     let seconds = (last_sample as usize + 1).max(counts.seconds.len());
     for second in 0..seconds {
@@ -245,13 +253,7 @@ pub fn csv(samples: &[CoverageSample], counts: &Counts, nodes: &[String]) -> Str
         }
         let counted = counts.seconds.get(second).cloned().unwrap_or_default();
         let p99 = p99_ms(&counted.pickups_us);
-        let from = Duration::from_secs(second as u64);
-        let handshakes: u64 = samples
-            .iter()
-            .zip(&rates)
-            .filter(|(s, _)| s.t >= from && s.t < at)
-            .map(|(_, new)| new)
-            .sum();
+        let handshakes = handshakes_in.get(second).copied().unwrap_or(0);
         let _ = writeln!(
             out,
             ",{:.4},{},{},{},{p99:.3},{handshakes}",
@@ -450,5 +452,18 @@ mod tests {
         );
         assert_eq!(lines[1], "0,10,10,10,1.0000,1,1,0,2.000,0");
         assert_eq!(lines[2], "1,7,7,7,0.7000,0,0,0,0.000,0");
+        // Handshakes land in the second of the sample that saw them.
+        let with = |ms, handshakes| CoverageSample {
+            handshakes,
+            ..sample(ms, 30)
+        };
+        let samples = vec![with(0, 30), with(900, 40), with(1500, 55)];
+        let text = csv(&samples, &counts, &["node-1".into()]);
+        let column: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.rsplit(',').next().unwrap())
+            .collect();
+        assert_eq!(column, ["40", "15"]);
     }
 }

@@ -197,6 +197,12 @@ impl ProcessLab {
             .map(|n| &n.remote)
             .find(|remote| remote.id() == id)
     }
+
+    /// The redis-server of the nodes' queue, when octopoll started one: what the
+    /// run's Redis faults act on.
+    pub fn queue_redis(&self) -> Option<RedisHandle> {
+        self.queue_redis.clone()
+    }
 }
 
 /// `octopoll guard --remove DIR`: it deletes `dir` when this process's end of
@@ -378,14 +384,6 @@ fn key_type_name(key_type: octopoll_pki::KeyType) -> KeyTypeName {
     match key_type {
         octopoll_pki::KeyType::Rsa2048 => KeyTypeName::Rsa,
         _ => KeyTypeName::Ecdsa,
-    }
-}
-
-impl ProcessLab {
-    /// The redis-server of the nodes' queue, when octopoll started one: what the
-    /// run's Redis faults act on.
-    pub fn queue_redis(&self) -> Option<RedisHandle> {
-        self.queue_redis.clone()
     }
 }
 
