@@ -312,6 +312,7 @@ async fn run_on_the_redis_queue(
     let mut lab = LabConfig::new(3, 10);
     lab.cluster.queue = QueueMode::Redis;
     lab.cluster.node.long_poll = long_poll;
+    lab.chaos = fault.action.is_network();
     let mut queue = RedisQueueConfig::new("", "");
     queue.timing = RedisQueueTiming {
         retry_for: Duration::from_secs(30),
@@ -344,6 +345,7 @@ async fn run_with_redis_fault(
         nodes: Vec::new(),
         duration: (action == octopoll_scenario::fault::RedisAction::Down)
             .then_some(Duration::from_secs(1)),
+        link: Default::default(),
     };
     run_on_the_redis_queue(fault, Duration::from_secs(30)).await
 }
@@ -392,6 +394,52 @@ async fn a_run_whose_redis_is_down_a_second_rides_it_out_on_retries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_nodes_link_to_redis_down_delays_its_work_and_loses_nothing() {
+    use octopoll_lab::actions::NetworkAction;
+    use octopoll_lab::fronts::Link;
+    use octopoll_node::NodeId;
+    use octopoll_scenario::fault::{Action, Fault};
+    if !common::redis_installed("a run on the Redis queue") {
+        return;
+    }
+    // Node 2's own way to Redis cut from 3 s to 5 s of 8; the others' intact.
+    let fault = Fault {
+        at: Duration::from_secs(3),
+        action: Action::Network(NetworkAction::Down),
+        nodes: vec![NodeId(2)],
+        duration: Some(Duration::from_secs(2)),
+        link: Link::Redis,
+    };
+    let report = run_on_the_redis_queue(fault, Duration::from_secs(30)).await;
+    assert_eq!(report.requests.lost, 0, "{report}");
+    assert_eq!(report.requests.counted_twice, 0, "{report}");
+    assert!(report.faults[0].error.is_none(), "{report}");
+    assert!(
+        report.faults[0].fault.contains("down node-2-redis"),
+        "the report names the link\n{report}"
+    );
+    // Work queued on node 2 meanwhile waits on its retries until the link is
+    // back, then goes through.
+    assert!(
+        report.end_to_end_ms.max >= 1_000.0,
+        "node 2's work waited for its link\n{report}"
+    );
+    // At most a request node 2 was processing at the cut fails, when its
+    // sender stops hearing node 2's heartbeats.
+    for (reason, count) in &report.failures_by_reason {
+        assert_eq!(
+            reason,
+            FailReason::NodeLost.as_str(),
+            "{count} failed otherwise\n{report}"
+        );
+    }
+    assert!(
+        report.requests.completed * 10 >= report.requests.queued * 9,
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_that_lose_every_pulse_still_collect_on_their_long_poll_timeout() {
     use octopoll_lab::actions::NodeAction;
     use octopoll_node::NodeId;
@@ -405,6 +453,7 @@ async fn nodes_that_lose_every_pulse_still_collect_on_their_long_poll_timeout() 
         action: Action::Node(NodeAction::LosePulses),
         nodes: vec![NodeId(1), NodeId(2), NodeId(3)],
         duration: Some(Duration::from_secs(2)),
+        link: Default::default(),
     };
     let report = run_on_the_redis_queue(fault, Duration::from_millis(1500)).await;
     assert_eq!(report.requests.lost, 0, "{report}");

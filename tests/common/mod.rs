@@ -235,25 +235,33 @@ pub fn redis_installed(test: &str) -> bool {
 /// A redis-server of the test's own, if Redis is installed; under `CI=true` its
 /// absence fails the test instead of skipping it.
 pub async fn local_redis(test: &str) -> Option<octopoll_fleet::redis_server::LocalRedis> {
-    local_redis_on(test, octopoll_fleet::redis_server::Listen::UnixSocket).await
+    started_or_skipped(
+        test,
+        octopoll_fleet::redis_server::LocalRedis::start(None).await,
+    )
 }
 
 /// [`local_redis`] on TCP, at a free port of 127.0.0.1 (so a chaos proxy can
 /// stand in front of it).
 pub async fn local_redis_on_tcp(test: &str) -> Option<octopoll_fleet::redis_server::LocalRedis> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    local_redis_on(test, octopoll_fleet::redis_server::Listen::Tcp(addr)).await
+    let started = octopoll_fleet::redis_server::LocalRedis::start_on_tcp(
+        None,
+        std::net::Ipv4Addr::LOCALHOST.into(),
+    )
+    .await;
+    started_or_skipped(test, started)
 }
 
-async fn local_redis_on(
+/// The Redis `test` started, or `None` (a skip) where redis-server is not
+/// installed outside CI.
+fn started_or_skipped(
     test: &str,
-    listen: octopoll_fleet::redis_server::Listen,
+    started: Result<
+        octopoll_fleet::redis_server::LocalRedis,
+        octopoll_fleet::redis_server::RedisError,
+    >,
 ) -> Option<octopoll_fleet::redis_server::LocalRedis> {
-    match octopoll_fleet::redis_server::LocalRedis::start_on(None, listen).await {
+    match started {
         Ok(redis) => Some(redis),
         Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
             panic!("{test} needs redis-server in CI: {error}")

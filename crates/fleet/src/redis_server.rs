@@ -4,7 +4,7 @@
 //! on) or on a TCP address (to put a chaos proxy in front of it), with
 //! persistence off, stopped with the run.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -56,6 +56,9 @@ pub enum Listen {
     /// A TCP address (give a free port: redis-server cannot pick one itself).
     Tcp(SocketAddr),
 }
+
+/// Ports tried by [`LocalRedis::start_on_tcp`].
+const TCP_ATTEMPTS: usize = 3;
 
 /// A running redis-server of octopoll's own.
 #[derive(Debug)]
@@ -182,6 +185,26 @@ impl LocalRedis {
     /// [`LocalRedis::start`] on `listen`.
     pub async fn start_on(binary: Option<&Path>, listen: Listen) -> Result<Self, RedisError> {
         Self::start_with(binary, None, listen).await
+    }
+
+    /// [`LocalRedis::start`] on TCP, on a free port of `ip`: what a relay in
+    /// front of it (the chaos proxy) needs. The port is picked a moment before
+    /// redis-server binds it, so a port taken in between is tried again.
+    pub async fn start_on_tcp(binary: Option<&Path>, ip: IpAddr) -> Result<Self, RedisError> {
+        let mut attempt = 1;
+        loop {
+            let port = std::net::TcpListener::bind((ip, 0))
+                .and_then(|listener| listener.local_addr())
+                .map_err(|source| RedisError::Spawn {
+                    dir: std::env::temp_dir(),
+                    source,
+                })?
+                .port();
+            match Self::start_on(binary, Listen::Tcp(SocketAddr::new(ip, port))).await {
+                Err(RedisError::Exited { .. }) if attempt < TCP_ATTEMPTS => attempt += 1,
+                started => return started,
+            }
+        }
     }
 
     /// [`LocalRedis::start`], with redis-server run under `octopoll guard` (the

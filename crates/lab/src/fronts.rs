@@ -1,41 +1,80 @@
-//! The chaos proxy in front of each node (`node-1`, `node-2`, … in the proxy's
-//! API), and the network faults a scenario does through it.
+//! The chaos proxies of a lab and the network faults a scenario does through
+//! them: one in front of each node (`node-1`, `node-2`, … in the proxy's API),
+//! and, on the Redis queue, one on each node's way to Redis (`node-1-redis`, …).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use octopoll_chaos::toxic::{Bandwidth, Latency, LimitData, ResetPeer, Slicer, SlowClose, Timeout};
 use octopoll_chaos::{Chaos, ProxyConfig, ProxyUpdate, Stream, Toxic as ChaosToxic, ToxicKind};
 use octopoll_node::NodeId;
+use serde::Serialize;
 
 use crate::actions::{NetworkAction, Streams, Toxic};
 
-/// The proxies between the agents (or HAProxy) and the nodes, one per node.
-#[derive(Clone, Debug)]
+/// Which of a node's links a network fault goes through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Link {
+    /// Between the agents (or HAProxy) and the node.
+    #[default]
+    Agents,
+    /// Between the node and the Redis queue the nodes share.
+    Redis,
+}
+
+/// The chaos proxies, one per node and link.
+#[derive(Clone, Debug, Default)]
 pub struct ChaosFronts {
     chaos: Chaos,
     addresses: Vec<SocketAddr>,
 }
 
-/// A node's proxy name in the chaos API.
-pub fn proxy_name(node: NodeId) -> String {
-    node.to_string()
+/// The name of `node`'s proxy on `link` in the chaos API: `node-2`, `node-2-redis`.
+pub fn proxy_name(node: NodeId, link: Link) -> String {
+    match link {
+        Link::Agents => node.to_string(),
+        Link::Redis => format!("{node}-redis"),
+    }
 }
 
 impl ChaosFronts {
+    /// No proxies yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Starts a proxy on a free port of `bind` in front of each node.
-    pub async fn start(
+    pub async fn front_nodes(
+        &mut self,
         bind: IpAddr,
         nodes: &[(NodeId, SocketAddr)],
-    ) -> Result<Self, octopoll_chaos::Error> {
-        let chaos = Chaos::new();
-        let mut addresses = Vec::with_capacity(nodes.len());
+    ) -> Result<(), octopoll_chaos::Error> {
         for (id, addr) in nodes {
-            let config =
-                ProxyConfig::new(proxy_name(*id), SocketAddr::new(bind, 0), addr.to_string());
+            let name = proxy_name(*id, Link::Agents);
+            let config = ProxyConfig::new(name, SocketAddr::new(bind, 0), addr.to_string());
             // On an error the proxies made so far go with `chaos`.
-            addresses.push(chaos.create(config).await?.listen);
+            self.addresses.push(self.chaos.create(config).await?.listen);
         }
-        Ok(Self { chaos, addresses })
+        Ok(())
+    }
+
+    /// Starts a proxy on a free port of `bind` for each of nodes 1 to `nodes`
+    /// to reach the Redis at `server` (`host:port`) through: the address each
+    /// node uses instead.
+    pub async fn front_redis(
+        &self,
+        bind: IpAddr,
+        nodes: u16,
+        server: &str,
+    ) -> Result<BTreeMap<NodeId, SocketAddr>, octopoll_chaos::Error> {
+        let mut relays = BTreeMap::new();
+        for id in (1..=nodes).map(NodeId) {
+            let name = proxy_name(id, Link::Redis);
+            let config = ProxyConfig::new(name, SocketAddr::new(bind, 0), server.to_owned());
+            relays.insert(id, self.chaos.create(config).await?.listen);
+        }
+        Ok(relays)
     }
 
     /// The address agents use for each node, node 1 first.
@@ -48,44 +87,47 @@ impl ChaosFronts {
         &self.chaos
     }
 
-    /// Applies `action` between the agents and `node`; `tag` keeps the toxics of
+    /// Applies `action` to `node`'s `link`; `tag` keeps the toxics of
     /// different faults apart.
     pub async fn apply(
         &self,
         node: NodeId,
+        link: Link,
         action: &NetworkAction,
         tag: usize,
     ) -> Result<(), octopoll_chaos::Error> {
-        self.change(node, action, tag, true).await
+        self.change(&proxy_name(node, link), action, tag, true)
+            .await
     }
 
-    /// Undoes `action` on `node`.
+    /// Undoes `action` on `node`'s `link`.
     pub async fn lift(
         &self,
         node: NodeId,
+        link: Link,
         action: &NetworkAction,
         tag: usize,
     ) -> Result<(), octopoll_chaos::Error> {
-        self.change(node, action, tag, false).await
+        self.change(&proxy_name(node, link), action, tag, false)
+            .await
     }
 
     async fn change(
         &self,
-        node: NodeId,
+        proxy: &str,
         action: &NetworkAction,
         tag: usize,
         on: bool,
     ) -> Result<(), octopoll_chaos::Error> {
-        let proxy = proxy_name(node);
         if let NetworkAction::Down = action {
             // Down is the proxy disabled; lifting it enables the proxy again.
-            return self.enable(&proxy, !on).await;
+            return self.enable(proxy, !on).await;
         }
         for toxic in toxics(action, tag) {
             let done = if on {
-                self.chaos.add_toxic(&proxy, toxic).await.map(drop)
+                self.chaos.add_toxic(proxy, toxic).await.map(drop)
             } else {
-                self.chaos.remove_toxic(&proxy, &toxic.name).await
+                self.chaos.remove_toxic(proxy, &toxic.name).await
             };
             done?;
         }

@@ -14,6 +14,7 @@ use octopoll_agent::{
 };
 use octopoll_node::{
     Cluster, ClusterConfig, Coverage, CoverageMatrix, Machine, Node, NodeId, NodeStats, Outcome,
+    QueueMode,
 };
 use octopoll_pki::{ApiKey, Identity, KeyType};
 use octopoll_wire::RequestMessage;
@@ -41,8 +42,8 @@ pub struct LabConfig {
     pub topology: Topology,
     /// The HAProxy binary; looked up on PATH when `None`.
     pub haproxy: Option<PathBuf>,
-    /// Put the chaos proxy between the agents (or HAProxy) and every node, for
-    /// network faults.
+    /// Put the chaos proxy between the agents (or HAProxy) and every node, and
+    /// between every node and a Redis queue on TCP, for network faults.
     pub chaos: bool,
 }
 
@@ -166,7 +167,23 @@ impl Lab {
     /// node 1's API (pinning the cluster's certificate) and points every agent at
     /// the addresses the topology gives them. What started before a failure is
     /// dropped, which ends it.
+    ///
+    /// With `chaos`, a chaos proxy goes in front of every node, and on a Redis
+    /// queue reached over TCP one more on each node's way to Redis.
     pub async fn start(config: LabConfig) -> Result<Self, LabError> {
+        let fronts = config.chaos.then(ChaosFronts::new);
+        let started = Self::start_with(config, fronts.clone()).await;
+        if let (Err(_), Some(fronts)) = (&started, fronts) {
+            // Proxies outlive their handles; nothing else ends them.
+            fronts.stop().await;
+        }
+        started
+    }
+
+    async fn start_with(
+        config: LabConfig,
+        mut fronts: Option<ChaosFronts>,
+    ) -> Result<Self, LabError> {
         let topology = config.topology;
         // Before anything starts, so a missing HAProxy costs nothing.
         let haproxy_binary = match topology.balancing() {
@@ -190,6 +207,23 @@ impl Lab {
         let api_key = cluster_config.node.api_key.clone();
         let node = cluster_config.node.clone();
         let bind = cluster_config.bind;
+        // Each node reaches a Redis queue on TCP through a proxy of its own, for
+        // faults on one node's link.
+        let redis_server = match cluster_config.queue {
+            QueueMode::Redis => cluster_config
+                .redis_queue
+                .as_ref()
+                .and_then(|queue| queue.tcp_server()),
+            _ => None,
+        };
+        if let (Some(fronts), Some(server)) = (&fronts, redis_server) {
+            // Only this process's nodes use them: on loopback, whatever they bind.
+            let loopback = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+            cluster_config.redis_queue_via = fronts
+                .front_redis(loopback, cluster_config.nodes, &server)
+                .await
+                .map_err(LabError::Fronts)?;
+        }
         let cluster = Cluster::start(cluster_config, identity.clone())
             .await
             .map_err(LabError::Cluster)?;
@@ -197,20 +231,18 @@ impl Lab {
             cluster.nodes().iter().map(|n| n.comms_addr()).collect();
         // The chaos proxies go right in front of the nodes: agents (or HAProxy)
         // connect to them instead.
-        let fronts = if config.chaos {
+        if let Some(fronts) = &mut fronts {
             let nodes: Vec<_> = cluster
                 .nodes()
                 .iter()
                 .map(|n| (n.id(), n.comms_addr()))
                 .collect();
-            let fronts = ChaosFronts::start(bind, &nodes)
+            fronts
+                .front_nodes(bind, &nodes)
                 .await
                 .map_err(LabError::Fronts)?;
             node_addrs = fronts.addresses();
-            Some(fronts)
-        } else {
-            None
-        };
+        }
         let balancer = match haproxy_binary {
             None => None,
             Some(binary) => {

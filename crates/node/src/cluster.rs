@@ -2,6 +2,7 @@
 //! Octopus HA nodes share their database (and with it the certificate), laid out
 //! on one address with a port per node or on an address per node with one port.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -48,6 +49,9 @@ pub struct ClusterConfig {
     pub queue: QueueMode,
     /// Where the Redis queue is, for [`QueueMode::Redis`].
     pub redis_queue: Option<RedisQueueConfig>,
+    /// A node's own way to the Redis queue: a TCP relay (the chaos proxy of a
+    /// fault on that one node's link) in place of `redis_queue`'s address.
+    pub redis_queue_via: BTreeMap<NodeId, SocketAddr>,
 }
 
 impl ClusterConfig {
@@ -62,6 +66,7 @@ impl ClusterConfig {
             api_port: 0,
             queue: QueueMode::PerNode,
             redis_queue: None,
+            redis_queue_via: BTreeMap::new(),
         }
     }
 
@@ -90,6 +95,18 @@ impl ClusterConfig {
                     })?;
                 Ok(SocketAddr::new(IpAddr::V4(ip), port))
             }
+        }
+    }
+
+    /// Where node `node` reaches the Redis queue: through its relay in
+    /// [`redis_queue_via`](Self::redis_queue_via), if it has one.
+    pub fn redis_queue_of(&self, node: NodeId) -> Result<Option<RedisQueueConfig>> {
+        match (&self.redis_queue, self.redis_queue_via.get(&node)) {
+            (Some(queue), Some(&relay)) => queue
+                .through(relay)
+                .map(Some)
+                .ok_or(Error::RedisQueueNotOnTcp { node }),
+            (queue, _) => Ok(queue.clone()),
         }
     }
 
@@ -170,7 +187,10 @@ impl Cluster {
             let queue = match config.queue {
                 QueueMode::PerNode => Ok(QueueSource::PerNode),
                 QueueMode::Shared => Ok(QueueSource::Shared(shared.clone())),
-                QueueMode::Redis => redis_queue(config.redis_queue.as_ref(), &node_config).await,
+                QueueMode::Redis => match config.redis_queue_of(id) {
+                    Ok(queue) => redis_queue(queue.as_ref(), &node_config).await,
+                    Err(error) => Err(error),
+                },
             };
             let started = queue.and_then(|queue| {
                 Node::start_with_queue(node_config, &identity, registry.clone(), queue, comms, api)

@@ -65,6 +65,12 @@ pub enum Error {
     /// The Redis queue was asked for without saying where it is.
     #[error("queue = redis needs the Redis queue's URL (redis://HOST:PORT)")]
     NoRedisQueue,
+    /// A relay was put in front of a Redis queue that is not on TCP.
+    #[error("{node}'s link to the Redis queue can only go through a relay when the queue is on TCP (redis://HOST:PORT)")]
+    RedisQueueNotOnTcp {
+        /// The node.
+        node: NodeId,
+    },
     /// Pulses were to be lost on a node whose queue has none.
     #[error("{node} does not use the Redis queue, which is what has pulses to lose")]
     NoPulses {

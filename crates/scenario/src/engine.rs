@@ -98,7 +98,8 @@ pub async fn execute_until(
 }
 
 /// Points an in-process run's Redis queue at `--redis`, or at a redis-server of
-/// its own (returned, to be stopped after the run); nothing for other queues.
+/// its own (returned, to be stopped after the run; on TCP when the chaos
+/// proxies are on); nothing for other queues.
 async fn redis_queue(
     config: &mut RunConfig,
 ) -> anyhow::Result<Option<octopoll_fleet::redis_server::LocalRedis>> {
@@ -113,9 +114,17 @@ async fn redis_queue(
     let (redis, url) = match &config.redis {
         Some(url) => (None, url.clone()),
         None => {
-            let redis = octopoll_fleet::redis_server::LocalRedis::start(None)
-                .await
-                .context("starting the Redis server the run's queue goes through")?;
+            // With the chaos proxies on, each node reaches Redis through one of
+            // its own (for faults on one node's link), which relays TCP.
+            // On loopback, whatever the nodes bind: it has no password.
+            let started = if config.lab.chaos {
+                let ip = std::net::Ipv4Addr::LOCALHOST.into();
+                octopoll_fleet::redis_server::LocalRedis::start_on_tcp(None, ip).await
+            } else {
+                octopoll_fleet::redis_server::LocalRedis::start(None).await
+            };
+            let redis =
+                started.context("starting the Redis server the run's queue goes through")?;
             let url = redis.url();
             (Some(redis), url)
         }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use octopoll_lab::actions::{NetworkAction, NodeAction, Streams, Toxic};
+use octopoll_lab::fronts::{proxy_name, Link};
 use octopoll_node::NodeId;
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -24,6 +25,10 @@ pub struct FaultKeys {
     /// Undo the fault after this long (a killed node starts again, a toxic goes).
     #[serde(default, with = "humantime_serde::option")]
     pub duration: Option<Duration>,
+    /// Which of the node's links a network fault goes through: `agents` (the
+    /// default: between the agents and the node) or `redis` (between the node
+    /// and the Redis queue).
+    pub link: Option<String>,
     /// Toxic direction for network faults: `upstream` (agent → node),
     /// `downstream` (node → agent) or `both` (the default).
     pub stream: Option<String>,
@@ -181,6 +186,13 @@ pub struct Fault {
     /// Undone after this long, if set.
     #[serde(with = "humantime_serde")]
     pub duration: Option<Duration>,
+    /// The link a network action goes through ([`Link::Agents`] for the rest).
+    #[serde(skip_serializing_if = "is_agents")]
+    pub link: Link,
+}
+
+fn is_agents(link: &Link) -> bool {
+    *link == Link::Agents
 }
 
 fn node_names<S: serde::Serializer>(nodes: &[NodeId], s: S) -> Result<S::Ok, S::Error> {
@@ -188,22 +200,47 @@ fn node_names<S: serde::Serializer>(nodes: &[NodeId], s: S) -> Result<S::Ok, S::
 }
 
 impl Fault {
-    /// `kill node-2 at 10s for 15s`.
-    pub fn describe(&self) -> String {
-        let mut nodes: Vec<String> = self.nodes.iter().map(ToString::to_string).collect();
+    /// What it acts on, as the report and the dashboard's timeline name it:
+    /// `node-1,node-2`, `redis`, or `node-2-redis` for a node's link to Redis.
+    pub fn targets(&self) -> String {
         if self.action.is_redis() {
-            nodes = vec!["redis".into()];
+            return "redis".into();
         }
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|&node| proxy_name(node, self.link))
+            .collect();
+        nodes.join(",")
+    }
+
+    /// `kill node-2 at 10s for 15s`; `down node-2-redis at 3s for 2s` on a
+    /// node's link to Redis.
+    pub fn describe(&self) -> String {
         let mut text = format!(
             "{} {} at {}",
             self.action,
-            nodes.join(","),
+            self.targets(),
             humantime::format_duration(self.at)
         );
         if let Some(duration) = self.duration {
             text.push_str(&format!(" for {}", humantime::format_duration(duration)));
         }
         text
+    }
+}
+
+/// Checks an entry's `link`: which of a node's links its network `action` goes
+/// through.
+pub fn link_of(keys: &FaultKeys, action: &Action) -> Result<Link, (&'static str, String)> {
+    match keys.link.as_deref() {
+        None | Some("agents") => Ok(Link::Agents),
+        Some("redis") if action.is_network() => Ok(Link::Redis),
+        Some("redis") => Err((
+            "link",
+            format!("link = \"redis\" is for network faults (down, partition, latency, …), not {action}"),
+        )),
+        Some(other) => Err(("link", format!("expected agents or redis, got {other:?}"))),
     }
 }
 

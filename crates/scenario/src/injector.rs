@@ -1,10 +1,10 @@
 //! Carrying out a scenario's faults on a running lab, on schedule: node kills,
-//! stops, starts and restarts, and network faults through the chaos proxy in front
-//! of each node. A fault with a `duration` is undone when it runs out.
+//! stops, starts and restarts, Redis faults, and network faults through the
+//! chaos proxy in front of each node (or on its way to Redis). A fault with a
+//! `duration` is undone when it runs out.
 
 use std::time::Duration;
 
-use octopoll_node::NodeId;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -60,22 +60,11 @@ pub async fn run(
         let fault = &faults[index];
         info!(fault = %fault.describe(), undo, "fault");
         if let Some(timeline) = timeline {
-            let mut nodes: Vec<String> = fault.nodes.iter().map(ToString::to_string).collect();
-            if fault.action.is_redis() {
-                nodes = vec!["redis".into()];
-            }
             let what = if undo { "undo " } else { "" };
-            timeline.record_fault(format!("{what}{} {}", fault.action, nodes.join(",")));
+            timeline.record_fault(format!("{what}{} {}", fault.action, fault.targets()));
         }
         let when = started.elapsed();
-        let work = carry_out(
-            lab,
-            &fault.action,
-            undo,
-            &fault.nodes,
-            index,
-            redis.cloned(),
-        );
+        let work = carry_out(lab, fault, undo, index, redis.cloned());
         running.spawn(async move {
             let error = work.await.err().map(|error| {
                 warn!(%error, "fault could not be carried out");
@@ -116,25 +105,24 @@ pub async fn run(
 /// acted on at once.
 fn carry_out(
     lab: &impl Testbed,
-    action: &Action,
+    fault: &Fault,
     undo: bool,
-    ids: &[NodeId],
     tag: usize,
     redis: Option<RedisHandle>,
 ) -> impl std::future::Future<Output = Result<(), FaultError>> + Send + 'static {
     let mut nodes = JoinSet::new();
     let mut network = None;
     let mut on_redis = None;
-    match action {
+    match &fault.action {
         Action::Node(action) => {
-            for id in ids {
+            for id in &fault.nodes {
                 nodes.spawn(lab.act(*id, *action, undo));
             }
         }
         Action::Network(action) => network = Some((lab.fronts(), action.clone())),
         Action::Redis(action) => on_redis = Some(*action),
     }
-    let ids = ids.to_vec();
+    let (ids, link) = (fault.nodes.clone(), fault.link);
     async move {
         if let Some(action) = on_redis {
             let redis = redis.ok_or(FaultError::NoRedis)?;
@@ -153,9 +141,9 @@ fn carry_out(
             let fronts = fronts.ok_or(FaultError::NoProxy)?;
             for node in ids {
                 let result = if undo {
-                    fronts.lift(node, &action, tag).await
+                    fronts.lift(node, link, &action, tag).await
                 } else {
-                    fronts.apply(node, &action, tag).await
+                    fronts.apply(node, link, &action, tag).await
                 };
                 result.map_err(|error| FaultError::Network { node, error })?;
             }
@@ -234,6 +222,7 @@ pub fn spans(faults: &[Fault], executed: &[Executed], run_end: Duration) -> Vec<
 mod tests {
     use super::*;
     use octopoll_lab::actions::NetworkAction;
+    use octopoll_node::NodeId;
 
     fn fault(at: u64, action: Action, node: u16, lasts: Option<u64>) -> Fault {
         Fault {
@@ -241,6 +230,7 @@ mod tests {
             action,
             nodes: vec![NodeId(node)],
             duration: lasts.map(Duration::from_secs),
+            link: Default::default(),
         }
     }
 

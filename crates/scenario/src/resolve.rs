@@ -234,6 +234,28 @@ fn faults(
             |key: &str, message: String| layers.refuse(&format!("faults[{i}].{key}"), message);
         let action =
             crate::fault::action_of(keys).map_err(|(key, message)| at_fault(key, message))?;
+        let link = crate::fault::link_of(keys, &action)
+            .map_err(|(key, message)| at_fault(key, message))?;
+        if link == octopoll_lab::fronts::Link::Redis {
+            if merged.cluster.queue != Some(octopoll_node::QueueMode::Redis) {
+                return Err(at_fault(
+                    "link",
+                    "a node's link to Redis is the Redis queue's: set cluster.queue = \"redis\""
+                        .into(),
+                ));
+            }
+            let theirs = merged.cluster.redis.as_deref();
+            if theirs.is_some_and(|url| {
+                octopoll_node::RedisQueueConfig::new(url, "")
+                    .tcp_server()
+                    .is_none()
+            }) {
+                return Err(at_fault(
+                    "link",
+                    "the proxy on a node's link to Redis relays TCP: cluster.redis must be redis://HOST:PORT".into(),
+                ));
+            }
+        }
         let at = keys.at.ok_or_else(|| {
             at_fault("at", "missing: when the fault happens, e.g. \"10s\"".into())
         })?;
@@ -312,6 +334,7 @@ fn faults(
                 nodes: Vec::new(),
                 action,
                 duration: lasts,
+                link,
             });
             continue;
         }
@@ -333,6 +356,7 @@ fn faults(
             nodes: target.resolve(nodes, &mut rng),
             action,
             duration: lasts,
+            link,
         });
     }
     faults.sort_by_key(|f| f.at);
@@ -480,7 +504,9 @@ fn check_overlaps(faults: &[Fault]) -> Result<(), (usize, String)> {
             if j == i || !exclusive(&later.action) || later.at < first.at {
                 continue;
             }
-            let same_kind = first.action.is_network() == later.action.is_network();
+            // Faults on different proxies (or a node and its proxy) may overlap.
+            let same_kind =
+                (first.action.is_network(), first.link) == (later.action.is_network(), later.link);
             let shared = first.nodes.iter().find(|n| later.nodes.contains(n));
             if let (true, Some(node), true) = (same_kind, shared, later.at <= first.at + lasts) {
                 return Err((
@@ -631,6 +657,50 @@ mod tests {
         let two = resolve_text(text).unwrap();
         assert!(one.lab.chaos);
         assert_eq!(one.faults[0].nodes, two.faults[0].nodes);
+    }
+
+    #[test]
+    fn a_fault_on_a_nodes_link_to_redis_needs_the_redis_queue_on_tcp_and_a_network_action() {
+        let fault = |cluster: &str, action: &str| {
+            resolve_text(&format!(
+                "[cluster]\n{cluster}\n[[faults]]\nat = \"1s\"\naction = \"{action}\"\ntarget = \"node-2\"\nlink = \"redis\"\nduration = \"2s\"\n"
+            ))
+        };
+        let config = fault("queue = \"redis\"", "down").unwrap();
+        assert!(config.lab.chaos, "the link's proxy is a chaos proxy");
+        assert_eq!(config.faults[0].link, octopoll_lab::fronts::Link::Redis);
+        assert_eq!(
+            config.faults[0].describe(),
+            "down node-2-redis at 1s for 2s"
+        );
+        for (cluster, action, says) in [
+            ("", "down", "set cluster.queue = \"redis\""),
+            ("queue = \"redis\"", "kill", "is for network faults"),
+            (
+                "queue = \"redis\"\nredis = \"redis+unix:///tmp/r.sock\"",
+                "down",
+                "must be redis://HOST:PORT",
+            ),
+        ] {
+            let refused = fault(cluster, action).unwrap_err().to_string();
+            assert!(
+                refused.contains("faults[0].link") && refused.contains(says),
+                "{refused}"
+            );
+        }
+        let theirs = fault(
+            "queue = \"redis\"\nredis = \"redis://10.1.2.3:6379\"",
+            "down",
+        );
+        assert!(theirs.is_ok(), "a Redis of the user's on TCP: {theirs:?}");
+        let unknown = resolve_text(
+            "[[faults]]\nat = \"1s\"\naction = \"down\"\ntarget = \"1\"\nlink = \"dns\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            unknown.to_string().contains("expected agents or redis"),
+            "{unknown}"
+        );
     }
 
     #[test]

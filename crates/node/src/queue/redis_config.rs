@@ -75,4 +75,66 @@ impl RedisQueueConfig {
             timing: RedisQueueTiming::default(),
         }
     }
+
+    /// The `host:port` a `redis://` (or `rediss://`) URL names (6379 when it
+    /// names none); `None` for a Unix socket or a URL that does not parse.
+    ///
+    /// ```
+    /// # use octopoll_node::RedisQueueConfig;
+    /// let queue = RedisQueueConfig::new("redis://:secret@127.0.0.1:6380/2", "octopus");
+    /// assert_eq!(queue.tcp_server().as_deref(), Some("127.0.0.1:6380"));
+    /// assert_eq!(RedisQueueConfig::new("redis+unix:///tmp/r.sock", "").tcp_server(), None);
+    /// ```
+    pub fn tcp_server(&self) -> Option<String> {
+        let url = url::Url::parse(&self.url).ok()?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return None;
+        }
+        let host = url.host()?;
+        Some(format!("{host}:{}", url.port().unwrap_or(6379)))
+    }
+
+    /// The same queue reached through `proxy` (a TCP relay to
+    /// [`tcp_server`](Self::tcp_server)): password, database and timings kept.
+    /// `None` where `tcp_server` is.
+    pub fn through(&self, proxy: std::net::SocketAddr) -> Option<Self> {
+        self.tcp_server()?;
+        let mut url = url::Url::parse(&self.url).ok()?;
+        url.set_ip_host(proxy.ip()).ok()?;
+        url.set_port(Some(proxy.port())).ok()?;
+        Some(Self {
+            url: url.into(),
+            ..self.clone()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_through_a_proxy_keeps_its_password_database_and_timings() {
+        let mut queue = RedisQueueConfig::new("redis://:pw@10.0.0.5/3", "p");
+        queue.timing.retry_for = Duration::from_secs(5);
+        assert_eq!(queue.tcp_server().as_deref(), Some("10.0.0.5:6379"));
+        let proxied = queue.through("127.0.0.9:4000".parse().unwrap()).unwrap();
+        assert_eq!(proxied.url, "redis://:pw@127.0.0.9:4000/3");
+        assert_eq!(proxied.prefix, "p");
+        assert_eq!(proxied.timing, queue.timing);
+    }
+
+    #[test]
+    fn a_socket_or_a_bad_url_has_no_tcp_server() {
+        for url in [
+            "redis+unix:///tmp/redis.sock",
+            "unix:///r.sock",
+            "not a url",
+            "",
+        ] {
+            let queue = RedisQueueConfig::new(url, "");
+            assert_eq!(queue.tcp_server(), None, "{url}");
+            assert_eq!(queue.through("127.0.0.1:1".parse().unwrap()), None, "{url}");
+        }
+    }
 }
