@@ -3,7 +3,9 @@
 //! sharing Halibut's Redis queue, a Redis registry, the one-shot certificate
 //! maker and a swarm of 200 agents that each poll the balancer once. The node
 //! whose caller holds work is killed and started again, the queue's Redis is
-//! restarted empty, and nothing is lost; everything is torn down, also on failure.
+//! stopped (the nodes' `/api/serverstatus/redis`, through the balancer, says
+//! so) and started empty, and nothing is lost; everything is torn down, also
+//! on failure.
 //!
 //! Where no Docker daemon answers, the test is skipped with a message, except
 //! under `CI=true`, where that is a failure. On a machine with no image
@@ -19,10 +21,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use octopoll_fleet::remote::RemoteNode;
-use octopoll_node::{FailReason, NodeId};
-use octopoll_pki::ApiKey;
+use octopoll_node::{FailReason, NodeId, RedisStatus};
+use octopoll_pki::{ApiKey, Thumbprint};
 use octopoll_wire::contracts::{echo, script};
 use octopoll_wire::{RequestMessage, ServiceEndPoint};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 
 const AGENTS: usize = 200;
 /// A ceiling on every wait.
@@ -119,6 +123,8 @@ struct Project {
     root: PathBuf,
     env: Vec<(String, String)>,
     controls: [u16; 3],
+    /// The balancer's 443 (every node's API), on the host.
+    api: u16,
     key: String,
 }
 
@@ -170,6 +176,7 @@ impl Project {
             root,
             env,
             controls,
+            api: ports[7],
             key,
         }
     }
@@ -200,6 +207,32 @@ impl Project {
             .current_dir(&self.root)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         command
+    }
+
+    /// The thumbprint of the certificate the `certs` service made, which every
+    /// node serves, to pin it.
+    fn thumbprint(&self) -> Thumbprint {
+        let pem = self.run(&["exec", "-T", "node1", "cat", "/certs/node.crt.pem"]);
+        let cert = CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap_or_else(|error| panic!("no certificate in node1's /certs: {error}\n{pem}"));
+        Thumbprint::of(&cert)
+    }
+
+    /// `GET /api/serverstatus/redis` through the balancer's 443, as Octopus's
+    /// own status check asks it: each call on a new connection, so the
+    /// balancer's round robin spreads `calls` over the nodes.
+    async fn redis_status(&self, thumbprint: Thumbprint, calls: usize) -> Vec<RedisStatus> {
+        let url = format!("https://127.0.0.1:{}/api/serverstatus/redis", self.api);
+        let key = ApiKey::new(self.key.clone());
+        let mut answers = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let answer = common::https_get(&url, thumbprint, &key).await;
+            answers.push(
+                serde_json::from_value(answer.clone())
+                    .unwrap_or_else(|error| panic!("{url} answered {answer}: {error}")),
+            );
+        }
+        answers
     }
 
     fn node(&self, n: u16) -> RemoteNode {
@@ -353,11 +386,26 @@ async fn a_three_node_cluster_in_containers_fails_over_and_heals() {
         &mut timings,
     );
 
+    // Every node says its queue goes through Redis, which answers, to a
+    // client pinning the cluster's certificate through the balancer.
+    let thumbprint = project.thumbprint();
+    let up = RedisStatus {
+        is_enabled: true,
+        is_configured: true,
+        is_reachable: true,
+    };
+    for status in project.redis_status(thumbprint, 3).await {
+        assert_eq!(status, up, "through the balancer's 443");
+    }
+
     // Work queued on node 1 reaches agents whichever node they landed on: through Redis.
     let machines = nodes[0].machines().await.unwrap();
     assert_eq!(machines.len(), AGENTS);
     let sample: Vec<_> = machines.iter().step_by(20).collect();
-    echoes(&nodes[0], &sample, 0, "through the Redis queue").await;
+    // To every agent, so every node (each holds some of them: the balancer's
+    // round robin) collects some; a sample could miss one.
+    let every: Vec<_> = machines.iter().collect();
+    echoes(&nodes[0], &every, 0, "through the Redis queue").await;
     for node in &nodes {
         assert!(
             node.status().await.unwrap().stats.collected > 0,
@@ -427,16 +475,33 @@ async fn a_three_node_cluster_in_containers_fails_over_and_heals() {
     }
     // Nodes 1 and 3 keep completing work for every agent: those that were on node 2
     // come back through the balancer once their receive timeout runs out.
-    echoes(&nodes[0], &sample, 100, "while node 2 is gone").await;
-    echoes(&nodes[2], &sample[..3], 200, "while node 2 is gone").await;
+    echoes(&nodes[0], &sample, 1_000, "while node 2 is gone").await;
+    echoes(&nodes[2], &sample[..3], 2_000, "while node 2 is gone").await;
     lap("failover checks", &mut timings);
 
-    // The queue's Redis restarts without its data: work in flight fails with a
-    // reason at most, and new work goes on.
-    project.run(&["restart", "queue"]);
+    // The queue's Redis goes down (the nodes say so) and comes back without its
+    // data: work in flight fails with a reason at most, and new work goes on.
+    project.run(&["stop", "--timeout", "1", "queue"]);
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let answers = project.redis_status(thumbprint, 1).await;
+        if !answers[0].is_reachable {
+            assert!(answers[0].is_enabled && answers[0].is_configured);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a node still says Redis is reachable"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    project.run(&["start", "queue"]);
     // Until a node's canary has seen the loss, what it waits on may still fail
     // with queue-data-lost, a reason the caller may retry (as Octopus does).
-    echoes_retrying_data_lost(&nodes[0], &sample, 300).await;
+    echoes_retrying_data_lost(&nodes[0], &sample, 3_000).await;
+    for status in project.redis_status(thumbprint, 2).await {
+        assert_eq!(status, up, "once the queue's Redis is back");
+    }
     lap("queue Redis restarted empty, work goes on", &mut timings);
 
     project.run(&["start", "node2"]);
@@ -445,7 +510,7 @@ async fn a_three_node_cluster_in_containers_fails_over_and_heals() {
         assert!(Instant::now() < deadline, "node 2 never came back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    echoes(&nodes[1], &sample[..3], 400, "after node 2 came back").await;
+    echoes(&nodes[1], &sample[..3], 4_000, "after node 2 came back").await;
     lap("node 2 back, work through it", &mut timings);
     drop(project);
     lap("teardown", &mut timings);

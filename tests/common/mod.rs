@@ -351,20 +351,30 @@ pub async fn hostile_peer(
 
 /// `GET path` on `node`'s registration API with the lab's key, as JSON.
 pub async fn api_get(lab: &Lab, node: &Node, path: &str) -> serde_json::Value {
+    let url = format!("{}{path}", node.api_url());
+    https_get(&url, node.thumbprint(), &api_key(lab)).await
+}
+
+/// GETs `url` from a server pinned to `thumbprint`, with `key`: the JSON
+/// answer; panics on any failure or a status other than success.
+pub async fn https_get(
+    url: &str,
+    thumbprint: octopoll_pki::Thumbprint,
+    key: &octopoll_pki::ApiKey,
+) -> serde_json::Value {
     let http = reqwest::Client::builder()
-        .tls_backend_preconfigured(
-            octopoll_pki::tls::https_client_config(node.thumbprint()).unwrap(),
-        )
+        .tls_backend_preconfigured(octopoll_pki::tls::https_client_config(thumbprint).unwrap())
+        .no_proxy()
         .build()
         .unwrap();
-    http.get(format!("{}{path}", node.api_url()))
-        .header("X-Octopus-ApiKey", api_key(lab).expose())
+    http.get(url)
+        .header("X-Octopus-ApiKey", key.expose())
         .send()
         .await
-        .unwrap()
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"))
         .error_for_status()
-        .unwrap()
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"))
         .json()
         .await
-        .unwrap()
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"))
 }
