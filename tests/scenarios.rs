@@ -247,7 +247,7 @@ async fn a_listening_cluster_with_two_certificates_is_refused_after_failover() {
         "{report}"
     );
     assert_eq!(cluster.every_machine["listening"], [0, 1], "{report}");
-    let breached: Vec<&str> = report.breaches().map(|v| v.name).collect();
+    let breached: Vec<&str> = report.breaches().map(|v| v.name.as_str()).collect();
     assert_eq!(breached, ["listening_cluster_failed_max"], "{report}");
     // The polling side never noticed.
     assert_eq!(report.requests.failed, 0, "{report}");

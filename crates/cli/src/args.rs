@@ -227,6 +227,15 @@ pub struct RunArgs {
     /// pickup p99, failures by reason, faults marked) to this file [output.html].
     #[arg(long, value_name = "PATH")]
     pub html: Option<PathBuf>,
+    /// Write each threshold, and the invariants every run holds (nothing lost,
+    /// every fault carried out), as a JUnit XML test case to this file, for CI
+    /// [output.junit].
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+    /// Check the scenario and flags (and that the outputs can be written), say
+    /// what would run, and exit without running it.
+    #[arg(long)]
+    pub check: bool,
     /// Wait this long for unfinished requests after the workload [drain; 10s].
     #[arg(long, value_parser = duration)]
     pub drain: Option<Duration>,
@@ -355,6 +364,7 @@ impl RunArgs {
             .flag("--json", "output.json", self.json.as_ref())?
             .flag("--csv", "output.csv", self.csv.as_ref())?
             .flag("--html", "output.html", self.html.as_ref())?
+            .flag("--junit", "output.junit", self.junit.as_ref())?
             .flag("--quiet", "output.quiet", self.quiet.then_some(true))?
             .flag("--control", "output.control", self.control)?
             .flag("--metrics", "output.metrics", self.metrics)?;

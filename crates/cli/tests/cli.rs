@@ -303,8 +303,126 @@ fn a_breached_threshold_exits_99_and_says_which_and_by_how_much() {
     assert!(stdout.contains("pickup_p99_ms 0: "), "{stdout}");
     assert!(stdout.contains("(BREACHED by "), "{stdout}");
     assert!(stdout.contains("lost_max 0: 0 (passed)"), "{stdout}");
+    let verdict = "FAILED: 1 of 2 thresholds breached (pickup_p99_ms 0)";
     assert!(
-        stderr.contains("1 threshold(s) breached: pickup_p99_ms"),
+        stdout.contains(&format!("verdict      {verdict}")),
+        "{stdout}"
+    );
+    assert!(stderr.contains(verdict), "{stderr}");
+}
+
+#[test]
+fn a_metric_threshold_with_abort_on_fail_stops_the_run_early_and_every_report_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("abort.toml");
+    // Nothing may be queued on node 1 after 2 s: breached as soon as it is
+    // looked at, so a 60 s run stops at about 2 s.
+    std::fs::write(
+        &scenario,
+        "name = \"abort\"\nduration = \"60s\"\n[agents]\ncount = 6\n[workload]\nrate = 40\n[thresholds]\nlost_max = 0\npickup_ms = [\"p(95) < 60000\", \"p(99.9) < 60000\"]\n\"failed{reason:pickup-timeout}\" = \"count == 0\"\n\"queued{node:node-1}\" = { threshold = \"count < 1\", abort_on_fail = true, delay_abort_eval = \"2s\" }\n",
+    )
+    .unwrap();
+    let (json, junit) = (dir.path().join("r.json"), dir.path().join("j.xml"));
+    let output = octopoll()
+        .arg("run")
+        .arg(&scenario)
+        .args(["--comms-port", "0", "--quiet", "--json"])
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(99), "{stdout}\n{stderr}");
+    // At the first look after the 2 s delay (later on a busy machine).
+    let verdict = stdout
+        .lines()
+        .find(|l| l.starts_with("  verdict"))
+        .unwrap_or_default();
+    let at: f64 = verdict
+        .strip_prefix("  verdict      FAILED: aborted at ")
+        .and_then(|rest| rest.strip_suffix(" s by queued{node:node-1} count < 1"))
+        .and_then(|at| at.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!((2.0..10.0).contains(&at), "{stdout}");
+    assert!(stdout.contains("pickup_ms p(99.9) < 60000: "), "{stdout}");
+    assert!(stderr.contains("(abort_on_fail)"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(
+        report["aborted"]["threshold"]["name"],
+        "queued{node:node-1}"
+    );
+    assert_eq!(report["aborted"]["threshold"]["condition"], "count < 1");
+    let ran = report["duration_s"].as_f64().unwrap();
+    assert!(ran < 10.0, "stopped early, not after 60 s: {ran} s");
+    assert_eq!(
+        report["requests"]["lost"], 0,
+        "an abort drains like an interrupt"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"abort\" tests=\"9\" failures=\"2\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(
+            "<testcase classname=\"octopoll\" name=\"threshold pickup_ms p(95) &lt; 60000\"/>"
+        ),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<failure message=\"aborted at 2.0 s by queued{node:node-1} count &lt; 1"),
+        "{xml}"
+    );
+}
+
+#[test]
+fn check_validates_a_scenario_without_running_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"checked\"\nduration = \"10m\"\n[cluster]\nnodes = 3\n[[faults]]\nat = \"1m\"\naction = \"kill\"\ntarget = \"node-2\"\n[thresholds]\nlost_max = 0\nend_to_end_ms = \"p(99) < 100\"\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let output = octopoll()
+        .arg("run")
+        .arg(&scenario)
+        .args(["--check", "--quiet"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.starts_with("scenario OK (checked): 3 nodes, 100 agents"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("fault      kill node-2 at 1m"), "{stdout}");
+    assert!(
+        stdout.contains("thresholds 2 (1 fixed, 1 on metrics, 0 abort the run)"),
+        "{stdout}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "nothing ran"
+    );
+    std::fs::write(&scenario, "[thresholds]\nhandshakes = \"p(99) < 3\"\n").unwrap();
+    let bad = octopoll()
+        .arg("run")
+        .arg(&scenario)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("thresholds.handshakes: handshakes is a count: count or rate"),
         "{stderr}"
     );
 }

@@ -171,6 +171,13 @@ pub struct NodeStats {
     pub requests_failed: u64,
 }
 
+impl NodeStats {
+    /// Connections refused: untrusted, wrong subscription, or another reason.
+    pub fn refused(&self) -> u64 {
+        self.refused_untrusted + self.refused_subscription + self.refused_other
+    }
+}
+
 impl NodeMetrics {
     /// Counts an API connection that ended badly, by `reason` (`api-…`), in the
     /// same table as the polling connections' reasons.

@@ -33,7 +33,7 @@ pub struct SecondCounts {
 }
 
 /// A run's requests, counted (what the workload's ledger holds).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Counts {
     /// Requests queued.
     pub queued: u64,
@@ -43,15 +43,8 @@ pub struct Counts {
     pub failed: BTreeMap<FailReason, u64>,
     /// Requests due while every node was down, so never queued.
     pub skipped: u64,
-    /// Queue → collected, in microseconds.
-    pub pickup_us: Histogram<u64>,
-    /// Scheduled → collected, in microseconds: the pickup plus however late the
-    /// workload queued the request, so a stalled generator cannot hide latency
-    /// (coordinated omission).
-    pub pickup_from_schedule_us: Histogram<u64>,
-    /// Queued → response, completed requests only, in microseconds: the pickup,
-    /// the agent's work and the way back.
-    pub end_to_end_us: Histogram<u64>,
+    /// How long requests took.
+    pub latency: Latencies,
     /// For the requests queued in each [`QUEUED_BUCKET`] of the run, when the
     /// last of them ended (zero: none ended yet): how long the requests in
     /// flight at a moment took to end.
@@ -65,7 +58,7 @@ pub struct Counts {
 }
 
 /// The requests queued on one node, and how they ended.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct NodeCounts {
     /// Requests queued.
     pub queued: u64,
@@ -73,17 +66,45 @@ pub struct NodeCounts {
     pub completed: u64,
     /// Failed requests by reason.
     pub failed: BTreeMap<FailReason, u64>,
-    /// Queue → collected, in microseconds.
-    pub pickup_us: Histogram<u64>,
+    /// How long its requests took.
+    pub latency: Latencies,
 }
 
-impl Default for NodeCounts {
+/// How long requests took, in microseconds.
+#[derive(Clone, Debug)]
+pub struct Latencies {
+    /// Queue → collected.
+    pub pickup_us: Histogram<u64>,
+    /// Scheduled → collected: the pickup plus however late the workload queued
+    /// the request, so a stalled generator cannot hide latency (coordinated
+    /// omission).
+    pub pickup_from_schedule_us: Histogram<u64>,
+    /// Queued → response, completed requests only: the pickup, the agent's
+    /// work and the way back.
+    pub end_to_end_us: Histogram<u64>,
+}
+
+impl Default for Latencies {
     fn default() -> Self {
         Self {
-            queued: 0,
-            completed: 0,
-            failed: BTreeMap::new(),
             pickup_us: pickup_histogram(),
+            pickup_from_schedule_us: pickup_histogram(),
+            end_to_end_us: pickup_histogram(),
+        }
+    }
+}
+
+impl Latencies {
+    /// Records one request: its pickup and lateness if it was collected, its
+    /// end to end if it completed.
+    fn record(&mut self, pickup_us: Option<u64>, late_us: u64, end_to_end_us: Option<u64>) {
+        if let Some(pickup) = pickup_us {
+            self.pickup_us.saturating_record(pickup);
+            self.pickup_from_schedule_us
+                .saturating_record(pickup.saturating_add(late_us));
+        }
+        if let Some(took) = end_to_end_us {
+            self.end_to_end_us.saturating_record(took);
         }
     }
 }
@@ -98,24 +119,6 @@ impl NodeCounts {
 /// A pickup-latency histogram: 1 µs to 1 hour, 3 significant digits.
 fn pickup_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
-}
-
-impl Default for Counts {
-    fn default() -> Self {
-        Self {
-            queued: 0,
-            completed: 0,
-            failed: BTreeMap::new(),
-            skipped: 0,
-            pickup_us: pickup_histogram(),
-            pickup_from_schedule_us: pickup_histogram(),
-            end_to_end_us: pickup_histogram(),
-            last_end_by_queued: Vec::new(),
-            per_node: BTreeMap::new(),
-            seconds: Vec::new(),
-            failures_at: Vec::new(),
-        }
-    }
 }
 
 impl Counts {
@@ -148,10 +151,6 @@ impl Counts {
         late: Duration,
         at: Duration,
     ) {
-        if result.is_ok() {
-            let took = at.saturating_sub(queued.at).as_micros().max(1) as u64;
-            self.end_to_end_us.saturating_record(took);
-        }
         let bucket = (queued.at.as_nanos() / QUEUED_BUCKET.as_nanos()) as usize;
         if self.last_end_by_queued.len() <= bucket {
             self.last_end_by_queued.resize(bucket + 1, Duration::ZERO);
@@ -160,13 +159,12 @@ impl Counts {
         *last = (*last).max(at);
         let on_node = self.per_node.entry(queued.node).or_default();
         let micros = pickup.map(|p| p.as_micros().max(1) as u64);
-        if let Some(micros) = micros {
-            self.pickup_us.saturating_record(micros);
-            on_node.pickup_us.saturating_record(micros);
-            let late = late.as_micros() as u64;
-            self.pickup_from_schedule_us
-                .saturating_record(micros.saturating_add(late));
-        }
+        let late = late.as_micros() as u64;
+        let end_to_end = result
+            .is_ok()
+            .then(|| at.saturating_sub(queued.at).as_micros().max(1) as u64);
+        self.latency.record(micros, late, end_to_end);
+        on_node.latency.record(micros, late, end_to_end);
         match result {
             Ok(()) => {
                 self.completed += 1;

@@ -223,7 +223,17 @@ figure {{ margin: 1em 0; }} figcaption {{ font-weight: bold; margin-bottom: .3em
                 format!(r#"<li class="{class}">{}</li>"#, escape(&v.to_string()))
             })
             .collect();
-        format!("<ul id=\"thresholds\">{}</ul>", items.join(""))
+        let verdict = report.verdict().unwrap_or_default();
+        let class = if verdict.starts_with("PASSED") {
+            "passed"
+        } else {
+            "breached"
+        };
+        format!(
+            "<p id=\"verdict\" class=\"{class}\">{}</p><ul id=\"thresholds\">{}</ul>",
+            escape(&verdict),
+            items.join("")
+        )
     };
     let _ = write!(
         html,

@@ -38,7 +38,12 @@ impl Report {
         report.processes = run.processes;
         report.faults = run.faults;
         report.listening_cluster = run.listening_cluster;
-        report.thresholds = thresholds.check(&report);
+        let figures = crate::thresholds::Figures {
+            counts: run.counts,
+            nodes: run.nodes,
+            seconds: report.run.duration_s,
+        };
+        report.thresholds = thresholds.check(&report, &figures);
         report
     }
 }

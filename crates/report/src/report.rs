@@ -63,6 +63,9 @@ pub struct Report {
     pub end_to_end_ms: Pickup,
     /// The run was stopped early (Ctrl-C, SIGTERM): the figures cover what ran.
     pub interrupted: bool,
+    /// The threshold whose breach stopped the run early (`abort_on_fail`), if
+    /// one did: the figures cover what ran.
+    pub aborted: Option<Aborted>,
     /// What each process cost (node and agent processes in a multi-process run;
     /// empty for an in-process one).
     pub processes: Vec<ProcessFigures>,
@@ -90,6 +93,43 @@ impl Report {
     pub fn breaches(&self) -> impl Iterator<Item = &Verdict> {
         self.thresholds.iter().filter(|v| !v.passed)
     }
+
+    /// The run's verdict in one line, when it has thresholds: `PASSED: 4 of 4
+    /// thresholds held`, `FAILED: 1 of 4 thresholds breached (…)`, or what
+    /// stopped it early.
+    pub fn verdict(&self) -> Option<String> {
+        let total = self.thresholds.len();
+        let breached: Vec<String> = self.breaches().map(Verdict::asked).collect();
+        if let Some(aborted) = &self.aborted {
+            return Some(format!(
+                "FAILED: aborted at {:.1} s by {}",
+                aborted.at_s,
+                aborted.threshold.asked()
+            ));
+        }
+        let noun = if total == 1 {
+            "threshold"
+        } else {
+            "thresholds"
+        };
+        match breached.len() {
+            _ if total == 0 => None,
+            0 => Some(format!("PASSED: {total} of {total} {noun} held")),
+            n => Some(format!(
+                "FAILED: {n} of {total} {noun} breached ({})",
+                breached.join("; ")
+            )),
+        }
+    }
+}
+
+/// A run stopped early by a breached `abort_on_fail` threshold.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Aborted {
+    /// Seconds into the workload.
+    pub at_s: f64,
+    /// The threshold, as it stood then.
+    pub threshold: Verdict,
 }
 
 /// Connection churn: polling connections that failed (each followed by a
@@ -244,7 +284,7 @@ impl Report {
                     completed: counted.completed,
                     failed: counted.failed_total(),
                     failed_by_reason: reasons(&counted.failed),
-                    pickup_ms: Pickup::of(&counted.pickup_us),
+                    pickup_ms: Pickup::of(&counted.latency.pickup_us),
                 }
             })
             .collect();
@@ -252,10 +292,7 @@ impl Report {
         let churn = Churn {
             agent_failures: 0,
             handshakes: node_stats.iter().map(|(_, s)| s.handshakes_ok).sum(),
-            refused: node_stats
-                .iter()
-                .map(|(_, s)| s.refused_untrusted + s.refused_subscription + s.refused_other)
-                .sum(),
+            refused: node_stats.iter().map(|(_, s)| s.refused()).sum(),
         };
         Self {
             name: None,
@@ -271,10 +308,11 @@ impl Report {
                 counted_twice: positive(-counts.unaccounted()) + positive(-nodes_unfinished),
                 skipped: counts.skipped,
             },
-            pickup_ms: Pickup::of(&counts.pickup_us),
-            pickup_from_schedule_ms: Pickup::of(&counts.pickup_from_schedule_us),
-            end_to_end_ms: Pickup::of(&counts.end_to_end_us),
+            pickup_ms: Pickup::of(&counts.latency.pickup_us),
+            pickup_from_schedule_ms: Pickup::of(&counts.latency.pickup_from_schedule_us),
+            end_to_end_ms: Pickup::of(&counts.latency.end_to_end_us),
             interrupted: false,
+            aborted: None,
             processes: Vec::new(),
             listening_cluster: None,
             failures_by_reason: reasons(&counts.failed),
@@ -337,6 +375,13 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "  INTERRUPTED  the run was stopped early; these figures cover what ran"
+            )?;
+        }
+        if let Some(aborted) = &self.aborted {
+            writeln!(
+                f,
+                "  ABORTED      at {:.1} s by {} (abort_on_fail); these figures cover what ran",
+                aborted.at_s, aborted.threshold
             )?;
         }
         let full = run
@@ -464,6 +509,9 @@ impl fmt::Display for Report {
         }
         for verdict in &self.thresholds {
             writeln!(f, "  threshold    {verdict}")?;
+        }
+        if let Some(verdict) = self.verdict() {
+            writeln!(f, "  verdict      {verdict}")?;
         }
         Ok(())
     }

@@ -39,6 +39,8 @@ pub struct Finished {
     pub csv: String,
     /// The self-contained HTML report (see [`octopoll_report::html`]).
     pub html: String,
+    /// The thresholds and invariants as JUnit XML (see [`octopoll_report::junit`]).
+    pub junit: String,
 }
 
 /// Runs the whole scenario and returns its report: in this process when it fits
@@ -251,7 +253,11 @@ async fn run_on<T: Testbed>(
     progress: &mut Progress,
     interrupt: &CancellationToken,
 ) -> anyhow::Result<Finished> {
-    let mesh = form_mesh(&lab, config, interrupt).await;
+    // What stops the run early: an interrupt, or a breached abort_on_fail
+    // threshold (which is no interrupt).
+    let stop = interrupt.child_token();
+    let interrupt_or_abort = &stop;
+    let mesh = form_mesh(&lab, config, interrupt_or_abort).await;
     let listening_cluster = match (&config.listening_cluster, in_process.nodes.first()) {
         (Some(cluster), Some(node)) => {
             Some(ListeningCluster::start(node, &node.config().api_key, cluster).await?)
@@ -269,7 +275,7 @@ async fn run_on<T: Testbed>(
         &mesh,
         listening_cluster,
         progress,
-        interrupt,
+        interrupt_or_abort,
     )
     .await;
     let node_names: Vec<String> = lab.node_ids().iter().map(ToString::to_string).collect();
@@ -293,9 +299,16 @@ async fn run_on<T: Testbed>(
         &config.thresholds,
     );
     report.interrupted = interrupt.is_cancelled();
+    report.aborted = driven.aborted;
     let csv = timeline::csv(&driven.samples, &counts, &node_names);
     let html = octopoll_report::html::render(&report, &driven.samples, &counts, &node_names);
-    Ok(Finished { report, csv, html })
+    let junit = octopoll_report::junit::render(&report);
+    Ok(Finished {
+        report,
+        csv,
+        html,
+        junit,
+    })
 }
 
 /// Waits for every polling link (or the mesh timeout: the run goes on either way).
@@ -333,6 +346,8 @@ struct Driven {
     listening_cluster: Option<octopoll_report::listening::ListeningClusterReport>,
     /// From the start of the workload to the end of sampling.
     run_end: Duration,
+    /// The abort_on_fail threshold that stopped the workload, if one did.
+    aborted: Option<octopoll_report::report::Aborted>,
 }
 
 /// The run's clock starts with the mesh formed: the workload, the faults, the
@@ -381,7 +396,7 @@ async fn drive<T: Testbed>(
                 .await,
         )
     };
-    let (facts, executed, samples, cluster_report) = tokio::join!(
+    let (facts, executed, samples, cluster_report, aborted) = tokio::join!(
         async {
             let workload = Workload {
                 lab,
@@ -435,6 +450,14 @@ async fn drive<T: Testbed>(
             }
         }),
         cluster_run,
+        crate::abort::watch(
+            lab,
+            &config.thresholds,
+            &ledger,
+            started,
+            interrupt,
+            &workload_done
+        ),
     );
     let run_end = started.elapsed();
     // Nothing more from the dashboard once the requests are being counted.
@@ -468,6 +491,7 @@ async fn drive<T: Testbed>(
         samples,
         listening_cluster,
         run_end,
+        aborted,
     }
 }
 

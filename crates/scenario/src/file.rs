@@ -94,6 +94,8 @@ pub struct OutputKeys {
     pub csv: Option<PathBuf>,
     /// Write the self-contained HTML report with plots here.
     pub html: Option<PathBuf>,
+    /// Write the thresholds and invariants as JUnit XML here, for CI.
+    pub junit: Option<PathBuf>,
     /// No live progress.
     pub quiet: Option<bool>,
     /// Serve the control API here during the run.

@@ -5,6 +5,7 @@
 //! coverage ([`sampler`]), and ends with the run's report ([`octopoll_report`]). During a run, [`control`] serves the dashboard and
 //! [`telemetry`] the Prometheus metrics.
 
+pub mod abort;
 pub mod config;
 pub mod control;
 pub mod engine;

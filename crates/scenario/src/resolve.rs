@@ -209,7 +209,9 @@ fn check_thresholds(merged: &ScenarioFile, layers: &Layers) -> Result<(), Scenar
             ));
         }
     }
-
+    if let Some((key, why)) = t.misfit() {
+        return Err(layers.refuse(&format!("thresholds.{key}"), why));
+    }
     Ok(())
 }
 
@@ -657,6 +659,33 @@ mod tests {
         let two = resolve_text(text).unwrap();
         assert!(one.lab.chaos);
         assert_eq!(one.faults[0].nodes, two.faults[0].nodes);
+    }
+
+    #[test]
+    fn metric_thresholds_read_like_k6s_and_bad_ones_are_refused_with_the_key() {
+        let config = resolve_text(
+            "[thresholds]\nlost_max = 0\npickup_ms = [\"p(95) < 20\", \"p(99.9) < 200\"]\n\"failed{reason:pickup-timeout}\" = \"count == 0\"\n\"end_to_end_ms{node:node-2}\" = { threshold = \"p(99) < 500\", abort_on_fail = true, delay_abort_eval = \"10s\" }\n",
+        )
+        .unwrap();
+        let t = &config.thresholds;
+        assert_eq!(t.lost_max, Some(0));
+        assert_eq!(t.metrics.len(), 3);
+        assert_eq!(t.abort_rules().count(), 1);
+        for (text, says) in [
+            ("pickup_p99 = 5", "unknown metric; one of pickup_ms"),
+            ("pickup_ms = \"p99 < 5\"", "unknown aggregate"),
+            ("pickup_ms = 5", "a condition such as"),
+            ("pickup_ms = \"rate < 5\"", "pickup_ms is a latency"),
+            ("\"failed{reason:late}\" = \"count == 0\"", "unknown reason"),
+        ] {
+            let refused = resolve_text(&format!("[thresholds]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                refused.contains("thresholds") && refused.contains(says),
+                "{text}: {refused}"
+            );
+        }
     }
 
     #[test]

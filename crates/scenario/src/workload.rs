@@ -140,10 +140,10 @@ impl Ledger {
     /// Pickup p99 so far in milliseconds (0 before any pickup), for the live view.
     pub fn pickup_p99_ms(&self) -> f64 {
         let counts = self.lock();
-        if counts.pickup_us.is_empty() {
+        if counts.latency.pickup_us.is_empty() {
             0.0
         } else {
-            counts.pickup_us.value_at_quantile(0.99) as f64 / 1000.0
+            counts.latency.pickup_us.value_at_quantile(0.99) as f64 / 1000.0
         }
     }
 
@@ -321,13 +321,13 @@ mod tests {
             (2, 0, 1)
         );
         assert_eq!(node_2.failed[&FailReason::PickupTimeout], 1);
-        assert_eq!(counts.pickup_us.len(), 1);
-        assert!(counts.pickup_from_schedule_us.max().abs_diff(5_000) < 10);
-        assert_eq!(counts.per_node[&NodeId(1)].pickup_us.len(), 1);
+        assert_eq!(counts.latency.pickup_us.len(), 1);
+        assert!(counts.latency.pickup_from_schedule_us.max().abs_diff(5_000) < 10);
+        assert_eq!(counts.per_node[&NodeId(1)].latency.pickup_us.len(), 1);
         assert_eq!(counts.seconds[0].queued, 3);
         assert_eq!(counts.seconds[0].pickups_us, vec![3000]);
         assert_eq!(counts.failures_at.len(), 1);
         // Queued → response, for the completed one only.
-        assert_eq!(counts.end_to_end_us.len(), 1);
+        assert_eq!(counts.latency.end_to_end_us.len(), 1);
     }
 }

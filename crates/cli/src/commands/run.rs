@@ -35,6 +35,7 @@ pub async fn run(args: RunArgs, interrupt: CancellationToken) -> anyhow::Result<
         (Output::Json, output.json),
         (Output::Csv, output.csv),
         (Output::Html, output.html),
+        (Output::Junit, output.junit),
     ]
     .into_iter()
     .filter_map(|(kind, path)| Some((kind, path?)))
@@ -43,6 +44,10 @@ pub async fn run(args: RunArgs, interrupt: CancellationToken) -> anyhow::Result<
     for (kind, path) in &outputs {
         writable(path)
             .with_context(|| format!("the {} cannot go to {}", kind.what(), path.display()))?;
+    }
+    if args.check {
+        println!("{}", check_summary(&config)?);
+        return Ok(ExitCode::SUCCESS);
     }
     let quiet = output.quiet.unwrap_or(false);
     // On a terminal the dashboard is on unless asked otherwise, where it is free
@@ -69,6 +74,7 @@ pub async fn run(args: RunArgs, interrupt: CancellationToken) -> anyhow::Result<
                 Output::Json => &json,
                 Output::Csv => &finished.csv,
                 Output::Html => &finished.html,
+                Output::Junit => &finished.junit,
             };
             std::fs::write(path, text)
                 .err()
@@ -82,6 +88,13 @@ pub async fn run(args: RunArgs, interrupt: CancellationToken) -> anyhow::Result<
         eprintln!("octopoll: the run was interrupted; its reports cover what ran");
         return Ok(ExitCode::from(INTERRUPTED));
     }
+    if let Some(aborted) = &report.aborted {
+        eprintln!(
+            "octopoll: stopped at {:.1} s by {} (abort_on_fail); its reports cover what ran",
+            aborted.at_s, aborted.threshold
+        );
+        return Ok(ExitCode::from(THRESHOLD_BREACHED));
+    }
     let failed_faults: Vec<String> = report
         .faults
         .iter()
@@ -94,13 +107,10 @@ pub async fn run(args: RunArgs, interrupt: CancellationToken) -> anyhow::Result<
         );
     }
     // Thresholds first: a scenario's `lost_max` decides a lost request's exit code.
-    let breaches: Vec<String> = report.breaches().map(ToString::to_string).collect();
-    if !breaches.is_empty() {
-        eprintln!(
-            "octopoll: {} threshold(s) breached: {}",
-            breaches.len(),
-            breaches.join("; ")
-        );
+    if report.breaches().next().is_some() {
+        if let Some(verdict) = report.verdict() {
+            eprintln!("octopoll: {verdict}");
+        }
         return Ok(ExitCode::from(THRESHOLD_BREACHED));
     }
     let requests = &report.requests;
@@ -125,6 +135,7 @@ enum Output {
     Json,
     Csv,
     Html,
+    Junit,
 }
 
 impl Output {
@@ -133,6 +144,7 @@ impl Output {
             Output::Json => "JSON report",
             Output::Csv => "CSV time series",
             Output::Html => "HTML report",
+            Output::Junit => "JUnit XML",
         }
     }
 }
@@ -166,6 +178,42 @@ fn config_of(args: &RunArgs) -> anyhow::Result<(RunConfig, OutputKeys)> {
     args.apply_to(&mut layers)?;
     let config = layers.resolve()?;
     Ok((config, layers.scenario()?.output))
+}
+
+/// What `--check` says of a scenario that would run: its shape, where it
+/// would run, its faults and thresholds.
+fn check_summary(config: &RunConfig) -> anyhow::Result<String> {
+    let plan = match config.plan()? {
+        Plan::InProcess => "in this process".to_owned(),
+        Plan::Processes { swarms } => {
+            format!("split: a process per node, {swarms} agent processes")
+        }
+    };
+    let lab = &config.lab;
+    let rules: usize = config.thresholds.metrics.values().map(|r| r.0.len()).sum();
+    let fixed = serde_json::to_value(&config.thresholds)?
+        .as_object()
+        .map_or(0, |keys| keys.len() - config.thresholds.metrics.len());
+    let mut text =
+        format!(
+        "scenario OK{}: {} nodes, {} agents, {} topology, {} queue, {} at {} requests/s, {plan}",
+        config.name.as_deref().map_or(String::new(), |n| format!(" ({n})")),
+        lab.cluster.nodes,
+        lab.swarm.agents,
+        lab.topology,
+        lab.cluster.queue,
+        humantime::format_duration(config.duration),
+        config.rate,
+    );
+    for fault in &config.faults {
+        text.push_str(&format!("\n  fault      {}", fault.describe()));
+    }
+    text.push_str(&format!(
+        "\n  thresholds {} ({fixed} fixed, {rules} on metrics, {} abort the run)",
+        fixed + rules,
+        config.thresholds.abort_rules().count()
+    ));
+    Ok(text)
 }
 
 /// Adds what to do next to errors a user can fix with a flag.

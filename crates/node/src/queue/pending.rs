@@ -50,6 +50,32 @@ pub enum FailReason {
 }
 
 impl FailReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [FailReason; 11] = [
+        FailReason::PickupTimeout,
+        FailReason::ConnectionLostInFlight,
+        FailReason::ResponseTimeout,
+        FailReason::NodeStopped,
+        FailReason::NodeKilled,
+        FailReason::AgentError,
+        FailReason::ProtocolError,
+        FailReason::RunEnded,
+        FailReason::NodeLost,
+        FailReason::QueueUnavailable,
+        FailReason::QueueDataLost,
+    ];
+
+    /// The reason whose report name is `name`.
+    ///
+    /// ```
+    /// # use octopoll_node::FailReason;
+    /// assert_eq!(FailReason::named("node-lost"), Some(FailReason::NodeLost));
+    /// assert_eq!(FailReason::named("gone"), None);
+    /// ```
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == name)
+    }
+
     /// The reason's report name, e.g. `pickup-timeout`.
     pub fn as_str(self) -> &'static str {
         match self {
