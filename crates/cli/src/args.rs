@@ -181,11 +181,16 @@ Exit codes:
   0   the run finished and every threshold held
   1   the run could not start or failed (a busy port, HAProxy missing, a lost request)
   2   bad flags or a bad scenario file (file:line: key: what is wrong)
-  99  the run finished but a [thresholds] limit was breached (each is printed)")]
+  99  a [thresholds] limit was breached, or an abort_on_fail one stopped the run
+  130 interrupted (Ctrl-C, SIGTERM); the reports cover what ran")]
 pub struct RunArgs {
     /// A scenario file (TOML); without one, the built-in default runs.
     #[arg(value_name = "SCENARIO")]
     pub scenario: Option<PathBuf>,
+    /// Run again what a JSON report ran: the scenario it embeds (seed
+    /// included), with any flags given on top.
+    #[arg(long, value_name = "REPORT.json", conflicts_with = "scenario")]
+    pub from_report: Option<PathBuf>,
     /// Server nodes in the cluster [cluster.nodes; 3].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub nodes: Option<u16>,

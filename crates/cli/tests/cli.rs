@@ -378,6 +378,83 @@ fn a_metric_threshold_with_abort_on_fail_stops_the_run_early_and_every_report_sa
 }
 
 #[test]
+fn a_report_embeds_what_ran_and_from_report_runs_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    let scenario = dir.path().join("again.toml");
+    std::fs::write(
+        &scenario,
+        "duration = \"2s\"\n[cluster]\nnodes = 2\n[agents]\ncount = 6\n",
+    )
+    .unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let output = octopoll()
+            .arg("run")
+            .args(args)
+            .args(["--comms-port", "0", "--quiet"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr,
+        )
+    };
+    let (code, stdout, stderr) = run(&[
+        scenario.as_os_str(),
+        "--seed".as_ref(),
+        "5".as_ref(),
+        "--json".as_ref(),
+        first.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("octopoll 0.1.0 report: again: 2 nodes, 6 agents"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("seed 5, ecdsa-p256 keys"), "{stdout}");
+    let read = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let a = read(&first);
+    assert_eq!(a["version"], "0.1.0");
+    assert!(a["host"]["cores"].as_u64().unwrap() >= 1);
+    assert!(a["host"]["open_files"].as_u64().unwrap() >= 1024);
+    assert!(a["requests"]["per_s"].as_f64().unwrap() > 0.0);
+    for key in ["p90", "p95"] {
+        assert!(a["end_to_end_ms"][key].is_number(), "{key}");
+    }
+    let embedded = a["scenario"].as_str().unwrap();
+    assert!(
+        embedded.contains("seed = 5"),
+        "the flag is in it:\n{embedded}"
+    );
+    assert!(!embedded.contains("a.json"), "outputs are not:\n{embedded}");
+
+    let (code, stdout, stderr) = run(&[
+        "--from-report".as_ref(),
+        first.as_os_str(),
+        "--json".as_ref(),
+        second.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let b = read(&second);
+    for key in ["name", "seed", "nodes", "agents", "scenario"] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
+
+    for bad in [dir.path().join("missing.json"), scenario.clone()] {
+        let (code, _, stderr) = run(&["--from-report".as_ref(), bad.as_os_str()]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{}: scenario: ", bad.display())),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn check_validates_a_scenario_without_running_it() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("s.toml");

@@ -36,6 +36,15 @@ pub struct ProcessFigures {
 pub struct Report {
     /// The scenario's name, if it has one.
     pub name: Option<String>,
+    /// octopoll's version.
+    pub version: String,
+    /// The certificates' key type (`ecdsa-p256`, `rsa-2048`, …).
+    pub key_type: String,
+    /// The machine it ran on.
+    pub host: Host,
+    /// The scenario as resolved (every layer merged, outputs left out), as one
+    /// file's text: `octopoll run --from-report` runs it again.
+    pub scenario: Option<String>,
     /// The run's shape and the mesh at the end (flattened into the top level).
     #[serde(flatten)]
     pub run: RunFacts,
@@ -61,6 +70,9 @@ pub struct Report {
     /// Queued → response of the completed requests: the pickup, the agent's
     /// work and the way back.
     pub end_to_end_ms: Pickup,
+    /// Coverage over the run, in up to 60 steps, each the lowest sampled in
+    /// its stretch (the text report draws it as a sparkline).
+    pub coverage_over_time: Vec<f64>,
     /// The run was stopped early (Ctrl-C, SIGTERM): the figures cover what ran.
     pub interrupted: bool,
     /// The threshold whose breach stopped the run early (`abort_on_fail`), if
@@ -123,6 +135,15 @@ impl Report {
     }
 }
 
+/// The machine a run ran on, as far as its figures depend on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Host {
+    /// CPU cores this process may use.
+    pub cores: usize,
+    /// Open files a process may hold (its soft limit, as raised).
+    pub open_files: u64,
+}
+
 /// A run stopped early by a breached `abort_on_fail` threshold.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Aborted {
@@ -163,6 +184,9 @@ pub struct Requests {
     /// Requests due while every node was down, so never queued (Octopus starts a
     /// task only on a live node).
     pub skipped: u64,
+    /// Requests queued per second of workload: the rate achieved, beside the
+    /// rate asked for.
+    pub per_s: f64,
 }
 
 /// Pickup latency percentiles in milliseconds.
@@ -170,6 +194,10 @@ pub struct Requests {
 pub struct Pickup {
     /// Median.
     pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
     /// 99th percentile.
     pub p99: f64,
     /// 99.9th percentile.
@@ -184,6 +212,8 @@ impl Pickup {
         if histogram.is_empty() {
             return Self {
                 p50: 0.0,
+                p90: 0.0,
+                p95: 0.0,
                 p99: 0.0,
                 p999: 0.0,
                 max: 0.0,
@@ -192,6 +222,8 @@ impl Pickup {
         let ms = |us: u64| us as f64 / 1000.0;
         Self {
             p50: ms(histogram.value_at_quantile(0.5)),
+            p90: ms(histogram.value_at_quantile(0.9)),
+            p95: ms(histogram.value_at_quantile(0.95)),
             p99: ms(histogram.value_at_quantile(0.99)),
             p999: ms(histogram.value_at_quantile(0.999)),
             max: ms(histogram.max()),
@@ -294,8 +326,17 @@ impl Report {
             handshakes: node_stats.iter().map(|(_, s)| s.handshakes_ok).sum(),
             refused: node_stats.iter().map(|(_, s)| s.refused()).sum(),
         };
+        let per_s = if facts.duration_s > 0.0 {
+            counts.queued as f64 / facts.duration_s
+        } else {
+            0.0
+        };
         Self {
             name: None,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            key_type: String::new(),
+            host: Host::default(),
+            scenario: None,
             churn,
             faults: Vec::new(),
             thresholds: Vec::new(),
@@ -307,10 +348,12 @@ impl Report {
                 lost: positive(counts.unaccounted()) + positive(nodes_unfinished),
                 counted_twice: positive(-counts.unaccounted()) + positive(-nodes_unfinished),
                 skipped: counts.skipped,
+                per_s,
             },
             pickup_ms: Pickup::of(&counts.latency.pickup_us),
             pickup_from_schedule_ms: Pickup::of(&counts.latency.pickup_from_schedule_us),
             end_to_end_ms: Pickup::of(&counts.latency.end_to_end_us),
+            coverage_over_time: Vec::new(),
             interrupted: false,
             aborted: None,
             processes: Vec::new(),
@@ -366,10 +409,15 @@ impl fmt::Display for Report {
             .name
             .as_deref()
             .map_or(String::new(), |n| format!(" {n}:"));
+        let keys = if self.key_type.is_empty() {
+            String::new()
+        } else {
+            format!(", {} keys", self.key_type)
+        };
         writeln!(
             f,
-            "octopoll report:{name} {} nodes, {} agents, {} topology, {} queue, {:.1} s, seed {}",
-            run.nodes, run.agents, run.topology, run.queue, run.duration_s, run.seed
+            "octopoll {} report:{name} {} nodes, {} agents, {} topology, {} queue, {:.1} s, seed {}{keys}",
+            self.version, run.nodes, run.agents, run.topology, run.queue, run.duration_s, run.seed
         )?;
         if self.interrupted {
             writeln!(
@@ -392,11 +440,19 @@ impl fmt::Display for Report {
             "  coverage     {:.3} ({} connections held; {full})",
             run.coverage, run.connections
         )?;
+        if !self.coverage_over_time.is_empty() {
+            writeln!(
+                f,
+                "  over time    {}  (lowest coverage in each of {} steps)",
+                crate::timeline::sparkline(&self.coverage_over_time),
+                self.coverage_over_time.len()
+            )?;
+        }
         write_matrix(f, &run.coverage_matrix)?;
         write!(
             f,
-            "  requests     queued {}  completed {}  failed {}  lost {}",
-            r.queued, r.completed, r.failed, r.lost
+            "  requests     queued {} ({:.1}/s)  completed {}  failed {}  lost {}",
+            r.queued, r.per_s, r.completed, r.failed, r.lost
         )?;
         if r.skipped > 0 {
             write!(f, "  (not queued: {} while every node was down)", r.skipped)?;
@@ -406,14 +462,14 @@ impl fmt::Display for Report {
         let s = &self.pickup_from_schedule_ms;
         writeln!(
             f,
-            "  pickup ms    p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}   (from schedule: p99 {:.2}  p99.9 {:.2})",
-            p.p50, p.p99, p.p999, p.max, s.p99, s.p999
+            "  pickup ms    p50 {:.2}  p90 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}   (from schedule: p99 {:.2}  p99.9 {:.2})",
+            p.p50, p.p90, p.p95, p.p99, p.p999, p.max, s.p99, s.p999
         )?;
         let e = &self.end_to_end_ms;
         writeln!(
             f,
-            "  end to end   p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms   (queued → response)",
-            e.p50, e.p99, e.p999, e.max
+            "  end to end   p50 {:.2}  p90 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms   (queued → response)",
+            e.p50, e.p90, e.p95, e.p99, e.p999, e.max
         )?;
         if !self.failures_by_reason.is_empty() {
             writeln!(

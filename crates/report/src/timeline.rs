@@ -208,6 +208,33 @@ fn peak_per_second(points: impl Iterator<Item = (Duration, u64)>) -> u64 {
     peak
 }
 
+/// Coverage over the run in at most `points` steps, each the lowest coverage
+/// sampled in its stretch of time (a dip shows, however short).
+pub fn coverage_series(samples: &[CoverageSample], points: usize) -> Vec<f64> {
+    if samples.is_empty() || points == 0 {
+        return Vec::new();
+    }
+    let per_point = samples.len().div_ceil(points);
+    samples
+        .chunks(per_point)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(CoverageSample::ratio)
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect()
+}
+
+/// `series` (0–1) as a line of block characters, `▁` for 0 to `█` for 1.
+pub fn sparkline(series: &[f64]) -> String {
+    const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    series
+        .iter()
+        .map(|v| BLOCKS[(v.clamp(0.0, 1.0) * 7.0).round() as usize])
+        .collect()
+}
+
 /// The p99 of one second's pickups (microseconds), in milliseconds; 0 for none.
 pub fn p99_ms(pickups_us: &[u32]) -> f64 {
     if pickups_us.is_empty() {
@@ -279,6 +306,26 @@ mod tests {
             connections: vec![polling / 3; 3],
             handshakes: 0,
         }
+    }
+
+    #[test]
+    fn coverage_dips_show_in_the_sparkline_however_short() {
+        let sample = |polling: usize| CoverageSample {
+            t: Duration::ZERO,
+            polling,
+            total: 10,
+            connections: vec![],
+            handshakes: 0,
+        };
+        let mut samples: Vec<CoverageSample> = (0..100).map(|_| sample(10)).collect();
+        samples[55] = sample(0);
+        samples[56] = sample(5);
+        let series = coverage_series(&samples, 10);
+        assert_eq!(series.len(), 10);
+        assert_eq!(series[5], 0.0, "the dip, one sample long");
+        assert_eq!(sparkline(&series), "█████▁████");
+        assert_eq!(sparkline(&[0.0, 0.5, 1.0]), "▁▅█");
+        assert!(coverage_series(&[], 10).is_empty());
     }
 
     #[test]

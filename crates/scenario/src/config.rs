@@ -44,6 +44,9 @@ pub struct RunConfig {
     pub thresholds: Thresholds,
     /// The scenario's name, for the report.
     pub name: Option<String>,
+    /// The scenario as resolved (every layer merged, outputs left out), as one
+    /// file's text: the report embeds it so the run can be made again.
+    pub scenario: Option<String>,
     /// Serve the control API (and the chaos proxies' API) here during the run.
     pub control: Option<std::net::SocketAddr>,
     /// Serve Prometheus metrics on `/metrics` here during the run.
@@ -78,6 +81,7 @@ impl RunConfig {
             faults: Vec::new(),
             thresholds: Thresholds::default(),
             name: None,
+            scenario: None,
             control: None,
             metrics: None,
             processes: None,

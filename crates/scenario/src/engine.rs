@@ -300,6 +300,13 @@ async fn run_on<T: Testbed>(
     );
     report.interrupted = interrupt.is_cancelled();
     report.aborted = driven.aborted;
+    report.coverage_over_time = timeline::coverage_series(&driven.samples, 60);
+    report.key_type = config.lab.swarm.key_type.to_string();
+    report.scenario = config.scenario.clone();
+    report.host = octopoll_report::report::Host {
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        open_files: octopoll_fleet::plan::open_file_limit(),
+    };
     let csv = timeline::csv(&driven.samples, &counts, &node_names);
     let html = octopoll_report::html::render(&report, &driven.samples, &counts, &node_names);
     let junit = octopoll_report::junit::render(&report);

@@ -93,8 +93,20 @@ impl Layers {
 
     /// Puts a scenario (a file's text) over the layers so far. Unknown keys and
     /// values of the wrong type are refused with the file, line and key.
+    /// A file that does not name its scenario names it after itself
+    /// (`storm.toml` runs as `storm`), not after the default beneath it, and
+    /// one that does not describe itself has no description.
     pub fn file(&mut self, source: &Source) -> Result<&mut Self, ScenarioError> {
-        let (table, lines) = parse(source)?;
+        let (mut table, lines) = parse(source)?;
+        let stem = Path::new(&source.name).file_stem().and_then(|s| s.to_str());
+        if let (false, Some(stem)) = (table.contains_key("name"), stem) {
+            table.insert("name".into(), Value::String(stem.to_owned()));
+        }
+        if !table.contains_key("description") {
+            // The default's says "3 nodes, 100 agents …": not this file's.
+            self.table.remove("description");
+            self.origins.remove("description");
+        }
         let origin = |path: &str| Origin::File {
             name: source.name.clone(),
             line: lookup(&lines, path).copied().unwrap_or(1),
@@ -165,6 +177,14 @@ impl Layers {
             key: key.to_string(),
             message: message.into(),
         }
+    }
+
+    /// The merged layers as one scenario file's text, outputs left out: what
+    /// a report embeds so the run can be made again (`run --from-report`).
+    pub fn resolved_text(&self) -> String {
+        let mut table = self.table.clone();
+        table.remove("output");
+        toml::to_string(&table).unwrap_or_default()
     }
 
     /// The merged layers as a scenario.
@@ -273,6 +293,46 @@ mod tests {
         let mut layers = Layers::new();
         layers.file(&Source::new("test.toml", text)).unwrap();
         layers
+    }
+
+    #[test]
+    fn an_unnamed_file_is_named_after_itself_and_has_no_borrowed_description() {
+        let scenario = over("seed = 4\n").scenario().unwrap();
+        assert_eq!(scenario.name.as_deref(), Some("test"));
+        assert_eq!(scenario.description, None);
+        let named = over("name = \"storm\"\ndescription = \"d\"\n")
+            .scenario()
+            .unwrap();
+        assert_eq!(named.name.as_deref(), Some("storm"));
+        assert_eq!(named.description.as_deref(), Some("d"));
+        assert_eq!(
+            Layers::new().scenario().unwrap().name.as_deref(),
+            Some("default")
+        );
+    }
+
+    #[test]
+    fn the_resolved_text_runs_the_same_again_without_the_outputs() {
+        let mut layers = over(
+            "seed = 9\n[cluster]\nnodes = 2\n[[faults]]\nat = \"2s\"\naction = \"kill\"\ntarget = \"node-2\"\n[thresholds]\n\"pickup_ms{node:node-1}\" = \"p(99) < 5\"\n[output]\njson = \"r.json\"\n",
+        );
+        layers.flag("--rate", "workload.rate", Some(7.5)).unwrap();
+        let first = layers.resolve().unwrap();
+        let text = first.scenario.clone().unwrap();
+        assert!(!text.contains("r.json"), "outputs left out:\n{text}");
+        let mut again = Layers::new();
+        again
+            .file(&Source::new("r.json (its scenario)", text))
+            .unwrap();
+        let second = again.resolve().unwrap();
+        assert_eq!(
+            (second.seed, second.rate, second.lab.cluster.nodes),
+            (9, 7.5, 2)
+        );
+        assert_eq!(second.faults, first.faults);
+        assert_eq!(second.thresholds, first.thresholds);
+        assert_eq!(second.name.as_deref(), Some("test"));
+        assert_eq!(again.scenario().unwrap().output.json, None);
     }
 
     #[test]

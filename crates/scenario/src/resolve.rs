@@ -18,7 +18,9 @@ impl Layers {
     /// The merged layers checked into a run: an impossible value (0 nodes, a
     /// fault after the end) is refused, naming where it was set.
     pub fn resolve(&self) -> Result<RunConfig, ScenarioError> {
-        resolve(&self.scenario()?, self)
+        let mut config = resolve(&self.scenario()?, self)?;
+        config.scenario = Some(self.resolved_text());
+        Ok(config)
     }
 }
 

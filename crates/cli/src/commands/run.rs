@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use octopoll_fleet::plan::Plan;
 use octopoll_lab::haproxy::BalancerError;
-use octopoll_scenario::file::OutputKeys;
+use octopoll_scenario::file::{OutputKeys, ScenarioError, Source};
 use octopoll_scenario::layers::Layers;
 use octopoll_scenario::progress::Progress;
 use octopoll_scenario::{execute_until, RunConfig};
@@ -175,9 +175,37 @@ fn config_of(args: &RunArgs) -> anyhow::Result<(RunConfig, OutputKeys)> {
     if let Some(path) = &args.scenario {
         layers.read(path)?;
     }
+    if let Some(path) = &args.from_report {
+        layers.file(&embedded_scenario(path)?)?;
+    }
     args.apply_to(&mut layers)?;
     let config = layers.resolve()?;
     Ok((config, layers.scenario()?.output))
+}
+
+/// The scenario a JSON report embeds, as a source named after the report; a
+/// report that cannot be read or embeds none is a bad scenario (exit 2).
+fn embedded_scenario(path: &Path) -> anyhow::Result<Source> {
+    let refuse = |message: String| ScenarioError {
+        location: path.display().to_string(),
+        key: "scenario".into(),
+        message,
+    };
+    let text =
+        std::fs::read(path).map_err(|error| refuse(format!("reading the report: {error}")))?;
+    let report: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|error| refuse(format!("not a JSON report: {error}")))?;
+    let Some(scenario) = report.get("scenario").and_then(|s| s.as_str()) else {
+        return Err(refuse(
+            "the report embeds no scenario (not a report of `octopoll run --json`, or one from before 0.1.0)"
+                .into(),
+        )
+        .into());
+    };
+    Ok(Source::new(
+        format!("{} (its scenario)", path.display()),
+        scenario,
+    ))
 }
 
 /// What `--check` says of a scenario that would run: its shape, where it
