@@ -57,6 +57,28 @@ pub enum Command {
     /// Measure handshake rate (vs bare rustls), full-mesh time, memory per
     /// connection, dispatch latency and a restart storm; print a Markdown table.
     Bench(BenchArgs),
+    /// Compare two runs' JSON reports: how each headline figure moved; exit 99
+    /// when a figure got worse than a --max-worse limit allows.
+    Compare(CompareArgs),
+}
+
+/// `octopoll compare`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Exit codes:
+  0   every limit held (or none was given)
+  2   a report cannot be read, or a limit does not parse
+  99  a figure got worse than its --max-worse limit, or is missing from a report")]
+pub struct CompareArgs {
+    /// The baseline run's JSON report (`octopoll run --json`).
+    pub base: PathBuf,
+    /// The new run's JSON report.
+    pub new: PathBuf,
+    /// FIGURE=PERCENT: the figure (a dotted path in the report, e.g.
+    /// pickup_ms.p99, end_to_end_ms.p95, requests.per_s) may be at most this
+    /// much worse than in the baseline. Repeat for more.
+    #[arg(long = "max-worse", value_name = "FIGURE=PERCENT")]
+    pub max_worse: Vec<octopoll_report::compare::Limit>,
 }
 
 /// `octopoll tentacle …`: passed whole to the Tentacle-style parser.

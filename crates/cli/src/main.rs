@@ -38,6 +38,7 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Certs(args) => commands::certs::certs(args).map(|()| ExitCode::SUCCESS),
+        Command::Compare(args) => commands::compare::compare(args),
         Command::Proxy(args) => block_on(commands::proxy::proxy(args, async {
             interrupted().await;
         }))

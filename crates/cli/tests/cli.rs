@@ -448,10 +448,59 @@ fn a_report_embeds_what_ran_and_from_report_runs_it_again() {
         let (code, _, stderr) = run(&["--from-report".as_ref(), bad.as_os_str()]);
         assert_eq!(code, Some(2), "{stderr}");
         assert!(
-            stderr.contains(&format!("{}: scenario: ", bad.display())),
+            stderr.contains(&format!("{}: report: ", bad.display())),
             "{stderr}"
         );
     }
+
+    // The same run twice compares as the same where nothing depends on timing.
+    let compare = |args: &[&std::ffi::OsStr]| {
+        let output = octopoll().arg("compare").args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code(), text)
+    };
+    let (code, text) = compare(&[
+        first.as_os_str(),
+        second.as_os_str(),
+        "--max-worse".as_ref(),
+        "requests.lost=0%".as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("verdict  PASSED: 1 of 1 limits held"),
+        "{text}"
+    );
+    assert!(!text.contains("scenarios differ"), "{text}");
+    // A run whose p99 pickup is ten times the baseline's breaches a 10 % limit.
+    let mut slower = b.clone();
+    let p99 = slower["pickup_ms"]["p99"].as_f64().unwrap();
+    slower["pickup_ms"]["p99"] = serde_json::json!(p99 * 10.0 + 1.0);
+    let slower_path = dir.path().join("slower.json");
+    std::fs::write(&slower_path, slower.to_string()).unwrap();
+    let (code, text) = compare(&[
+        first.as_os_str(),
+        slower_path.as_os_str(),
+        "--max-worse".as_ref(),
+        "pickup_ms.p99=10%".as_ref(),
+    ]);
+    assert_eq!(code, Some(99), "{text}");
+    assert!(
+        text.contains("limit    pickup_ms.p99 at most 10 % worse: "),
+        "{text}"
+    );
+    assert!(text.contains("(BREACHED)"), "{text}");
+    let (code, text) = compare(&[first.as_os_str(), scenario.as_os_str()]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("not a JSON report"), "{text}");
+    let (code, text) = compare(&[
+        first.as_os_str(),
+        second.as_os_str(),
+        "--max-worse".as_ref(),
+        "p99".as_ref(),
+    ]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("expected FIGURE=PERCENT"), "{text}");
 }
 
 #[test]

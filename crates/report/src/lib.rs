@@ -2,9 +2,10 @@
 //! coverage [`timeline`] and each fault's recovery, the [`Report`] printed for
 //! people and written as JSON, the per-second CSV, the self-contained [`html`]
 //! report, the [`junit`] XML for CI, and the [`thresholds`] that judge it
-//! ([`verdict`]). Pure data and
+//! ([`verdict`]), and how two runs' reports [`compare`]. Pure data and
 //! rendering: nothing here runs a cluster (`octopoll-scenario` does).
 
+pub mod compare;
 pub mod counts;
 pub mod html;
 pub mod junit;

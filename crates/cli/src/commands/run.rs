@@ -15,12 +15,10 @@ use octopoll_scenario::{execute_until, RunConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::RunArgs;
+use crate::commands::THRESHOLD_BREACHED;
 
 /// Where the dashboard goes on a terminal when no `--dashboard` is given.
 const DEFAULT_DASHBOARD_PORT: u16 = 8080;
-
-/// The exit code of a run that breached a threshold.
-pub const THRESHOLD_BREACHED: u8 = 99;
 
 /// The exit code of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT), after
 /// its reports were written.
@@ -185,22 +183,14 @@ fn config_of(args: &RunArgs) -> anyhow::Result<(RunConfig, OutputKeys)> {
 
 /// The scenario a JSON report embeds, as a source named after the report; a
 /// report that cannot be read or embeds none is a bad scenario (exit 2).
-fn embedded_scenario(path: &Path) -> anyhow::Result<Source> {
-    let refuse = |message: String| ScenarioError {
-        location: path.display().to_string(),
-        key: "scenario".into(),
-        message,
-    };
-    let text =
-        std::fs::read(path).map_err(|error| refuse(format!("reading the report: {error}")))?;
-    let report: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|error| refuse(format!("not a JSON report: {error}")))?;
+fn embedded_scenario(path: &Path) -> Result<Source, ScenarioError> {
+    let report = crate::commands::compare::read_report(path)?;
     let Some(scenario) = report.get("scenario").and_then(|s| s.as_str()) else {
-        return Err(refuse(
-            "the report embeds no scenario (not a report of `octopoll run --json`, or one from before 0.1.0)"
-                .into(),
-        )
-        .into());
+        return Err(ScenarioError {
+            location: path.display().to_string(),
+            key: "scenario".into(),
+            message: "the report embeds no scenario (not a report of `octopoll run --json`, or one from before 0.1.0)".into(),
+        });
     };
     Ok(Source::new(
         format!("{} (its scenario)", path.display()),
