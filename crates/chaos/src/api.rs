@@ -1,11 +1,13 @@
 //! Toxiproxy's HTTP API over a [`Chaos`] registry, so toxiproxy clients and habits
 //! work unchanged.
 //!
-//! * `GET /version`
+//! * `GET /version` (`{"version": "…"}`)
 //! * `GET /proxies`, `POST /proxies`
-//! * `GET|POST|DELETE /proxies/{name}`
+//! * `POST /populate`: create or replace a list of proxies
+//! * `GET|PATCH|POST|DELETE /proxies/{name}` (`POST` updates too, as before
+//!   toxiproxy 2.6)
 //! * `GET|POST /proxies/{name}/toxics`
-//! * `GET|POST|DELETE /proxies/{name}/toxics/{toxic}`
+//! * `GET|PATCH|POST|DELETE /proxies/{name}/toxics/{toxic}`
 //! * `POST /reset`
 //!
 //! Errors answer `{"error": "...", "status": N}` with status N, as toxiproxy does.
@@ -135,11 +137,18 @@ pub fn router(chaos: Chaos, listen: ListenPolicy) -> Router {
         .route("/version", get(version))
         .route("/reset", post(reset))
         .route("/proxies", get(list).post(create))
-        .route("/proxies/{name}", get(show).post(update).delete(delete))
+        .route("/populate", post(populate))
+        .route(
+            "/proxies/{name}",
+            get(show).patch(update).post(update).delete(delete),
+        )
         .route("/proxies/{name}/toxics", get(toxics).post(add_toxic))
         .route(
             "/proxies/{name}/toxics/{toxic}",
-            get(show_toxic).post(update_toxic).delete(remove_toxic),
+            get(show_toxic)
+                .patch(update_toxic)
+                .post(update_toxic)
+                .delete(remove_toxic),
         )
         .with_state(ApiState { chaos, listen })
 }
@@ -161,8 +170,8 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-async fn version() -> &'static str {
-    env!("CARGO_PKG_VERSION")
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"version": env!("CARGO_PKG_VERSION")}))
 }
 
 async fn reset(State(chaos): State<Chaos>) -> ApiResult<StatusCode> {
@@ -184,6 +193,54 @@ async fn create(
     listen.allow(config.listen)?;
     let info = chaos.create(config).await?;
     Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// Creates each proxy of the list, replacing one of the same name whose
+/// settings differ (one that already matches is left as it is, connections
+/// and toxics included). Every entry is checked before any is touched; a
+/// proxy that then cannot start ends the call with its error, the ones
+/// before it in place.
+async fn populate(
+    State(chaos): State<Chaos>,
+    State(listen): State<ListenPolicy>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let configs: Vec<ProxyConfig> = parse(&body)?;
+    let mut names = std::collections::BTreeSet::new();
+    for config in &configs {
+        listen.allow(config.listen)?;
+        if !names.insert(config.name.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "proxy {:?} is in the list twice",
+                config.name
+            )));
+        }
+    }
+    let mut proxies = Vec::with_capacity(configs.len());
+    for config in configs {
+        let existing = chaos.get(&config.name).await.ok();
+        let info = match existing {
+            Some(info) if matches(&info, &config) => info,
+            Some(_) => {
+                chaos.delete(&config.name).await?;
+                chaos.create(config).await?
+            }
+            None => chaos.create(config).await?,
+        };
+        proxies.push(info);
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "proxies": proxies })),
+    ))
+}
+
+/// Whether a running proxy already is what `config` asks for (port 0: any
+/// port on the same address).
+fn matches(info: &ProxyInfo, config: &ProxyConfig) -> bool {
+    let listen = info.listen == config.listen
+        || (config.listen.port() == 0 && info.listen.ip() == config.listen.ip());
+    listen && info.upstream == config.upstream && info.enabled == config.enabled
 }
 
 async fn show(State(chaos): State<Chaos>, Path(name): Path<String>) -> ApiResult<Json<ProxyInfo>> {

@@ -156,6 +156,11 @@ impl Lab {
         Self::answer(self.http.post(format!("{}{path}", self.base)).json(body)).await
     }
 
+    /// `PATCH path` with a JSON body (how toxiproxy 2.6's clients update).
+    pub(crate) async fn patch(&self, path: &str, body: &Value) -> Answer {
+        Self::answer(self.http.patch(format!("{}{path}", self.base)).json(body)).await
+    }
+
     /// `POST path` with a raw body, said to be JSON.
     pub(crate) async fn post_raw(&self, path: &str, body: &'static str) -> Answer {
         self.post_typed(path, "application/json", body).await

@@ -19,11 +19,74 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn version_is_text() {
+async fn version_is_json() {
     let lab = Lab::start().await;
     let answer = lab.get("/version").await;
     assert_eq!(answer.status, 200);
-    assert_eq!(answer.body, json!(env!("CARGO_PKG_VERSION")));
+    assert_eq!(answer.body, json!({"version": env!("CARGO_PKG_VERSION")}));
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn populate_creates_replaces_and_keeps_proxies() {
+    let lab = Lab::start().await;
+    let kept = lab.proxy("kept").await;
+    lab.toxic(
+        "kept",
+        json!({"type": "latency", "attributes": {"latency": 1}}),
+    )
+    .await;
+    let replaced = lab.proxy("replaced").await;
+    let upstream = lab.echo.addr.to_string();
+    let answer = lab
+        .post(
+            "/populate",
+            &json!([
+                {"name": "kept", "listen": kept.to_string(), "upstream": upstream},
+                {"name": "replaced", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:9", "enabled": false},
+                {"name": "new", "listen": "127.0.0.1:0", "upstream": upstream},
+            ]),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let proxies = answer.body["proxies"].as_array().unwrap();
+    let names: Vec<&str> = proxies
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["kept", "replaced", "new"], "in the list's order");
+    assert_eq!(
+        proxies[0]["toxics"].as_array().unwrap().len(),
+        1,
+        "kept as it was"
+    );
+    assert_eq!(proxies[1]["upstream"], "127.0.0.1:9");
+    assert_eq!(proxies[1]["enabled"], false);
+    assert_ne!(proxies[1]["listen"], replaced.to_string());
+    let new: std::net::SocketAddr = proxies[2]["listen"].as_str().unwrap().parse().unwrap();
+    round_trip(&mut connect(new).await, b"through a populated proxy").await;
+    round_trip(&mut connect(kept).await, b"through a kept proxy").await;
+
+    // A bad list changes nothing: a public listen address, a name twice.
+    for (list, status) in [
+        (
+            json!([{"name": "x", "listen": "0.0.0.0:0", "upstream": upstream}]),
+            403,
+        ),
+        (
+            json!([{"name": "y", "listen": "127.0.0.1:0", "upstream": upstream},
+                {"name": "y", "listen": "127.0.0.1:0", "upstream": upstream}]),
+            400,
+        ),
+        (json!({"name": "z"}), 400),
+    ] {
+        let refused = lab.post("/populate", &list).await;
+        assert_eq!(refused.status, status, "{}", refused.body);
+        assert_eq!(refused.body["status"], status);
+    }
+    let all = lab.get("/proxies").await.body;
+    let names: Vec<&String> = all.as_object().unwrap().keys().collect();
+    assert_eq!(names, ["kept", "new", "replaced"]);
     lab.stop().await;
 }
 
@@ -162,8 +225,9 @@ async fn toxics_are_added_shown_updated_and_removed() {
         expected
     );
 
+    // PATCH, as toxiproxy's Go client's UpdateToxic sends; POST does the same.
     let updated = lab
-        .post(
+        .patch(
             "/proxies/p/toxics/latency_downstream",
             &json!({"attributes": {"latency": 50}, "toxicity": 0.5}),
         )
@@ -175,6 +239,19 @@ async fn toxics_are_added_shown_updated_and_removed() {
     );
     assert_eq!(updated.body["toxicity"], 0.5);
     assert_eq!(lab.get("/proxies/p").await.body["toxics"][0], updated.body);
+    let posted = lab
+        .post(
+            "/proxies/p/toxics/latency_downstream",
+            &json!({"attributes": {"jitter": 3}}),
+        )
+        .await;
+    assert_eq!(
+        posted.body["attributes"],
+        json!({"latency": 50, "jitter": 3})
+    );
+    let disabled = lab.patch("/proxies/p", &json!({"enabled": false})).await;
+    assert_eq!(disabled.status, 200, "{}", disabled.body);
+    assert_eq!(disabled.body["enabled"], false);
 
     assert_eq!(
         lab.delete("/proxies/p/toxics/latency_downstream")
