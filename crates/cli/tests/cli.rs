@@ -6,6 +6,28 @@ fn octopoll() -> Command {
     Command::new(env!("CARGO_BIN_EXE_octopoll"))
 }
 
+/// What a finished `octopoll` said: its exit code, stdout and stderr.
+struct Said {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// `octopoll run ARGS` on free ports, without progress.
+fn run_quietly(args: &[&std::ffi::OsStr]) -> Said {
+    let output = octopoll()
+        .arg("run")
+        .args(args)
+        .args(["--comms-port", "0", "--quiet"])
+        .output()
+        .unwrap();
+    Said {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 #[test]
 fn run_writes_a_json_report_with_full_coverage_and_nothing_lost() {
     let dir = tempfile::tempdir().unwrap();
@@ -287,19 +309,12 @@ fn a_breached_threshold_exits_99_and_says_which_and_by_how_much() {
         "duration = \"2s\"\n[agents]\ncount = 6\n[thresholds]\npickup_p99_ms = 0.0\nlost_max = 0\n",
     )
     .unwrap();
-    let output = octopoll()
-        .arg("run")
-        .arg(&scenario)
-        .args(["--comms-port", "0", "--quiet"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(99),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
+    let Said {
+        code,
+        stdout,
+        stderr,
+    } = run_quietly(&[scenario.as_os_str()]);
+    assert_eq!(code, Some(99), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("pickup_p99_ms 0: "), "{stdout}");
     assert!(stdout.contains("(BREACHED by "), "{stdout}");
     assert!(stdout.contains("lost_max 0: 0 (passed)"), "{stdout}");
@@ -323,18 +338,18 @@ fn a_metric_threshold_with_abort_on_fail_stops_the_run_early_and_every_report_sa
     )
     .unwrap();
     let (json, junit) = (dir.path().join("r.json"), dir.path().join("j.xml"));
-    let output = octopoll()
-        .arg("run")
-        .arg(&scenario)
-        .args(["--comms-port", "0", "--quiet", "--json"])
-        .arg(&json)
-        .arg("--junit")
-        .arg(&junit)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(99), "{stdout}\n{stderr}");
+    let Said {
+        code,
+        stdout,
+        stderr,
+    } = run_quietly(&[
+        scenario.as_os_str(),
+        "--json".as_ref(),
+        json.as_os_str(),
+        "--junit".as_ref(),
+        junit.as_os_str(),
+    ]);
+    assert_eq!(code, Some(99), "{stdout}\n{stderr}");
     // At the first look after the 2 s delay (later on a busy machine).
     let verdict = stdout
         .lines()
@@ -388,18 +403,8 @@ fn a_report_embeds_what_ran_and_from_report_runs_it_again() {
     )
     .unwrap();
     let run = |args: &[&std::ffi::OsStr]| {
-        let output = octopoll()
-            .arg("run")
-            .args(args)
-            .args(["--comms-port", "0", "--quiet"])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr,
-        )
+        let said = run_quietly(args);
+        (said.code, said.stdout, said.stderr)
     };
     let (code, stdout, stderr) = run(&[
         scenario.as_os_str(),
