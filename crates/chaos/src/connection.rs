@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::gate::ToxicEntry;
+use crate::gate::{Activity, ToxicEntry};
 use crate::pipe::{direction, End};
 use crate::toxic::Stream;
 
@@ -85,18 +85,21 @@ async fn proxy(client: TcpStream, peer: SocketAddr, route: Route, cancel: Cancel
     let _ = server.set_nodelay(true);
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
+    let activity = Activity::new(tokio::time::Instant::now());
     let end = {
         let up = direction(
             &mut client_read,
             &mut server_write,
             route.toxics.clone(),
             Stream::Upstream,
+            activity.clone(),
         );
         let down = direction(
             &mut server_read,
             &mut client_write,
             route.toxics,
             Stream::Downstream,
+            activity,
         );
         tokio::select! {
             () = cancel.cancelled() => End::Cut,
@@ -111,8 +114,8 @@ async fn proxy(client: TcpStream, peer: SocketAddr, route: Route, cancel: Cancel
     close(server_read, server_write, end.is_reset());
 }
 
-/// Runs both directions; ends when both reach end of stream, or at once when either
-/// ends otherwise.
+/// Runs both directions; ends when both reach end of stream (or vanished), or at
+/// once when either ends otherwise.
 async fn both(up: impl Future<Output = End>, down: impl Future<Output = End>) -> End {
     let mut up = std::pin::pin!(up);
     let mut down = std::pin::pin!(down);
@@ -129,7 +132,9 @@ async fn both(up: impl Future<Output = End>, down: impl Future<Output = End>) ->
                 end
             }
         };
-        if !matches!(end, End::Eof) {
+        // A forgotten direction whose source ended waits for the other, as
+        // a peer that gave up leaves the other side waiting on its own timeout.
+        if !matches!(end, End::Eof | End::Vanished) {
             return end;
         }
     }

@@ -1,6 +1,8 @@
 //! The toxics in force on one direction of one connection, their per-connection state,
 //! and what the writer may do next: hold, receive, write a piece at a time, or close.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +19,50 @@ pub(crate) struct ToxicEntry {
     pub(crate) toxic: Toxic,
     /// Distinguishes this version of the toxic from earlier ones of the same name.
     pub(crate) revision: u64,
+}
+
+/// A connection's traffic, both directions together, for `idle_timeout`: when
+/// data last arrived either way, and whether the connection was forgotten.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    base: Instant,
+    /// Nanoseconds from `base` to the last data.
+    last: AtomicU64,
+    forgotten: AtomicBool,
+}
+
+impl Activity {
+    /// A connection whose clock starts `now`.
+    pub(crate) fn new(now: Instant) -> Arc<Self> {
+        Arc::new(Activity {
+            base: now,
+            last: AtomicU64::new(0),
+            forgotten: AtomicBool::new(false),
+        })
+    }
+
+    /// Data arrived `at`.
+    pub(crate) fn touch(&self, at: Instant) {
+        let nanos =
+            u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        self.last.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        after(
+            self.base,
+            Duration::from_nanos(self.last.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Whether an `idle_timeout` forgot the connection: nothing passes again.
+    pub(crate) fn is_forgotten(&self) -> bool {
+        self.forgotten.load(Ordering::Relaxed)
+    }
+
+    fn forget(&self) {
+        self.forgotten.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A chunk read from one side, timestamped on arrival.
@@ -89,6 +135,12 @@ pub(crate) enum Action {
     },
     /// A `limit_data` toxic is used up: close the connection.
     LimitReached,
+    /// The connection was forgotten (`idle_timeout`): take what arrives and
+    /// drop it, so the end of the source is still seen.
+    Swallow,
+    /// Forgotten, and the source has ended: end this direction without telling
+    /// the destination.
+    Vanish,
 }
 
 /// The writer's next step, and a timer that ends the connection whatever it does.
@@ -98,6 +150,8 @@ pub(crate) struct Plan {
     pub(crate) fatal: Option<(Instant, Fatal)>,
     /// What to do meanwhile.
     pub(crate) action: Action,
+    /// When to plan again although nothing happened (an `idle_timeout` falls due).
+    pub(crate) recheck: Option<Instant>,
 }
 
 #[derive(Clone, Debug)]
@@ -117,6 +171,8 @@ struct Live {
 #[derive(Debug)]
 pub(crate) struct Gates {
     stream: Stream,
+    /// Shared with the other direction.
+    activity: Arc<Activity>,
     live: Vec<Live>,
     rng: SmallRng,
     /// When the slicer lets the next piece go.
@@ -124,10 +180,11 @@ pub(crate) struct Gates {
 }
 
 impl Gates {
-    /// No toxics yet, for `stream`.
-    pub(crate) fn new(stream: Stream) -> Self {
+    /// No toxics yet, for `stream` of the connection whose traffic is `activity`.
+    pub(crate) fn new(stream: Stream, activity: Arc<Activity>) -> Self {
         Gates {
             stream,
+            activity,
             live: Vec::new(),
             rng: SmallRng::from_rng(&mut rand::rng()),
             slice_ready_at: Instant::now(),
@@ -158,6 +215,31 @@ impl Gates {
 
     /// Decides the next step given the head chunk (if any) and when the source ended.
     pub(crate) fn plan(&mut self, head: Option<&mut Head>, eof_at: Option<Instant>) -> Plan {
+        let now = Instant::now();
+        let mut recheck: Option<Instant> = None;
+        for live in self.live.iter().filter(|l| l.active) {
+            if let ToxicKind::IdleTimeout(t) = live.kind {
+                let idle_since = self.activity.last().max(live.seen_at);
+                let at = after(idle_since, Duration::from_millis(t.timeout));
+                if at <= now {
+                    self.activity.forget();
+                } else {
+                    recheck = Some(recheck.map_or(at, |r| r.min(at)));
+                }
+            }
+        }
+        if self.activity.is_forgotten() {
+            let action = if eof_at.is_some() {
+                Action::Vanish
+            } else {
+                Action::Swallow
+            };
+            return Plan {
+                fatal: None,
+                action,
+                recheck: None,
+            };
+        }
         let mut fatal: Option<(Instant, Fatal)> = None;
         let mut hold = false;
         let mut limit_left: Option<u64> = None;
@@ -189,7 +271,7 @@ impl Gates {
                         slicer = Some(s);
                     }
                 }
-                ToxicKind::Latency(_) | ToxicKind::Bandwidth(_) => {}
+                ToxicKind::Latency(_) | ToxicKind::Bandwidth(_) | ToxicKind::IdleTimeout(_) => {}
             }
         }
         let action = if hold {
@@ -205,7 +287,11 @@ impl Gates {
         } else {
             Action::Receive
         };
-        Plan { fatal, action }
+        Plan {
+            fatal,
+            action,
+            recheck,
+        }
     }
 
     /// The next piece of `head` to write, and when.
@@ -365,7 +451,7 @@ mod tests {
 
     #[test]
     fn no_toxics_writes_whole_chunks_at_once() {
-        let mut gates = Gates::new(Stream::Downstream);
+        let mut gates = Gates::new(Stream::Downstream, Activity::new(Instant::now()));
         let mut head = head(b"hello");
         let plan = gates.plan(Some(&mut head), None);
         assert!(plan.fatal.is_none());
@@ -380,7 +466,7 @@ mod tests {
 
     #[test]
     fn toxics_on_the_other_stream_do_not_apply() {
-        let mut gates = Gates::new(Stream::Upstream);
+        let mut gates = Gates::new(Stream::Upstream, Activity::new(Instant::now()));
         let timeout = entry(ToxicKind::Timeout(Timeout { timeout: 0 }), 1);
         gates.refresh(&[timeout], Instant::now());
         assert!(matches!(gates.plan(None, None).action, Action::Receive));
@@ -388,7 +474,7 @@ mod tests {
 
     #[test]
     fn limit_data_cuts_the_piece_then_closes() {
-        let mut gates = Gates::new(Stream::Downstream);
+        let mut gates = Gates::new(Stream::Downstream, Activity::new(Instant::now()));
         let limit = entry(ToxicKind::LimitData(LimitData { bytes: 3 }), 1);
         gates.refresh(&[limit], Instant::now());
         let mut head = head(b"hello");

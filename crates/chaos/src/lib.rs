@@ -2,7 +2,8 @@
 //!
 //! Placed between polling agents and each node, a proxy forwards connections to its
 //! upstream and injects network faults into them: latency, limited bandwidth, slow
-//! closes, stalls and timeouts, resets, sliced writes, and data limits. Faults
+//! closes, stalls and timeouts, resets, sliced writes, data limits, and (octopoll's
+//! own) the idle timeout of a NAT gateway that silently forgets a quiet connection. Faults
 //! ("toxics") carry toxiproxy's names, fields and semantics, and the HTTP API
 //! ([`api`]) has toxiproxy's shape, so anyone who knows toxiproxy can drive it:
 //!

@@ -2,6 +2,7 @@
 //! bounded channel, and a writer that passes them through the direction's toxics.
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -9,7 +10,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
-use crate::gate::{Action, Chunk, Fatal, Gates, Head, Plan, ToxicEntry};
+use crate::gate::{Action, Activity, Chunk, Fatal, Gates, Head, Plan, ToxicEntry};
 use crate::toxic::Stream;
 
 /// Largest chunk read at once.
@@ -31,19 +32,24 @@ pub(crate) enum End {
     Limit,
     /// The proxy was disabled, changed or deleted.
     Cut,
+    /// An `idle_timeout` forgot the connection and the source then ended: the
+    /// destination was not told.
+    Vanished,
     /// Writing to the destination failed.
     WriteFailed(io::Error),
 }
 
-/// Copies `src` to `dst` through the `stream` toxics until either ends.
+/// Copies `src` to `dst` through the `stream` toxics until either ends;
+/// `activity` is the connection's traffic, shared with the other direction.
 pub(crate) async fn direction(
     src: &mut OwnedReadHalf,
     dst: &mut OwnedWriteHalf,
     toxics: watch::Receiver<Vec<ToxicEntry>>,
     stream: Stream,
+    activity: Arc<Activity>,
 ) -> End {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-    let mut writer = std::pin::pin!(write_loop(rx, dst, toxics, stream));
+    let mut writer = std::pin::pin!(write_loop(rx, dst, toxics, stream, activity));
     let early = tokio::select! {
         end = &mut writer => Some(end),
         () = read_loop(src, tx) => None,
@@ -82,6 +88,7 @@ async fn read_loop(src: &mut OwnedReadHalf, tx: mpsc::Sender<Chunk>) {
 /// One turn of the writer's loop.
 enum Step {
     Changed,
+    Recheck,
     Unwatched,
     Fatal,
     Received(Option<Chunk>),
@@ -97,8 +104,9 @@ async fn write_loop(
     dst: &mut OwnedWriteHalf,
     mut toxics: watch::Receiver<Vec<ToxicEntry>>,
     stream: Stream,
+    activity: Arc<Activity>,
 ) -> End {
-    let mut gates = Gates::new(stream);
+    let mut gates = Gates::new(stream, activity.clone());
     gates.refresh(&toxics.borrow_and_update(), Instant::now());
     let mut watching = true;
     let mut head: Option<Head> = None;
@@ -114,7 +122,11 @@ async fn write_loop(
                 Err(_) => watching = false,
             }
         }
-        let Plan { fatal, action } = gates.plan(head.as_mut(), eof_at);
+        let Plan {
+            fatal,
+            action,
+            recheck,
+        } = gates.plan(head.as_mut(), eof_at);
         let fatal_at = fatal.map(|(at, _)| at);
         let mut receive = false;
         let mut write_at = None;
@@ -129,6 +141,11 @@ async fn write_loop(
             }
             Action::Finish { at } => finish_at = Some(at),
             Action::LimitReached => return End::Limit,
+            Action::Swallow => {
+                head = None;
+                receive = true;
+            }
+            Action::Vanish => return End::Vanished,
         }
         let now = Instant::now();
         let step = tokio::select! {
@@ -143,6 +160,7 @@ async fn write_loop(
                 Step::Wrote(written)
             }
             () = sleep_until(finish_at.unwrap_or(now)), if finish_at.is_some() => Step::Finish,
+            () = sleep_until(recheck.unwrap_or(now)), if recheck.is_some() => Step::Recheck,
             else => Step::Stuck,
         };
         match step {
@@ -151,13 +169,20 @@ async fn write_loop(
                 gates.refresh(&toxics.borrow_and_update(), now);
             }
             Step::Unwatched => watching = false,
+            Step::Recheck => {}
             Step::Fatal => {
                 return match fatal {
                     Some((_, Fatal::Reset)) => End::Reset,
                     _ => End::TimedOut,
                 }
             }
-            Step::Received(Some(chunk)) => head = Some(Head::new(chunk, Instant::now())),
+            Step::Received(Some(chunk)) => {
+                activity.touch(chunk.arrived);
+                // Forgotten: what arrives is dropped, as a gateway drops it.
+                if !activity.is_forgotten() {
+                    head = Some(Head::new(chunk, Instant::now()));
+                }
+            }
             Step::Received(None) => eof_at = Some(Instant::now()),
             Step::Wrote(Ok(0)) => return End::WriteFailed(io::ErrorKind::WriteZero.into()),
             Step::Wrote(Ok(n)) => {

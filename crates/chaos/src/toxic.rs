@@ -102,6 +102,19 @@ pub struct LimitData {
     pub bytes: u64,
 }
 
+/// `idle_timeout` (octopoll's; toxiproxy has none): what a NAT gateway, firewall
+/// or load balancer does to a connection that carries no data either way for
+/// `timeout` ms: it forgets it. From then on nothing passes in either
+/// direction and neither side is told (no FIN, no RST); each finds out only by
+/// its own timeouts. Data either way restarts the clock (both streams share
+/// it, whichever the toxic is on). With 0, every connection goes dark at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdleTimeout {
+    /// Milliseconds without data, either way, before the connection is forgotten.
+    pub timeout: u64,
+}
+
 /// A toxic's type and attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -120,10 +133,12 @@ pub enum ToxicKind {
     Slicer(Slicer),
     /// `limit_data`.
     LimitData(LimitData),
+    /// `idle_timeout`.
+    IdleTimeout(IdleTimeout),
 }
 
 /// The toxic types understood, as toxiproxy names them.
-pub const TOXIC_TYPES: [&str; 7] = [
+pub const TOXIC_TYPES: [&str; 8] = [
     "latency",
     "bandwidth",
     "slow_close",
@@ -131,6 +146,7 @@ pub const TOXIC_TYPES: [&str; 7] = [
     "reset_peer",
     "slicer",
     "limit_data",
+    "idle_timeout",
 ];
 
 impl ToxicKind {
@@ -144,6 +160,7 @@ impl ToxicKind {
             ToxicKind::ResetPeer(_) => "reset_peer",
             ToxicKind::Slicer(_) => "slicer",
             ToxicKind::LimitData(_) => "limit_data",
+            ToxicKind::IdleTimeout(_) => "idle_timeout",
         }
     }
 
@@ -161,6 +178,7 @@ impl ToxicKind {
                 "delay": a.delay,
             }),
             ToxicKind::LimitData(a) => json!({"bytes": a.bytes}),
+            ToxicKind::IdleTimeout(a) => json!({"timeout": a.timeout}),
         }
     }
 
@@ -181,6 +199,9 @@ impl ToxicKind {
             "reset_peer" => ToxicKind::ResetPeer(serde_json::from_value(attributes).map_err(bad)?),
             "slicer" => ToxicKind::Slicer(serde_json::from_value(attributes).map_err(bad)?),
             "limit_data" => ToxicKind::LimitData(serde_json::from_value(attributes).map_err(bad)?),
+            "idle_timeout" => {
+                ToxicKind::IdleTimeout(serde_json::from_value(attributes).map_err(bad)?)
+            }
             other => {
                 return Err(Error::InvalidToxic(format!(
                     "unknown toxic type `{other}`; expected one of {}",

@@ -102,6 +102,13 @@ pub enum Toxic {
         /// Milliseconds.
         delay: u64,
     },
+    /// Forget a connection quiet for `timeout` ms, either way, as a NAT gateway or
+    /// load balancer does: nothing passes after, and neither side is told (0:
+    /// every connection goes dark at once).
+    IdleTimeout {
+        /// Milliseconds.
+        timeout: u64,
+    },
 }
 
 impl Toxic {
@@ -115,6 +122,7 @@ impl Toxic {
             Toxic::Slicer { .. } => "slicer",
             Toxic::LimitData { .. } => "limit_data",
             Toxic::SlowClose { .. } => "slow_close",
+            Toxic::IdleTimeout { .. } => "idle_timeout",
         }
     }
 }

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use octopoll_chaos::toxic::{Bandwidth, Latency, LimitData, ResetPeer, Slicer, SlowClose, Timeout};
+use octopoll_chaos::toxic::{
+    Bandwidth, IdleTimeout, Latency, LimitData, ResetPeer, Slicer, SlowClose, Timeout,
+};
 use octopoll_chaos::{Chaos, ProxyConfig, ProxyUpdate, Stream, Toxic as ChaosToxic, ToxicKind};
 use octopoll_node::NodeId;
 use serde::Serialize;
@@ -196,6 +198,7 @@ fn kind_of(toxic: &Toxic) -> ToxicKind {
         }),
         Toxic::LimitData { bytes } => ToxicKind::LimitData(LimitData { bytes }),
         Toxic::SlowClose { delay } => ToxicKind::SlowClose(SlowClose { delay }),
+        Toxic::IdleTimeout { timeout } => ToxicKind::IdleTimeout(IdleTimeout { timeout }),
     }
 }
 

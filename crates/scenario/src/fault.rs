@@ -40,7 +40,7 @@ pub struct FaultKeys {
     pub jitter: Option<u64>,
     /// `bandwidth`: KB/s.
     pub rate: Option<u64>,
-    /// `timeout`, `reset_peer`: milliseconds.
+    /// `timeout`, `reset_peer`, `idle_timeout`: milliseconds.
     pub timeout: Option<u64>,
     /// `slicer`: average slice in bytes.
     pub average_size: Option<u64>,
@@ -115,7 +115,7 @@ impl fmt::Display for Action {
 }
 
 /// Every action name a scenario may use.
-pub const ACTIONS: [&str; 16] = [
+pub const ACTIONS: [&str; 17] = [
     "kill",
     "stop",
     "start",
@@ -128,6 +128,7 @@ pub const ACTIONS: [&str; 16] = [
     "slicer",
     "limit_data",
     "slow_close",
+    "idle_timeout",
     "down",
     "partition",
     "redis-down",
@@ -287,6 +288,7 @@ pub fn action_of(keys: &FaultKeys) -> Result<Action, (&'static str, String)> {
         ],
         "limit_data" => &["stream", "toxicity", "bytes"],
         "slow_close" => &["stream", "toxicity", "delay"],
+        "idle_timeout" => &["stream", "toxicity", "timeout"],
         _ => &[],
     };
     if let Some((key, _)) = set.iter().find(|(key, on)| *on && !allowed.contains(key)) {
@@ -340,6 +342,9 @@ pub fn action_of(keys: &FaultKeys) -> Result<Action, (&'static str, String)> {
         }
         "limit_data" => Toxic::LimitData {
             bytes: need(keys.bytes, "bytes")?,
+        },
+        "idle_timeout" => Toxic::IdleTimeout {
+            timeout: need(keys.timeout, "timeout")?,
         },
         "slow_close" => Toxic::SlowClose {
             delay: need(keys.delay, "delay")?,
@@ -423,6 +428,21 @@ mod tests {
         assert!(
             message.contains("does not apply to a kill fault"),
             "{message}"
+        );
+        let (key, message) = action_of(&keys("idle_timeout")).unwrap_err();
+        assert_eq!(
+            (key, message.as_str()),
+            ("timeout", "idle_timeout needs timeout")
+        );
+        let mut idle = keys("idle_timeout");
+        idle.timeout = Some(20_000);
+        assert_eq!(
+            action_of(&idle),
+            Ok(Action::Network(NetworkAction::Toxic {
+                toxic: Toxic::IdleTimeout { timeout: 20_000 },
+                stream: Streams::Both,
+                toxicity: 1.0
+            }))
         );
     }
 }

@@ -607,3 +607,31 @@ async fn a_body_that_is_not_json_or_a_foreign_page_is_refused_before_the_api() {
     assert_eq!(lab.post_raw("/proxies", body).await.status, 201);
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_forgets_a_quiet_connection_and_tells_neither_side() {
+    let lab = Lab::start().await;
+    let listen = lab.proxy("p").await;
+    // On one stream: the clock is the connection's, data either way resets it.
+    lab.toxic(
+        "p",
+        json!({"type": "idle_timeout", "stream": "upstream", "attributes": {"timeout": 300}}),
+    )
+    .await;
+    let mut client = connect(listen).await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(700) {
+        round_trip(&mut client, b"still here").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Quiet for longer than the timeout: forgotten. What is sent goes nowhere,
+    // and no end (FIN or RST) comes back either.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client.write_all(b"anyone there?").await.unwrap();
+    let mut buf = [0u8; 64];
+    let answer = tokio::time::timeout(Duration::from_millis(800), client.read(&mut buf)).await;
+    assert!(answer.is_err(), "nothing comes back: {answer:?}");
+    // A new connection passes until it too is quiet for long enough.
+    round_trip(&mut connect(listen).await, b"a fresh mapping").await;
+    lab.stop().await;
+}
