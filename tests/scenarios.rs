@@ -79,6 +79,7 @@ fn every_shipped_scenario_parses_and_is_valid() {
             "listening-cluster",
             "load-balancer-pitfall",
             "multi-node-polling",
+            "nat-idle-timeout",
             "network-partition",
             "node-failover",
             "reconnect-storm",
@@ -154,6 +155,39 @@ async fn network_partition_makes_pairs_stale_and_heals() {
         "node 3's pairs went stale: {report}"
     );
     assert!(partition.full_mesh_s.is_some(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_timeout_under_the_long_poll_darkens_every_pair_with_its_node() {
+    let report = run_scenario("nat-idle-timeout", 20).await;
+    let line = |node: &str| {
+        report
+            .per_node
+            .iter()
+            .find(|n| n.node == node)
+            .unwrap_or_else(|| panic!("{node} in {report}"))
+    };
+    // Every connection to node 2 went quiet for 2 s in its first long-poll and
+    // was forgotten: no agent polls it, and nobody was told (no reconnects
+    // within the run: the agents' receive timeout is longer).
+    assert_eq!(line("node-2").agents_polling, 0, "{report}");
+    assert_eq!(report.churn.agent_failures, 0, "{report}");
+    assert!(report.run.coverage < 0.7, "{report}");
+    // Work for node 2 waits for a poll that never comes; the others lose nothing.
+    for reason in line("node-2").failed_by_reason.keys() {
+        assert!(
+            reason == "pickup-timeout" || reason == "run-ended",
+            "{reason}: {report}"
+        );
+    }
+    assert!(line("node-2").failed > 0, "{report}");
+    assert_eq!(line("node-1").failed + line("node-3").failed, 0, "{report}");
+    assert!(
+        report.faults[0]
+            .fault
+            .starts_with("idle_timeout node-2 at "),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
