@@ -4,9 +4,9 @@ use octopoll_node::{NodeId, NodeStats};
 
 use crate::counts::Counts;
 use crate::listening::ListeningClusterReport;
-use crate::report::{ProcessFigures, Report, RunFacts};
+use crate::report::{Host, ProcessFigures, Report, RunFacts};
 use crate::thresholds::Thresholds;
-use crate::timeline::FaultReport;
+use crate::timeline::{coverage_series, CoverageSample, FaultReport};
 
 /// Everything a finished run leaves, from which [`Report::of_run`] makes its report.
 #[derive(Debug)]
@@ -27,7 +27,18 @@ pub struct RunRecord<'a> {
     pub faults: Vec<FaultReport>,
     /// The clustered listening Tentacle's checks, if the run had one.
     pub listening_cluster: Option<ListeningClusterReport>,
+    /// Coverage and connections sampled through the run.
+    pub samples: &'a [CoverageSample],
+    /// The certificates' key type.
+    pub key_type: String,
+    /// The machine it ran on.
+    pub host: Host,
+    /// The scenario as resolved, as one file's text.
+    pub scenario: Option<String>,
 }
+
+/// Steps of [`Report::coverage_over_time`].
+const COVERAGE_STEPS: usize = 60;
 
 impl Report {
     /// The whole report of a finished run, judged against `thresholds`.
@@ -38,6 +49,10 @@ impl Report {
         report.processes = run.processes;
         report.faults = run.faults;
         report.listening_cluster = run.listening_cluster;
+        report.coverage_over_time = coverage_series(run.samples, COVERAGE_STEPS);
+        report.key_type = run.key_type;
+        report.host = run.host;
+        report.scenario = run.scenario;
         let figures = crate::thresholds::Figures {
             counts: run.counts,
             nodes: run.nodes,

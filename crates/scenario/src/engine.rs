@@ -256,8 +256,7 @@ async fn run_on<T: Testbed>(
     // What stops the run early: an interrupt, or a breached abort_on_fail
     // threshold (which is no interrupt).
     let stop = interrupt.child_token();
-    let interrupt_or_abort = &stop;
-    let mesh = form_mesh(&lab, config, interrupt_or_abort).await;
+    let mesh = form_mesh(&lab, config, &stop).await;
     let listening_cluster = match (&config.listening_cluster, in_process.nodes.first()) {
         (Some(cluster), Some(node)) => {
             Some(ListeningCluster::start(node, &node.config().api_key, cluster).await?)
@@ -275,7 +274,7 @@ async fn run_on<T: Testbed>(
         &mesh,
         listening_cluster,
         progress,
-        interrupt_or_abort,
+        &stop,
     )
     .await;
     let node_names: Vec<String> = lab.node_ids().iter().map(ToString::to_string).collect();
@@ -295,18 +294,18 @@ async fn run_on<T: Testbed>(
             processes: stopped.processes,
             faults,
             listening_cluster: driven.listening_cluster,
+            samples: &driven.samples,
+            key_type: config.lab.swarm.key_type.to_string(),
+            host: octopoll_report::report::Host {
+                cores: std::thread::available_parallelism().map_or(1, usize::from),
+                open_files: octopoll_fleet::plan::open_file_limit(),
+            },
+            scenario: config.scenario.clone(),
         },
         &config.thresholds,
     );
     report.interrupted = interrupt.is_cancelled();
     report.aborted = driven.aborted;
-    report.coverage_over_time = timeline::coverage_series(&driven.samples, 60);
-    report.key_type = config.lab.swarm.key_type.to_string();
-    report.scenario = config.scenario.clone();
-    report.host = octopoll_report::report::Host {
-        cores: std::thread::available_parallelism().map_or(1, usize::from),
-        open_files: octopoll_fleet::plan::open_file_limit(),
-    };
     let csv = timeline::csv(&driven.samples, &counts, &node_names);
     let html = octopoll_report::html::render(&report, &driven.samples, &counts, &node_names);
     let junit = octopoll_report::junit::render(&report);

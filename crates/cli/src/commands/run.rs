@@ -209,9 +209,7 @@ fn check_summary(config: &RunConfig) -> anyhow::Result<String> {
     };
     let lab = &config.lab;
     let rules: usize = config.thresholds.metrics.values().map(|r| r.0.len()).sum();
-    let fixed = serde_json::to_value(&config.thresholds)?
-        .as_object()
-        .map_or(0, |keys| keys.len() - config.thresholds.metrics.len());
+    let fixed = config.thresholds.fixed_set();
     let mut text =
         format!(
         "scenario OK{}: {} nodes, {} agents, {} topology, {} queue, {} at {} requests/s, {plan}",

@@ -241,6 +241,21 @@ impl Thresholds {
             .collect()
     }
 
+    /// How many fixed keys are set.
+    pub fn fixed_set(&self) -> usize {
+        [
+            self.coverage_min.is_some(),
+            self.pickup_p99_ms.is_some(),
+            self.failed_max.is_some(),
+            self.lost_max.is_some(),
+            self.full_mesh_after_fault_s.is_some(),
+            self.listening_cluster_failed_max.is_some(),
+        ]
+        .into_iter()
+        .filter(|set| *set)
+        .count()
+    }
+
     /// The metric conditions that stop the run when breached.
     pub fn abort_rules(&self) -> impl Iterator<Item = (&Selector, &Rule)> {
         self.metrics
@@ -396,6 +411,8 @@ mod tests {
         let mut fixed = FIXED_KEYS.to_vec();
         fixed.sort_unstable();
         assert_eq!(keys, fixed);
+        assert_eq!(every.fixed_set(), FIXED_KEYS.len());
+        assert_eq!(Thresholds::default().fixed_set(), 0);
     }
 
     #[test]
